@@ -1,0 +1,1 @@
+"""chatd: the chat server daemon."""

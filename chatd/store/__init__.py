@@ -1,0 +1,13 @@
+"""Persistence for chatd: the :class:`Store` protocol and its implementations."""
+
+from chatd.store.base import (
+    NewMessage,
+    ReadResult,
+    SchemaMismatch,
+    Stats,
+    Store,
+    StoreError,
+    User,
+)
+
+__all__ = ["NewMessage", "ReadResult", "SchemaMismatch", "Stats", "Store", "StoreError", "User"]

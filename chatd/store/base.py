@@ -1,0 +1,154 @@
+"""The Store interface: everything chatd keeps, behind one async protocol.
+
+Two implementations pass one contract suite (``tests/store/``): SQLite through apsw
+(``chatd.store.sqlite``) and PostgreSQL through psycopg 3 (``chatd.store.postgres``).
+Every method is a coroutine that never blocks the event loop; writes are batched by the
+implementation (group commit) and a coroutine returns only once its write is durable.
+
+Users are keyed by their lower-case username on the wire; ids stay inside the store and
+the tokens. Messages leave the store as :class:`libchat.protocol.Message`, the wire
+object, with ``from``/``to`` as usernames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import attrs
+
+from libchat.protocol import Message
+
+
+class StoreError(Exception):
+    """The store cannot do its work (database gone, disk full, corrupt file)."""
+
+
+class SchemaMismatch(StoreError):
+    """The database's schema version is not the one this chatd knows."""
+
+    def __init__(self, found: int, expected: int) -> None:
+        hint = "run `chatd migrate`" if found < expected else "upgrade chatd"
+        super().__init__(f"database schema is version {found}, this chatd needs {expected}: {hint}")
+        self.found = found
+        self.expected = expected
+
+
+@attrs.frozen(kw_only=True)
+class User:
+    id: int
+    username: str
+    password_hash: str
+    disabled: bool
+    token_generation: int  # bumped by a password change or a disable: older tokens die
+    created_at: int  # Unix ms
+
+
+@attrs.frozen(kw_only=True)
+class NewMessage:
+    """A message as accepted from a sender, before the store gives it a seq."""
+
+    sender_id: int
+    sender: str
+    recipient_id: int
+    recipient: str
+    client_id: str
+    body: str
+    ts: int  # Unix ms, the server's clock at acceptance
+
+
+@attrs.frozen(kw_only=True)
+class ReadResult:
+    up_to: int | None  # highest seq newly marked read; None when nothing changed
+    newly_delivered: tuple[Message, ...]  # messages the read also marked delivered
+
+
+@attrs.frozen(kw_only=True)
+class Stats:
+    users: int
+    messages: int
+    undelivered: int
+    db_bytes: int
+
+
+class Store(Protocol):
+    schema_version: int  # the version this implementation writes and expects
+
+    async def open(self) -> None:
+        """Connect, check the schema (raising :class:`SchemaMismatch`), start workers."""
+
+    async def close(self) -> None:
+        """Finish every write already submitted, then release connections."""
+
+    async def migrate(self) -> int:
+        """Create or upgrade the schema; returns the version now in place."""
+
+    async def ping(self) -> None:
+        """Raise :class:`StoreError` unless the database answers a trivial query."""
+
+    # --- users and tokens ---
+    async def create_user(self, username: str, password_hash: str, now_ms: int) -> User | None:
+        """None when the username is taken."""
+
+    async def user_by_name(self, username: str) -> User | None: ...
+
+    async def user_by_id(self, user_id: int) -> User | None: ...
+
+    async def list_users(self) -> list[User]: ...
+
+    async def search_users(self, prefix: str, exclude: str, limit: int) -> list[str]:
+        """Usernames starting with ``prefix`` (lower-case), sorted, without ``exclude``."""
+
+    async def set_password(self, user_id: int, password_hash: str) -> User:
+        """Store a new hash and bump the token generation."""
+
+    async def set_disabled(self, user_id: int, disabled: bool) -> User:
+        """Disable or enable; disabling bumps the token generation."""
+
+    async def revoke_token(self, jti: str, user_id: int, expires_at: int) -> None:
+        """Revoke one token until ``expires_at`` (Unix s); idempotent."""
+
+    async def revoked_since(self, since: float) -> list[tuple[str, int]]:
+        """``(jti, expires_at)`` of revocations recorded at or after ``since`` (Unix s)
+        that have not expired; ``since=0`` gives them all (to warm a cache)."""
+
+    async def record_login_failure(self, ip: str, username: str, at: float) -> None: ...
+
+    async def login_failures(self, ip: str, since: float) -> list[float]:
+        """Times (Unix s) of failed logins from ``ip`` at or after ``since``, oldest first."""
+
+    async def account_failures(self, username: str, since: float) -> int:
+        """How many failed logins against ``username`` at or after ``since``."""
+
+    # --- messages ---
+    async def submit(self, messages: Sequence[NewMessage]) -> list[Message]:
+        """Store messages durably; returns, for each input in order, the stored message.
+        A repeated (sender, client_id) returns the original, whatever the new content."""
+
+    async def mark_delivered(self, recipient_id: int, seqs: Sequence[int], now_ms: int) -> list[Message]:
+        """Mark messages addressed to ``recipient_id`` delivered; returns those newly
+        marked (others, and messages addressed to someone else, are ignored)."""
+
+    async def mark_read(self, reader_id: int, peer_id: int, up_to: int, now_ms: int) -> ReadResult:
+        """Mark every message from ``peer_id`` to ``reader_id`` with seq <= ``up_to`` read
+        (and delivered). ``up_to`` beyond the conversation's last message is ignored."""
+
+    async def undelivered(self, recipient_id: int, after_seq: int, limit: int) -> list[Message]:
+        """Messages to ``recipient_id`` not yet delivered, seq > ``after_seq``, oldest first."""
+
+    async def history(
+        self, user_id: int, peer_id: int, before: int | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        """The ``limit`` messages just before ``before`` (default newest), oldest first,
+        and whether older ones exist."""
+
+    async def conversations(self, user_id: int) -> list[tuple[str, Message, int]]:
+        """``(peer, last_message, unread)`` for every conversation, newest first."""
+
+    async def peers(self, user_id: int) -> list[str]:
+        """Usernames that share a conversation with ``user_id`` (for presence)."""
+
+    async def queue_depth(self, recipient_id: int) -> int:
+        """How many messages to ``recipient_id`` are undelivered."""
+
+    async def stats(self) -> Stats: ...

@@ -1,0 +1,1 @@
+"""chatpad: the desktop client."""

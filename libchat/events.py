@@ -1,0 +1,155 @@
+"""Events the engines hand to their hosts, besides the protocol frames themselves.
+
+A server engine yields, from ``receive_data``:
+
+* one typed request event per HTTP request (``RegisterRequest`` ... ``UpgradeRequest``),
+  already validated: the host answers it with ``respond()`` (or, for an upgrade,
+  ``accept_upgrade()``);
+* after the upgrade, the client's frames as the protocol classes themselves
+  (``Hello``, ``Send``, ``Delivered``, ``Read``, ``Typing``, ``Reauth``);
+* ``FrameRejected`` / ``RequestRejected`` when the engine itself answered a peer fault
+  (for logs and metrics; nothing to do);
+* ``ConnectionClosed`` once, when the connection is over.
+
+A client engine yields ``HttpResponse``, ``Upgraded``, the server's frames as protocol
+classes, and ``ConnectionClosed``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from libchat.protocol import Credentials
+
+_event = attrs.frozen(kw_only=True)
+
+# --- server side: HTTP requests -------------------------------------------------------
+
+
+@_event
+class RegisterRequest:
+    """``POST /v1/register`` with a body of the right shape (not yet checked against the
+    username and password rules: the host answers ``invalid_username`` / ``weak_password``)."""
+
+    credentials: Credentials
+
+
+@_event
+class LoginRequest:
+    credentials: Credentials
+
+
+@_event
+class LogoutRequest:
+    token: str
+
+
+@_event
+class RefreshRequest:
+    token: str
+
+
+@_event
+class UserSearchRequest:
+    token: str
+    prefix: str
+
+
+@_event
+class ConversationsRequest:
+    token: str
+
+
+@_event
+class HistoryRequest:
+    token: str
+    peer: str
+    before: int | None
+    limit: int
+
+
+@_event
+class HealthRequest:
+    pass
+
+
+@_event
+class MetricsRequest:
+    pass
+
+
+@_event
+class UpgradeRequest:
+    """A well-formed WebSocket upgrade on ``GET /v1/ws``. The host accepts it with
+    ``accept_upgrade()`` or refuses it with ``respond()`` (401, 403, 503)."""
+
+    token: str | None  # from ``Authorization: Bearer``, if the client sent one
+    origin: str | None
+
+
+HttpRequestEvent = (
+    RegisterRequest
+    | LoginRequest
+    | LogoutRequest
+    | RefreshRequest
+    | UserSearchRequest
+    | ConversationsRequest
+    | HistoryRequest
+    | HealthRequest
+    | MetricsRequest
+    | UpgradeRequest
+)
+
+
+@_event
+class RequestRejected:
+    """The engine answered an HTTP request itself with an error (404, 405, 413, 400...)."""
+
+    status: int
+    code: str
+
+
+@_event
+class FrameRejected:
+    """The engine answered a bad frame itself with an error frame (and maybe a close)."""
+
+    code: str
+    ref: str | None = None
+
+
+@_event
+class ConnectionClosed:
+    """The connection is over: the host closes the transport after draining output.
+
+    ``code`` is the WebSocket close code when there was a WebSocket, else ``None``.
+    """
+
+    code: int | None
+    reason: str = ""
+
+
+# --- client side ----------------------------------------------------------------------
+
+
+@_event
+class HttpResponse:
+    """A response to the client's request. ``body`` is the typed success body (e.g.
+    ``TokenGrant``), an ``ErrorBody`` for an error status, or ``None`` (204)."""
+
+    status: int
+    body: Any
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+@_event
+class Upgraded:
+    """The server answered 101: the WebSocket is open; send ``Hello`` next."""

@@ -1,0 +1,536 @@
+"""Protocol 1.0 types: every WebSocket frame and HTTP body, and their JSON codec.
+
+Each type is a frozen, slotted, keyword-only attrs class validated when built, so an
+instance is always a well-formed protocol value. The same class is sent and received.
+JSON goes through one cattrs converter (orjson preconf) made strict: a field of the
+wrong JSON type is an error, never silently coerced.
+
+Decoding never raises anything but :class:`ProtocolViolation`, which carries the
+contract's error code (``invalid_frame``, ``too_long``, ...) and, where the frame had
+one, the client message id to echo back as ``ref``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Final, TypeVar
+
+import attrs
+import cattrs
+import orjson
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+from cattrs.preconf.orjson import make_converter
+
+from libchat import limits
+
+__all__ = [
+    "CLIENT_FRAMES",
+    "SERVER_FRAMES",
+    "Ack",
+    "ClientFrame",
+    "Conversation",
+    "ConversationList",
+    "Credentials",
+    "Delivered",
+    "DeliveredReceipt",
+    "Error",
+    "ErrorBody",
+    "ErrorDetail",
+    "Health",
+    "Hello",
+    "Message",
+    "MessagePage",
+    "PeerTyping",
+    "Presence",
+    "ProtocolViolation",
+    "Read",
+    "ReadReceipt",
+    "Reauth",
+    "Reauthed",
+    "Registered",
+    "Send",
+    "ServerFrame",
+    "TokenGrant",
+    "Typing",
+    "UserEntry",
+    "UserList",
+    "Welcome",
+    "decode_body",
+    "decode_client_frame",
+    "decode_server_frame",
+    "encode_body",
+    "encode_frame",
+    "is_valid_username",
+    "normalize_username",
+]
+
+
+class ProtocolViolation(Exception):
+    """A peer sent something the contract does not allow.
+
+    ``code`` is the contract's snake_case error code; ``ref`` the offending frame's
+    client message id when it had a usable one.
+    """
+
+    def __init__(self, code: str, message: str, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+
+# --- field validators ---------------------------------------------------------------
+
+CLIENT_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+USERNAME_RE: Final = re.compile(r"[a-z0-9_.-]{3,32}")
+
+
+def normalize_username(name: str) -> str:
+    """The stored form of a username: usernames compare case-insensitively."""
+    return name.lower()
+
+
+def is_valid_username(name: str) -> bool:
+    return USERNAME_RE.fullmatch(name) is not None
+
+
+def _client_id(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
+    if CLIENT_ID_RE.fullmatch(value) is None:
+        raise ProtocolViolation("invalid_frame", "id must be 1..64 of A-Z a-z 0-9 _ -")
+
+
+def _body(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
+    if not value:
+        raise ProtocolViolation("empty_body", "the message body is empty")
+    if len(value) > limits.MAX_MESSAGE_CHARS:
+        raise ProtocolViolation(
+            "too_long", f"the body is over {limits.MAX_MESSAGE_CHARS} characters"
+        )
+
+
+def _non_negative(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
+    if value < 0:
+        raise ProtocolViolation("invalid_frame", f"{attr.name} must not be negative")
+
+
+def _non_empty(_inst: object, attr: attrs.Attribute[str], value: str) -> None:
+    if not value:
+        raise ProtocolViolation("invalid_frame", f"{attr.name} must not be empty")
+
+
+def _seqs(_inst: object, _attr: attrs.Attribute[tuple[int, ...]], value: tuple[int, ...]) -> None:
+    if not value:
+        raise ProtocolViolation("invalid_frame", "seqs must not be empty")
+    if len(value) > limits.MAX_SEQS_PER_DELIVERED:
+        raise ProtocolViolation(
+            "invalid_frame", f"at most {limits.MAX_SEQS_PER_DELIVERED} seqs per frame"
+        )
+    for seq in value:
+        if seq < 0:
+            raise ProtocolViolation("invalid_frame", "seqs must not be negative")
+
+
+def _lower(value: str) -> str:
+    return value.lower()
+
+
+_frozen = attrs.frozen(kw_only=True)
+
+# --- the message object, shared by pushes and HTTP pages ------------------------------
+
+
+@_frozen
+class Message:
+    """A stored message: ``{"id","seq","from","to","body","ts","delivered_at","read_at"}``.
+
+    ``sender`` and ``recipient`` travel as ``from`` and ``to``. On the wire a push is
+    this object with ``"type": "message"`` added.
+    """
+
+    TYPE: ClassVar[str] = "message"
+    id: str = attrs.field(validator=_client_id)
+    seq: int = attrs.field(validator=_non_negative)
+    sender: str
+    recipient: str
+    body: str
+    ts: int
+    delivered_at: int | None = None
+    read_at: int | None = None
+
+
+# --- client -> server frames -----------------------------------------------------------
+
+
+@_frozen
+class Hello:
+    TYPE: ClassVar[str] = "hello"
+    protocol: str = attrs.field(validator=_non_empty)
+    token: str | None = None
+
+
+@_frozen
+class Send:
+    TYPE: ClassVar[str] = "send"
+    id: str = attrs.field(validator=_client_id)
+    to: str = attrs.field(converter=_lower, validator=_non_empty)
+    body: str = attrs.field(validator=_body)
+
+
+@_frozen
+class Delivered:
+    TYPE: ClassVar[str] = "delivered"
+    seqs: tuple[int, ...] = attrs.field(converter=tuple, validator=_seqs)
+
+
+@_frozen
+class Read:
+    TYPE: ClassVar[str] = "read"
+    peer: str = attrs.field(converter=_lower, validator=_non_empty)
+    up_to: int = attrs.field(validator=_non_negative)
+
+
+@_frozen
+class Typing:
+    TYPE: ClassVar[str] = "typing"
+    to: str = attrs.field(converter=_lower, validator=_non_empty)
+
+
+@_frozen
+class Reauth:
+    TYPE: ClassVar[str] = "reauth"
+    token: str = attrs.field(validator=_non_empty)
+
+
+ClientFrame = Hello | Send | Delivered | Read | Typing | Reauth
+CLIENT_FRAMES: Final[Mapping[str, type[Any]]] = {
+    cls.TYPE: cls for cls in (Hello, Send, Delivered, Read, Typing, Reauth)
+}
+
+# --- server -> client frames -----------------------------------------------------------
+
+
+@_frozen
+class Welcome:
+    TYPE: ClassVar[str] = "welcome"
+    user_id: int
+    username: str
+    protocol: str = limits.PROTOCOL_VERSION
+    server_time: int
+
+
+@_frozen
+class Ack:
+    TYPE: ClassVar[str] = "ack"
+    id: str = attrs.field(validator=_client_id)
+    seq: int = attrs.field(validator=_non_negative)
+    ts: int
+
+
+@_frozen
+class DeliveredReceipt:
+    """``{"type": "receipt", "status": "delivered", "id", "seq", "ts"}``."""
+
+    TYPE: ClassVar[str] = "receipt"
+    STATUS: ClassVar[str] = "delivered"
+    id: str
+    seq: int
+    ts: int
+
+
+@_frozen
+class ReadReceipt:
+    """``{"type": "receipt", "status": "read", "peer", "up_to", "ts"}``."""
+
+    TYPE: ClassVar[str] = "receipt"
+    STATUS: ClassVar[str] = "read"
+    peer: str
+    up_to: int
+    ts: int
+
+
+@_frozen
+class PeerTyping:
+    """The forwarded typing signal: ``{"type": "typing", "from": <username>}``."""
+
+    TYPE: ClassVar[str] = "typing"
+    sender: str
+
+
+@_frozen
+class Presence:
+    TYPE: ClassVar[str] = "presence"
+    user: str
+    online: bool
+
+
+@_frozen
+class Reauthed:
+    TYPE: ClassVar[str] = "reauthed"
+    expires_in: int
+
+
+@_frozen
+class Error:
+    """An error frame. ``ref`` echoes the offending frame's id; optional fields are
+    left out of the JSON when unset."""
+
+    TYPE: ClassVar[str] = "error"
+    code: str = attrs.field(validator=_non_empty)
+    message: str | None = None
+    ref: str | None = None
+    retry_after_ms: int | None = None
+
+
+ServerFrame = (
+    Welcome
+    | Ack
+    | Message
+    | DeliveredReceipt
+    | ReadReceipt
+    | PeerTyping
+    | Presence
+    | Reauthed
+    | Error
+)
+SERVER_FRAMES: Final[Mapping[str, type[Any]]] = {
+    cls.TYPE: cls for cls in (Welcome, Ack, Message, PeerTyping, Presence, Reauthed, Error)
+}
+_RECEIPTS: Final[Mapping[str, type[Any]]] = {
+    DeliveredReceipt.STATUS: DeliveredReceipt,
+    ReadReceipt.STATUS: ReadReceipt,
+}
+
+# --- HTTP bodies -------------------------------------------------------------------------
+
+
+@_frozen
+class Credentials:
+    """Body of ``POST /v1/register`` and ``POST /v1/login``."""
+
+    username: str
+    password: str
+
+
+@_frozen
+class Registered:
+    user_id: int
+    username: str
+
+
+@_frozen
+class TokenGrant:
+    """Answer to a login or a token refresh."""
+
+    token: str
+    token_type: str = "Bearer"
+    expires_in: int
+    user_id: int
+    username: str
+
+
+@_frozen
+class UserEntry:
+    username: str
+
+
+@_frozen
+class UserList:
+    users: tuple[UserEntry, ...] = attrs.field(converter=tuple)
+
+
+@_frozen
+class Conversation:
+    peer: str
+    last_message: Message
+    unread: int
+
+
+@_frozen
+class ConversationList:
+    conversations: tuple[Conversation, ...] = attrs.field(converter=tuple)
+
+
+@_frozen
+class MessagePage:
+    messages: tuple[Message, ...] = attrs.field(converter=tuple)
+    has_more: bool
+
+
+@_frozen
+class Health:
+    status: str
+    version: str
+    protocol: str
+    uptime_s: float
+    connections: int
+    db: str
+    disk_used_pct: float
+
+
+@_frozen
+class ErrorDetail:
+    code: str
+    message: str
+
+
+@_frozen
+class ErrorBody:
+    """``{"error": {"code", "message"}}``: the body of every HTTP error response."""
+
+    error: ErrorDetail
+
+    @classmethod
+    def of(cls, code: str, message: str) -> ErrorBody:
+        return cls(error=ErrorDetail(code=code, message=message))
+
+
+# --- the converter -----------------------------------------------------------------------
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = make_converter(forbid_extra_keys=False)
+
+    def exact(kind: type[Any]) -> Callable[[Any, Any], Any]:
+        def structure(value: Any, _: Any) -> Any:
+            if type(value) is not kind:
+                raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+            return value
+
+        return structure
+
+    for kind in (str, bool, int):
+        conv.register_structure_hook(kind, exact(kind))
+
+    def number(value: Any, _: Any) -> float:
+        if type(value) not in (int, float):
+            raise TypeError(f"expected a number, got {type(value).__name__}")
+        return float(value)
+
+    conv.register_structure_hook(float, number)
+
+    renames = {Message: {"sender": "from", "recipient": "to"}, PeerTyping: {"sender": "from"}}
+    for cls, names in renames.items():
+        fields = {name: override(rename=wire) for name, wire in names.items()}
+        conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, **fields))
+        conv.register_unstructure_hook(cls, make_dict_unstructure_fn(cls, conv, **fields))
+    conv.register_unstructure_hook(
+        Error, make_dict_unstructure_fn(Error, conv, _cattrs_omit_if_default=True)
+    )
+    return conv
+
+
+converter: Final = _make_converter()
+T = TypeVar("T")
+
+
+def _ref_of(data: Mapping[str, Any]) -> str | None:
+    ref = data.get("id")
+    if isinstance(ref, str) and CLIENT_ID_RE.fullmatch(ref):
+        return ref
+    return None
+
+
+def _structure(data: Mapping[str, Any], cls: type[T]) -> T:
+    try:
+        return converter.structure(data, cls)
+    except ProtocolViolation:
+        raise
+    except cattrs.BaseValidationError as exc:
+        # attrs validators raise ProtocolViolation inside cattrs' exception group.
+        for inner in _leaves(exc):
+            if isinstance(inner, ProtocolViolation):
+                raise inner from None
+        raise ProtocolViolation("invalid_frame", _describe(exc)) from None
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise ProtocolViolation("invalid_frame", str(exc) or type(exc).__name__) from None
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        found: list[BaseException] = []
+        for inner in exc.exceptions:
+            found.extend(_leaves(inner))
+        return found
+    return [exc]
+
+
+def _describe(exc: cattrs.BaseValidationError) -> str:
+    notes = cattrs.transform_error(exc)
+    return "; ".join(notes) if notes else "malformed frame"
+
+
+def _load_object(data: bytes | str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ProtocolViolation("invalid_frame", "not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ProtocolViolation("invalid_frame", "a frame must be a JSON object")
+    return value
+
+
+def _frame_class(data: Mapping[str, Any], table: Mapping[str, type[Any]]) -> type[Any]:
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolViolation("invalid_frame", "missing type", _ref_of(data))
+    cls = table.get(kind)
+    if cls is None:
+        raise ProtocolViolation("invalid_frame", f"unknown type {kind[:40]!r}", _ref_of(data))
+    return cls
+
+
+def decode_client_frame(data: bytes | str) -> ClientFrame:
+    """Parse one text frame a client sent. Raises :class:`ProtocolViolation` only."""
+    obj = _load_object(data)
+    cls = _frame_class(obj, CLIENT_FRAMES)
+    try:
+        frame: ClientFrame = _structure(obj, cls)
+    except ProtocolViolation as exc:
+        exc.ref = exc.ref or _ref_of(obj)
+        raise
+    return frame
+
+
+def decode_server_frame(data: bytes | str) -> ServerFrame:
+    """Parse one text frame a server sent. Raises :class:`ProtocolViolation` only."""
+    obj = _load_object(data)
+    if obj.get("type") == "receipt":
+        status = obj.get("status")
+        cls = _RECEIPTS.get(status) if isinstance(status, str) else None
+        if cls is None:
+            raise ProtocolViolation("invalid_frame", "unknown receipt status")
+    else:
+        cls = _frame_class(obj, SERVER_FRAMES)
+    frame: ServerFrame = _structure(obj, cls)
+    return frame
+
+
+def encode_frame(frame: ClientFrame | ServerFrame) -> str:
+    """The JSON text of one frame, ``type`` first."""
+    out: dict[str, Any] = {"type": frame.TYPE}
+    status = getattr(frame, "STATUS", None)
+    if status is not None:
+        out["status"] = status
+    out.update(converter.unstructure(frame))
+    return orjson.dumps(out).decode()
+
+
+def encode_body(body: Any) -> bytes:
+    """The JSON bytes of one HTTP body."""
+    return orjson.dumps(converter.unstructure(body))
+
+
+def decode_body(data: bytes | str, cls: type[T]) -> T:
+    """Parse one HTTP body into ``cls``. Raises :class:`ProtocolViolation` with code
+    ``invalid_body`` only."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ProtocolViolation("invalid_body", "the body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ProtocolViolation("invalid_body", "the body must be a JSON object")
+    try:
+        return _structure(value, cls)
+    except ProtocolViolation as exc:
+        raise ProtocolViolation("invalid_body", exc.message) from None
