@@ -57,6 +57,7 @@ __all__ = [
     "UserList",
     "Welcome",
     "decode_body",
+    "decode_response_body",
     "decode_client_frame",
     "decode_server_frame",
     "encode_body",
@@ -534,3 +535,9 @@ def decode_body(data: bytes | str, cls: type[T]) -> T:
         return _structure(value, cls)
     except ProtocolViolation as exc:
         raise ProtocolViolation("invalid_body", exc.message) from None
+
+
+def decode_response_body(data: bytes | str, cls: type[T]) -> T:
+    """Parse one HTTP response body a server sent (the client side's twin of
+    :func:`decode_body`, kept apart so tests can check every server body on arrival)."""
+    return decode_body(data, cls)
