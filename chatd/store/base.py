@@ -105,6 +105,12 @@ class Store(Protocol):
     async def set_disabled(self, user_id: int, disabled: bool) -> User:
         """Disable or enable; disabling bumps the token generation."""
 
+    async def users_changed_since(self, since_ms: int) -> list[User]:
+        """Users whose password, disabled flag or token generation changed at or after
+        ``since_ms`` (Unix ms; a ``changed_at`` column kept by set_password/set_disabled).
+        A running chatd polls this to close the connections of users changed by
+        ``chatd user ...`` from another process."""
+
     async def revoke_token(self, jti: str, user_id: int, expires_at: int) -> None:
         """Revoke one token until ``expires_at`` (Unix s); idempotent."""
 
