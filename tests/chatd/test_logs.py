@@ -1,0 +1,307 @@
+"""JSON-lines logging: formatter, redaction, daily file handler, configure_logging."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from chatd.observe.logs import (
+    REDACTED,
+    DailyLogFileHandler,
+    EventLogger,
+    JsonFormatter,
+    configure_logging,
+)
+
+TS_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+DAY = 24 * 60 * 60
+
+
+class ListHandler(logging.Handler):
+    """Keeps each record and its formatted line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self.lines.append(self.format(record))
+
+    def objects(self) -> list[dict[str, object]]:
+        return [orjson.loads(line) for line in self.lines]
+
+
+@pytest.fixture
+def captured() -> Iterator[tuple[logging.Logger, ListHandler]]:
+    logger = logging.getLogger("chatd.test_logs")
+    handler = ListHandler()
+    handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    yield logger, handler
+    logger.removeHandler(handler)
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
+
+
+def test_event_logger_writes_one_flat_json_object(
+    captured: tuple[logging.Logger, ListHandler],
+) -> None:
+    logger, handler = captured
+    EventLogger(logger).info("connection.open", conn_id=17, peer="127.0.0.1:50412")
+
+    (line,) = handler.lines
+    assert "\n" not in line
+    obj = orjson.loads(line)
+    assert list(obj)[:4] == ["ts", "level", "event", "logger"]
+    assert TS_PATTERN.match(obj["ts"])
+    assert obj == {
+        "ts": obj["ts"],
+        "level": "info",
+        "event": "connection.open",
+        "logger": "chatd.test_logs",
+        "conn_id": 17,
+        "peer": "127.0.0.1:50412",
+    }
+
+
+def test_levels_are_lower_case_and_respect_the_logger_level(
+    captured: tuple[logging.Logger, ListHandler],
+) -> None:
+    logger, handler = captured
+    log = EventLogger(logger)
+    log.debug("a")
+    log.warning("b")
+    log.error("c")
+    logger.setLevel(logging.WARNING)
+    log.info("dropped")
+    assert [(o["level"], o["event"]) for o in handler.objects()] == [
+        ("debug", "a"),
+        ("warning", "b"),
+        ("error", "c"),
+    ]
+
+
+def test_record_points_at_the_caller_not_the_adapter(
+    captured: tuple[logging.Logger, ListHandler],
+) -> None:
+    logger, handler = captured
+    EventLogger(logger).info("x")
+    assert handler.records[0].funcName == "test_record_points_at_the_caller_not_the_adapter"
+
+
+def test_timestamp_is_rfc3339_utc_with_milliseconds() -> None:
+    record = logging.LogRecord("chatd", logging.INFO, __file__, 1, "tick", None, None)
+    record.created = 1795690380.1239  # 2026-11-26T10:53:00.123Z
+    obj = orjson.loads(JsonFormatter().format(record))
+    assert obj["ts"] == "2026-11-26T10:53:00.123Z"
+
+
+def test_plain_records_use_the_formatted_message_as_event(
+    captured: tuple[logging.Logger, ListHandler],
+) -> None:
+    logger, handler = captured
+    logger.warning("disk at %d%%", 91)
+    logger.info("with fields", extra={"fields": {"user_id": 3}})
+    first, second = handler.objects()
+    assert first["event"] == "disk at 91%"
+    assert second["event"] == "with fields"
+    assert second["user_id"] == 3
+
+
+def test_secret_fields_are_redacted(captured: tuple[logging.Logger, ListHandler]) -> None:
+    logger, handler = captured
+    EventLogger(logger).info(
+        "oops",
+        password="hunter22",
+        Token="abc",
+        authorization="Bearer abc",
+        body="hello bob",
+        refresh_token="def",
+        frame={"type": "send", "body": "secret", "to": "bob"},
+        user="alice",
+    )
+    obj = handler.objects()[0]
+    for key in ("password", "Token", "authorization", "body", "refresh_token"):
+        assert obj[key] == REDACTED
+    assert obj["frame"] == {"type": "send", "body": REDACTED, "to": "bob"}
+    assert obj["user"] == "alice"
+    assert "hunter22" not in handler.lines[0]
+    assert "secret" not in handler.lines[0]
+
+
+def test_fields_cannot_overwrite_core_keys(
+    captured: tuple[logging.Logger, ListHandler],
+) -> None:
+    logger, handler = captured
+    EventLogger(logger).info("real", event="fake", level="x", ts=0)
+    obj = handler.objects()[0]
+    assert obj["event"] == "real"
+    assert obj["level"] == "info"
+    assert obj["field.event"] == "fake"
+    assert obj["field.level"] == "x"
+    assert obj["field.ts"] == 0
+
+
+def test_unknown_types_are_written_as_strings(
+    captured: tuple[logging.Logger, ListHandler],
+) -> None:
+    logger, handler = captured
+    log = EventLogger(logger)
+    log.info("types", path=Path("/var/lib/chatd"), ids={1, 2} - {2}, mapping={4: "int key"})
+    log.info("huge", n=2**70)
+    first, second = handler.objects()
+    assert first["path"] == "/var/lib/chatd"
+    assert first["ids"] == "{1}"
+    assert first["mapping"] == {"4": "int key"}
+    assert second["n"] == str(2**70)
+    assert second["event"] == "huge"
+
+
+def test_exceptions_become_a_traceback_field(
+    captured: tuple[logging.Logger, ListHandler],
+) -> None:
+    logger, handler = captured
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        EventLogger(logger).exception("handler.crashed", conn_id=5)
+    obj = handler.objects()[0]
+    assert obj["level"] == "error"
+    assert obj["conn_id"] == 5
+    assert isinstance(obj["traceback"], str)
+    assert obj["traceback"].startswith("Traceback")
+    assert "ValueError: boom" in obj["traceback"]
+
+
+def _log_line(handler: logging.Handler, event: str) -> None:
+    record = logging.LogRecord("chatd", logging.INFO, __file__, 1, event, None, None)
+    handler.handle(record)
+
+
+def test_handler_writes_chatd_log_and_rolls_over(tmp_path: Path) -> None:
+    handler = DailyLogFileHandler(tmp_path / "logs", keep_days=3)
+    handler.setFormatter(JsonFormatter())
+    try:
+        assert handler.path == tmp_path / "logs" / "chatd.log"
+        _log_line(handler, "before")
+        handler.doRollover()
+        _log_line(handler, "after")
+    finally:
+        handler.close()
+    backups = sorted((tmp_path / "logs").glob("chatd.log.*"))
+    assert len(backups) == 1
+    assert re.fullmatch(r"chatd\.log\.\d{4}-\d{2}-\d{2}", backups[0].name)
+    assert orjson.loads(backups[0].read_text())["event"] == "before"
+    assert orjson.loads(handler.path.read_text())["event"] == "after"
+
+
+def test_handler_rolls_over_when_the_rollover_time_has_passed(tmp_path: Path) -> None:
+    handler = DailyLogFileHandler(tmp_path, keep_days=3)
+    handler.setFormatter(JsonFormatter())
+    try:
+        assert handler.rolloverAt % DAY == 0  # next UTC midnight
+        _log_line(handler, "day one")
+        handler.rolloverAt = 1_577_923_200  # 2020-01-02T00:00:00Z, long past
+        _log_line(handler, "day two")
+        assert handler.rolloverAt % DAY == 0
+        assert handler.rolloverAt > 1_577_923_200
+    finally:
+        handler.close()
+    backup = tmp_path / "chatd.log.2020-01-01"  # named after the day it holds
+    assert orjson.loads(backup.read_text())["event"] == "day one"
+    assert orjson.loads((tmp_path / "chatd.log").read_text())["event"] == "day two"
+
+
+def test_handler_keeps_only_keep_days_backups(tmp_path: Path) -> None:
+    handler = DailyLogFileHandler(tmp_path, keep_days=2)
+    handler.setFormatter(JsonFormatter())
+    midnight = 1_795_737_600
+    try:
+        for day in range(4):
+            _log_line(handler, f"day {day}")
+            handler.rolloverAt = midnight + day * DAY
+            handler.doRollover()
+    finally:
+        handler.close()
+    names = sorted(p.name for p in tmp_path.glob("chatd.log.*"))
+    assert names == ["chatd.log.2026-11-28", "chatd.log.2026-11-29"]
+
+
+def test_reopen_follows_an_external_rotation(tmp_path: Path) -> None:
+    handler = DailyLogFileHandler(tmp_path)
+    handler.setFormatter(JsonFormatter())
+    try:
+        _log_line(handler, "old")
+        (tmp_path / "chatd.log").rename(tmp_path / "chatd.log.1")  # what logrotate does
+        handler.reopen()
+        _log_line(handler, "new")
+    finally:
+        handler.close()
+    assert orjson.loads((tmp_path / "chatd.log.1").read_text())["event"] == "old"
+    assert orjson.loads((tmp_path / "chatd.log").read_text())["event"] == "new"
+
+
+def _read_objects(path: Path) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_configure_logging_writes_json_lines_and_undoes_itself(tmp_path: Path) -> None:
+    root = logging.getLogger()
+    handlers_before = list(root.handlers)
+    level_before = root.level
+    handle = configure_logging(tmp_path / "logs", level=logging.INFO)
+    try:
+        log = EventLogger(logging.getLogger("chatd.net"))
+        log.info("connection.open", conn_id=1)
+        log.debug("not written")
+        logging.getLogger("asyncio").error("from a library")
+        (tmp_path / "logs" / "chatd.log").rename(tmp_path / "logs" / "chatd.log.1")
+        handle.reopen()
+        log.info("connection.close", conn_id=1)
+    finally:
+        handle.close()
+    handle.close()  # idempotent
+    assert root.handlers == handlers_before
+    assert root.level == level_before
+
+    # Records queued before reopen may land in either file; together they are complete.
+    lines = _read_objects(tmp_path / "logs" / "chatd.log.1")
+    lines += _read_objects(tmp_path / "logs" / "chatd.log")
+    assert [(o["logger"], o["event"]) for o in lines] == [
+        ("chatd.net", "connection.open"),
+        ("asyncio", "from a library"),
+        ("chatd.net", "connection.close"),
+    ]
+
+
+def test_configure_logging_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    handle = configure_logging(None)
+    try:
+        assert handle.file_handler is None
+        EventLogger(logging.getLogger("chatd.app")).info("server.start", port=8765)
+    finally:
+        handle.close()
+    (line,) = capsys.readouterr().err.splitlines()
+    assert orjson.loads(line)["event"] == "server.start"
+
+
+def test_configure_logging_to_file_and_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    handle = configure_logging(tmp_path, stderr=True)
+    try:
+        EventLogger(logging.getLogger("chatd.app")).info("server.start", port=8765)
+    finally:
+        handle.close()
+    err_lines = capsys.readouterr().err.splitlines()
+    assert [orjson.loads(line)["event"] for line in err_lines] == ["server.start"]
+    assert _read_objects(tmp_path / "chatd.log")[0]["port"] == 8765
