@@ -1,0 +1,275 @@
+"""PostgreSQL-only behaviour of PostgresStore: several nodes on one schema, migrations.
+
+The behaviour shared with the SQLite store is in the contract suite (test_contract.py).
+Each test works in its own schema, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
+
+import psycopg
+import pytest
+
+from chatd.store.base import NewMessage, SchemaMismatch, StoreError, User
+from chatd.store.postgres import PostgresStore
+
+pytestmark = pytest.mark.pg
+
+DSN = os.environ.get("CHATD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+T = TypeVar("T")
+
+
+def _require_pg() -> None:
+    try:
+        psycopg.connect(DSN, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI") == "true":
+            raise  # in CI PostgreSQL is part of the environment: never skip
+        pytest.skip(f"PostgreSQL not reachable at CHATD_TEST_PG_DSN: {exc}")
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    _require_pg()
+    name = f"test_{uuid.uuid4().hex}"
+    yield name
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def run(body: Callable[[], Awaitable[T]]) -> T:
+    async def main() -> T:
+        return await body()
+
+    return asyncio.run(main())
+
+
+def new(sender: User, recipient: User, client_id: str, body: str = "hi") -> NewMessage:
+    return NewMessage(
+        sender_id=sender.id,
+        sender=sender.username,
+        recipient_id=recipient.id,
+        recipient=recipient.username,
+        client_id=client_id,
+        body=body,
+        ts=1_700_000_000_000,
+    )
+
+
+async def two_users(store: PostgresStore) -> tuple[User, User]:
+    alice = await store.create_user("alice", "hash-a", 1)
+    bob = await store.create_user("bob", "hash-b", 2)
+    assert alice is not None
+    assert bob is not None
+    return alice, bob
+
+
+def test_two_nodes_get_distinct_seqs_in_commit_order(schema: str) -> None:
+    """Seqs from two nodes never become visible out of order to a reader."""
+
+    async def body() -> None:
+        node_a = PostgresStore(DSN, schema=schema)
+        node_b = PostgresStore(DSN, schema=schema)
+        await node_a.open()
+        await node_b.open()
+        alice, bob = await two_users(node_a)
+        done = asyncio.Event()
+        out_of_order: list[tuple[int, int]] = []
+
+        async def observe() -> None:
+            seen: set[int] = set()
+            async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as conn:
+                await conn.execute(f'SET search_path TO "{schema}"')
+                while not done.is_set():
+                    cur = await conn.execute("SELECT seq FROM messages")
+                    visible = {row[0] for row in await cur.fetchall()}
+                    newest = max(seen, default=0)
+                    out_of_order.extend((seq, newest) for seq in visible - seen if seq < newest)
+                    seen = visible
+                    await asyncio.sleep(0)
+
+        async def send(node: PostgresStore, name: str, sender: User, to: User) -> list[int]:
+            seqs: list[int] = []
+            for i in range(25):
+                batch = [new(sender, to, f"{name}-{i}-{j}") for j in range(3)]
+                seqs += [m.seq for m in await node.submit(batch)]
+            return seqs
+
+        observer = asyncio.create_task(observe())
+        try:
+            seqs_a, seqs_b = await asyncio.gather(
+                send(node_a, "a", alice, bob), send(node_b, "b", bob, alice)
+            )
+        finally:
+            done.set()
+            await observer
+            await node_a.close()
+            await node_b.close()
+        assert len(set(seqs_a) | set(seqs_b)) == 150
+        assert seqs_a == sorted(seqs_a)
+        assert seqs_b == sorted(seqs_b)
+        assert out_of_order == []
+
+    run(body)
+
+
+def test_same_client_id_on_two_nodes_at_once_is_stored_once(schema: str) -> None:
+    async def body() -> None:
+        node_a = PostgresStore(DSN, schema=schema)
+        node_b = PostgresStore(DSN, schema=schema)
+        await node_a.open()
+        await node_b.open()
+        try:
+            alice, bob = await two_users(node_a)
+            for i in range(10):
+                first, second = await asyncio.gather(
+                    node_a.submit([new(alice, bob, f"dup-{i}", "first")]),
+                    node_b.submit([new(alice, bob, f"dup-{i}", "second")]),
+                )
+                assert first == second
+            undelivered = await node_b.undelivered(bob.id, 0, 100)
+            assert [m.id for m in undelivered] == [f"dup-{i}" for i in range(10)]
+        finally:
+            await node_a.close()
+            await node_b.close()
+
+    run(body)
+
+
+def test_repeat_in_one_batch_and_across_batches_returns_the_original(schema: str) -> None:
+    async def body() -> None:
+        store = PostgresStore(DSN, schema=schema)
+        await store.open()
+        try:
+            alice, bob = await two_users(store)
+            one, two = await asyncio.gather(
+                store.submit([new(alice, bob, "x", "one"), new(alice, bob, "x", "two")]),
+                store.submit([new(bob, alice, "x", "from bob")]),
+            )
+            assert store.commits == 1  # both submits went into one transaction
+            assert one[0] == one[1]
+            assert one[0].body == "one"
+            assert two[0].sender == "bob"
+            assert two[0].seq != one[0].seq
+            again = await store.submit([new(alice, alice, "x", "changed")])
+            assert again == [one[0]]  # the original recipient and body, whatever the repeat
+        finally:
+            await store.close()
+
+    run(body)
+
+
+def test_commit_failure_fails_the_batch_and_the_writer_goes_on(schema: str) -> None:
+    async def body() -> None:
+        commits: list[int] = []
+        store = PostgresStore(DSN, schema=schema, on_commit=lambda n, _s: commits.append(n))
+        await store.open()
+        try:
+            alice, bob = await two_users(store)
+            ghost = User(
+                id=999_999,
+                username="ghost",
+                password_hash="",
+                disabled=False,
+                token_generation=0,
+                created_at=0,
+            )
+            with pytest.raises(StoreError):
+                await store.submit([new(alice, ghost, "lost")])
+            stored = await store.submit([new(alice, bob, "kept")])
+            assert stored[0].id == "kept"
+            assert commits == [1]
+        finally:
+            await store.close()
+
+    run(body)
+
+
+def test_close_finishes_queued_writes(schema: str) -> None:
+    async def body() -> None:
+        store = PostgresStore(DSN, schema=schema)
+        await store.open()
+        alice, bob = await two_users(store)
+        pending = [asyncio.create_task(store.submit([new(alice, bob, f"q{i}")])) for i in range(5)]
+        await asyncio.sleep(0)  # let the submits queue
+        await store.close()
+        results = [task.result() for task in pending]
+        assert sorted(r[0].id for r in results) == [f"q{i}" for i in range(5)]
+        with pytest.raises(StoreError):
+            await store.submit([new(alice, bob, "late")])
+
+    run(body)
+
+
+def test_nodes_opening_at_once_on_a_fresh_schema_all_succeed(schema: str) -> None:
+    async def body() -> None:
+        nodes = [PostgresStore(DSN, schema=schema) for _ in range(3)]
+        await asyncio.gather(*(node.open() for node in nodes))
+        try:
+            for node in nodes:
+                await node.ping()
+            assert await nodes[0].migrate() == PostgresStore.schema_version
+        finally:
+            await asyncio.gather(*(node.close() for node in nodes))
+
+    run(body)
+
+
+def test_open_migrates_an_existing_empty_schema(schema: str) -> None:
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+
+    async def body() -> None:
+        store = PostgresStore(DSN, schema=schema)
+        await store.open()
+        try:
+            assert (await store.stats()).users == 0
+        finally:
+            await store.close()
+
+    run(body)
+
+
+def test_schema_of_another_version_is_refused(schema: str) -> None:
+    async def body() -> None:
+        store = PostgresStore(DSN, schema=schema)
+        assert await store.migrate() == PostgresStore.schema_version
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            conn.execute(f'UPDATE "{schema}".schema_version SET version = 99')
+        with pytest.raises(SchemaMismatch) as info:
+            await store.open()
+        assert (info.value.found, info.value.expected) == (99, PostgresStore.schema_version)
+        with pytest.raises(SchemaMismatch):
+            await store.migrate()
+
+    run(body)
+
+
+def test_unreachable_database_is_a_store_error() -> None:
+    async def body() -> None:
+        store = PostgresStore("postgresql://postgres@127.0.0.1:1/test?connect_timeout=2")
+        with pytest.raises(StoreError):
+            await store.open()
+
+    run(body)
+
+
+def test_messages_by_seq(schema: str) -> None:
+    async def body() -> None:
+        store = PostgresStore(DSN, schema=schema)
+        await store.open()
+        try:
+            alice, bob = await two_users(store)
+            stored = await store.submit([new(alice, bob, f"m{i}") for i in range(3)])
+            wanted = [stored[2].seq, stored[0].seq, 10_000]
+            assert await store.messages_by_seq(wanted) == [stored[0], stored[2]]
+            assert await store.messages_by_seq([]) == []
+        finally:
+            await store.close()
+
+    run(body)
