@@ -31,6 +31,8 @@ MIGRATE_LOCK: Final = 0x43480001  # around migrations: several nodes may start a
 INSERT_LOCK: Final = 0x43480002  # around message inserts: see _insert_batch
 MAX_BATCH: Final = 2000  # messages per transaction: bounds one commit's size and latency
 POOL_OPEN_TIMEOUT: Final = 10.0  # seconds to get the first connections at open()
+LOGIN_FAILURE_TTL: Final = 24 * 3600.0  # seconds; the login limits look back far less
+PRUNE_INTERVAL: Final = 3600.0  # seconds between prunes of old login failures and revocations
 
 # Each entry brings the schema from version i to i + 1; run in one transaction.
 MIGRATIONS: Final[tuple[str, ...]] = (
@@ -183,6 +185,7 @@ class PostgresStore:
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        self._last_prune = 0.0  # Unix s of this node's last prune
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -383,6 +386,15 @@ class PostgresStore:
             "INSERT INTO login_failures (ip, username, at) VALUES (%s, %s, %s)",
             (ip, username.lower(), at),
         )
+        await self._maybe_prune(at)
+
+    async def _maybe_prune(self, now: float) -> None:
+        """Now and then drop login failures older than a day and expired revocations."""
+        if now - self._last_prune < PRUNE_INTERVAL:
+            return
+        self._last_prune = now
+        await self._execute("DELETE FROM login_failures WHERE at < %s", (now - LOGIN_FAILURE_TTL,))
+        await self._execute("DELETE FROM revoked_tokens WHERE expires_at < %s", (int(now) - 60,))
 
     async def login_failures(self, ip: str, since: float) -> list[float]:
         rows = await self._fetchall(
@@ -453,7 +465,10 @@ class PostgresStore:
                     [stored[(m.sender_id, m.client_id)] for m in submit.messages]
                 )
         if self.on_commit is not None:
-            self.on_commit(len(news), seconds)
+            try:
+                self.on_commit(len(news), seconds)
+            except Exception:
+                log.exception("on_commit hook failed")
 
     async def _insert_batch(
         self, conn: psycopg.AsyncConnection[Any], news: list[NewMessage]
@@ -637,6 +652,7 @@ class PostgresStore:
                 SELECT recipient_id AS peer_id FROM messages WHERE sender_id = %(u)s
                 UNION SELECT sender_id FROM messages WHERE recipient_id = %(u)s
             ) p JOIN users u ON u.id = p.peer_id
+            WHERE p.peer_id <> %(u)s
             ORDER BY u.username""",
             {"u": user_id},
         )
