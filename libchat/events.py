@@ -23,12 +23,11 @@ import attrs
 
 from libchat.protocol import Credentials
 
-_event = attrs.frozen(kw_only=True)
 
 # --- server side: HTTP requests -------------------------------------------------------
 
 
-@_event
+@attrs.frozen(kw_only=True)
 class RegisterRequest:
     """``POST /v1/register`` with a body of the right shape (not yet checked against the
     username and password rules: the host answers ``invalid_username`` / ``weak_password``)."""
@@ -36,33 +35,33 @@ class RegisterRequest:
     credentials: Credentials
 
 
-@_event
+@attrs.frozen(kw_only=True)
 class LoginRequest:
     credentials: Credentials
 
 
-@_event
+@attrs.frozen(kw_only=True)
 class LogoutRequest:
     token: str
 
 
-@_event
+@attrs.frozen(kw_only=True)
 class RefreshRequest:
     token: str
 
 
-@_event
+@attrs.frozen(kw_only=True)
 class UserSearchRequest:
     token: str
     prefix: str
 
 
-@_event
+@attrs.frozen(kw_only=True)
 class ConversationsRequest:
     token: str
 
 
-@_event
+@attrs.frozen(kw_only=True)
 class HistoryRequest:
     token: str
     peer: str
@@ -70,17 +69,17 @@ class HistoryRequest:
     limit: int
 
 
-@_event
+@attrs.frozen(kw_only=True)
 class HealthRequest:
     pass
 
 
-@_event
+@attrs.frozen(kw_only=True)
 class MetricsRequest:
     pass
 
 
-@_event
+@attrs.frozen(kw_only=True)
 class UpgradeRequest:
     """A well-formed WebSocket upgrade on ``GET /v1/ws``. The host accepts it with
     ``accept_upgrade()`` or refuses it with ``respond()`` (401, 403, 503)."""
@@ -103,7 +102,7 @@ HttpRequestEvent = (
 )
 
 
-@_event
+@attrs.frozen(kw_only=True)
 class RequestRejected:
     """The engine answered an HTTP request itself with an error (404, 405, 413, 400...)."""
 
@@ -111,7 +110,7 @@ class RequestRejected:
     code: str
 
 
-@_event
+@attrs.frozen(kw_only=True)
 class FrameRejected:
     """The engine answered a bad frame itself with an error frame (and maybe a close)."""
 
@@ -119,7 +118,7 @@ class FrameRejected:
     ref: str | None = None
 
 
-@_event
+@attrs.frozen(kw_only=True)
 class ConnectionClosed:
     """The connection is over: the host closes the transport after draining output.
 
@@ -133,7 +132,7 @@ class ConnectionClosed:
 # --- client side ----------------------------------------------------------------------
 
 
-@_event
+@attrs.frozen(kw_only=True)
 class HttpResponse:
     """A response to the client's request. ``body`` is the typed success body (e.g.
     ``TokenGrant``), an ``ErrorBody`` for an error status, or ``None`` (204)."""
@@ -150,6 +149,6 @@ class HttpResponse:
         return None
 
 
-@_event
+@attrs.frozen(kw_only=True)
 class Upgraded:
     """The server answered 101: the WebSocket is open; send ``Hello`` next."""

@@ -136,12 +136,11 @@ def _lower(value: str) -> str:
     return value.lower()
 
 
-_frozen = attrs.frozen(kw_only=True)
 
 # --- the message object, shared by pushes and HTTP pages ------------------------------
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Message:
     """A stored message: ``{"id","seq","from","to","body","ts","delivered_at","read_at"}``.
 
@@ -163,14 +162,14 @@ class Message:
 # --- client -> server frames -----------------------------------------------------------
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Hello:
     TYPE: ClassVar[str] = "hello"
     protocol: str = attrs.field(validator=_non_empty)
     token: str | None = None
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Send:
     TYPE: ClassVar[str] = "send"
     id: str = attrs.field(validator=_client_id)
@@ -178,26 +177,26 @@ class Send:
     body: str = attrs.field(validator=_body)
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Delivered:
     TYPE: ClassVar[str] = "delivered"
     seqs: tuple[int, ...] = attrs.field(converter=tuple, validator=_seqs)
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Read:
     TYPE: ClassVar[str] = "read"
     peer: str = attrs.field(converter=_lower, validator=_non_empty)
     up_to: int = attrs.field(validator=_non_negative)
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Typing:
     TYPE: ClassVar[str] = "typing"
     to: str = attrs.field(converter=_lower, validator=_non_empty)
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Reauth:
     TYPE: ClassVar[str] = "reauth"
     token: str = attrs.field(validator=_non_empty)
@@ -211,7 +210,7 @@ CLIENT_FRAMES: Final[Mapping[str, type[Any]]] = {
 # --- server -> client frames -----------------------------------------------------------
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Welcome:
     TYPE: ClassVar[str] = "welcome"
     user_id: int
@@ -220,7 +219,7 @@ class Welcome:
     server_time: int
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Ack:
     TYPE: ClassVar[str] = "ack"
     id: str = attrs.field(validator=_client_id)
@@ -228,7 +227,7 @@ class Ack:
     ts: int
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class DeliveredReceipt:
     """``{"type": "receipt", "status": "delivered", "id", "seq", "ts"}``."""
 
@@ -239,7 +238,7 @@ class DeliveredReceipt:
     ts: int
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class ReadReceipt:
     """``{"type": "receipt", "status": "read", "peer", "up_to", "ts"}``."""
 
@@ -250,7 +249,7 @@ class ReadReceipt:
     ts: int
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class PeerTyping:
     """The forwarded typing signal: ``{"type": "typing", "from": <username>}``."""
 
@@ -258,20 +257,20 @@ class PeerTyping:
     sender: str
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Presence:
     TYPE: ClassVar[str] = "presence"
     user: str
     online: bool
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Reauthed:
     TYPE: ClassVar[str] = "reauthed"
     expires_in: int
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Error:
     """An error frame. ``ref`` echoes the offending frame's id; optional fields are
     left out of the JSON when unset."""
@@ -305,7 +304,7 @@ _RECEIPTS: Final[Mapping[str, type[Any]]] = {
 # --- HTTP bodies -------------------------------------------------------------------------
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Credentials:
     """Body of ``POST /v1/register`` and ``POST /v1/login``."""
 
@@ -313,13 +312,13 @@ class Credentials:
     password: str
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Registered:
     user_id: int
     username: str
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class TokenGrant:
     """Answer to a login or a token refresh."""
 
@@ -330,35 +329,35 @@ class TokenGrant:
     username: str
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class UserEntry:
     username: str
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class UserList:
     users: tuple[UserEntry, ...] = attrs.field(converter=tuple)
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Conversation:
     peer: str
     last_message: Message
     unread: int
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class ConversationList:
     conversations: tuple[Conversation, ...] = attrs.field(converter=tuple)
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class MessagePage:
     messages: tuple[Message, ...] = attrs.field(converter=tuple)
     has_more: bool
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Health:
     status: str
     version: str
@@ -369,13 +368,13 @@ class Health:
     disk_used_pct: float
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class ErrorDetail:
     code: str
     message: str
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class ErrorBody:
     """``{"error": {"code", "message"}}``: the body of every HTTP error response."""
 
@@ -410,11 +409,20 @@ def _make_converter() -> cattrs.Converter:
 
     conv.register_structure_hook(float, number)
 
-    renames = {Message: {"sender": "from", "recipient": "to"}, PeerTyping: {"sender": "from"}}
-    for cls, names in renames.items():
-        fields = {name: override(rename=wire) for name, wire in names.items()}
-        conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, **fields))
-        conv.register_unstructure_hook(cls, make_dict_unstructure_fn(cls, conv, **fields))
+    # ``from`` is a Python keyword: the attrs fields are ``sender``/``recipient``.
+    wire_from, wire_to = override(rename="from"), override(rename="to")
+    conv.register_structure_hook(
+        Message, make_dict_structure_fn(Message, conv, sender=wire_from, recipient=wire_to)
+    )
+    conv.register_unstructure_hook(
+        Message, make_dict_unstructure_fn(Message, conv, sender=wire_from, recipient=wire_to)
+    )
+    conv.register_structure_hook(
+        PeerTyping, make_dict_structure_fn(PeerTyping, conv, sender=wire_from)
+    )
+    conv.register_unstructure_hook(
+        PeerTyping, make_dict_unstructure_fn(PeerTyping, conv, sender=wire_from)
+    )
     conv.register_unstructure_hook(
         Error, make_dict_unstructure_fn(Error, conv, _cattrs_omit_if_default=True)
     )
