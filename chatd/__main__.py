@@ -1,0 +1,5 @@
+import sys
+
+from chatd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,244 @@
+"""``chatd serve``: wire the parts together, listen, and shut down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+import sys
+import time
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from libchat.server import ServerConfig
+
+from chatd.accounts import Accounts
+from chatd.auth import LoginLimiter, Passwords, RevocationCache, Tokens, load_or_create_key
+from chatd.config import Config
+from chatd.http import HttpApi
+from chatd.hub import CHANGE_POLL_INTERVAL, Hub
+from chatd.net import ChatProtocol
+from chatd.observe.health import HealthMonitor
+from chatd.observe.logs import EventLogger, LogHandle, configure_logging
+from chatd.observe.metrics import Metrics
+from chatd.store import SchemaMismatch, Store, StoreError
+from chatd.store.factory import open_store
+from chatd.users import UserDirectory
+from libchat import __version__, limits
+
+log = EventLogger(logging.getLogger(__name__))
+
+SHUTDOWN_GRACE = 3.0  # seconds for in-flight commits and close handshakes at shutdown
+SWEEP_INTERVAL = 1.0  # seconds between looks for slow readers
+GAUGE_INTERVAL = 15.0  # seconds between queue-depth and disk gauge updates
+
+
+class Server:
+    """Everything one chatd process runs, built from one Config."""
+
+    def __init__(self, config: Config, store: Store, key: bytes) -> None:
+        self.config = config
+        self.store = store
+        self.loop = asyncio.get_running_loop()
+        self.engine_config = ServerConfig()
+        self.connections: dict[int, ChatProtocol] = {}
+        self.paused: dict[int, ChatProtocol] = {}
+        self.metrics = Metrics()
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="argon2")
+        self.users = UserDirectory(store)
+        self.revocations = RevocationCache()
+        self.accounts = Accounts(
+            store,
+            self.users,
+            Passwords(self.executor),
+            Tokens(key, config.token_ttl),
+            LoginLimiter(store),
+            self.revocations,
+            self.metrics,
+        )
+        self.hub = Hub(config, store, self.users, self.accounts, self.metrics)
+        self.health = HealthMonitor(config.data_dir, alert_pct=config.disk_alert_pct)
+        self.api = HttpApi(
+            config, store, self.users, self.accounts, self.metrics, self.health,
+            self.websocket_count,
+        )
+        self._dirty: list[ChatProtocol] = []
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._listener: asyncio.base_events.Server | None = None
+        self._hooks_installed = False
+        if hasattr(store, "on_commit"):
+            store.on_commit = self._on_commit
+
+    def websocket_count(self) -> int:
+        return sum(1 for proto in self.connections.values() if proto.is_websocket)
+
+    # --- plumbing used by the connections --------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.logger.error("task.failed", exc_info=task.exception())
+
+    def queue_flush(self, proto: ChatProtocol) -> None:
+        """Write a connection's output once at the end of this loop turn."""
+        self._dirty.append(proto)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush_all)
+
+    def _flush_all(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for proto in dirty:
+            if proto._flush_queued:
+                proto.flush()
+
+    def _on_commit(self, batch_size: int, seconds: float) -> None:
+        self.metrics.store_commit_seconds.observe(seconds)
+        self.metrics.store_batch_size.observe(batch_size)
+        self.api.last_commit_seconds = seconds
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> int:
+        for jti, expires_at in await self.store.revoked_since(0):
+            self.revocations.add(jti, expires_at)
+        ssl_context = None
+        if self.config.tls_cert is not None and self.config.tls_key is not None:
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        self._listener = await self.loop.create_server(
+            lambda: ChatProtocol(self),
+            self.config.host,
+            self.config.port,
+            ssl=ssl_context,
+            backlog=self.config.backlog,
+            reuse_port=self.config.reuse_port or None,
+        )
+        port = int(self._listener.sockets[0].getsockname()[1])
+        self.spawn(self._sweep_slow_readers())
+        self.spawn(self._poll_changes())
+        self.spawn(self._update_gauges())
+        return port
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight commits finish (so every acked message is
+        stored), close WebSockets with 1001, then close the store."""
+        if self._listener is not None:
+            self._listener.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.hub.wait_idle(), SHUTDOWN_GRACE)
+        for proto in list(self.connections.values()):
+            if proto.is_websocket:
+                proto.close(limits.CLOSE_GOING_AWAY, "server shutting down")
+            elif proto.transport is not None:
+                proto.transport.close()
+        deadline = self.loop.time() + 1.0
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for proto in list(self.connections.values()):
+            if proto.transport is not None:
+                proto.transport.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.store.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _sweep_slow_readers(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = self.loop.time()
+            for proto in list(self.paused.values()):
+                if proto.paused_for(now) > self.config.slow_reader_timeout:
+                    proto.abort()
+
+    async def _poll_changes(self) -> None:
+        """See token revocations and user changes made by other processes (another
+        node, or ``chatd user disable`` on this machine) and close what they kill."""
+        since_ms = int(time.time() * 1000)
+        since_s = time.time()
+        while True:
+            await asyncio.sleep(CHANGE_POLL_INTERVAL)
+            try:
+                started = time.time()
+                for user in await self.store.users_changed_since(since_ms - 5000):
+                    self.hub.revoke_user(user)
+                for jti, expires_at in await self.store.revoked_since(since_s - 5):
+                    if not self.revocations.is_revoked(jti, started):
+                        self.revocations.add(jti, expires_at)
+                        self.hub.revoke_token(jti)
+                since_ms, since_s = int(started * 1000), started
+            except StoreError:
+                log.exception("store.error", op="poll_changes")
+
+    async def _update_gauges(self) -> None:
+        while True:
+            try:
+                stats = await self.store.stats()
+                self.metrics.queue_depth.set(stats.undelivered)
+            except StoreError:
+                log.exception("store.error", op="stats")
+            self.metrics.disk_used_ratio.set(self.health.disk_pct() / 100)
+            await asyncio.sleep(GAUGE_INTERVAL)
+
+
+async def serve(config: Config, logs: LogHandle | None = None) -> int:
+    """Run chatd until SIGTERM or SIGINT; returns the exit status."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_store(config.db_url, sync=config.sync)
+    try:
+        await store.open()
+    except SchemaMismatch as exc:
+        print(f"chatd: {exc}", file=sys.stderr)
+        log.error("server.refused", reason=str(exc))
+        return 2
+    except StoreError as exc:
+        print(f"chatd: cannot open the database: {exc}", file=sys.stderr)
+        log.error("server.refused", reason=str(exc))
+        return 2
+    key = load_or_create_key(config.data_dir)
+    server = Server(config, store, key)
+    try:
+        port = await server.start()
+    except OSError as exc:
+        print(f"chatd: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        await store.close()
+        return 2
+    scheme = "https" if config.tls else "http"
+    print(f"chatd {__version__} listening on {scheme}://{config.host}:{port}", flush=True)
+    log.info("server.start", version=__version__, host=config.host, port=port, tls=config.tls,
+             db=config.db_url if config.db is None else config.db.split("@")[-1])
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    if logs is not None:
+        loop.add_signal_handler(signal.SIGHUP, logs.reopen)
+    await stopping.wait()
+    log.info("server.stopping", connections=len(server.connections))
+    await server.stop()
+    log.info("server.stop")
+    return 0
+
+
+def run(config: Config) -> int:
+    logs = configure_logging(config.log_dir, keep_days=config.log_keep_days,
+                             stderr=config.log_stderr)
+    try:
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - Windows has no uvloop
+            return asyncio.run(serve(config, logs))
+        return uvloop.run(serve(config, logs))
+    finally:
+        logs.close()

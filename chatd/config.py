@@ -1,0 +1,129 @@
+"""chatd's one frozen Config, built from command-line flags and an optional TOML file.
+
+Precedence: a flag given on the command line beats the TOML file, which beats the
+default. The TOML file uses the flags' long names with underscores
+(``max_connections = 5000``, ``allowed_origin = ["https://chat.example"]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    data_dir: Path = Path("data")
+    db: str | None = None  # a URL; None means the SQLite file in data_dir
+    log_dir: Path = Path("logs")
+    log_stderr: bool = False
+    log_keep_days: int = 30
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    token_ttl: int = 86400  # seconds a token lives
+    max_connections: int = 20000  # upgrades beyond this get 503
+    sync: str = "full"  # SQLite durability: full or normal
+    presence: bool = True
+    allowed_origins: tuple[str, ...] = ()  # with none, any upgrade carrying Origin is refused
+    send_rate: float = 20.0  # messages per second per user, sustained
+    send_burst: int = 40  # messages a user may send at once
+    max_queue: int | None = None  # cap on a recipient's undelivered messages
+    disk_alert_pct: float = 80.0
+    reuse_port: bool = False
+    backlog: int = 16384  # listen backlog: a reconnect storm must not overflow it
+    slow_reader_timeout: float = 10.0  # seconds a paused (full) socket may stay paused
+
+    @property
+    def db_url(self) -> str:
+        return self.db or str(self.data_dir / "chatd.db")
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
+def add_server_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``chatd serve``. Defaults are None so that a TOML file can fill in
+    what the command line leaves out."""
+    add = parser.add_argument
+    add("--config", type=Path, metavar="FILE", help="TOML file holding these settings")
+    add("--host", help="address to listen on (default 127.0.0.1)")
+    add("--port", type=int, help="TCP port (default 8765; 0 picks a free one)")
+    add("--log-dir", type=Path, metavar="DIR", help="where chatd.log goes (default ./logs)")
+    add("--log-stderr", action="store_true", default=None, help="also log to stderr")
+    add("--log-keep-days", type=int, metavar="N", help="daily log files kept (default 30)")
+    add("--tls-cert", type=Path, metavar="FILE", help="PEM certificate: serve HTTPS/WSS")
+    add("--tls-key", type=Path, metavar="FILE", help="PEM private key for --tls-cert")
+    add("--token-ttl", type=int, metavar="SECONDS", help="token lifetime (default 86400)")
+    add("--max-connections", type=int, metavar="N", help="connection cap (default 20000)")
+    add("--sync", choices=["full", "normal"], help="SQLite durability (default full)")
+    add("--no-presence", dest="presence", action="store_false", default=None,
+        help="do not push presence")
+    add("--allowed-origin", dest="allowed_origins", action="append", metavar="ORIGIN",
+        help="allow WebSocket upgrades from this Origin (repeatable)")
+    add("--send-rate", type=float, metavar="PER_S", help="per-user send rate (default 20)")
+    add("--send-burst", type=int, metavar="N", help="per-user send burst (default 40)")
+    add("--max-queue", type=int, metavar="N", help="cap on a recipient's undelivered queue")
+    add("--disk-alert-pct", type=float, metavar="PCT", help="degraded at this disk use (80)")
+    add("--reuse-port", action="store_true", default=None,
+        help="share the port with other chatd processes (SO_REUSEPORT)")
+    add("--backlog", type=int, metavar="N", help="listen backlog (default 16384)")
+
+
+def add_store_flags(parser: argparse.ArgumentParser) -> None:
+    """``--data-dir`` and ``--db``: every subcommand that touches the database has them."""
+    parser.add_argument("--data-dir", type=Path, metavar="DIR",
+                        help="database and token key (default ./data)")
+    parser.add_argument("--db", metavar="URL",
+                        help="database URL (default: the SQLite file in the data dir)")
+
+
+_FIELDS = {field.name for field in attrs.fields(Config)}
+_TOML_ALIASES = {"allowed_origin": "allowed_origins", "no_presence": None}
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """Merge defaults, the TOML file named by ``--config`` and the flags."""
+    values: dict[str, Any] = {}
+    config_file = getattr(args, "config", None)
+    if config_file is not None:
+        values.update(_read_toml(Path(config_file)))
+    for name in _FIELDS:
+        flag = getattr(args, name, None)
+        if flag is not None:
+            values[name] = flag
+    return _build(values)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    with path.open("rb") as file:
+        raw = tomllib.load(file)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = _TOML_ALIASES.get(key, key.replace("-", "_"))
+        if name is None:
+            values["presence"] = not value
+            continue
+        if name not in _FIELDS:
+            raise ValueError(f"{path}: unknown setting {key!r}")
+        values[name] = value
+    return values
+
+
+def _build(values: dict[str, Any]) -> Config:
+    for name in ("data_dir", "log_dir", "tls_cert", "tls_key"):
+        if values.get(name) is not None:
+            values[name] = Path(values[name])
+    if "allowed_origins" in values:
+        origins = values["allowed_origins"]
+        values["allowed_origins"] = (origins,) if isinstance(origins, str) else tuple(origins)
+    config = Config(**values)
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
+    return config

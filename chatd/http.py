@@ -1,0 +1,130 @@
+"""The HTTP side of the contract: one coroutine per typed request event from the engine.
+
+The engine has already routed and validated the request (path, method, body shape,
+query, bearer header); this module decides what the answer is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from chatd.accounts import Accounts, Unauthorized
+from chatd.observe.health import HealthMonitor
+from chatd.observe.logs import EventLogger
+from chatd.observe.metrics import Metrics
+from chatd.reply import UNAUTHORIZED, Reply
+from chatd.store import Store, StoreError
+from chatd.users import UserDirectory
+from libchat import events as ev
+from libchat import limits
+from libchat.protocol import (
+    Conversation,
+    ConversationList,
+    MessagePage,
+    UserEntry,
+    UserList,
+)
+
+if TYPE_CHECKING:
+    from chatd.config import Config
+
+log = EventLogger(logging.getLogger(__name__))
+
+INTERNAL_ERROR = Reply.error(500, "internal_error", "the server could not do that; try again")
+
+
+class HttpApi:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        users: UserDirectory,
+        accounts: Accounts,
+        metrics: Metrics,
+        health: HealthMonitor,
+        connection_count: Callable[[], int],
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._users = users
+        self._accounts = accounts
+        self._metrics = metrics
+        self._health = health
+        self._connection_count = connection_count
+        self.last_commit_seconds: float | None = None
+
+    async def handle(self, request: object, ip: str) -> Reply:
+        try:
+            return await self._dispatch(request, ip)
+        except Unauthorized:
+            return UNAUTHORIZED
+        except StoreError:
+            log.exception("store.error", op=type(request).__name__)
+            return INTERNAL_ERROR
+
+    async def _dispatch(self, request: object, ip: str) -> Reply:
+        accounts = self._accounts
+        match request:
+            case ev.RegisterRequest(credentials=credentials):
+                return await accounts.register(credentials)
+            case ev.LoginRequest(credentials=credentials):
+                return await accounts.login(credentials, ip)
+            case ev.LogoutRequest(token=token):
+                return await accounts.logout(token)
+            case ev.RefreshRequest(token=token):
+                return await accounts.refresh(token)
+            case ev.UserSearchRequest(token=token, prefix=prefix):
+                me = (await accounts.authenticate(token)).user
+                names = await self._store.search_users(
+                    prefix.lower(), me.username, limits.MAX_USERS_PER_SEARCH
+                )
+                return Reply(200, UserList(users=[UserEntry(username=n) for n in names]))
+            case ev.ConversationsRequest(token=token):
+                me = (await accounts.authenticate(token)).user
+                rows = await self._store.conversations(me.id)
+                return Reply(200, ConversationList(conversations=[
+                    Conversation(peer=peer, last_message=last, unread=unread)
+                    for peer, last, unread in rows
+                ]))
+            case ev.HistoryRequest(token=token, peer=peer_name, before=before, limit=limit):
+                me = (await accounts.authenticate(token)).user
+                peer = await self._users.by_name(peer_name)
+                if peer is None:
+                    return Reply.error(404, "unknown_user", f"no user {peer_name!r}")
+                messages, has_more = await self._store.history(me.id, peer.id, before, limit)
+                return Reply(200, MessagePage(messages=messages, has_more=has_more))
+            case ev.HealthRequest():
+                return await self.health()
+            case ev.MetricsRequest():
+                return Reply(200, self._metrics.render(),
+                             content_type="text/plain; version=0.0.4; charset=utf-8")
+        raise AssertionError(f"unrouted request {request!r}")  # pragma: no cover
+
+    async def health(self) -> Reply:
+        try:
+            await self._store.ping()
+            db_ok = True
+        except StoreError:
+            db_ok = False
+        count = self._connection_count()
+        status, body = self._health.status(
+            connections=count, db_ok=db_ok, last_commit_seconds=self.last_commit_seconds
+        )
+        return Reply(status, body)
+
+    async def check_upgrade(self, request: ev.UpgradeRequest) -> Reply | None:
+        """None to accept the upgrade, else the refusal."""
+        if request.origin is not None and request.origin not in self._config.allowed_origins:
+            return Reply.error(403, "origin_not_allowed", "this Origin may not open a WebSocket")
+        count = self._connection_count()
+        if count >= self._config.max_connections:
+            return Reply.error(503, "server_busy", "the server is at its connection limit",
+                               Retry_After="5")
+        if request.token is not None:
+            try:
+                await self._accounts.authenticate(request.token)
+            except Unauthorized:
+                return UNAUTHORIZED
+        return None

@@ -1,0 +1,502 @@
+"""The hub: who is online on which connections, and everything that moves between them.
+
+A user may be connected from several devices; every connection of a user gets every
+push. The hub authenticates hellos, accepts sends (rate limit, recipient, store commit,
+then ack and push), streams catch-up, records delivered and read marks and sends their
+receipts, forwards typing, and pushes presence. It never touches sockets: it talks to
+:class:`Session` objects (one per WebSocket, implemented by ``chatd.net``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from chatd.accounts import Accounts, Identity, Unauthorized
+from chatd.config import Config
+from chatd.observe.logs import EventLogger
+from chatd.observe.metrics import Metrics
+from chatd.ratelimit import TokenBucket
+from chatd.store import NewMessage, Store, StoreError, User
+from chatd.users import UserDirectory
+from libchat import limits, protocol
+from libchat.protocol import (
+    Ack,
+    Delivered,
+    DeliveredReceipt,
+    Error,
+    Hello,
+    Message,
+    PeerTyping,
+    Presence,
+    Read,
+    ReadReceipt,
+    Reauth,
+    Reauthed,
+    Send,
+    Typing,
+    Welcome,
+)
+
+log = EventLogger(logging.getLogger(__name__))
+
+CATCH_UP_BATCH = 500  # undelivered messages read and written per step of a catch-up
+CHANGE_POLL_INTERVAL = 2.0  # seconds between looks for users changed by another process
+
+
+class Session(Protocol):
+    """One WebSocket connection as the hub sees it."""
+
+    conn_id: int
+    peer_ip: str
+    upgrade_token: str | None  # the token of the upgrade's Authorization header, if any
+    identity: Identity | None  # set by the hub once the hello is accepted
+
+    def send_frame(self, frame: protocol.ServerFrame) -> None: ...
+
+    def send_text(self, text: str) -> None: ...
+
+    def fail(self, code: str, close_code: int, message: str | None = None) -> None: ...
+
+    async def drained(self) -> None:
+        """Return once the socket can take more output (backpressure)."""
+
+
+class _Online:
+    """Hub-side state of one authenticated session."""
+
+    __slots__ = ("catching_up", "deferred", "expiry", "jti", "session", "user")
+
+    def __init__(self, session: Session, user: User, jti: str) -> None:
+        self.session = session
+        self.user = user
+        self.jti = jti
+        self.catching_up = True
+        self.deferred: list[tuple[int, str]] = []  # live pushes held back during catch-up
+        self.expiry: asyncio.TimerHandle | None = None
+
+    def push(self, seq: int, text: str) -> None:
+        if self.catching_up:
+            self.deferred.append((seq, text))
+        else:
+            self.session.send_text(text)
+
+
+class Hub:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        users: UserDirectory,
+        accounts: Accounts,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._users = users
+        self._accounts = accounts
+        self._metrics = metrics
+        self._clock = clock
+        self._loop = asyncio.get_running_loop()
+        self._by_session: dict[int, _Online] = {}
+        self._by_user: dict[str, list[_Online]] = {}
+        self._by_jti: dict[str, list[_Online]] = {}
+        self._buckets: dict[int, TokenBucket] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: dict[int, list[object]] = {}  # frames that arrived while a hello was checked
+        accounts.on_revoked = self.revoke_token
+
+    # --- bookkeeping ------------------------------------------------------------------
+
+    @property
+    def users_online(self) -> int:
+        return len(self._by_user)
+
+    def online_sessions(self, username: str) -> list[_Online]:
+        return self._by_user.get(username, [])
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = self._loop.create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.logger.error("hub.task_failed", exc_info=task.exception())
+
+    async def wait_idle(self) -> None:
+        """Wait for every in-flight operation (sends awaiting their commit, receipts)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # --- frames -----------------------------------------------------------------------
+
+    def receive(self, session: Session, frames: list[object]) -> None:
+        """Handle the frames one read produced, in order. Sends and delivered marks are
+        grouped so that one read costs one store round trip."""
+        pending = self._pending.get(session.conn_id)
+        if pending is not None:  # a hello is being checked: keep order
+            pending.extend(frames)
+            return
+        online = self._by_session.get(session.conn_id)
+        sends: list[Send] = []
+        seqs: list[int] = []
+        for index, frame in enumerate(frames):
+            if isinstance(frame, Hello):
+                if online is None:
+                    self._hello(session, frame, frames[index + 1 :])
+                    return
+                session.send_frame(Error(code="invalid_frame", message="hello was already said"))
+            elif online is None:
+                continue  # the engine only hands frames over after a hello
+            elif isinstance(frame, Send):
+                sends.append(frame)
+            elif isinstance(frame, Delivered):
+                seqs.extend(frame.seqs)
+            elif isinstance(frame, Read):
+                self._spawn(self._read(online, frame))
+            elif isinstance(frame, Typing):
+                self._typing(online, frame)
+            elif isinstance(frame, Reauth):
+                self._reauth(online, frame)
+        if online is not None:
+            if sends:
+                self._accept_sends(online, sends)
+            if seqs:
+                self._spawn(self._delivered(online, seqs))
+
+    # --- hello, catch-up, presence ---------------------------------------------------
+
+    def _hello(self, session: Session, hello: Hello, rest: list[object]) -> None:
+        token = hello.token or session.upgrade_token
+        if token is None or (
+            hello.token and session.upgrade_token and hello.token != session.upgrade_token
+            and not self._same_user(hello.token, session.upgrade_token)
+        ):
+            session.fail("unauthorized", limits.CLOSE_UNAUTHORIZED, "no valid token")
+            return
+        try:
+            identity = self._accounts.check_cached(token)
+        except Unauthorized:
+            session.fail("unauthorized", limits.CLOSE_UNAUTHORIZED, "invalid or expired token")
+            return
+        if identity is not None:
+            self._welcome(session, identity)
+            if rest:
+                self.receive(session, rest)
+            return
+        self._pending[session.conn_id] = list(rest)
+        self._spawn(self._hello_slow(session, token))
+
+    def _same_user(self, first: str, second: str) -> bool:
+        try:
+            one = self._accounts.check_cached(first)
+            two = self._accounts.check_cached(second)
+        except Unauthorized:
+            return False
+        return one is not None and two is not None and one.user.id == two.user.id
+
+    async def _hello_slow(self, session: Session, token: str) -> None:
+        try:
+            identity = await self._accounts.authenticate(token)
+        except Unauthorized:
+            self._pending.pop(session.conn_id, None)
+            session.fail("unauthorized", limits.CLOSE_UNAUTHORIZED, "invalid or expired token")
+            return
+        rest = self._pending.pop(session.conn_id, [])
+        self._welcome(session, identity)
+        if rest:
+            self.receive(session, rest)
+
+    def _welcome(self, session: Session, identity: Identity) -> None:
+        user = identity.user
+        session.identity = identity
+        session.send_frame(
+            Welcome(user_id=user.id, username=user.username, server_time=self._now_ms())
+        )
+        online = _Online(session, user, identity.claims.jti)
+        self._by_session[session.conn_id] = online
+        first_device = user.username not in self._by_user
+        self._by_user.setdefault(user.username, []).append(online)
+        self._by_jti.setdefault(online.jti, []).append(online)
+        self._arm_expiry(online, identity.claims.expires_at)
+        self._metrics.users_online.set(len(self._by_user))
+        self._spawn(self._catch_up(online, first_device))
+
+    async def _catch_up(self, online: _Online, first_device: bool) -> None:
+        session = online.session
+        after = 0
+        try:
+            while True:
+                batch = await self._store.undelivered(online.user.id, after, CATCH_UP_BATCH)
+                for message in batch:
+                    session.send_text(protocol.encode_frame(message))
+                if batch:
+                    after = batch[-1].seq
+                    self._metrics.messages_pushed_total.inc(len(batch))
+                if len(batch) < CATCH_UP_BATCH:
+                    break
+                await session.drained()
+        except StoreError:
+            log.exception("catch_up.failed", user=online.user.username)
+        online.catching_up = False
+        for seq, text in online.deferred:
+            if seq > after:
+                session.send_text(text)
+        online.deferred.clear()
+        if self._config.presence and self._by_session.get(session.conn_id) is online:
+            await self._announce(online, first_device)
+
+    async def _announce(self, online: _Online, first_device: bool) -> None:
+        peers = await self._store.peers(online.user.id)
+        if self._by_session.get(online.session.conn_id) is not online:
+            return
+        for peer in peers:
+            peer_sessions = self._by_user.get(peer)
+            if not peer_sessions:
+                continue
+            online.session.send_frame(Presence(user=peer, online=True))
+            if first_device:
+                frame = Presence(user=online.user.username, online=True)
+                for other in peer_sessions:
+                    other.session.send_frame(frame)
+
+    def disconnected(self, session: Session) -> None:
+        self._pending.pop(session.conn_id, None)
+        online = self._by_session.pop(session.conn_id, None)
+        if online is None:
+            return
+        if online.expiry is not None:
+            online.expiry.cancel()
+        _remove(self._by_jti, online.jti, online)
+        last_device = _remove(self._by_user, online.user.username, online)
+        self._metrics.users_online.set(len(self._by_user))
+        if last_device and self._config.presence:
+            self._spawn(self._announce_offline(online.user))
+
+    async def _announce_offline(self, user: User) -> None:
+        if user.username in self._by_user:  # came back meanwhile
+            return
+        frame = Presence(user=user.username, online=False)
+        for peer in await self._store.peers(user.id):
+            for other in self._by_user.get(peer, ()):
+                other.session.send_frame(frame)
+
+    # --- tokens -----------------------------------------------------------------------
+
+    def _arm_expiry(self, online: _Online, expires_at: float) -> None:
+        if online.expiry is not None:
+            online.expiry.cancel()
+        delay = max(0.0, expires_at - self._clock())
+        online.expiry = self._loop.call_later(delay, self._expire, online)
+
+    def _expire(self, online: _Online) -> None:
+        online.expiry = None
+        online.session.fail("unauthorized", limits.CLOSE_UNAUTHORIZED, "token expired")
+
+    def revoke_token(self, jti: str) -> None:
+        """Close every connection that authenticated with this token (logout)."""
+        for online in list(self._by_jti.get(jti, ())):
+            online.session.fail("unauthorized", limits.CLOSE_UNAUTHORIZED, "token revoked")
+
+    def revoke_user(self, user: User) -> None:
+        """Close every connection of a user whose tokens died (password, disable)."""
+        self._users.remember(user)
+        for online in list(self._by_user.get(user.username, ())):
+            claims = online.session.identity.claims if online.session.identity else None
+            if user.disabled or claims is None or claims.generation != user.token_generation:
+                online.session.fail("unauthorized", limits.CLOSE_UNAUTHORIZED, "token revoked")
+
+    def _reauth(self, online: _Online, frame: Reauth) -> None:
+        try:
+            identity = self._accounts.check_cached(frame.token)
+        except Unauthorized:
+            identity = None
+        if identity is None or identity.user.id != online.user.id:
+            online.session.send_frame(
+                Error(code="unauthorized", message="reauth needs a valid token of this user")
+            )
+            return
+        _remove(self._by_jti, online.jti, online)
+        online.jti = identity.claims.jti
+        self._by_jti.setdefault(online.jti, []).append(online)
+        online.session.identity = identity
+        self._arm_expiry(online, identity.claims.expires_at)
+        expires_in = max(0, int(identity.claims.expires_at - self._clock()))
+        online.session.send_frame(Reauthed(expires_in=expires_in))
+
+    # --- messages ---------------------------------------------------------------------
+
+    def _accept_sends(self, online: _Online, sends: list[Send]) -> None:
+        bucket = self._buckets.get(online.user.id)
+        now = self._loop.time()
+        if bucket is None:
+            bucket = TokenBucket(self._config.send_rate, self._config.send_burst, now)
+            self._buckets[online.user.id] = bucket
+        accepted: list[Send] = []
+        for send in sends:
+            if send.to == online.user.username:
+                self._reject(online, send, "invalid_recipient", "you cannot message yourself")
+                continue
+            wait_ms = bucket.take(now)
+            if wait_ms:
+                self._metrics.errors_total.labels(code="rate_limited").inc()
+                online.session.send_frame(
+                    Error(code="rate_limited", ref=send.id, retry_after_ms=wait_ms,
+                          message="sending too fast")
+                )
+                continue
+            accepted.append(send)
+        if accepted:
+            self._spawn(self._submit(online, accepted))
+
+    def _reject(self, online: _Online, send: Send, code: str, message: str) -> None:
+        self._metrics.errors_total.labels(code=code).inc()
+        log.info("message.rejected",
+            code=code, client_id=send.id, sender=online.user.username)
+        online.session.send_frame(Error(code=code, ref=send.id, message=message))
+
+    async def _submit(self, online: _Online, sends: list[Send]) -> None:
+        sender = online.user
+        now_ms = self._now_ms()
+        news: list[NewMessage] = []
+        for send in sends:
+            recipient = await self._users.by_name(send.to)
+            if recipient is None:
+                self._reject(online, send, "unknown_user", f"no user {send.to!r}")
+                continue
+            if self._config.max_queue is not None and (
+                await self._store.queue_depth(recipient.id) >= self._config.max_queue
+            ):
+                self._reject(online, send, "queue_full", "the recipient's queue is full")
+                continue
+            news.append(NewMessage(
+                sender_id=sender.id, sender=sender.username, recipient_id=recipient.id,
+                recipient=recipient.username, client_id=send.id, body=send.body, ts=now_ms,
+            ))
+        if not news:
+            return
+        try:
+            stored = await self._store.submit(news)
+        except StoreError:
+            log.exception("store.error", op="submit", count=len(news))
+            for new in news:
+                self._metrics.errors_total.labels(code="internal_error").inc()
+                online.session.send_frame(Error(
+                    code="internal_error", ref=new.client_id,
+                    message="the message could not be stored; send it again",
+                ))
+            return
+        pushed: set[int] = set()
+        for new, message in zip(news, stored, strict=True):
+            online.session.send_frame(Ack(id=message.id, seq=message.seq, ts=message.ts))
+            if message.seq in pushed or not _is_fresh(new, message):
+                continue  # a repeat: the original ack again, nothing stored or pushed
+            pushed.add(message.seq)
+            self._metrics.messages_accepted_total.inc()
+            log.info("message.accepted",
+                seq=message.seq, client_id=message.id, sender=message.sender,
+                recipient=message.recipient)
+            self.push(message, exclude=online.session.conn_id)
+
+    def push(self, message: Message, *, exclude: int | None = None) -> None:
+        """Send a stored message to the recipient's connections and to the sender's
+        other connections (its other devices)."""
+        text = protocol.encode_frame(message)
+        recipients = self._by_user.get(message.recipient, ())
+        for online in recipients:
+            online.push(message.seq, text)
+        if recipients:
+            self._metrics.messages_pushed_total.inc(len(recipients))
+            self._metrics.push_latency_seconds.observe(
+                max(0.0, self._clock() - message.ts / 1000)
+            )
+        for online in self._by_user.get(message.sender, ()):
+            if online.session.conn_id != exclude:
+                online.push(message.seq, text)
+
+    async def _delivered(self, online: _Online, seqs: list[int]) -> None:
+        now_ms = self._now_ms()
+        try:
+            marked = await self._store.mark_delivered(online.user.id, seqs, now_ms)
+        except StoreError:
+            log.exception("store.error", op="mark_delivered")
+            return
+        self._send_delivered_receipts(marked, now_ms)
+
+    def _send_delivered_receipts(self, marked: Iterable[Message], now_ms: int) -> None:
+        for message in marked:
+            self._metrics.messages_delivered_total.inc()
+            self._metrics.delivery_latency_seconds.observe(max(0.0, (now_ms - message.ts) / 1000))
+            log.info("message.delivered",
+                seq=message.seq, client_id=message.id, sender=message.sender,
+                recipient=message.recipient, latency_ms=now_ms - message.ts)
+            receipt = DeliveredReceipt(
+                id=message.id, seq=message.seq, ts=message.delivered_at or now_ms
+            )
+            for other in self._by_user.get(message.sender, ()):
+                other.session.send_frame(receipt)
+
+    async def _read(self, online: _Online, frame: Read) -> None:
+        peer = await self._users.by_name(frame.peer)
+        if peer is None or peer.id == online.user.id:
+            return
+        now_ms = self._now_ms()
+        try:
+            result = await self._store.mark_read(online.user.id, peer.id, frame.up_to, now_ms)
+        except StoreError:
+            log.exception("store.error", op="mark_read")
+            return
+        self._send_delivered_receipts(result.newly_delivered, now_ms)
+        if result.up_to is None:
+            return
+        receipt = ReadReceipt(peer=online.user.username, up_to=result.up_to, ts=now_ms)
+        for other in self._by_user.get(peer.username, ()):
+            other.session.send_frame(receipt)
+
+    def _typing(self, online: _Online, frame: Typing) -> None:
+        if frame.to == online.user.username:
+            return
+        targets = self._by_user.get(frame.to)
+        if targets:
+            signal = PeerTyping(sender=online.user.username)
+            for other in targets:
+                other.session.send_frame(signal)
+
+    # --- shutdown ---------------------------------------------------------------------
+
+    def all_sessions(self) -> list[Session]:
+        return [online.session for online in self._by_session.values()]
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+
+def _is_fresh(new: NewMessage, stored: Message) -> bool:
+    """Whether the store just inserted ``new`` (rather than returning the original of a
+    repeated client id)."""
+    return (
+        stored.ts == new.ts
+        and stored.recipient == new.recipient
+        and stored.body == new.body
+        and stored.delivered_at is None
+    )
+
+
+def _remove(index: dict[str, list[_Online]], key: str, online: _Online) -> bool:
+    """Remove ``online`` from ``index[key]``; True when that emptied the key."""
+    entries = index.get(key)
+    if entries is None:
+        return False
+    if online in entries:
+        entries.remove(online)
+    if not entries:
+        del index[key]
+        return True
+    return False

@@ -1,0 +1,257 @@
+"""One ``asyncio.Protocol`` per socket around a libchat server engine: glue only.
+
+Bytes go into the engine; its events go to the HTTP API or the hub; whatever the engine
+wants to write leaves through one ``transport.write`` per connection per loop turn
+(output is coalesced: many pushes in one turn become one write). The engine's single
+deadline drives one timer per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from typing import TYPE_CHECKING
+
+from libchat.server import ServerConnection
+
+from chatd.accounts import Identity
+from chatd.observe.logs import EventLogger
+from chatd.reply import Reply
+from libchat import events as ev
+from libchat import protocol
+
+if TYPE_CHECKING:
+    from chatd.app import Server
+
+import logging
+
+log = EventLogger(logging.getLogger(__name__))
+
+_HTTP_EVENTS = (
+    ev.RegisterRequest,
+    ev.LoginRequest,
+    ev.LogoutRequest,
+    ev.RefreshRequest,
+    ev.UserSearchRequest,
+    ev.ConversationsRequest,
+    ev.HistoryRequest,
+    ev.HealthRequest,
+    ev.MetricsRequest,
+)
+_ids = itertools.count(1)
+
+
+class ChatProtocol(asyncio.Protocol):
+    """A socket's glue: it is also the hub's :class:`chatd.hub.Session`."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.conn_id = next(_ids)
+        self.peer_ip = ""
+        self.peer = ""
+        self.upgrade_token: str | None = None
+        self.identity: Identity | None = None
+        self.is_websocket = False
+        self.conn: ServerConnection
+        self.transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._flush_queued = False
+        self._paused_since: float | None = None
+        self._drained: asyncio.Event | None = None
+        self._opened_at = 0.0
+        self._closed = False
+
+    # --- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peername = transport.get_extra_info("peername")
+        if isinstance(peername, tuple) and peername:
+            self.peer_ip = str(peername[0])
+            self.peer = f"{peername[0]}:{peername[1]}"
+        now = self.loop.time()
+        self._opened_at = now
+        self.conn = ServerConnection(self.server.engine_config, random.Random(), now)
+        self.server.connections[self.conn_id] = self
+        self._arm_timer()
+
+    def data_received(self, data: bytes) -> None:
+        self._handle(self.conn.receive_data(data, self.loop.time()))
+        self.flush()
+
+    def eof_received(self) -> bool | None:
+        self._handle(self.conn.receive_eof(self.loop.time()))
+        self.flush()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.conn.is_closed:
+            self._handle(self.conn.receive_eof(self.loop.time()))
+        self._finish()
+
+    def pause_writing(self) -> None:
+        self._paused_since = self.loop.time()
+        self.server.paused[self.conn_id] = self
+
+    def resume_writing(self) -> None:
+        self._paused_since = None
+        self.server.paused.pop(self.conn_id, None)
+        if self._drained is not None:
+            self._drained.set()
+            self._drained = None
+
+    # --- events -------------------------------------------------------------------------
+
+    def _handle(self, events: list[object]) -> None:
+        frames: list[object] = []
+        for event in events:
+            if isinstance(event, _HTTP_EVENTS):
+                self.server.spawn(self._answer(event))
+            elif isinstance(event, ev.UpgradeRequest):
+                self.server.spawn(self._upgrade(event))
+            elif isinstance(event, ev.ConnectionClosed):
+                self._closed_event(event)
+            elif isinstance(event, ev.FrameRejected | ev.RequestRejected):
+                self.server.metrics.errors_total.labels(code=event.code).inc()
+            else:
+                frames.append(event)
+        if frames:
+            self.server.hub.receive(self, frames)
+
+    async def _answer(self, request: object) -> None:
+        reply = await self.server.api.handle(request, self.peer_ip)
+        self.respond(reply)
+
+    def respond(self, reply: Reply) -> None:
+        if self.conn.is_closed:
+            return
+        if reply.status >= 400 and isinstance(reply.body, protocol.ErrorBody):
+            self.server.metrics.errors_total.labels(code=reply.body.error.code).inc()
+        more = self.conn.respond(
+            reply.status, reply.body, now=self.loop.time(), headers=reply.headers,
+            content_type=reply.content_type,
+        )
+        self._handle(more)
+        self.flush()
+
+    async def _upgrade(self, request: ev.UpgradeRequest) -> None:
+        reply = await self.server.api.check_upgrade(request)
+        if reply is not None:
+            self.respond(reply)
+            return
+        self.upgrade_token = request.token
+        self.is_websocket = True
+        self.server.metrics.connections.inc()
+        log.info("connection.open", conn_id=self.conn_id, peer=self.peer)
+        self._handle(self.conn.accept_upgrade(self.loop.time()))
+        self.flush()
+
+    def _closed_event(self, event: ev.ConnectionClosed) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.is_websocket:
+            self.server.hub.disconnected(self)
+            self.server.metrics.connections.dec()
+            user = self.identity.user.username if self.identity else None
+            log.info(
+                "connection.close", conn_id=self.conn_id, peer=self.peer, user=user,
+                duration_s=round(self.loop.time() - self._opened_at, 3), close_code=event.code,
+            )
+
+    # --- output: the hub's Session interface -------------------------------------------
+
+    def send_frame(self, frame: protocol.ServerFrame) -> None:
+        self.conn.send(frame, self.loop.time())
+        self._queue_flush()
+
+    def send_text(self, text: str) -> None:
+        self.conn.send_encoded(text, self.loop.time())
+        self._queue_flush()
+
+    def fail(self, code: str, close_code: int, message: str | None = None) -> None:
+        self.server.metrics.errors_total.labels(code=code).inc()
+        self.conn.fail(code, close_code, now=self.loop.time(), message=message)
+        self._queue_flush()
+
+    def close(self, code: int, reason: str = "") -> None:
+        self.conn.close(code, reason, now=self.loop.time())
+        self._queue_flush()
+
+    async def drained(self) -> None:
+        if self._paused_since is None or self.transport is None or self.transport.is_closing():
+            return
+        if self._drained is None:
+            self._drained = asyncio.Event()
+        await self._drained.wait()
+
+    def _queue_flush(self) -> None:
+        if not self._flush_queued:
+            self._flush_queued = True
+            self.server.queue_flush(self)
+
+    def flush(self) -> None:
+        """Write what the engine has for the socket, close it when the engine is done,
+        and re-arm the timer."""
+        self._flush_queued = False
+        transport = self.transport
+        if transport is None:
+            return
+        data = self.conn.data_to_send()
+        if data:
+            transport.write(data)
+        if self.conn.is_closed:
+            transport.close()
+            self._finish()
+            return
+        self._arm_timer()
+
+    # --- timers and teardown ---------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        deadline = self.conn.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            # A later deadline than the armed one is picked up when the timer fires.
+            if deadline is not None and self._timer_at is not None and deadline > self._timer_at:
+                return
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        now = self.loop.time()
+        deadline = self.conn.next_deadline()
+        if deadline is not None and deadline <= now:
+            self._handle(self.conn.handle_timer(now))
+        self.flush()
+
+    def abort(self) -> None:
+        """Drop a peer that cannot keep up (its messages stay stored for next time)."""
+        log.warning("connection.slow_reader", conn_id=self.conn_id, peer=self.peer)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def paused_for(self, now: float) -> float:
+        return 0.0 if self._paused_since is None else now - self._paused_since
+
+    def _finish(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._closed:
+            self._closed_event(ev.ConnectionClosed(code=1006, reason="connection lost"))
+        self.server.connections.pop(self.conn_id, None)
+        self.server.paused.pop(self.conn_id, None)
+        if self._drained is not None:
+            self._drained.set()
+            self._drained = None
