@@ -1,0 +1,262 @@
+"""The cross-node bus: payload codec, LocalBus, and PostgresBus on a real PostgreSQL.
+
+Each PostgresBus test uses its own NOTIFY channel, so tests running at once stay apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import psycopg
+import pytest
+
+from chatd.bus import (
+    MAX_PAYLOAD_BYTES,
+    BusEvent,
+    Delivered,
+    LocalBus,
+    MessageStored,
+    PostgresBus,
+    Presence,
+    ReadUpTo,
+    TokenRevoked,
+    Typing,
+    UserRevoked,
+    decode_event,
+    encode_event,
+)
+
+DSN = os.environ.get("CHATD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+DEADLINE = 10.0  # seconds to wait for a notification on a busy machine
+T = TypeVar("T")
+
+EVENTS: list[BusEvent] = [
+    MessageStored(recipient="bob", seq=42, sender="alice"),
+    Delivered(sender="alice", seqs=[1, 2, 2**62]),
+    ReadUpTo(reader="bob", peer="alice", up_to=42, ts=1_700_000_000_000),
+    Typing(sender="alice", to="bob"),
+    Presence(user="alice", online=True),
+    Presence(user="alice", online=False),
+    TokenRevoked(jti="3f1c-9a", expires_at=1_700_003_600),
+    UserRevoked(username="alice", generation=3),
+]
+
+
+def run(body: Callable[[], Awaitable[T]]) -> T:
+    async def main() -> T:
+        return await body()
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def channel() -> str:
+    try:
+        psycopg.connect(DSN, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI") == "true":
+            raise  # in CI PostgreSQL is part of the environment: never skip
+        pytest.skip(f"PostgreSQL not reachable at CHATD_TEST_PG_DSN: {exc}")
+    return f"chat_{uuid.uuid4().hex}"
+
+
+async def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + DEADLINE
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+# --- codec --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda e: type(e).__name__)
+def test_every_event_round_trips(event: BusEvent) -> None:
+    payload = encode_event(event, "node-1")
+    assert decode_event(payload) == ("node-1", event)
+    assert len(payload.encode()) < 200  # ids only: compact
+
+
+def test_delivered_seqs_are_a_tuple() -> None:
+    assert Delivered(sender="a", seqs=[3, 4]).seqs == (3, 4)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "",
+        "not json",
+        "[]",
+        '{"k": "m", "n": "x"}',
+        '{"k": "?", "n": "x"}',
+        '{"n": "x", "user": "a", "online": true}',
+        '{"k": "p", "user": "a", "online": true}',
+        '{"k": "p", "n": 7, "user": "a", "online": true}',
+        '{"k": "p", "n": "x", "user": "a", "online": true, "extra": 1}',
+    ],
+)
+def test_foreign_payloads_are_refused(payload: str) -> None:
+    with pytest.raises(ValueError):
+        decode_event(payload)
+
+
+def test_oversized_payload_is_refused() -> None:
+    with pytest.raises(ValueError):
+        encode_event(Delivered(sender="a", seqs=range(2000)), "n")
+    assert MAX_PAYLOAD_BYTES < 8000
+
+
+def test_local_bus_delivers_nothing() -> None:
+    async def body() -> None:
+        seen: list[BusEvent] = []
+        bus = LocalBus()
+        await bus.start(seen.append)
+        await bus.publish(EVENTS[0])
+        await bus.close()
+        assert seen == []
+
+    run(body)
+
+
+# --- PostgresBus ------------------------------------------------------------------------
+
+
+@pytest.mark.pg
+def test_events_reach_the_other_node_and_not_their_own(channel: str) -> None:
+    async def body() -> None:
+        at_a: list[BusEvent] = []
+        at_b: list[BusEvent] = []
+        bus_a = PostgresBus(DSN, channel=channel, node_id="a")
+        bus_b = PostgresBus(DSN, channel=channel, node_id="b")
+        await bus_a.start(at_a.append)
+        await bus_b.start(at_b.append)
+        try:
+            for event in EVENTS:
+                await bus_a.publish(event)
+            marker = Presence(user="b-done", online=True)
+            await bus_b.publish(marker)
+            await wait_for(lambda: len(at_b) == len(EVENTS), "B to hear all of A's events")
+            # A hears B's marker, published after A's own events: had A not skipped its
+            # own, they would be in front of it.
+            await wait_for(lambda: bool(at_a), "A to hear B's marker")
+            assert at_b == EVENTS
+            assert at_a == [marker]
+        finally:
+            await bus_a.close()
+            await bus_b.close()
+
+    run(body)
+
+
+@pytest.mark.pg
+def test_a_large_delivered_is_split_and_arrives_whole(channel: str) -> None:
+    async def body() -> None:
+        heard: list[BusEvent] = []
+        bus_a = PostgresBus(DSN, channel=channel)
+        bus_b = PostgresBus(DSN, channel=channel)
+        await bus_a.start(lambda _event: None)
+        await bus_b.start(heard.append)
+        try:
+            seqs = list(range(10**15, 10**15 + 1000))
+            await bus_a.publish(Delivered(sender="alice", seqs=seqs))
+
+            def received() -> list[int]:
+                return [s for e in heard if isinstance(e, Delivered) for s in e.seqs]
+
+            await wait_for(lambda: len(received()) == len(seqs), "all the seqs")
+            assert received() == seqs
+            assert len(heard) > 1
+        finally:
+            await bus_a.close()
+            await bus_b.close()
+
+    run(body)
+
+
+@pytest.mark.pg
+def test_listener_reconnects_after_its_connection_is_killed(channel: str) -> None:
+    async def body() -> None:
+        resyncs: list[None] = []
+        heard: list[BusEvent] = []
+        bus_a = PostgresBus(DSN, channel=channel, on_resync=lambda: resyncs.append(None))
+        bus_b = PostgresBus(DSN, channel=channel)
+        await bus_a.start(heard.append)
+        await bus_b.start(lambda _event: None)
+        try:
+            async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as admin:
+                cur = await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = %s",
+                    (bus_a.listener_name,),
+                )
+                assert [row[0] for row in await cur.fetchall()] == [True]
+            await wait_for(lambda: bool(resyncs), "the listener to reconnect")
+            assert bus_a.reconnects == 1
+            event = MessageStored(recipient="bob", seq=7, sender="alice")
+            await bus_b.publish(event)
+            await wait_for(lambda: bool(heard), "an event after the reconnect")
+            assert heard == [event]
+        finally:
+            await bus_a.close()
+            await bus_b.close()
+
+    run(body)
+
+
+@pytest.mark.pg
+def test_publish_survives_a_killed_publishing_connection(channel: str) -> None:
+    async def body() -> None:
+        heard: list[BusEvent] = []
+        bus_a = PostgresBus(DSN, channel=channel, node_id=f"pub-{uuid.uuid4().hex[:8]}")
+        bus_b = PostgresBus(DSN, channel=channel)
+        await bus_a.start(lambda _event: None)
+        await bus_b.start(heard.append)
+        try:
+            first = Typing(sender="alice", to="bob")
+            await bus_a.publish(first)
+            async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as admin:
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = %s",
+                    (f"chatd-bus-notify-{bus_a.node_id}",),
+                )
+            second = Typing(sender="alice", to="carol")
+            await bus_a.publish(second)
+            await wait_for(lambda: len(heard) == 2, "both events")
+            assert heard == [first, second]
+        finally:
+            await bus_a.close()
+            await bus_b.close()
+
+    run(body)
+
+
+@pytest.mark.pg
+def test_handler_errors_do_not_stop_the_listener(channel: str) -> None:
+    async def body() -> None:
+        heard: list[BusEvent] = []
+
+        def handler(event: BusEvent) -> None:
+            heard.append(event)
+            if len(heard) == 1:
+                raise RuntimeError("a bug in the host")
+
+        bus_a = PostgresBus(DSN, channel=channel)
+        bus_b = PostgresBus(DSN, channel=channel)
+        await bus_a.start(lambda _event: None)
+        await bus_b.start(handler)
+        try:
+            await bus_a.publish(EVENTS[0])
+            await bus_a.publish(EVENTS[1])
+            await wait_for(lambda: len(heard) == 2, "both events")
+            assert heard == EVENTS[:2]
+        finally:
+            await bus_a.close()
+            await bus_b.close()
+
+    run(body)
