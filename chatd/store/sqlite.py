@@ -1,0 +1,777 @@
+"""The SQLite store: apsw in WAL mode, one writer thread with group commit, a reader pool.
+
+Every write (messages, receipts, users, revocations, login failures) becomes a job on one
+queue. The writer thread owns the only write connection: it takes every job queued since
+its last commit, runs them in one ``BEGIN IMMEDIATE`` ... ``COMMIT`` (a SAVEPOINT per job,
+so one failing job does not sink the others), then wakes the event loop once for the whole
+batch. A coroutine that wrote therefore returns only after the commit that holds its write.
+
+Reads run on a small thread pool, each thread with its own connection; WAL lets them
+proceed while the writer commits. Every connection is opened in the thread that uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import apsw
+
+from chatd.store.base import NewMessage, ReadResult, SchemaMismatch, Stats, StoreError, User
+from libchat.protocol import Message
+
+__all__ = ["MIGRATIONS", "SqliteStore"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# --- schema -----------------------------------------------------------------------------
+
+MIGRATIONS: Final[dict[int, str]] = {
+    1: """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        token_generation INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        changed_at INTEGER  -- Unix ms of the last set_password/set_disabled; NULL: never
+    );
+    CREATE INDEX users_changed_at ON users (changed_at);
+
+    -- Append-only. pair_lo/pair_hi (the smaller and larger user id) name the conversation.
+    CREATE TABLE messages (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        sender_id INTEGER NOT NULL REFERENCES users(id),
+        recipient_id INTEGER NOT NULL REFERENCES users(id),
+        pair_lo INTEGER NOT NULL,
+        pair_hi INTEGER NOT NULL,
+        client_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        delivered_at INTEGER,
+        read_at INTEGER,
+        UNIQUE (sender_id, client_id)
+    );
+    CREATE INDEX messages_undelivered ON messages (recipient_id, seq)
+        WHERE delivered_at IS NULL;
+    CREATE INDEX messages_pair ON messages (pair_lo, pair_hi, seq);
+    CREATE INDEX messages_unread ON messages (recipient_id, sender_id, seq)
+        WHERE read_at IS NULL;
+
+    -- One row per (user, peer), kept in the transaction that inserts the messages.
+    CREATE TABLE conversations (
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        peer_id INTEGER NOT NULL REFERENCES users(id),
+        last_seq INTEGER NOT NULL,
+        PRIMARY KEY (user_id, peer_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE revoked_tokens (
+        jti TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        expires_at INTEGER NOT NULL,
+        revoked_at REAL NOT NULL
+    );
+    CREATE INDEX revoked_tokens_at ON revoked_tokens (revoked_at);
+
+    CREATE TABLE login_failures (
+        ip TEXT NOT NULL,
+        username TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX login_failures_ip ON login_failures (ip, at);
+    CREATE INDEX login_failures_username ON login_failures (username, at);
+    CREATE INDEX login_failures_at ON login_failures (at);
+    """,
+}
+SCHEMA_VERSION: Final = max(MIGRATIONS)
+
+BUSY_TIMEOUT_MS: Final = 5000  # other processes (chatd backup, sqlite3 shell) hold locks briefly
+MAX_BATCH_JOBS: Final = 1000  # one transaction's size bound: caps the first job's wait
+LOGIN_FAILURE_TTL: Final = 24 * 3600.0  # seconds; the login limits look back far less
+PRUNE_INTERVAL: Final = 3600.0  # seconds between prunes of old login failures and revocations
+BACKUP_PAGES_PER_STEP: Final = 1024  # pages copied per backup step (4 MiB at 4 KiB pages)
+_NO_SEQ: Final = 2**63 - 1  # "before" when none is given: above every seq
+
+_USER_COLUMNS: Final = "id, username, password_hash, disabled, token_generation, created_at"
+
+
+def _message_columns(table: str) -> str:
+    """The columns :func:`_message` reads, for ``SELECT``s and ``RETURNING`` clauses."""
+    return (
+        f"{table}.client_id, {table}.seq,"
+        f" (SELECT username FROM users WHERE users.id = {table}.sender_id),"
+        f" (SELECT username FROM users WHERE users.id = {table}.recipient_id),"
+        f" {table}.body, {table}.ts, {table}.delivered_at, {table}.read_at"
+    )
+
+
+_MESSAGE_COLUMNS: Final = _message_columns("messages")
+_M_COLUMNS: Final = _message_columns("m")
+
+_INSERT_MESSAGE: Final = (
+    "INSERT INTO messages (sender_id, recipient_id, pair_lo, pair_hi, client_id, body, ts)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (sender_id, client_id) DO NOTHING RETURNING seq, ts"
+)
+_EXISTING_MESSAGE: Final = (
+    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE sender_id = ? AND client_id = ?"
+)
+_UPSERT_CONVERSATION: Final = (
+    "INSERT INTO conversations (user_id, peer_id, last_seq) VALUES (?, ?, ?)"
+    " ON CONFLICT (user_id, peer_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)"
+)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _user(row: Sequence[Any]) -> User:
+    return User(
+        id=row[0],
+        username=row[1],
+        password_hash=row[2],
+        disabled=bool(row[3]),
+        token_generation=row[4],
+        created_at=row[5],
+    )
+
+
+def _message(row: Sequence[Any]) -> Message:
+    return Message(
+        id=row[0],
+        seq=row[1],
+        sender=row[2],
+        recipient=row[3],
+        body=row[4],
+        ts=row[5],
+        delivered_at=row[6],
+        read_at=row[7],
+    )
+
+
+def _rows(conn: apsw.Connection, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Every row of one statement, consumed fully (an open statement would block COMMIT)."""
+    return [tuple(row) for row in conn.execute(sql, args)]
+
+
+def _scalar(conn: apsw.Connection, sql: str, args: Sequence[Any] = ()) -> Any:
+    rows = _rows(conn, sql, args)
+    return rows[0][0] if rows else None
+
+
+def _schema_version(conn: apsw.Connection) -> int:
+    return int(_scalar(conn, "PRAGMA user_version"))
+
+
+def _is_empty(conn: apsw.Connection) -> bool:
+    return int(_scalar(conn, "SELECT count(*) FROM sqlite_schema")) == 0
+
+
+def _apply_migrations(conn: apsw.Connection) -> int:
+    """Bring the schema up to :data:`SCHEMA_VERSION`; call inside a write transaction."""
+    found = _schema_version(conn)
+    if found > SCHEMA_VERSION:
+        raise SchemaMismatch(found, SCHEMA_VERSION)
+    for version in range(found + 1, SCHEMA_VERSION + 1):
+        conn.execute(MIGRATIONS[version])
+        conn.execute(f"PRAGMA user_version = {version}")
+        log.info("sqlite schema migrated", extra={"schema_version": version})
+    return SCHEMA_VERSION
+
+
+def _check_schema(conn: apsw.Connection) -> None:
+    """Accept the current version; create the schema in a brand-new empty database."""
+    found = _schema_version(conn)
+    if found == SCHEMA_VERSION:
+        return
+    if found == 0 and _is_empty(conn):
+        _apply_migrations(conn)
+        return
+    raise SchemaMismatch(found, SCHEMA_VERSION)
+
+
+def _as_store_error(exc: Exception) -> Exception:
+    """Database errors become :class:`StoreError`; anything else (a bug) passes through."""
+    if isinstance(exc, apsw.Error) and not isinstance(exc, StoreError):
+        error = StoreError(f"sqlite: {exc}")
+        error.__cause__ = exc
+        return error
+    return exc
+
+
+class _Job:
+    """One unit of work for the writer; ``fn`` is None for the stop marker."""
+
+    __slots__ = ("fn", "future")
+
+    def __init__(
+        self, fn: Callable[[apsw.Connection], Any] | None, future: asyncio.Future[Any]
+    ) -> None:
+        self.fn = fn
+        self.future = future
+
+
+_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    for future, result, error in outcomes:
+        if future.done():  # the awaiting task was cancelled; the write happened anyway
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+class SqliteStore:
+    """The :class:`~chatd.store.base.Store` on one SQLite file.
+
+    ``sync`` is ``"full"`` (every commit survives a power cut) or ``"normal"`` (a power
+    cut may lose the last commits, never corrupt). ``readers`` sizes the read pool.
+
+    Counters for metrics: ``commits`` and ``last_batch_size``; ``on_commit(batch_size,
+    seconds)``, when set, is called on the event loop after each commit.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+
+    def __init__(self, path: str | Path, *, sync: str = "full", readers: int = 2) -> None:
+        if sync not in ("full", "normal"):
+            raise ValueError(f"sync must be 'full' or 'normal', not {sync!r}")
+        if readers < 1:
+            raise ValueError("readers must be at least 1")
+        self.path = Path(path)
+        self.sync = sync
+        self.readers = readers
+        self.commits = 0
+        self.last_batch_size = 0
+        self.on_commit: Callable[[int, float], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._closing = False
+        self._pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._reader_conns: list[apsw.Connection] = []
+        self._reader_lock = threading.Lock()
+        self._last_prune = 0.0  # writer thread only
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            raise StoreError("store is already open")
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._closing = False
+        ready: asyncio.Future[None] = loop.create_future()
+        self._writer = threading.Thread(
+            target=self._writer_main, args=(ready,), name="chatd-sqlite-writer", daemon=True
+        )
+        self._writer.start()
+        try:
+            await ready
+        except BaseException:
+            self._writer.join()
+            self._writer = None
+            raise
+        try:
+            await self._write(_check_schema)
+        except BaseException:
+            await self._stop_writer()
+            raise
+        self._pool = ThreadPoolExecutor(self.readers, thread_name_prefix="chatd-sqlite-read")
+        log.info("sqlite store open", extra={"path": str(self.path), "sync": self.sync})
+
+    async def close(self) -> None:
+        if self._writer is None:
+            return
+        await self._stop_writer()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._close_readers, pool)
+        log.info("sqlite store closed", extra={"path": str(self.path), "commits": self.commits})
+
+    async def migrate(self) -> int:
+        if self._writer is not None:
+            return await self._write(_apply_migrations)
+        return await asyncio.to_thread(self._migrate_offline)
+
+    async def ping(self) -> None:
+        if self._writer is None or not self._writer.is_alive():
+            raise StoreError("the sqlite writer is not running")
+        await self._read(lambda conn: _scalar(conn, "SELECT 1"))
+
+    async def backup(self, dest_path: str | Path) -> None:
+        """Write a consistent copy of the live database to ``dest_path`` (replaced)."""
+        await asyncio.to_thread(self._backup, Path(dest_path))
+
+    # --- users and tokens -----------------------------------------------------------
+
+    async def create_user(self, username: str, password_hash: str, now_ms: int) -> User | None:
+        sql = (
+            "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?)"
+            f" ON CONFLICT (username) DO NOTHING RETURNING {_USER_COLUMNS}"
+        )
+        args = (username.lower(), password_hash, now_ms)
+
+        def job(conn: apsw.Connection) -> User | None:
+            rows = _rows(conn, sql, args)
+            return _user(rows[0]) if rows else None
+
+        return await self._write(job)
+
+    async def user_by_name(self, username: str) -> User | None:
+        sql = f"SELECT {_USER_COLUMNS} FROM users WHERE username = ?"
+        rows = await self._read(lambda conn: _rows(conn, sql, (username.lower(),)))
+        return _user(rows[0]) if rows else None
+
+    async def user_by_id(self, user_id: int) -> User | None:
+        sql = f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?"
+        rows = await self._read(lambda conn: _rows(conn, sql, (user_id,)))
+        return _user(rows[0]) if rows else None
+
+    async def list_users(self) -> list[User]:
+        sql = f"SELECT {_USER_COLUMNS} FROM users ORDER BY id"
+        return [_user(row) for row in await self._read(lambda conn: _rows(conn, sql))]
+
+    async def search_users(self, prefix: str, exclude: str, limit: int) -> list[str]:
+        prefix = prefix.lower()
+        sql = (
+            "SELECT username FROM users WHERE username >= ? AND username < ? AND username != ?"
+            " ORDER BY username LIMIT ?"
+        )
+        args = (prefix, prefix + "\U0010ffff", exclude.lower(), limit)
+        return [row[0] for row in await self._read(lambda conn: _rows(conn, sql, args))]
+
+    async def set_password(self, user_id: int, password_hash: str) -> User:
+        sql = (
+            "UPDATE users SET password_hash = ?, token_generation = token_generation + 1,"
+            f" changed_at = ? WHERE id = ? RETURNING {_USER_COLUMNS}"
+        )
+        args = (password_hash, _now_ms(), user_id)
+        return await self._write(lambda conn: self._one_user(conn, sql, args))
+
+    async def set_disabled(self, user_id: int, disabled: bool) -> User:
+        sql = (
+            "UPDATE users SET disabled = ?, token_generation = token_generation + ?,"
+            f" changed_at = ? WHERE id = ? RETURNING {_USER_COLUMNS}"
+        )
+        args = (int(disabled), int(disabled), _now_ms(), user_id)
+        return await self._write(lambda conn: self._one_user(conn, sql, args))
+
+    async def users_changed_since(self, since_ms: int) -> list[User]:
+        sql = f"SELECT {_USER_COLUMNS} FROM users WHERE changed_at >= ? ORDER BY id"
+        return [_user(row) for row in await self._read(lambda conn: _rows(conn, sql, (since_ms,)))]
+
+    @staticmethod
+    def _one_user(conn: apsw.Connection, sql: str, args: Sequence[Any]) -> User:
+        rows = _rows(conn, sql, args)
+        if not rows:
+            raise StoreError(f"no user with id {args[-1]}")
+        return _user(rows[0])
+
+    async def revoke_token(self, jti: str, user_id: int, expires_at: int) -> None:
+        sql = (
+            "INSERT INTO revoked_tokens (jti, user_id, expires_at, revoked_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (jti) DO NOTHING"
+        )
+        args = (jti, user_id, expires_at, time.time())
+
+        def job(conn: apsw.Connection) -> None:
+            conn.execute(sql, args)
+            self._maybe_prune(conn, time.time())
+
+        await self._write(job)
+
+    async def revoked_since(self, since: float) -> list[tuple[str, int]]:
+        sql = (
+            "SELECT jti, expires_at FROM revoked_tokens WHERE revoked_at >= ? AND expires_at > ?"
+            " ORDER BY revoked_at, jti"
+        )
+        rows = await self._read(lambda conn: _rows(conn, sql, (since, time.time())))
+        return [(row[0], row[1]) for row in rows]
+
+    async def record_login_failure(self, ip: str, username: str, at: float) -> None:
+        sql = "INSERT INTO login_failures (ip, username, at) VALUES (?, ?, ?)"
+
+        def job(conn: apsw.Connection) -> None:
+            conn.execute(sql, (ip, username.lower(), at))
+            self._maybe_prune(conn, at)
+
+        await self._write(job)
+
+    async def login_failures(self, ip: str, since: float) -> list[float]:
+        sql = "SELECT at FROM login_failures WHERE ip = ? AND at >= ? ORDER BY at"
+        return [row[0] for row in await self._read(lambda conn: _rows(conn, sql, (ip, since)))]
+
+    async def account_failures(self, username: str, since: float) -> int:
+        sql = "SELECT count(*) FROM login_failures WHERE username = ? AND at >= ?"
+        args = (username.lower(), since)
+        return int(await self._read(lambda conn: _scalar(conn, sql, args)))
+
+    def _maybe_prune(self, conn: apsw.Connection, now: float) -> None:
+        """Now and then drop login failures older than a day and expired revocations."""
+        if now - self._last_prune < PRUNE_INTERVAL:
+            return
+        self._last_prune = now
+        conn.execute("DELETE FROM login_failures WHERE at < ?", (now - LOGIN_FAILURE_TTL,))
+        conn.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (int(now) - 60,))
+
+    # --- messages -------------------------------------------------------------------
+
+    async def submit(self, messages: Sequence[NewMessage]) -> list[Message]:
+        if not messages:
+            return []
+        batch = tuple(messages)
+        return await self._write(lambda conn: self._insert_messages(conn, batch))
+
+    @staticmethod
+    def _insert_messages(conn: apsw.Connection, batch: Sequence[NewMessage]) -> list[Message]:
+        stored: list[Message] = []
+        last: dict[tuple[int, int], int] = {}  # (user, peer) -> newest seq, for conversations
+        for new in batch:
+            lo, hi = sorted((new.sender_id, new.recipient_id))
+            rows = _rows(
+                conn,
+                _INSERT_MESSAGE,
+                (new.sender_id, new.recipient_id, lo, hi, new.client_id, new.body, new.ts),
+            )
+            if not rows:  # a repeat: answer with the original, whatever the new content
+                original = _rows(conn, _EXISTING_MESSAGE, (new.sender_id, new.client_id))
+                stored.append(_message(original[0]))
+                continue
+            seq, ts = rows[0]
+            stored.append(
+                Message(
+                    id=new.client_id,
+                    seq=seq,
+                    sender=new.sender,
+                    recipient=new.recipient,
+                    body=new.body,
+                    ts=ts,
+                )
+            )
+            last[(new.sender_id, new.recipient_id)] = seq
+            last[(new.recipient_id, new.sender_id)] = seq
+        if last:
+            conn.executemany(_UPSERT_CONVERSATION, [(u, p, s) for (u, p), s in last.items()])
+        return stored
+
+    async def mark_delivered(
+        self, recipient_id: int, seqs: Sequence[int], now_ms: int
+    ) -> list[Message]:
+        wanted = sorted(set(seqs))
+        if not wanted:
+            return []
+        sql = (
+            "UPDATE messages SET delivered_at = ?"
+            " WHERE seq = ? AND recipient_id = ? AND delivered_at IS NULL"
+            f" RETURNING {_MESSAGE_COLUMNS}"
+        )
+
+        def job(conn: apsw.Connection) -> list[Message]:
+            marked: list[Message] = []
+            for seq in wanted:
+                rows = _rows(conn, sql, (now_ms, seq, recipient_id))
+                marked.extend(_message(row) for row in rows)
+            return marked
+
+        return await self._write(job)
+
+    async def mark_read(self, reader_id: int, peer_id: int, up_to: int, now_ms: int) -> ReadResult:
+        lo, hi = sorted((reader_id, peer_id))
+        last_sql = "SELECT max(seq) FROM messages WHERE pair_lo = ? AND pair_hi = ?"
+        deliver_sql = (
+            "UPDATE messages SET delivered_at = ?1, read_at = ?1"
+            " WHERE recipient_id = ?2 AND sender_id = ?3 AND seq <= ?4 AND delivered_at IS NULL"
+            f" RETURNING {_MESSAGE_COLUMNS}"
+        )
+        read_sql = (
+            "UPDATE messages SET read_at = ?1"
+            " WHERE recipient_id = ?2 AND sender_id = ?3 AND seq <= ?4 AND read_at IS NULL"
+            " RETURNING seq"
+        )
+        args = (now_ms, reader_id, peer_id, up_to)
+
+        def job(conn: apsw.Connection) -> ReadResult:
+            last = _scalar(conn, last_sql, (lo, hi))
+            if last is None or up_to > last:  # beyond the conversation: ignored
+                return ReadResult(up_to=None, newly_delivered=())
+            delivered = sorted(
+                (_message(row) for row in _rows(conn, deliver_sql, args)), key=lambda m: m.seq
+            )
+            read = [row[0] for row in _rows(conn, read_sql, args)]
+            marked = [m.seq for m in delivered] + read
+            return ReadResult(
+                up_to=max(marked) if marked else None, newly_delivered=tuple(delivered)
+            )
+
+        return await self._write(job)
+
+    async def undelivered(self, recipient_id: int, after_seq: int, limit: int) -> list[Message]:
+        sql = (
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+            " WHERE recipient_id = ? AND delivered_at IS NULL AND seq > ? ORDER BY seq LIMIT ?"
+        )
+        args = (recipient_id, after_seq, limit)
+        return [_message(row) for row in await self._read(lambda conn: _rows(conn, sql, args))]
+
+    async def messages_by_seq(self, seqs: Sequence[int]) -> list[Message]:
+        """The stored messages with these seqs, oldest first (same as the PostgreSQL store)."""
+        wanted = sorted(set(seqs))
+        if not wanted:
+            return []
+        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE seq = ?"
+
+        def read(conn: apsw.Connection) -> list[Message]:
+            return [_message(row) for seq in wanted for row in _rows(conn, sql, (seq,))]
+
+        return await self._read(read)
+
+    async def history(
+        self, user_id: int, peer_id: int, before: int | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        lo, hi = sorted((user_id, peer_id))
+        sql = (
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+            " WHERE pair_lo = ? AND pair_hi = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+        )
+        args = (lo, hi, _NO_SEQ if before is None else before, limit + 1)
+        rows = await self._read(lambda conn: _rows(conn, sql, args))
+        page = [_message(row) for row in rows[:limit]]
+        page.reverse()
+        return page, len(rows) > limit
+
+    async def conversations(self, user_id: int) -> list[tuple[str, Message, int]]:
+        sql = (
+            f"SELECT u.username, {_M_COLUMNS},"
+            " (SELECT count(*) FROM messages x WHERE x.recipient_id = c.user_id"
+            "  AND x.sender_id = c.peer_id AND x.read_at IS NULL)"
+            " FROM conversations c"
+            " JOIN messages m ON m.seq = c.last_seq"
+            " JOIN users u ON u.id = c.peer_id"
+            " WHERE c.user_id = ? ORDER BY c.last_seq DESC"
+        )
+        rows = await self._read(lambda conn: _rows(conn, sql, (user_id,)))
+        return [(row[0], _message(row[1:9]), row[9]) for row in rows]
+
+    async def peers(self, user_id: int) -> list[str]:
+        sql = (
+            "SELECT u.username FROM conversations c JOIN users u ON u.id = c.peer_id"
+            " WHERE c.user_id = ? AND c.peer_id != c.user_id ORDER BY u.username"
+        )
+        return [row[0] for row in await self._read(lambda conn: _rows(conn, sql, (user_id,)))]
+
+    async def queue_depth(self, recipient_id: int) -> int:
+        sql = "SELECT count(*) FROM messages WHERE recipient_id = ? AND delivered_at IS NULL"
+        return int(await self._read(lambda conn: _scalar(conn, sql, (recipient_id,))))
+
+    async def stats(self) -> Stats:
+        return await self._read(self._stats)
+
+    def _stats(self, conn: apsw.Connection) -> Stats:
+        users = _scalar(conn, "SELECT count(*) FROM users")
+        messages = _scalar(conn, "SELECT count(*) FROM messages")
+        undelivered = _scalar(conn, "SELECT count(*) FROM messages WHERE delivered_at IS NULL")
+        pages = _scalar(conn, "PRAGMA page_count") * _scalar(conn, "PRAGMA page_size")
+        try:
+            wal = os.path.getsize(f"{self.path}-wal")
+        except OSError:
+            wal = 0
+        return Stats(users=users, messages=messages, undelivered=undelivered, db_bytes=pages + wal)
+
+    # --- the writer -----------------------------------------------------------------
+
+    async def _write(self, fn: Callable[[apsw.Connection], T]) -> T:
+        if self._writer is None or self._closing or self._loop is None:
+            raise StoreError("the sqlite store is not open")
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put(_Job(fn, future))
+        return await future
+
+    async def _stop_writer(self) -> None:
+        """Queue the stop marker behind every write already queued; wait for the thread."""
+        writer, loop = self._writer, self._loop
+        assert writer is not None and loop is not None
+        self._closing = True
+        stopped: asyncio.Future[None] = loop.create_future()
+        self._queue.put(_Job(None, stopped))
+        await stopped
+        writer.join()
+        self._writer = None
+
+    def _connect(self, *, create: bool) -> apsw.Connection:
+        flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
+        conn = apsw.Connection(str(self.path), flags=flags)
+        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        return conn
+
+    def _connect_writer(self) -> apsw.Connection:
+        conn = self._connect(create=True)
+        try:
+            if str(_scalar(conn, "PRAGMA journal_mode = WAL")).lower() != "wal":
+                raise StoreError(f"{self.path}: cannot switch to WAL mode")
+            conn.execute(f"PRAGMA synchronous = {self.sync.upper()}")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _call_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            log.warning("sqlite writer: event loop closed, results dropped")
+
+    def _writer_main(self, ready: asyncio.Future[None]) -> None:
+        try:
+            conn = self._connect_writer()
+        except Exception as exc:
+            error = _as_store_error(exc)
+            self._call_loop(_settle, [(ready, None, error)])
+            return
+        self._call_loop(_settle, [(ready, None, None)])
+        try:
+            while True:
+                jobs = [self._queue.get()]
+                while len(jobs) < MAX_BATCH_JOBS:
+                    try:
+                        jobs.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stop = [job for job in jobs if job.fn is None]
+                work = [job for job in jobs if job.fn is not None]
+                if work:
+                    self._run_batch(conn, work)
+                if stop:
+                    self._call_loop(_settle, [(job.future, None, None) for job in stop])
+                    return
+        finally:
+            conn.close()
+
+    def _run_batch(self, conn: apsw.Connection, jobs: list[_Job]) -> None:
+        started = time.perf_counter()
+        outcomes: list[_Outcome] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in jobs:
+                assert job.fn is not None
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = job.fn(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    outcomes.append((job.future, None, _as_store_error(exc)))
+                else:
+                    conn.execute("RELEASE job")
+                    outcomes.append((job.future, result, None))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            log.error("sqlite commit failed, %d writes lost: %s", len(jobs), exc)
+            if not conn.get_autocommit():
+                try:
+                    conn.execute("ROLLBACK")
+                except apsw.Error:
+                    log.exception("sqlite rollback failed")
+            outcomes = [(job.future, None, StoreError(f"commit failed: {exc}")) for job in jobs]
+        else:
+            self.commits += 1
+        self.last_batch_size = len(jobs)
+        seconds = time.perf_counter() - started
+        self._call_loop(self._finish_batch, outcomes, len(jobs), seconds)
+
+    def _finish_batch(self, outcomes: list[_Outcome], batch_size: int, seconds: float) -> None:
+        """On the loop: wake every writer of the batch, then report to metrics."""
+        _settle(outcomes)
+        if self.on_commit is not None:
+            try:
+                self.on_commit(batch_size, seconds)
+            except Exception:
+                log.exception("on_commit hook failed")
+
+    def _migrate_offline(self) -> int:
+        """``migrate()`` on a store that is not open: a connection of its own."""
+        conn = self._connect_writer()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = _apply_migrations(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return version
+        except apsw.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+        finally:
+            conn.close()
+
+    # --- the readers ----------------------------------------------------------------
+
+    async def _read(self, fn: Callable[[apsw.Connection], T]) -> T:
+        if self._pool is None or self._loop is None:
+            raise StoreError("the sqlite store is not open")
+        return await self._loop.run_in_executor(self._pool, self._in_reader, fn)
+
+    def _in_reader(self, fn: Callable[[apsw.Connection], T]) -> T:
+        conn: apsw.Connection | None = getattr(self._local, "conn", None)
+        try:
+            if conn is None:
+                conn = self._connect(create=False)
+                conn.execute("PRAGMA query_only = ON")
+                self._local.conn = conn
+                with self._reader_lock:
+                    self._reader_conns.append(conn)
+            return fn(conn)
+        except apsw.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+
+    def _close_readers(self, pool: ThreadPoolExecutor) -> None:
+        pool.shutdown(wait=True)
+        with self._reader_lock:
+            conns, self._reader_conns = self._reader_conns, []
+        for conn in conns:
+            conn.close()
+
+    # --- backup ---------------------------------------------------------------------
+
+    def _backup(self, dest: Path) -> None:
+        """Copy page by page inside one read transaction, so the copy is one snapshot."""
+        partial = dest.with_name(dest.name + ".partial")
+        partial.unlink(missing_ok=True)
+        source = self._connect(create=False)
+        try:
+            target = apsw.Connection(str(partial))
+            try:
+                source.execute("BEGIN")
+                _scalar(source, "SELECT count(*) FROM sqlite_schema")  # take the snapshot
+                with target.backup("main", source, "main") as copy:
+                    while not copy.done:
+                        copy.step(BACKUP_PAGES_PER_STEP)
+                source.execute("COMMIT")
+            finally:
+                target.close()
+        except apsw.Error as exc:
+            partial.unlink(missing_ok=True)
+            raise StoreError(f"backup failed: {exc}") from exc
+        finally:
+            source.close()
+        os.replace(partial, dest)
