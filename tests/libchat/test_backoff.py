@@ -13,6 +13,10 @@ def make(seed: int = 7, **kwargs: float) -> Backoff:
     return Backoff(rng=random.Random(seed), **kwargs)
 
 
+def configured(kwargs: dict[str, float]) -> Backoff:
+    return Backoff(rng=random.Random(7), **kwargs)
+
+
 def test_delays_stay_under_a_doubling_ceiling() -> None:
     backoff = make(base=0.5, cap=60.0)
     for attempt in range(12):
@@ -97,4 +101,4 @@ def test_reset() -> None:
 )
 def test_rejects_nonsense_settings(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
-        make(**kwargs)
+        configured(kwargs)
