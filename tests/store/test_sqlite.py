@@ -1,0 +1,268 @@
+"""SQLite-only behaviour of SqliteStore: group commit, sync modes, schema checks, backup.
+
+The behaviour shared with the PostgreSQL store is in the contract suite (test_contract.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import apsw
+import pytest
+
+from chatd.store.base import NewMessage, SchemaMismatch, StoreError, User
+from chatd.store.sqlite import SCHEMA_VERSION, SqliteStore
+
+T = TypeVar("T")
+TS = 1_700_000_000_000
+
+
+def run(body: Callable[[], Awaitable[T]]) -> T:
+    async def main() -> T:
+        return await body()
+
+    return asyncio.run(main())
+
+
+def new(sender: User, recipient: User, client_id: str, body: str = "hi") -> NewMessage:
+    return NewMessage(
+        sender_id=sender.id,
+        sender=sender.username,
+        recipient_id=recipient.id,
+        recipient=recipient.username,
+        client_id=client_id,
+        body=body,
+        ts=TS,
+    )
+
+
+async def two_users(store: SqliteStore) -> tuple[User, User]:
+    alice = await store.create_user("alice", "hash-a", TS)
+    bob = await store.create_user("bob", "hash-b", TS)
+    assert alice is not None and bob is not None
+    return alice, bob
+
+
+def pragma(path: Path, name: str) -> object:
+    conn = apsw.Connection(str(path))
+    try:
+        return conn.execute(f"PRAGMA {name}").get
+    finally:
+        conn.close()
+
+
+def test_many_submits_share_few_commits(tmp_path: Path) -> None:
+    batches: list[int] = []
+
+    async def body() -> None:
+        store = SqliteStore(tmp_path / "chat.db")
+        store.on_commit = lambda size, seconds: batches.append(size)
+        await store.open()
+        try:
+            alice, bob = await two_users(store)
+            before = store.commits
+            batches.clear()
+            results = await asyncio.gather(
+                *(store.submit([new(alice, bob, f"m{i}")]) for i in range(300))
+            )
+            assert len({stored[0].seq for stored in results}) == 300
+            commits = store.commits - before
+            assert commits < 300 / 4  # group commit: many submits per transaction
+            assert len(batches) == commits  # one wake-up of the loop per batch
+            assert sum(batches) == 300
+            assert store.last_batch_size == batches[-1]
+        finally:
+            await store.close()
+
+    run(body)
+
+
+def test_a_failing_job_does_not_sink_its_batch(tmp_path: Path) -> None:
+    async def body() -> None:
+        store = SqliteStore(tmp_path / "chat.db")
+        await store.open()
+        try:
+            alice, bob = await two_users(store)
+            ghost = User(
+                id=9999,
+                username="ghost",
+                password_hash="",
+                disabled=False,
+                token_generation=0,
+                created_at=0,
+            )
+            jobs = [store.submit([new(alice, bob, f"ok{i}")]) for i in range(20)]
+            jobs.insert(10, store.submit([new(alice, ghost, "bad")]))  # foreign key fails
+            results = await asyncio.gather(*jobs, return_exceptions=True)
+            assert isinstance(results[10], StoreError)
+            good = [r for i, r in enumerate(results) if i != 10]
+            assert all(isinstance(r, list) for r in good)
+            assert await store.queue_depth(bob.id) == 20
+            assert (await store.stats()).messages == 20
+        finally:
+            await store.close()
+
+    run(body)
+
+
+def test_sync_normal_works_and_wal_is_on(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+
+    async def body() -> None:
+        store = SqliteStore(path, sync="normal", readers=1)
+        await store.open()
+        try:
+            alice, bob = await two_users(store)
+            await store.submit([new(alice, bob, "n1")])
+        finally:
+            await store.close()
+        again = SqliteStore(path)
+        await again.open()
+        try:
+            assert await again.queue_depth(bob.id) == 1
+        finally:
+            await again.close()
+
+    run(body)
+    assert pragma(path, "journal_mode") == "wal"
+    assert pragma(path, "user_version") == SCHEMA_VERSION
+
+
+def test_bad_options_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        SqliteStore(tmp_path / "x.db", sync="off")
+    with pytest.raises(ValueError):
+        SqliteStore(tmp_path / "x.db", readers=0)
+
+
+def test_use_before_open_and_after_close_fails(tmp_path: Path) -> None:
+    async def body() -> None:
+        store = SqliteStore(tmp_path / "chat.db")
+        with pytest.raises(StoreError):
+            await store.user_by_id(1)
+        with pytest.raises(StoreError):
+            await store.create_user("alice", "h", TS)
+        await store.open()
+        with pytest.raises(StoreError):
+            await store.open()
+        await store.close()
+        await store.close()  # twice is fine
+        with pytest.raises(StoreError):
+            await store.create_user("alice", "h", TS)
+        with pytest.raises(StoreError):
+            await store.ping()
+
+    run(body)
+
+
+def test_unopenable_path_raises_store_error(tmp_path: Path) -> None:
+    async def body() -> None:
+        store = SqliteStore(tmp_path / "missing-dir" / "chat.db")
+        with pytest.raises(StoreError):
+            await store.open()
+
+    run(body)
+
+
+def test_older_schema_is_refused_until_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+
+    async def create() -> None:
+        store = SqliteStore(path)
+        await store.open()
+        await store.close()
+
+    run(create)
+    conn = apsw.Connection(str(path))
+    conn.execute("PRAGMA user_version = 0")  # tables, but an unknown (older) version
+    conn.close()
+
+    async def reopen() -> None:
+        with pytest.raises(SchemaMismatch) as caught:
+            await SqliteStore(path).open()
+        assert (caught.value.found, caught.value.expected) == (0, SCHEMA_VERSION)
+        assert "chatd migrate" in str(caught.value)
+
+    run(reopen)
+
+
+def test_migrate_a_fresh_file_without_opening(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+
+    async def body() -> None:
+        store = SqliteStore(path)
+        assert await store.migrate() == SCHEMA_VERSION
+        assert await store.migrate() == SCHEMA_VERSION  # idempotent
+        await store.open()
+        try:
+            await store.ping()
+        finally:
+            await store.close()
+
+    run(body)
+    assert pragma(path, "user_version") == SCHEMA_VERSION
+
+
+def test_backup_is_a_working_copy(tmp_path: Path) -> None:
+    copy = tmp_path / "backup" / "copy.db"
+    copy.parent.mkdir()
+
+    async def body() -> None:
+        store = SqliteStore(tmp_path / "chat.db")
+        await store.open()
+        try:
+            alice, bob = await two_users(store)
+            await store.submit([new(alice, bob, f"b{i}") for i in range(50)])
+            writes = asyncio.gather(*(store.submit([new(bob, alice, f"w{i}")]) for i in range(50)))
+            await store.backup(copy)  # while writes are in flight
+            await writes
+        finally:
+            await store.close()
+        restored = SqliteStore(copy)
+        await restored.open()
+        try:
+            stats = await restored.stats()
+            assert stats.users == 2
+            assert 50 <= stats.messages <= 100
+            history, _ = await restored.history(alice.id, bob.id, None, 200)
+            assert [m.id for m in history][:50] == [f"b{i}" for i in range(50)]
+        finally:
+            await restored.close()
+
+    run(body)
+    assert not (copy.parent / "copy.db.partial").exists()
+
+
+def test_old_login_failures_are_pruned(tmp_path: Path) -> None:
+    async def body() -> None:
+        store = SqliteStore(tmp_path / "chat.db")
+        await store.open()
+        try:
+            day = 24 * 3600.0
+            await store.record_login_failure("10.0.0.1", "alice", 1_000_000.0)
+            await store.record_login_failure("10.0.0.1", "alice", 1_000_000.0 + 2 * day)
+            assert await store.login_failures("10.0.0.1", 0) == [1_000_000.0 + 2 * day]
+            assert await store.account_failures("alice", 0) == 1
+        finally:
+            await store.close()
+
+    run(body)
+
+
+def test_messages_by_seq(tmp_path: Path) -> None:
+    async def body() -> None:
+        store = SqliteStore(tmp_path / "chat.db")
+        await store.open()
+        try:
+            alice, bob = await two_users(store)
+            sent = await store.submit([new(alice, bob, f"s{i}") for i in range(3)])
+            found = await store.messages_by_seq([sent[2].seq, sent[0].seq, 12345])
+            assert found == [sent[0], sent[2]]
+            assert await store.messages_by_seq([]) == []
+        finally:
+            await store.close()
+
+    run(body)
