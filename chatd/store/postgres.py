@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -31,6 +32,7 @@ MIGRATE_LOCK: Final = 0x43480001  # around migrations: several nodes may start a
 INSERT_LOCK: Final = 0x43480002  # around message inserts: see _insert_batch
 MAX_BATCH: Final = 2000  # messages per transaction: bounds one commit's size and latency
 POOL_OPEN_TIMEOUT: Final = 10.0  # seconds to get the first connections at open()
+POOL_TIMEOUT: Final = 5.0  # seconds to wait for a pooled connection before StoreError
 LOGIN_FAILURE_TTL: Final = 24 * 3600.0  # seconds; the login limits look back far less
 PRUNE_INTERVAL: Final = 3600.0  # seconds between prunes of old login failures and revocations
 
@@ -177,15 +179,22 @@ class PostgresStore:
             min_size=min_size,
             max_size=max_size,
             open=False,
-            kwargs={"autocommit": True},
+            timeout=POOL_TIMEOUT,
+            check=AsyncConnectionPool.check_connection,  # a restarted server: reconnect
+            kwargs={"autocommit": True, "application_name": self.application_name},
             configure=self._configure,
             name=f"chatd-store-{self.schema}",
         )
-        self._pending: list[_Submit] = []
+        self._pending: deque[_Submit] = deque()
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._last_prune = 0.0  # Unix s of this node's last prune
+
+    @property
+    def application_name(self) -> str:
+        """What this store's connections show in ``pg_stat_activity``."""
+        return f"chatd-store-{self.schema}"[:63]
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -195,7 +204,9 @@ class PostgresStore:
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         """A connection outside the pool (migrations), configured like the pooled ones."""
         try:
-            conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            conn = await psycopg.AsyncConnection.connect(
+                self.dsn, autocommit=True, application_name=self.application_name
+            )
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
         await self._configure(conn)
@@ -439,24 +450,34 @@ class PostgresStore:
         batch: list[_Submit] = []
         count = 0
         while self._pending and (not batch or count + len(self._pending[0].messages) <= MAX_BATCH):
-            submit = self._pending.pop(0)
+            submit = self._pending.popleft()
             batch.append(submit)
             count += len(submit.messages)
         return batch
 
     async def _write_batch(self, batch: list[_Submit]) -> None:
+        """Commit the batch in one transaction and settle its futures.
+
+        When the database refuses the batch for its content (a constraint, bad data)
+        rather than for being unreachable, each submit is retried alone, so one bad
+        submit fails only its own caller.
+        """
+        try:
+            await self._commit(batch)
+        except psycopg.Error as exc:
+            if len(batch) > 1 and not isinstance(exc, psycopg.OperationalError):
+                for submit in batch:
+                    await self._write_batch([submit])
+                return
+            self._fail(batch, exc)
+        except Exception as exc:  # every waiter must hear about it; the writer goes on
+            self._fail(batch, exc)
+
+    async def _commit(self, batch: list[_Submit]) -> None:
         news = [message for submit in batch for message in submit.messages]
         started = time.perf_counter()
-        try:
-            async with self._pool.connection() as conn, conn.transaction():
-                stored = await self._insert_batch(conn, news)
-        except Exception as exc:  # every waiter must hear about it; the loop goes on
-            log.error("message commit failed", extra={"batch": len(news), "error": str(exc)})
-            error = exc if isinstance(exc, StoreError) else StoreError(f"commit failed: {exc}")
-            for submit in batch:
-                if not submit.future.done():
-                    submit.future.set_exception(error)
-            return
+        async with self._pool.connection() as conn, conn.transaction():
+            stored = await self._insert_batch(conn, news)
         seconds = time.perf_counter() - started
         self.commits += 1
         for submit in batch:
@@ -469,6 +490,15 @@ class PostgresStore:
                 self.on_commit(len(news), seconds)
             except Exception:
                 log.exception("on_commit hook failed")
+
+    @staticmethod
+    def _fail(batch: list[_Submit], exc: Exception) -> None:
+        count = sum(len(submit.messages) for submit in batch)
+        log.error("message commit failed", extra={"batch": count, "error": str(exc)})
+        error = exc if isinstance(exc, StoreError) else StoreError(f"commit failed: {exc}")
+        for submit in batch:
+            if not submit.future.done():
+                submit.future.set_exception(error)
 
     async def _insert_batch(
         self, conn: psycopg.AsyncConnection[Any], news: list[NewMessage]

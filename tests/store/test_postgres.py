@@ -164,7 +164,7 @@ def test_repeat_in_one_batch_and_across_batches_returns_the_original(schema: str
     run(body)
 
 
-def test_commit_failure_fails_the_batch_and_the_writer_goes_on(schema: str) -> None:
+def test_a_bad_submit_fails_alone_and_the_writer_goes_on(schema: str) -> None:
     async def body() -> None:
         commits: list[int] = []
         store = PostgresStore(DSN, schema=schema, on_commit=lambda n, _s: commits.append(n))
@@ -179,11 +179,18 @@ def test_commit_failure_fails_the_batch_and_the_writer_goes_on(schema: str) -> N
                 token_generation=0,
                 created_at=0,
             )
-            with pytest.raises(StoreError):
-                await store.submit([new(alice, ghost, "lost")])
-            stored = await store.submit([new(alice, bob, "kept")])
-            assert stored[0].id == "kept"
-            assert commits == [1]
+            lost, kept = await asyncio.gather(
+                store.submit([new(alice, ghost, "lost")]),
+                store.submit([new(alice, bob, "kept")]),
+                return_exceptions=True,
+            )
+            assert isinstance(lost, StoreError)
+            assert isinstance(kept, list)
+            assert kept[0].id == "kept"
+            assert commits == [1]  # the batch failed, then each submit was tried alone
+            later = await store.submit([new(alice, bob, "later")])
+            assert later[0].seq > kept[0].seq
+            assert commits == [1, 1]
         finally:
             await store.close()
 
@@ -269,6 +276,33 @@ def test_messages_by_seq(schema: str) -> None:
             wanted = [stored[2].seq, stored[0].seq, 10_000]
             assert await store.messages_by_seq(wanted) == [stored[0], stored[2]]
             assert await store.messages_by_seq([]) == []
+        finally:
+            await store.close()
+
+    run(body)
+
+
+def test_store_recovers_from_killed_connections(schema: str) -> None:
+    """A server restart or a killed backend costs at most the calls in flight."""
+
+    async def body() -> None:
+        store = PostgresStore(DSN, schema=schema, min_size=2)
+        await store.open()
+        try:
+            alice, bob = await two_users(store)
+            await store.submit([new(alice, bob, "before")])
+            async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as admin:
+                cur = await admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = %s",
+                    (store.application_name,),
+                )
+                row = await cur.fetchone()
+                assert row is not None
+                assert row[0] >= 1
+            stored = await store.submit([new(alice, bob, "after")])
+            assert stored[0].id == "after"
+            assert [m.id for m in await store.undelivered(bob.id, 0, 10)] == ["before", "after"]
         finally:
             await store.close()
 
