@@ -205,7 +205,7 @@ def _check_schema(conn: apsw.Connection) -> None:
 
 def _as_store_error(exc: Exception) -> Exception:
     """Database errors become :class:`StoreError`; anything else (a bug) passes through."""
-    if isinstance(exc, apsw.Error) and not isinstance(exc, StoreError):
+    if isinstance(exc, apsw.Error):
         error = StoreError(f"sqlite: {exc}")
         error.__cause__ = exc
         return error
@@ -648,8 +648,9 @@ class SqliteStore:
             self._call_loop(_settle, [(ready, None, error)])
             return
         self._call_loop(_settle, [(ready, None, None)])
+        stop: list[_Job] = []
         try:
-            while True:
+            while not stop:
                 jobs = [self._queue.get()]
                 while len(jobs) < MAX_BATCH_JOBS:
                     try:
@@ -660,11 +661,9 @@ class SqliteStore:
                 work = [job for job in jobs if job.fn is not None]
                 if work:
                     self._run_batch(conn, work)
-                if stop:
-                    self._call_loop(_settle, [(job.future, None, None) for job in stop])
-                    return
         finally:
-            conn.close()
+            conn.close()  # before waking close(): its join() must not wait on this
+        self._call_loop(_settle, [(job.future, None, None) for job in stop])
 
     def _run_batch(self, conn: apsw.Connection, jobs: list[_Job]) -> None:
         started = time.perf_counter()
