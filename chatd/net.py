@@ -67,8 +67,7 @@ class ChatProtocol(asyncio.Protocol):
     # --- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]
         peername = transport.get_extra_info("peername")
         if isinstance(peername, tuple) and peername:
             self.peer_ip = str(peername[0])
