@@ -23,7 +23,6 @@ import attrs
 
 from libchat.protocol import Credentials
 
-
 # --- server side: HTTP requests -------------------------------------------------------
 
 

@@ -57,8 +57,8 @@ __all__ = [
     "UserList",
     "Welcome",
     "decode_body",
-    "decode_response_body",
     "decode_client_frame",
+    "decode_response_body",
     "decode_server_frame",
     "encode_body",
     "encode_frame",
@@ -134,7 +134,6 @@ def _seqs(_inst: object, _attr: attrs.Attribute[tuple[int, ...]], value: tuple[i
 
 def _lower(value: str) -> str:
     return value.lower()
-
 
 
 # --- the message object, shared by pushes and HTTP pages ------------------------------
