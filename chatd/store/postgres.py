@@ -201,8 +201,9 @@ class PostgresStore:
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
 
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        """A connection outside the pool (migrations), configured like the pooled ones."""
+    async def connect(self) -> psycopg.AsyncConnection[Any]:
+        """A new autocommit connection outside the pool, ``search_path`` set like the
+        pooled ones (migrations, the data migration tool); the caller closes it."""
         try:
             conn = await psycopg.AsyncConnection.connect(
                 self.dsn, autocommit=True, application_name=self.application_name
@@ -238,7 +239,7 @@ class PostgresStore:
 
     async def _found_version(self) -> int | None:
         """The schema's version, or None when it has no ``schema_version`` table."""
-        conn = await self._connect()
+        conn = await self.connect()
         try:
             return await self._read_version(conn)
         except psycopg.Error as exc:
@@ -262,7 +263,7 @@ class PostgresStore:
         Runs in one transaction under an advisory lock, so nodes starting together on an
         empty schema take turns: the first migrates, the others find it done.
         """
-        conn = await self._connect()
+        conn = await self.connect()
         try:
             async with conn.transaction():
                 await conn.execute(
