@@ -121,6 +121,7 @@ def test_valid_example(name: str) -> None:
     raw = (EXAMPLES / "valid" / name).read_bytes()
     example = orjson.loads(raw)
     assert SCHEMAS.problem(example, ref) is None
+    assert SCHEMAS.reference_validator(ref).is_valid(example)
     side = _side(ref)
     if side != "body":
         union = CLIENT_FRAMES_SCHEMA if side == "client" else SERVER_FRAMES_SCHEMA
@@ -139,6 +140,7 @@ def test_invalid_example(name: str, schema_check: SchemaChecker) -> None:
     raw = (EXAMPLES / "invalid" / name).read_bytes()
     if entry.get("json", True):
         assert SCHEMAS.problem(orjson.loads(raw), ref) is not None
+        assert not SCHEMAS.reference_validator(ref).is_valid(orjson.loads(raw))
     else:
         with pytest.raises(orjson.JSONDecodeError):
             orjson.loads(raw)
