@@ -59,7 +59,8 @@ class Accounts:
         self.revocations = revocations
         self._metrics = metrics
         self._clock = clock
-        self.on_revoked: Callable[[str], None] = lambda jti: None  # the hub closes sessions
+        # Told of each logout (jti, expires_at): the hub closes that token's connections.
+        self.on_revoked: Callable[[str, int], None] = lambda jti, expires_at: None
 
     # --- the check -------------------------------------------------------------------
 
@@ -155,7 +156,7 @@ class Accounts:
         claims = identity.claims
         await self._store.revoke_token(claims.jti, claims.user_id, int(claims.expires_at))
         self.revocations.add(claims.jti, claims.expires_at)
-        self.on_revoked(claims.jti)
+        self.on_revoked(claims.jti, int(claims.expires_at))
         log.info("logout", user=identity.user.username, jti=claims.jti)
         return Reply(204)
 

@@ -17,6 +17,7 @@ from libchat.server import ServerConfig
 
 from chatd.accounts import Accounts
 from chatd.auth import LoginLimiter, Passwords, RevocationCache, Tokens, load_or_create_key
+from chatd.bus import Bus, PostgresBus
 from chatd.config import Config
 from chatd.http import HttpApi
 from chatd.hub import CHANGE_POLL_INTERVAL, Hub
@@ -59,7 +60,7 @@ class Server:
             self.revocations,
             self.metrics,
         )
-        self.hub = Hub(config, store, self.users, self.accounts, self.metrics)
+        self.hub = Hub(config, store, self.users, self.accounts, self.metrics, bus=self._bus())
         self.health = HealthMonitor(config.data_dir, alert_pct=config.disk_alert_pct)
         self.api = HttpApi(
             config, store, self.users, self.accounts, self.metrics, self.health,
@@ -72,6 +73,13 @@ class Server:
         self._hooks_installed = False
         if hasattr(store, "on_commit"):
             store.on_commit = self._on_commit
+
+    def _bus(self) -> Bus | None:
+        """Several nodes share a PostgreSQL database and hear each other over it."""
+        url = self.config.db_url
+        if url.startswith(("postgresql://", "postgres://")):
+            return PostgresBus(url, on_resync=lambda: self.hub.resync())
+        return None
 
     def websocket_count(self) -> int:
         return sum(1 for proto in self.connections.values() if proto.is_websocket)
@@ -124,6 +132,7 @@ class Server:
             backlog=self.config.backlog,
             reuse_port=self.config.reuse_port or None,
         )
+        await self.hub.start_bus()
         port = int(self._listener.sockets[0].getsockname()[1])
         self.spawn(self._sweep_slow_readers())
         self.spawn(self._poll_changes())
@@ -151,6 +160,7 @@ class Server:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.hub.close_bus()
         await self.store.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from chatd import bus as busmod
 from chatd.accounts import Accounts, Identity, Unauthorized
 from chatd.config import Config
 from chatd.observe.logs import EventLogger
@@ -94,9 +95,13 @@ class Hub:
         accounts: Accounts,
         metrics: Metrics,
         *,
+        bus: busmod.Bus | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
+        self._bus: busmod.Bus = bus or busmod.LocalBus()
+        self._multi_node = not isinstance(self._bus, busmod.LocalBus)
+        self._remote_seqs: list[int] = []  # MessageStored seqs from other nodes, to fetch
         self._store = store
         self._users = users
         self._accounts = accounts
@@ -109,7 +114,7 @@ class Hub:
         self._buckets: dict[int, TokenBucket] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[int, list[object]] = {}  # frames that arrived while a hello was checked
-        accounts.on_revoked = self.revoke_token
+        accounts.on_revoked = self._logged_out
 
     # --- bookkeeping ------------------------------------------------------------------
 
@@ -252,6 +257,8 @@ class Hub:
         online.deferred.clear()
         if self._config.presence and self._by_session.get(session.conn_id) is online:
             await self._announce(online, first_device)
+            if first_device:
+                self._publish(busmod.Presence(user=online.user.username, online=True))
 
     async def _announce(self, online: _Online, first_device: bool) -> None:
         peers = await self._store.peers(online.user.id)
@@ -284,6 +291,7 @@ class Hub:
         if user.username in self._by_user:  # came back meanwhile
             return
         frame = Presence(user=user.username, online=False)
+        self._publish(busmod.Presence(user=user.username, online=False))
         for peer in await self._store.peers(user.id):
             for other in self._by_user.get(peer, ()):
                 other.session.send_frame(frame)
@@ -404,6 +412,8 @@ class Hub:
                 seq=message.seq, client_id=message.id, sender=message.sender,
                 recipient=message.recipient)
             self.push(message, exclude=online.session.conn_id)
+            self._publish(busmod.MessageStored(
+                recipient=message.recipient, seq=message.seq, sender=message.sender))
 
     def push(self, message: Message, *, exclude: int | None = None) -> None:
         """Send a stored message to the recipient's connections and to the sender's
@@ -430,18 +440,30 @@ class Hub:
             return
         self._send_delivered_receipts(marked, now_ms)
 
-    def _send_delivered_receipts(self, marked: Iterable[Message], now_ms: int) -> None:
+    def _send_delivered_receipts(
+        self, marked: Iterable[Message], now_ms: int, *, local_only: bool = False
+    ) -> None:
+        """Delivered receipts to the senders' connections. ``local_only`` for marks made
+        on another node (already counted, logged and published there)."""
+        by_sender: dict[str, list[int]] = {}
         for message in marked:
-            self._metrics.messages_delivered_total.inc()
-            self._metrics.delivery_latency_seconds.observe(max(0.0, (now_ms - message.ts) / 1000))
-            log.info("message.delivered",
-                seq=message.seq, client_id=message.id, sender=message.sender,
-                recipient=message.recipient, latency_ms=now_ms - message.ts)
             receipt = DeliveredReceipt(
                 id=message.id, seq=message.seq, ts=message.delivered_at or now_ms
             )
             for other in self._by_user.get(message.sender, ()):
                 other.session.send_frame(receipt)
+            if local_only:
+                continue
+            by_sender.setdefault(message.sender, []).append(message.seq)
+            self._metrics.messages_delivered_total.inc()
+            self._metrics.delivery_latency_seconds.observe(max(0.0, (now_ms - message.ts) / 1000))
+            log.info(
+                "message.delivered", seq=message.seq, client_id=message.id,
+                sender=message.sender, recipient=message.recipient,
+                latency_ms=now_ms - message.ts,
+            )
+        for sender, seqs in by_sender.items():
+            self._publish(busmod.Delivered(sender=sender, seqs=seqs))
 
     async def _read(self, online: _Online, frame: Read) -> None:
         peer = await self._users.by_name(frame.peer)
@@ -459,6 +481,8 @@ class Hub:
         receipt = ReadReceipt(peer=online.user.username, up_to=result.up_to, ts=now_ms)
         for other in self._by_user.get(peer.username, ()):
             other.session.send_frame(receipt)
+        self._publish(busmod.ReadUpTo(
+            reader=online.user.username, peer=peer.username, up_to=result.up_to, ts=now_ms))
 
     def _typing(self, online: _Online, frame: Typing) -> None:
         if frame.to == online.user.username:
@@ -468,6 +492,82 @@ class Hub:
             signal = PeerTyping(sender=online.user.username)
             for other in targets:
                 other.session.send_frame(signal)
+        self._publish(busmod.Typing(sender=online.user.username, to=frame.to))
+
+    # --- other nodes ------------------------------------------------------------------
+
+    def _publish(self, event: busmod.BusEvent) -> None:
+        if self._multi_node:
+            self._spawn(self._bus.publish(event))
+
+    async def start_bus(self) -> None:
+        await self._bus.start(self.on_bus_event)
+
+    async def close_bus(self) -> None:
+        await self._bus.close()
+
+    def on_bus_event(self, event: busmod.BusEvent) -> None:
+        """Something happened on another node: act for this node's connections."""
+        match event:
+            case busmod.MessageStored(recipient=recipient, sender=sender, seq=seq):
+                if recipient in self._by_user or sender in self._by_user:
+                    if not self._remote_seqs:
+                        self._spawn(self._push_remote())
+                    self._remote_seqs.append(seq)
+            case busmod.Delivered(sender=sender, seqs=seqs):
+                if sender in self._by_user:
+                    self._spawn(self._remote_receipts(seqs))
+            case busmod.ReadUpTo(reader=reader, peer=peer, up_to=up_to, ts=ts):
+                receipt = ReadReceipt(peer=reader, up_to=up_to, ts=ts)
+                for other in self._by_user.get(peer, ()):
+                    other.session.send_frame(receipt)
+            case busmod.Typing(sender=sender, to=to):
+                for other in self._by_user.get(to, ()):
+                    other.session.send_frame(PeerTyping(sender=sender))
+            case busmod.Presence(user=user, online=is_online):
+                if self._config.presence:
+                    self._spawn(self._remote_presence(user, is_online))
+            case busmod.TokenRevoked(jti=jti, expires_at=expires_at):
+                self._accounts.revocations.add(jti, expires_at)
+                self.revoke_token(jti)
+            case busmod.UserRevoked(username=username):
+                self._spawn(self._remote_user_change(username))
+
+    async def _push_remote(self) -> None:
+        await asyncio.sleep(0)  # gather every seq announced in this loop turn
+        seqs, self._remote_seqs = self._remote_seqs, []
+        for message in await self._store.messages_by_seq(seqs):
+            self.push(message)
+
+    async def _remote_receipts(self, seqs: tuple[int, ...]) -> None:
+        marked = [m for m in await self._store.messages_by_seq(seqs) if m.delivered_at]
+        self._send_delivered_receipts(marked, 0, local_only=True)
+
+    async def _remote_presence(self, username: str, is_online: bool) -> None:
+        user = await self._users.by_name(username)
+        if user is None:
+            return
+        frame = Presence(user=username, online=is_online)
+        for peer in await self._store.peers(user.id):
+            for other in self._by_user.get(peer, ()):
+                other.session.send_frame(frame)
+
+    async def _remote_user_change(self, username: str) -> None:
+        user = await self._store.user_by_name(username)
+        if user is not None:
+            self.revoke_user(user)
+
+    def resync(self) -> None:
+        """The bus lost events: send every local connection its undelivered messages
+        again (clients drop repeats by seq)."""
+        for online in list(self._by_session.values()):
+            if not online.catching_up:
+                online.catching_up = True
+                self._spawn(self._catch_up(online, first_device=False))
+
+    def _logged_out(self, jti: str, expires_at: int) -> None:
+        self.revoke_token(jti)
+        self._publish(busmod.TokenRevoked(jti=jti, expires_at=expires_at))
 
     # --- shutdown ---------------------------------------------------------------------
 

@@ -139,6 +139,10 @@ class Store(Protocol):
         """Mark every message from ``peer_id`` to ``reader_id`` with seq <= ``up_to`` read
         (and delivered). ``up_to`` beyond the conversation's last message is ignored."""
 
+    async def messages_by_seq(self, seqs: Sequence[int]) -> list[Message]:
+        """The messages with these seqs, in seq order (unknown seqs are left out); a
+        node reads what another node's bus event points at."""
+
     async def undelivered(self, recipient_id: int, after_seq: int, limit: int) -> list[Message]:
         """Messages to ``recipient_id`` not yet delivered, seq > ``after_seq``, oldest first."""
 
