@@ -13,8 +13,6 @@ from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from libchat.server import ServerConfig
-
 from chatd.accounts import Accounts
 from chatd.auth import LoginLimiter, Passwords, RevocationCache, Tokens, load_or_create_key
 from chatd.bus import Bus, PostgresBus
@@ -29,6 +27,7 @@ from chatd.store import SchemaMismatch, Store, StoreError
 from chatd.store.factory import open_store
 from chatd.users import UserDirectory
 from libchat import __version__, limits
+from libchat.server import ServerConfig
 
 log = EventLogger(logging.getLogger(__name__))
 
