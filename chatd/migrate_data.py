@@ -6,7 +6,8 @@ missing there is filled in), so a second run after an interruption finishes the 
 a third one changes nothing. Seqs and user ids are kept as they are, then the
 PostgreSQL sequences are moved past them.
 
-Login failures are not moved: they only matter for a few minutes of rate limiting.
+Login failures are not moved: they only matter for a few minutes of rate limiting. The
+``conversations`` table is rebuilt from the messages.
 
 Every table is verified afterwards: row counts and a checksum of the rows' canonical
 text in primary-key order, computed by SQLite's reader here and by PostgreSQL itself.
@@ -167,6 +168,18 @@ TABLES: Final[tuple[_Table, ...]] = (
 )
 
 
+# conversations is derived from messages (each side's newest seq): rebuilt, not copied.
+REBUILD_CONVERSATIONS: Final = """
+    INSERT INTO conversations (user_id, peer_id, last_seq)
+    SELECT user_id, peer_id, max(seq) FROM (
+        SELECT sender_id AS user_id, recipient_id AS peer_id, seq FROM messages
+        UNION ALL SELECT recipient_id, sender_id, seq FROM messages
+    ) sides GROUP BY user_id, peer_id
+    ON CONFLICT (user_id, peer_id)
+        DO UPDATE SET last_seq = GREATEST(conversations.last_seq, EXCLUDED.last_seq)
+"""
+
+
 def _field(text: str | None) -> str:
     """One field of a row's canonical text: length-prefixed, so rows never run together."""
     return "-" if text is None else f"{len(text)}:{text}"
@@ -272,6 +285,7 @@ async def migrate_data(
             )
             for table in TABLES:
                 copied[table.name] = await _copy_table(source, target, table)
+            await target.execute(REBUILD_CONVERSATIONS)
             for name, key in (("users", "id"), ("messages", "seq")):
                 await target.execute(
                     f"SELECT setval(pg_get_serial_sequence('{name}', '{key}'),"

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # hashtext), so nodes on one schema serialize and tests on separate schemas do not.
 MIGRATE_LOCK: Final = 0x43480001  # around migrations: several nodes may start at once
 INSERT_LOCK: Final = 0x43480002  # around message inserts: see _insert_batch
+NO_SEQ: Final = 2**63 - 1  # "before" when none is given: above every seq
 MAX_BATCH: Final = 2000  # messages per transaction: bounds one commit's size and latency
 POOL_OPEN_TIMEOUT: Final = 10.0  # seconds to get the first connections at open()
 POOL_TIMEOUT: Final = 5.0  # seconds to wait for a pooled connection before StoreError
@@ -67,9 +68,17 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         WHERE delivered_at IS NULL;
     CREATE INDEX messages_unread ON messages (recipient_id, sender_id, seq)
         WHERE read_at IS NULL;
-    CREATE INDEX messages_recipient ON messages (recipient_id, seq);
     CREATE INDEX messages_conversation ON messages
         (LEAST(sender_id, recipient_id), GREATEST(sender_id, recipient_id), seq);
+    -- One row per (user, peer), kept by the transaction that inserts the messages, so
+    -- the conversation list does not scan a user's whole history.
+    CREATE TABLE conversations (
+        user_id bigint NOT NULL REFERENCES users (id),
+        peer_id bigint NOT NULL REFERENCES users (id),
+        last_seq bigint NOT NULL,
+        PRIMARY KEY (user_id, peer_id)
+    );
+    CREATE INDEX conversations_recent ON conversations (user_id, last_seq);
     CREATE TABLE revoked_tokens (
         jti text PRIMARY KEY,
         user_id bigint NOT NULL,
@@ -548,6 +557,7 @@ class PostgresStore:
                 body=new.body,
                 ts=new.ts,
             )
+        await self._touch_conversations(conn, [first[key] for key in stored], stored)
         repeats = [key for key in first if key not in stored]
         if repeats:  # already stored by an earlier commit: hand back the original
             cur = await conn.execute(
@@ -559,6 +569,28 @@ class PostgresStore:
             for row in await cur.fetchall():
                 stored[(row[0], row[1])] = _message(row[1:])
         return stored
+
+    @staticmethod
+    async def _touch_conversations(
+        conn: psycopg.AsyncConnection[Any],
+        inserted: list[NewMessage],
+        stored: dict[tuple[int, str], Message],
+    ) -> None:
+        """Move both sides' ``conversations.last_seq`` to the newly inserted messages."""
+        last: dict[tuple[int, int], int] = {}
+        for new in inserted:
+            seq = stored[(new.sender_id, new.client_id)].seq
+            for pair in ((new.sender_id, new.recipient_id), (new.recipient_id, new.sender_id)):
+                last[pair] = max(seq, last.get(pair, 0))
+        if not last:
+            return
+        await conn.execute(
+            """INSERT INTO conversations (user_id, peer_id, last_seq)
+            SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[])
+            ON CONFLICT (user_id, peer_id)
+                DO UPDATE SET last_seq = GREATEST(conversations.last_seq, EXCLUDED.last_seq)""",
+            ([pair[0] for pair in last], [pair[1] for pair in last], list(last.values())),
+        )
 
     # --- messages: state changes and reads --------------------------------------------
 
@@ -644,47 +676,40 @@ class PostgresStore:
             _message_select()
             + """WHERE LEAST(m.sender_id, m.recipient_id) = %s
                 AND GREATEST(m.sender_id, m.recipient_id) = %s
-                AND (%s::bigint IS NULL OR m.seq < %s)
+                AND m.seq < %s
             ORDER BY LEAST(m.sender_id, m.recipient_id), GREATEST(m.sender_id, m.recipient_id),
                 m.seq DESC
             LIMIT %s""",
-            (low, high, before, before, limit + 1),
+            (low, high, NO_SEQ if before is None else before, limit + 1),
         )
         has_more = len(rows) > limit
         return [_message(row) for row in reversed(rows[:limit])], has_more
 
     async def conversations(self, user_id: int) -> list[tuple[str, Message, int]]:
         rows = await self._fetchall(
-            """WITH last AS (
-                SELECT CASE WHEN sender_id = %(u)s THEN recipient_id ELSE sender_id END
-                    AS peer_id, max(seq) AS seq
-                FROM messages WHERE sender_id = %(u)s OR recipient_id = %(u)s
-                GROUP BY 1
-            )
-            SELECT p.username, (
+            """SELECT p.username, (
                 SELECT count(*) FROM messages x
-                WHERE x.recipient_id = %(u)s AND x.sender_id = last.peer_id
+                WHERE x.recipient_id = c.user_id AND x.sender_id = c.peer_id
                     AND x.read_at IS NULL),
                 m.client_id, m.seq, s.username, r.username, m.body, m.ts,
                 m.delivered_at, m.read_at
-            FROM last
-            JOIN messages m ON m.seq = last.seq
-            JOIN users p ON p.id = last.peer_id
+            FROM conversations c
+            JOIN messages m ON m.seq = c.last_seq
+            JOIN users p ON p.id = c.peer_id
             JOIN users s ON s.id = m.sender_id
             JOIN users r ON r.id = m.recipient_id
-            ORDER BY last.seq DESC""",
+            WHERE c.user_id = %(u)s
+            ORDER BY c.last_seq DESC""",
             {"u": user_id},
         )
         return [(row[0], _message(row[2:]), int(row[1])) for row in rows]
 
     async def peers(self, user_id: int) -> list[str]:
         rows = await self._fetchall(
-            """SELECT DISTINCT u.username FROM (
-                SELECT recipient_id AS peer_id FROM messages WHERE sender_id = %(u)s
-                UNION SELECT sender_id FROM messages WHERE recipient_id = %(u)s
-            ) p JOIN users u ON u.id = p.peer_id
-            WHERE p.peer_id <> %(u)s
-            ORDER BY u.username""",
+            """SELECT u.username FROM conversations c JOIN users u ON u.id = c.peer_id
+            WHERE c.user_id = %(u)s AND c.peer_id <> %(u)s
+            ORDER BY u.username COLLATE "C"
+            """,
             {"u": user_id},
         )
         return [row[0] for row in rows]
