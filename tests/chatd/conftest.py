@@ -1,0 +1,60 @@
+"""Fixtures for the chatd integration tests: real chatd processes on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chatd.server import ChatdProcess
+
+
+def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an ``async def`` test in a fresh event loop (no pytest-asyncio here)."""
+
+    @functools.wraps(test)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return wrapper
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatdProcess]:
+    """One chatd with default flags, shared by the tests of a module (each test uses
+    fresh users)."""
+    base = tmp_path_factory.mktemp("chatd")
+    process = ChatdProcess(base / "data", base / "logs").start()
+    try:
+        yield process
+    finally:
+        _shut(process)
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., ChatdProcess]]:
+    """Start a chatd with extra flags; every server started is stopped at teardown."""
+    started: list[ChatdProcess] = []
+
+    def make(*args: str, data_dir: Path | None = None, port: int = 0) -> ChatdProcess:
+        data = data_dir or tmp_path / f"data{len(started)}"
+        process = ChatdProcess(data, tmp_path / f"logs{len(started)}", *args).start(port)
+        started.append(process)
+        return process
+
+    yield make
+    for process in started:
+        _shut(process)
+
+
+def _shut(process: ChatdProcess) -> None:
+    if process.proc is None or process.proc.poll() is not None:
+        return
+    try:
+        process.stop()
+    except Exception:
+        process.kill()
