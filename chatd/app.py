@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from chatd.accounts import Accounts
-from chatd.auth import LoginLimiter, Passwords, RevocationCache, Tokens, load_or_create_key
+from chatd.auth import LoginLimiter, Passwords, RevocationCache, Tokens, signing_key
 from chatd.bus import Bus, PostgresBus
 from chatd.config import Config
 from chatd.http import HttpApi
@@ -215,7 +215,7 @@ async def serve(config: Config, logs: LogHandle | None = None) -> int:
         print(f"chatd: cannot open the database: {exc}", file=sys.stderr)
         log.error("server.refused", reason=str(exc))
         return 2
-    key = load_or_create_key(config.data_dir)
+    key = await signing_key(config.data_dir, store)
     server = Server(config, store, key)
     try:
         port = await server.start()

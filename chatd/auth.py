@@ -57,6 +57,16 @@ class KeyFileError(Exception):
     """The token key file exists but cannot be used."""
 
 
+async def signing_key(data_dir: Path, store: object) -> bytes:
+    """The token key: the file in ``data_dir``, or, for a store shared by several nodes
+    (PostgreSQL), the one kept in the database so that every node signs alike."""
+    key = load_or_create_key(data_dir)
+    shared = getattr(store, "shared_token_key", None)
+    if shared is not None:
+        key = await shared(key)
+    return bytes(key)
+
+
 def load_or_create_key(data_dir: Path) -> bytes:
     """The HS256 key in ``data_dir/token.key``: read it, or create it (mode 0600).
 

@@ -108,6 +108,8 @@ def _body(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
         raise ProtocolViolation(
             "too_long", f"the body is over {limits.MAX_MESSAGE_CHARS} characters"
         )
+    if "\x00" in value:  # no text needs it, and PostgreSQL text cannot hold it
+        raise ProtocolViolation("invalid_frame", "the body must not contain U+0000")
 
 
 def _non_negative(_inst: object, attr: attrs.Attribute[int], value: int) -> None:

@@ -93,6 +93,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX login_failures_ip ON login_failures (ip, at);
     CREATE INDEX login_failures_username ON login_failures (username, at);
+    CREATE TABLE settings (name text PRIMARY KEY, value bytea NOT NULL);
     """,
 )
 
@@ -300,6 +301,19 @@ class PostgresStore:
 
     async def ping(self) -> None:
         await self._fetchone("SELECT 1")
+
+    async def shared_token_key(self, candidate: bytes) -> bytes:
+        """The token signing key every node of this database uses: ``candidate`` if
+        no node has stored one yet, else the stored one (nodes must agree on it, or a
+        token from one node is refused by the next)."""
+        await self._execute(
+            "INSERT INTO settings (name, value) VALUES ('token_key', %s)"
+            " ON CONFLICT (name) DO NOTHING",
+            (candidate,),
+        )
+        row = await self._fetchone("SELECT value FROM settings WHERE name = 'token_key'")
+        assert row is not None
+        return bytes(row[0])
 
     # --- small query helpers ----------------------------------------------------------
 

@@ -30,6 +30,7 @@ def test_send_is_parsed_and_recipient_lowered() -> None:
         ('{"type":"send","id":"c-1","to":"bob","body":""}', "empty_body", "c-1"),
         ('{"type":"send","id":"c-1","to":"bob","body":"' + "😀" * 5001 + '"}', "too_long", "c-1"),
         ('{"type":"send","id":"c 1","to":"bob","body":"x"}', "invalid_frame", None),
+        ('{"type":"send","id":"c1","to":"bob","body":"a\\u0000b"}', "invalid_frame", "c1"),
         ('{"type":"send","id":"c1","to":"bob","body":5}', "invalid_frame", "c1"),
         ('{"type":"send","id":"c1","to":"bob"}', "invalid_frame", "c1"),
         ('{"type":"nope","id":"c1"}', "invalid_frame", "c1"),
