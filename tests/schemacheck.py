@@ -32,6 +32,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from libchat import protocol
+from tests.schemafast import Check, compile_schema
 
 if TYPE_CHECKING:
     from referencing._core import Resolver  # not re-exported by referencing
@@ -95,6 +96,7 @@ class SchemaSet:
             for doc in self.documents.values()
         )
         self._validators: dict[str, Draft202012Validator] = {}
+        self._fast: dict[str, Check] = {}
 
     def validator(self, ref: str) -> Draft202012Validator:
         """The validator of ``ref`` (``"<file>"`` or ``"<file>#<pointer>"``).
@@ -114,12 +116,22 @@ class SchemaSet:
         other JSON Schema tool would (slower; tests compare it with :meth:`validator`)."""
         return Draft202012Validator({"$ref": SCHEMA_BASE + ref}, registry=self.registry)
 
+    def fast(self, ref: str) -> Check:
+        """A compiled yes/no check of ``ref`` (see ``tests/schemafast.py``)."""
+        found = self._fast.get(ref)
+        if found is None:
+            found = compile_schema(self.validator(ref).schema)
+            self._fast[ref] = found
+        return found
+
     def problem(self, instance: Any, ref: str) -> str | None:
         """``None`` when ``instance`` matches ``ref``, else a one-line description."""
-        validator = self.validator(ref)
-        if validator.is_valid(instance):
+        if self.fast(ref)(instance):
             return None
+        validator = self.validator(ref)
         error = best_match(validator.iter_errors(instance))
+        if error is None:  # jsonschema decides; test_examples keeps the two in agreement
+            return None
         where = error.json_path
         text = error.message
         if len(text) > _MAX_SHOWN:
