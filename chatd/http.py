@@ -63,6 +63,9 @@ class HttpApi:
         except StoreError:
             log.exception("store.error", op=type(request).__name__)
             return INTERNAL_ERROR
+        except Exception:  # a bug: answer 500 rather than leave the client hanging
+            log.exception("http.handler_failed", op=type(request).__name__)
+            return INTERNAL_ERROR
 
     async def _dispatch(self, request: object, ip: str) -> Reply:
         accounts = self._accounts
