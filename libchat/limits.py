@@ -8,6 +8,7 @@ PROTOCOL_MAJOR = 1  # a hello whose major differs is refused with close 4002
 MAX_BODY_BYTES = 64 * 1024  # HTTP request bodies: credentials and queries are tiny
 MAX_FRAME_BYTES = 64 * 1024  # one reassembled WebSocket message: chat text is small
 MAX_HEADER_BYTES = 16 * 1024  # request line + headers: a bearer token plus the usual few
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # biggest page: 200 msgs x 5000 chars x 6 bytes escaped
 MAX_MESSAGE_CHARS = 5000  # message body, in Unicode code points
 MAX_CLIENT_ID_CHARS = 64  # client message id: room for a UUID or a counter with a prefix
 MIN_USERNAME_CHARS = 3
@@ -23,6 +24,7 @@ HELLO_TIMEOUT = 10.0  # seconds from the upgrade to the hello frame
 PING_INTERVAL = 30.0  # seconds between server pings
 IDLE_TIMEOUT = 75.0  # seconds without any inbound byte (pongs included) before closing
 CLOSE_TIMEOUT = 5.0  # seconds to wait for the peer's close frame before giving up
+CLIENT_IDLE_TIMEOUT = 90.0  # a client gives up on a server silent for three ping intervals
 
 # WebSocket close codes used by the contract.
 CLOSE_NORMAL = 1000

@@ -1,0 +1,717 @@
+"""The server side of one connection: bytes in, events and bytes out.
+
+HTTP/1.1 goes through h11: each request becomes one typed event (``LoginRequest``,
+``UpgradeRequest``...) that the host answers with :meth:`ServerConnection.respond` (or
+:meth:`~ServerConnection.accept_upgrade`); faults the engine can judge alone (unknown
+path, wrong method, oversize or malformed request, missing bearer token, bad query) it
+answers itself and reports as ``RequestRejected``. After the upgrade, wsproto parses
+frames and the client's JSON frames come out as the protocol classes.
+
+Nothing here reads a clock: every call takes ``now`` (seconds, any epoch, the same
+clock every time). After any call, drain :meth:`ServerConnection.data_to_send` and
+re-arm one timer at :meth:`ServerConnection.next_deadline`.
+
+Timers: a ping every ``ping_interval`` while the WebSocket is open; close 4003 when no
+hello arrived within ``hello_timeout``; close 1000 with reason ``"idle timeout"`` when
+no byte arrived for ``idle_timeout`` (an idle keep-alive HTTP connection with no request
+outstanding is dropped after the same time); after our close frame, the peer's is
+awaited for ``close_timeout``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import random
+import re
+from collections.abc import Callable, Sequence
+from http import HTTPStatus
+from typing import Any, Final
+from urllib.parse import parse_qs, unquote
+
+import attrs
+import h11
+from wsproto.connection import ConnectionType
+from wsproto.events import Ping
+from wsproto.utilities import generate_accept_token
+
+from libchat import limits, protocol
+from libchat._engine import WS_LIVE, Engine
+from libchat.events import (
+    ConnectionClosed,
+    ConversationsRequest,
+    FrameRejected,
+    HealthRequest,
+    HistoryRequest,
+    HttpRequestEvent,
+    LoginRequest,
+    LogoutRequest,
+    MetricsRequest,
+    RefreshRequest,
+    RegisterRequest,
+    RequestRejected,
+    UpgradeRequest,
+    UserSearchRequest,
+)
+from libchat.states import ConnState, LocalProtocolError, Role, Trigger
+
+__all__ = [
+    "LocalProtocolError",
+    "ServerConfig",
+    "ServerConnection",
+    "ServerEvent",
+]
+
+ServerEvent = (
+    HttpRequestEvent | RequestRejected | FrameRejected | ConnectionClosed | (protocol.ClientFrame)
+)
+
+_OPEN: Final = ConnState.OPEN
+_BEARER_RE: Final = re.compile(rb"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9._~+/-]+=*) *")
+_INT_RE: Final = re.compile(r"[0-9]{1,18}")  # fits a signed 64-bit column
+_VERSION_RE: Final = re.compile(r"([0-9]{1,9})(\.[0-9]{1,9})*")
+_NO_BODY_STATUSES: Final = frozenset({204, 304})
+_PING: Final = Ping(payload=b"")
+# The client's h11 states after which the engine answers and then closes: a refused
+# upgrade proposal, a malformed request, a body left unread (413).
+_MIGHT_SWITCH: Final = h11.MIGHT_SWITCH_PROTOCOL  # type: ignore[attr-defined]  # not in __all__
+_HANG_UP_AFTER: Final = frozenset({_MIGHT_SWITCH, h11.ERROR, h11.SEND_BODY})
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    max_body_bytes: int = limits.MAX_BODY_BYTES
+    max_frame_bytes: int = limits.MAX_FRAME_BYTES
+    max_header_bytes: int = limits.MAX_HEADER_BYTES
+    hello_timeout: float = limits.HELLO_TIMEOUT
+    ping_interval: float = limits.PING_INTERVAL
+    idle_timeout: float = limits.IDLE_TIMEOUT
+    close_timeout: float = limits.CLOSE_TIMEOUT
+    server_header: str = "chatd"
+
+
+class _Rejection(Exception):
+    """Raised inside request routing: the engine answers the request with this error."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
+@attrs.define(slots=True)
+class _Request:
+    method: bytes
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[bytes, list[bytes]]
+    body: bytes
+
+    def header(self, name: bytes) -> bytes | None:
+        values = self.headers.get(name)
+        return values[0] if values else None
+
+    def token(self) -> str:
+        """The bearer token; 401 when it is missing or malformed."""
+        token = self.optional_token()
+        if token is None:
+            raise _Rejection(401, "unauthorized", "an Authorization: Bearer token is required")
+        return token
+
+    def optional_token(self) -> str | None:
+        values = self.headers.get(b"authorization")
+        if values is None:
+            return None
+        match = _BEARER_RE.fullmatch(values[0]) if len(values) == 1 else None
+        if match is None:
+            raise _Rejection(401, "unauthorized", "malformed Authorization header")
+        return match[1].decode("ascii")
+
+    def param(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else None
+
+    def int_param(self, name: str) -> int | None:
+        value = self.param(name)
+        if value is None:
+            return None
+        if _INT_RE.fullmatch(value) is None:
+            raise _Rejection(400, "invalid_query", f"{name} must be a non-negative integer")
+        return int(value)
+
+
+def _register(request: _Request) -> HttpRequestEvent:
+    return RegisterRequest(credentials=_credentials(request))
+
+
+def _login(request: _Request) -> HttpRequestEvent:
+    return LoginRequest(credentials=_credentials(request))
+
+
+def _credentials(request: _Request) -> protocol.Credentials:
+    try:
+        return protocol.decode_body(request.body, protocol.Credentials)
+    except protocol.ProtocolViolation as exc:
+        raise _Rejection(400, exc.code, exc.message) from None
+
+
+def _logout(request: _Request) -> HttpRequestEvent:
+    return LogoutRequest(token=request.token())
+
+
+def _refresh(request: _Request) -> HttpRequestEvent:
+    return RefreshRequest(token=request.token())
+
+
+def _users(request: _Request) -> HttpRequestEvent:
+    token = request.token()
+    prefix = request.param("prefix")
+    if not prefix:
+        raise _Rejection(400, "invalid_query", "prefix must have at least one character")
+    return UserSearchRequest(token=token, prefix=prefix)
+
+
+def _conversations(request: _Request) -> HttpRequestEvent:
+    return ConversationsRequest(token=request.token())
+
+
+def _history(request: _Request) -> HttpRequestEvent:
+    token = request.token()
+    peer = unquote(request.path.split("/")[3]).lower()
+    limit = request.int_param("limit")
+    if limit is None:
+        limit = limits.DEFAULT_HISTORY_LIMIT
+    elif not 1 <= limit <= limits.MAX_HISTORY_LIMIT:
+        raise _Rejection(
+            400, "invalid_query", f"limit must be between 1 and {limits.MAX_HISTORY_LIMIT}"
+        )
+    return HistoryRequest(token=token, peer=peer, before=request.int_param("before"), limit=limit)
+
+
+def _health(_request: _Request) -> HttpRequestEvent:
+    return HealthRequest()
+
+
+def _metrics(_request: _Request) -> HttpRequestEvent:
+    return MetricsRequest()
+
+
+def _upgrade(request: _Request) -> HttpRequestEvent:
+    """Check an upgrade request (RFC 6455 section 4.2.1); the key was checked by the
+    caller, which also knows whether h11 saw ``Connection: upgrade``."""
+    origin = request.header(b"origin")
+    return UpgradeRequest(
+        token=request.optional_token(),
+        origin=None if origin is None else origin.decode("latin-1"),
+    )
+
+
+_Handler = Callable[[_Request], HttpRequestEvent]
+_ROUTES: Final[dict[str, tuple[bytes, _Handler]]] = {
+    "/v1/register": (b"POST", _register),
+    "/v1/login": (b"POST", _login),
+    "/v1/logout": (b"POST", _logout),
+    "/v1/token/refresh": (b"POST", _refresh),
+    "/v1/users": (b"GET", _users),
+    "/v1/conversations": (b"GET", _conversations),
+    "/healthz": (b"GET", _health),
+    "/metrics": (b"GET", _metrics),
+    "/v1/ws": (b"GET", _upgrade),
+}
+_HISTORY_ROUTE: Final = (b"GET", _history)
+
+
+def _route(path: str) -> tuple[bytes, _Handler] | None:
+    route = _ROUTES.get(path)
+    if route is None:
+        parts = path.split("/")
+        # "", "v1", "conversations", <peer>, "messages"
+        if (
+            len(parts) == 5
+            and parts[1] == "v1"
+            and parts[2] == "conversations"
+            and parts[3]
+            and parts[4] == "messages"
+        ):
+            return _HISTORY_ROUTE
+    return route
+
+
+def _ws_key(request: _Request) -> bytes:
+    """The Sec-WebSocket-Key, checked; raises the 400/426 the request deserves."""
+    upgrade = request.header(b"upgrade") or b""
+    if b"websocket" not in [p.strip() for p in upgrade.lower().split(b",")]:
+        raise _Rejection(400, "bad_request", "not a WebSocket upgrade request")
+    if request.header(b"sec-websocket-version") != b"13":
+        raise _Rejection(
+            426,
+            "unsupported_version",
+            "only WebSocket version 13 is supported",
+            (("Sec-WebSocket-Version", "13"),),
+        )
+    key = request.header(b"sec-websocket-key")
+    try:
+        valid = key is not None and len(base64.b64decode(key, validate=True)) == 16
+    except binascii.Error:
+        valid = False
+    if not valid:
+        raise _Rejection(400, "bad_request", "missing or malformed Sec-WebSocket-Key")
+    assert key is not None
+    return key
+
+
+class ServerConnection(Engine):
+    """One client connection, server side. Never raises for anything the peer sends;
+    raises :class:`LocalProtocolError` when the host calls a method in a state that
+    does not allow it."""
+
+    _ROLE = Role.SERVER
+    _WS_TYPE = ConnectionType.SERVER
+
+    def __init__(self, config: ServerConfig, rng: random.Random, now: float) -> None:
+        super().__init__(
+            max_frame_bytes=config.max_frame_bytes, close_timeout=config.close_timeout, now=now
+        )
+        self._config = config
+        self._rng = rng  # the server engine draws nothing random today
+        self._h11: h11.Connection | None = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=config.max_header_bytes
+        )
+        self._server_header = config.server_header.encode("latin-1")
+        # the HTTP request being read, then the one handed to the host
+        self._head: h11.Request | None = None
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._pending = False  # a request was handed to the host and awaits its answer
+        self._ws_key = b""
+        # bytes a pipelining client may send while a request awaits its answer
+        self._max_buffered = config.max_header_bytes + config.max_body_bytes
+        self._buffered = 0
+        self._hello_deadline = 0.0
+        self._next_ping = 0.0
+
+    # --- input -------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> list[ServerEvent]:
+        """Feed bytes read from the transport; returns the events they complete.
+        Drain ``data_to_send()`` afterwards."""
+        state = self._state
+        if state is _OPEN:
+            self._last_rx = now
+            return self._receive_ws(data)
+        if state is ConnState.CLOSED:
+            return self._take_report()
+        self._last_rx = now
+        if self._ws is not None:
+            return self._receive_ws(data)
+        if not data:
+            return []
+        return self._receive_http(data, now)
+
+    def receive_eof(self, now: float) -> list[ServerEvent]:
+        """The peer closed its side (or the transport broke): the connection is over.
+        Returns the ``ConnectionClosed`` event unless one was already reported."""
+        return self._eof(now)
+
+    # --- HTTP ----------------------------------------------------------------------------
+
+    def _receive_http(self, data: bytes, now: float) -> list[ServerEvent]:
+        h = self._h11
+        assert h is not None
+        events: list[ServerEvent] = []
+        if self._pending:
+            # One request at a time: keep later ones in h11's buffer, within bounds.
+            self._buffered += len(data)
+            if self._buffered > self._max_buffered:
+                self._end(events, None, "too much pipelined data", now)
+            else:
+                h.receive_data(data)
+            return events
+        h.receive_data(data)
+        self._parse_http(events, now)
+        return events
+
+    def _parse_http(self, events: list[Any], now: float) -> None:
+        h = self._h11
+        assert h is not None
+        max_body = self._config.max_body_bytes
+        while self._state is ConnState.HTTP and not self._pending:
+            try:
+                event = h.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._reject(events, 400, "bad_request", f"malformed HTTP request: {exc}", now)
+                return
+            kind = type(event)
+            if kind is h11.Data:
+                assert isinstance(event, h11.Data)
+                self._body_size += len(event.data)
+                if self._body_size > max_body:
+                    self._reject_too_large(events, now)
+                    return
+                self._body.append(event.data)
+            elif kind is h11.Request:
+                assert isinstance(event, h11.Request)
+                self._head = event
+                self._body = []
+                self._body_size = 0
+                # h11 bounds only a head that is still incomplete; one that arrived
+                # whole in a single read is measured here.
+                if _head_size(event) > self._config.max_header_bytes:
+                    message = f"the request head is over {self._config.max_header_bytes} bytes"
+                    self._reject(events, 400, "bad_request", message, now)
+                    return
+                length = _content_length(event)
+                if length is not None and length > max_body:
+                    self._reject_too_large(events, now)
+                    return
+                if h.they_are_waiting_for_100_continue:
+                    continue_ = h11.InformationalResponse(status_code=100, headers=[])
+                    self._out.append(h.send(continue_) or b"")
+            elif kind is h11.EndOfMessage:
+                self._dispatch(events, now)
+            else:  # NEED_DATA (PAUSED and ConnectionClosed cannot come: see the loop guard)
+                return
+
+    def _reject_too_large(self, events: list[Any], now: float) -> None:
+        message = f"the body is over {self._config.max_body_bytes} bytes"
+        self._reject(events, 413, "too_large", message, now)
+
+    def _dispatch(self, events: list[Any], now: float) -> None:
+        head = self._head
+        assert head is not None
+        target = head.target.decode("ascii")
+        path, _, query = target.partition("?")
+        request = _Request(
+            method=head.method,
+            path=path,
+            query=parse_qs(query, keep_blank_values=True),
+            headers=_header_lists(head.headers),
+            body=b"".join(self._body),
+        )
+        self._body = []
+        try:
+            route = _route(path)
+            if route is None:
+                raise _Rejection(404, "not_found", f"no such path: {path[:100]}")
+            method, handler = route
+            if request.method != method:
+                raise _Rejection(
+                    405,
+                    "method_not_allowed",
+                    f"{path} takes {method.decode()}",
+                    (("Allow", method.decode()),),
+                )
+            if handler is _upgrade:
+                self._ws_key = self._check_upgrade(request)
+            event = handler(request)
+        except _Rejection as rejection:
+            self._reject(
+                events, rejection.status, rejection.code, rejection.message, now, rejection.headers
+            )
+            return
+        if type(event) is UpgradeRequest:
+            self._move(Trigger.UPGRADE)
+        self._pending = True
+        self._buffered = 0
+        events.append(event)
+
+    def _check_upgrade(self, request: _Request) -> bytes:
+        h = self._h11
+        assert h is not None
+        if h.their_state is not _MIGHT_SWITCH:
+            raise _Rejection(400, "bad_request", "not a WebSocket upgrade request")
+        return _ws_key(request)
+
+    def _reject(
+        self,
+        events: list[Any],
+        status: int,
+        code: str,
+        message: str,
+        now: float,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Answer the current request with an error the engine chose itself."""
+        events.append(RequestRejected(status=status, code=code))
+        body = protocol.encode_body(protocol.ErrorBody.of(code, message))
+        self._write_response(status, body, "application/json", headers, events, now)
+
+    def _write_response(
+        self,
+        status: int,
+        body: bytes | None,
+        content_type: str,
+        extra: Sequence[tuple[str, str]],
+        events: list[Any],
+        now: float,
+    ) -> None:
+        """Send one whole response, then either read the next request or end."""
+        h = self._h11
+        assert h is not None
+        upgrading = self._state is ConnState.UPGRADING
+        # After a refused upgrade, a malformed request or an unread body: hang up.
+        must_close = upgrading or h.their_state in _HANG_UP_AFTER
+        headers: list[tuple[bytes, bytes]] = [(b"server", self._server_header)]
+        if body is not None:
+            headers.append((b"content-type", content_type.encode("latin-1")))
+            headers.append((b"content-length", str(len(body)).encode()))
+        elif status not in _NO_BODY_STATUSES:
+            headers.append((b"content-length", b"0"))
+        if must_close:
+            headers.append((b"connection", b"close"))
+        headers.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in extra)
+        out = self._out
+        response = h11.Response(status_code=status, headers=headers, reason=_phrase(status))
+        out.append(h.send(response) or b"")
+        if body:
+            out.append(h.send(h11.Data(data=body)) or b"")
+        out.append(h.send(h11.EndOfMessage()) or b"")
+        self._pending = False
+        self._head = None
+        self._last_rx = now  # the HTTP idle clock restarts with each answer
+        if upgrading:
+            self._end(events, None, "upgrade refused", now, Trigger.REFUSE)
+        elif h.our_state is h11.DONE and h.their_state is h11.DONE:
+            h.start_next_cycle()
+            self._parse_http(events, now)
+        else:
+            self._end(events, None, "HTTP connection closed", now)
+
+    def respond(
+        self,
+        status: int,
+        body: object | bytes | None = None,
+        *,
+        now: float,
+        headers: Sequence[tuple[str, str]] = (),
+        content_type: str = "application/json",
+    ) -> list[ServerEvent]:
+        """Answer the request the engine handed over. ``body`` is a protocol body class
+        (sent as JSON), raw bytes (sent as ``content_type``) or ``None`` (no body).
+
+        The connection stays open for the next request unless the client asked to
+        close or this refuses an upgrade; the events of pipelined requests already
+        received come back now (with ``ConnectionClosed`` if the connection ended).
+        Ignored once the connection is closed. Drain ``data_to_send()`` afterwards.
+        """
+        if self._state is ConnState.CLOSED:
+            return self._take_report()
+        if not self._pending:
+            raise LocalProtocolError("respond() without an HTTP request to answer")
+        raw = body if body is None or isinstance(body, bytes) else protocol.encode_body(body)
+        events: list[ServerEvent] = []
+        self._write_response(status, raw, content_type, headers, events, now)
+        return events
+
+    def respond_error(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        now: float,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> list[ServerEvent]:
+        """``respond()`` with the contract's error body ``{"error": {code, message}}``."""
+        return self.respond(status, protocol.ErrorBody.of(code, message), now=now, headers=headers)
+
+    def accept_upgrade(self, now: float) -> list[ServerEvent]:
+        """Answer the pending ``UpgradeRequest`` with 101: the WebSocket is open and the
+        hello timer runs. Returns the events of bytes that came after the request
+        (e.g. a pipelined hello). Drain ``data_to_send()`` afterwards."""
+        if self._state is not ConnState.UPGRADING:
+            raise LocalProtocolError("accept_upgrade() without a pending upgrade request")
+        h = self._h11
+        assert h is not None
+        headers = [
+            (b"upgrade", b"websocket"),
+            (b"connection", b"Upgrade"),
+            (b"sec-websocket-accept", generate_accept_token(self._ws_key)),
+            (b"server", self._server_header),
+        ]
+        self._out.append(h.send(h11.InformationalResponse(status_code=101, headers=headers)) or b"")
+        leftover = h.trailing_data[0]
+        self._h11 = None
+        self._pending = False
+        self._move(Trigger.ACCEPT)
+        self._start_ws(now)
+        self._hello_deadline = now + self._config.hello_timeout
+        self._next_ping = now + self._config.ping_interval
+        if leftover:
+            return self._receive_ws(leftover)
+        return []
+
+    # --- WebSocket frames in -----------------------------------------------------------
+
+    def _on_text(self, text: str, events: list[Any]) -> None:
+        state = self._state
+        if state is _OPEN or state is ConnState.AUTHENTICATING:
+            try:
+                frame = protocol.decode_client_frame(text)
+            except protocol.ProtocolViolation as exc:
+                self._frame_error(events, exc.code, exc.message, exc.ref)
+                return
+            if type(frame) is protocol.Hello:
+                self._frame_error(events, "invalid_frame", "hello was already received", None)
+            else:
+                events.append(frame)
+        elif state is ConnState.AWAITING_HELLO:
+            self._before_hello(text, events)
+        # CLOSING: the peer's last words are ignored.
+
+    def _before_hello(self, text: str, events: list[Any]) -> None:
+        try:
+            frame = protocol.decode_client_frame(text)
+        except protocol.ProtocolViolation as exc:
+            self._frame_error(events, exc.code, exc.message, exc.ref)
+            return
+        now = self._last_rx
+        if type(frame) is not protocol.Hello:
+            self._frame_error(events, "hello_required", "the first frame must be hello", None)
+            self._send_close(limits.CLOSE_POLICY, "hello required", now)
+            return
+        match = _VERSION_RE.fullmatch(frame.protocol)
+        if match is None or int(match[1]) != limits.PROTOCOL_MAJOR:
+            message = f"protocol {frame.protocol[:20]!r} is not supported; this server speaks 1.x"
+            self._frame_error(events, "unsupported_protocol", message, None)
+            self._send_close(limits.CLOSE_UNSUPPORTED_PROTOCOL, "unsupported protocol", now)
+            return
+        self._move(Trigger.HELLO)
+        events.append(frame)
+
+    def _frame_error(self, events: list[Any], code: str, message: str, ref: str | None) -> None:
+        events.append(FrameRejected(code=code, ref=ref))
+        self._send_text(protocol.encode_frame(protocol.Error(code=code, message=message, ref=ref)))
+
+    def _on_binary(self, events: list[Any]) -> None:
+        self._frame_error(events, "invalid_frame", "frames must be text (JSON)", None)
+
+    def _on_too_big(self, events: list[Any]) -> None:
+        events.append(FrameRejected(code="too_large"))
+
+    # --- frames out --------------------------------------------------------------------
+
+    def send(self, frame: protocol.ServerFrame, now: float) -> None:
+        """Send one frame. ``Welcome`` opens an authenticating connection; other frames
+        need it open (``Error`` may also answer a hello). Dropped silently once the
+        connection is closing. Drain ``data_to_send()`` afterwards."""
+        state = self._state
+        kind = type(frame)
+        if state is _OPEN and kind is not protocol.Welcome:
+            self._send_text(protocol.encode_frame(frame))
+        elif state is ConnState.AUTHENTICATING and kind in (protocol.Welcome, protocol.Error):
+            self._send_text(protocol.encode_frame(frame))
+            if kind is protocol.Welcome:
+                self._move(Trigger.WELCOME)
+        elif state is not ConnState.CLOSING and state is not ConnState.CLOSED:
+            raise LocalProtocolError(f"cannot send {kind.__name__} in state {state.value}")
+
+    def send_encoded(self, text: str, now: float) -> None:
+        """``send()`` for a frame already encoded with ``protocol.encode_frame`` (one
+        push encoded once, sent to many connections). Needs an open connection."""
+        state = self._state
+        if state is _OPEN:
+            self._send_text(text)
+        elif state is not ConnState.CLOSING and state is not ConnState.CLOSED:
+            raise LocalProtocolError(f"cannot send in state {state.value}")
+
+    def fail(self, code: str, close_code: int, *, now: float, message: str | None = None) -> None:
+        """Send an error frame with ``code``, then close with ``close_code`` (e.g.
+        ``unauthorized`` and 4001). Drain ``data_to_send()`` afterwards."""
+        state = self._state
+        if state in WS_LIVE:
+            self._send_text(protocol.encode_frame(protocol.Error(code=code, message=message)))
+            self._send_close(close_code, code, now)
+        elif state is not ConnState.CLOSING and state is not ConnState.CLOSED:
+            raise LocalProtocolError(f"fail() needs a WebSocket; the state is {state.value}")
+
+    def close(self, code: int = 1000, reason: str = "", *, now: float) -> None:
+        """Close: a WebSocket starts the close handshake (``ConnectionClosed`` comes when
+        the peer answers or ``close_timeout`` passes); an HTTP connection ends at once
+        (its ``ConnectionClosed`` comes from the next call that returns events, at
+        ``next_deadline()`` at the latest). Drain ``data_to_send()`` afterwards."""
+        self._close_ws_or_end(code, reason, now)
+
+    # --- timers ----------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timer` should next be called, or ``None``."""
+        state = self._state
+        config = self._config
+        if state is _OPEN or state is ConnState.AUTHENTICATING:
+            return min(self._next_ping, self._last_rx + config.idle_timeout)
+        if state is ConnState.AWAITING_HELLO:
+            return min(self._hello_deadline, self._next_ping, self._last_rx + config.idle_timeout)
+        if state is ConnState.CLOSING:
+            return self._close_deadline
+        if state is ConnState.HTTP and not self._pending:
+            return self._last_rx + config.idle_timeout
+        if state is ConnState.CLOSED:
+            return self._report_at
+        return None  # UPGRADING, or HTTP with a request the host is answering
+
+    def handle_timer(self, now: float) -> list[ServerEvent]:
+        """Do what is due at ``now``: ping, time out, give up on a close. Drain
+        ``data_to_send()`` afterwards."""
+        state = self._state
+        config = self._config
+        if state is ConnState.CLOSING:
+            return self._closing_timer(now)
+        if state in WS_LIVE:
+            if state is ConnState.AWAITING_HELLO and now >= self._hello_deadline:
+                self._send_close(limits.CLOSE_HELLO_TIMEOUT, "hello timeout", now)
+            elif now >= self._last_rx + config.idle_timeout:
+                self._send_close(limits.CLOSE_NORMAL, "idle timeout", now)
+            elif now >= self._next_ping:
+                assert self._ws is not None
+                self._out.append(self._ws.send(_PING))
+                self._next_ping = now + config.ping_interval
+            return []
+        events: list[ServerEvent] = []
+        if state is ConnState.CLOSED:
+            return self._take_report()
+        if (
+            state is ConnState.HTTP
+            and not self._pending
+            and now >= self._last_rx + config.idle_timeout
+        ):
+            self._end(events, None, "idle timeout", now)
+        return events
+
+
+def _phrase(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+def _header_lists(headers: Any) -> dict[bytes, list[bytes]]:
+    found: dict[bytes, list[bytes]] = {}
+    for name, value in headers:
+        found.setdefault(name, []).append(value)
+    return found
+
+
+def _head_size(request: h11.Request) -> int:
+    """About the size of a request head on the wire."""
+    size = len(request.method) + len(request.target) + 12
+    for name, value in request.headers:
+        size += len(name) + len(value) + 4
+    return size
+
+
+def _content_length(request: h11.Request) -> int | None:
+    """The declared body length of a request (h11 has validated the header), or None
+    for a chunked or bodiless request."""
+    length = None
+    for name, value in request.headers:
+        if name == b"transfer-encoding":
+            return None
+        if name == b"content-length":
+            length = int(value)
+    return length
