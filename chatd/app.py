@@ -24,7 +24,7 @@ from chatd.observe.health import HealthMonitor
 from chatd.observe.logs import EventLogger, LogHandle, configure_logging
 from chatd.observe.metrics import Metrics
 from chatd.store import SchemaMismatch, Store, StoreError
-from chatd.store.factory import open_store
+from chatd.store.factory import open_store, schema_from_url
 from chatd.users import UserDirectory
 from libchat import __version__, limits
 from libchat.server import ServerConfig
@@ -77,7 +77,10 @@ class Server:
         """Several nodes share a PostgreSQL database and hear each other over it."""
         url = self.config.db_url
         if url.startswith(("postgresql://", "postgres://")):
-            return PostgresBus(url, on_resync=lambda: self.hub.resync())
+            # NOTIFY channels are per database: nodes on another schema must not hear us.
+            schema = schema_from_url(url)
+            channel = "chat" if schema in (None, "public") else f"chat.{schema}"[:63]
+            return PostgresBus(url, channel=channel, on_resync=lambda: self.hub.resync())
         return None
 
     def websocket_count(self) -> int:

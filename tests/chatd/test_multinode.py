@@ -1,0 +1,224 @@
+"""Two chatd nodes on one PostgreSQL schema: live delivery, receipts, logout and the
+login rate limit all cross from one node to the other.
+
+alice is connected to node A and bob to node B; tokens come from either node (the
+signing key lives in the database). The nodes only share the database and its
+LISTEN/NOTIFY bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection as WsConnection
+
+from tests.chatd.clients import (
+    TIMEOUT,
+    Frame,
+    WsPeer,
+    ahttp,
+    anew_user,
+    http,
+    unique_name,
+    ws_connect,
+)
+from tests.chatd.conftest import _shut, run_async
+from tests.chatd.pg import pg_schema
+from tests.chatd.server import ChatdProcess
+
+MESSAGES = 500  # live messages in all, half each way
+SEND_INTERVAL = 0.01  # seconds between one sender's messages: a steady stream, not a burst
+P99_BOUND = 1.0  # seconds from send to the push on the other node, at the 99th percentile
+# Above the default per-user limits, so the stream is never refused.
+FAST = ("--send-rate", "1000", "--send-burst", "1000")
+
+Nodes = tuple[ChatdProcess, ChatdProcess]
+
+
+def start_nodes(tmp: Path, url: str) -> Nodes:
+    """Nodes A and B on the schema at ``url``, each with its own data and log dirs."""
+    a = ChatdProcess(tmp / "a", tmp / "a-logs", *FAST, db=url).start()
+    try:
+        b = ChatdProcess(tmp / "b", tmp / "b-logs", *FAST, db=url).start()
+    except BaseException:
+        _shut(a)
+        raise
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
+    """Shared by the tests of this module; each test uses fresh users."""
+    with pg_schema() as url:
+        a, b = start_nodes(tmp_path_factory.mktemp("multinode"), url)
+        try:
+            yield a, b
+        finally:
+            _shut(a)
+            _shut(b)
+
+
+class TimedPeer(WsPeer):
+    """A ``websockets`` client that notes when each pushed message arrived."""
+
+    def __init__(self, ws: WsConnection) -> None:
+        self.arrived: dict[str, float] = {}  # client id -> time.monotonic() at arrival
+        super().__init__(ws)
+
+    def _add(self, frame: Frame) -> None:
+        if frame.get("type") == "message":
+            self.arrived.setdefault(frame["id"], time.monotonic())
+        super()._add(frame)
+
+
+async def timed_connect(server: ChatdProcess, token: str) -> TimedPeer:
+    ws = await websockets.connect(
+        server.ws_url, compression=None, open_timeout=TIMEOUT, ping_interval=None
+    )
+    peer = TimedPeer(ws)
+    await peer.send({"type": "hello", "protocol": "1.0", "token": token})
+    await peer.recv("welcome")
+    return peer
+
+
+async def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def frames(peer: WsPeer, kind: str, **fields: object) -> list[Frame]:
+    return [f for f in peer.frames if f.get("type") == kind
+            and all(f.get(k) == v for k, v in fields.items())]
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[math.ceil(0.99 * len(ordered)) - 1]
+
+
+async def stream(sender: WsPeer, to: str, tag: str, count: int) -> dict[str, float]:
+    """Send ``count`` messages at a steady pace; client id -> time.monotonic() at send."""
+    sent: dict[str, float] = {}
+    for index in range(count):
+        client_id = f"{tag}{index}"
+        sent[client_id] = time.monotonic()
+        await sender.send({"type": "send", "id": client_id, "to": to, "body": f"{tag} {index}"})
+        await asyncio.sleep(SEND_INTERVAL)
+    return sent
+
+
+async def confirm(reader: WsPeer, sender: WsPeer, peer_name: str, seqs: list[int]) -> None:
+    """``reader`` confirms delivery then reads up to the newest; ``sender``, on the other
+    node, gets a delivered receipt for every message and the read receipt."""
+    await reader.send({"type": "delivered", "seqs": seqs})
+    await wait_until(
+        lambda: {f["seq"] for f in frames(sender, "receipt", status="delivered")} >= set(seqs),
+        "delivered receipts on the other node",
+    )
+    await reader.send({"type": "read", "peer": peer_name, "up_to": max(seqs)})
+    await sender.recv("receipt", where=lambda f: f["status"] == "read" and f["up_to"] == max(seqs))
+
+
+@run_async
+async def test_live_messages_and_receipts_cross_nodes(nodes: Nodes) -> None:
+    a, b = nodes
+    alice_name, alice_token = await anew_user(a, "alice")
+    bob_name, bob_token = await anew_user(b, "bob")
+    alice = await timed_connect(a, alice_token)
+    bob = await timed_connect(b, bob_token)
+    try:
+        half = MESSAGES // 2
+        sent_ab, sent_ba = await asyncio.gather(
+            stream(alice, bob_name, "ab", half), stream(bob, alice_name, "ba", half)
+        )
+        await wait_until(lambda: len(bob.arrived) >= half and len(alice.arrived) >= half,
+                         "every message pushed on the other node", timeout=30)
+        assert set(bob.arrived) == set(sent_ab)
+        assert set(alice.arrived) == set(sent_ba)
+        latencies = [bob.arrived[i] - sent_ab[i] for i in sent_ab]
+        latencies += [alice.arrived[i] - sent_ba[i] for i in sent_ba]
+        assert len(latencies) == MESSAGES
+        assert p99(latencies) < P99_BOUND, sorted(latencies)[-10:]
+
+        # Every push carries the seq its sender was acked with.
+        for sender, receiver in ((alice, bob), (bob, alice)):
+            acks = {f["id"]: f["seq"] for f in frames(sender, "ack")}
+            pushes = {f["id"]: f["seq"] for f in frames(receiver, "message")}
+            assert pushes == acks
+
+        # Receipts cross too, both ways.
+        seqs_ab = sorted(f["seq"] for f in frames(bob, "message"))
+        seqs_ba = sorted(f["seq"] for f in frames(alice, "message"))
+        await confirm(bob, alice, alice_name, seqs_ab)
+        await confirm(alice, bob, bob_name, seqs_ba)
+        receipt_ids = {f["id"] for f in frames(alice, "receipt", status="delivered")}
+        assert receipt_ids == set(sent_ab)
+
+        # And the database agrees, seen from either node.
+        page = await ahttp(b, "GET", f"/v1/conversations/{alice_name}/messages?limit=200",
+                           token=bob_token)
+        assert page.status == 200, page
+        assert all(m["delivered_at"] and m["read_at"] for m in page.json["messages"])
+        listing = await ahttp(a, "GET", "/v1/conversations", token=alice_token)
+        assert [(c["peer"], c["unread"]) for c in listing.json["conversations"]] == [(bob_name, 0)]
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+@run_async
+async def test_logout_on_one_node_refuses_the_token_on_the_other(nodes: Nodes) -> None:
+    a, b = nodes
+    _, token = await anew_user(a, "carol")
+    live_on_b = await ws_connect(b, token)
+    try:
+        assert (await ahttp(b, "GET", "/v1/conversations", token=token)).status == 200
+        assert (await ahttp(a, "POST", "/v1/logout", token=token)).status == 204
+
+        # The revocation reaches B over the bus (and B's poll of the store as a backstop).
+        async def refused_on_b() -> bool:
+            return (await ahttp(b, "GET", "/v1/conversations", token=token)).status == 401
+
+        deadline = time.monotonic() + 5.0
+        while not await refused_on_b():
+            assert time.monotonic() < deadline, "node B still accepts the revoked token"
+            await asyncio.sleep(0.05)
+        error = await live_on_b.recv("error", timeout=5.0)
+        assert error["code"] == "unauthorized"
+        assert await live_on_b.wait_closed(timeout=5.0) == 4001
+        # A new connection on B with that token is refused as well.
+        refused = await ws_connect(b, hello=False)
+        await refused.send({"type": "hello", "protocol": "1.0", "token": token})
+        assert await refused.wait_closed() == 4001
+    finally:
+        await live_on_b.close()
+
+
+def test_failed_logins_on_both_nodes_add_up(tmp_path: Path) -> None:
+    """Its own nodes: a rate-limited 127.0.0.1 would refuse every later login there."""
+    with pg_schema() as url:
+        a, b = start_nodes(tmp_path, url)
+        try:
+            for server in (a, b, a, b, a):  # unknown users: no per-account slowdown
+                answer = http(server, "POST", "/v1/login",
+                              {"username": unique_name("nobody"), "password": "wrong password"})
+                assert answer.status == 401, answer
+                assert answer.error_code == "invalid_credentials"
+            for server in (b, a):
+                answer = http(server, "POST", "/v1/login",
+                              {"username": unique_name("nobody"), "password": "wrong password"})
+                assert answer.status == 429, answer
+                assert answer.error_code == "rate_limited"
+                assert int(answer.headers["retry-after"]) > 0
+        finally:
+            _shut(a)
+            _shut(b)
