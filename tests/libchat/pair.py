@@ -1,5 +1,11 @@
-"""Test helpers. :class:`RawClient` drives a server engine with hand-made bytes
-(through an h11 client and a wsproto client, so tests never build frames by hand)."""
+"""Test helpers: a client engine wired to a server engine, a tiny host, a fake clock.
+
+:class:`Pair` moves bytes between a :class:`ClientConnection` and a
+:class:`ServerConnection` (whole, or one byte at a time), lets a small host answer the
+server's events (requests, upgrades, hello, send), and steps a float clock, firing
+both engines' timers. :class:`RawClient` drives a server engine with hand-made bytes
+(through an h11 client and a wsproto client, so tests never build frames by hand).
+"""
 
 from __future__ import annotations
 
@@ -21,8 +27,144 @@ from wsproto.utilities import generate_accept_token
 
 from libchat import events as ev
 from libchat import protocol
+from libchat.client import ClientConfig, ClientConnection
 from libchat.server import ServerConfig, ServerConnection
 from libchat.states import ConnState
+
+TOKEN = "good.token"
+BAD_TOKEN = "bad.token"
+MESSAGE = protocol.Message(id="m-1", seq=7, sender="bob", recipient="alice", body="hi", ts=5)
+HEALTH = protocol.Health(
+    status="ok",
+    version="0.1.0",
+    protocol="1.0.0",
+    uptime_s=1.5,
+    connections=1,
+    db="ok",
+    disk_used_pct=10.0,
+)
+
+
+def grant(username: str = "alice") -> protocol.TokenGrant:
+    return protocol.TokenGrant(token=TOKEN, expires_in=3600, user_id=1, username=username)
+
+
+def answer(server: ServerConnection, event: object, now: float) -> list[Any]:
+    """What the tiny host does with one server event; returns the events that causes."""
+    if isinstance(event, ev.RegisterRequest):
+        body = protocol.Registered(user_id=1, username=event.credentials.username)
+        return server.respond(201, body, now=now)
+    if isinstance(event, ev.LoginRequest | ev.RefreshRequest):
+        return server.respond(200, grant(), now=now)
+    if isinstance(event, ev.LogoutRequest):
+        return server.respond(204, now=now)
+    if isinstance(event, ev.UserSearchRequest):
+        users = [protocol.UserEntry(username="alice")]
+        return server.respond(200, protocol.UserList(users=users), now=now)
+    if isinstance(event, ev.ConversationsRequest):
+        item = protocol.Conversation(peer="bob", last_message=MESSAGE, unread=1)
+        return server.respond(200, protocol.ConversationList(conversations=[item]), now=now)
+    if isinstance(event, ev.HistoryRequest):
+        page = protocol.MessagePage(messages=[MESSAGE], has_more=False)
+        return server.respond(200, page, now=now)
+    if isinstance(event, ev.HealthRequest):
+        return server.respond(200, HEALTH, now=now)
+    if isinstance(event, ev.MetricsRequest):
+        return server.respond(200, b"chat_up 1\n", now=now, content_type="text/plain")
+    if isinstance(event, ev.UpgradeRequest):
+        if event.token == BAD_TOKEN:
+            return server.respond_error(401, "unauthorized", "bad token", now=now)
+        return server.accept_upgrade(now)
+    if isinstance(event, protocol.Hello):
+        if event.token == BAD_TOKEN:
+            server.fail("unauthorized", 4001, now=now)
+        else:
+            server.send(protocol.Welcome(user_id=1, username="alice", server_time=9), now)
+    elif isinstance(event, protocol.Send):
+        server.send(protocol.Ack(id=event.id, seq=1, ts=2), now)
+    return []
+
+
+@attrs.define
+class Pair:
+    """A client engine and a server engine on one fake wire, with a fake clock."""
+
+    bytewise: bool = False  # deliver one byte per receive_data call
+    host: bool = True  # let the tiny host answer the server's events
+    now: float = 0.0
+    client: ClientConnection = attrs.field(init=False)
+    server: ServerConnection = attrs.field(init=False)
+    client_events: list[Any] = attrs.field(factory=list)
+    server_events: list[Any] = attrs.field(factory=list)
+    wire_down: bool = False  # bytes from the client are lost (a silent client)
+    server_config: ServerConfig = attrs.field(factory=ServerConfig)
+
+    def __attrs_post_init__(self) -> None:
+        self.client = ClientConnection(ClientConfig(host="chat.test"), random.Random(1))
+        self.server = ServerConnection(self.server_config, random.Random(2), self.now)
+
+    def chunks(self, data: bytes) -> Iterable[bytes]:
+        if not self.bytewise:
+            return [data] if data else []
+        return [data[i : i + 1] for i in range(len(data))]
+
+    def pump(self) -> None:
+        """Move bytes both ways (and let the host react) until nothing is left."""
+        for _ in range(1000):
+            to_server = self.client.data_to_send()
+            to_client = self.server.data_to_send()
+            if not to_server and not to_client:
+                return
+            if not self.wire_down:
+                for chunk in self.chunks(to_server):
+                    self.server_got(self.server.receive_data(chunk, self.now))
+            for chunk in self.chunks(to_client):
+                self.client_events.extend(self.client.receive_data(chunk, self.now))
+        raise AssertionError("the engines never went quiet")
+
+    def server_got(self, events: list[Any]) -> None:
+        for event in events:
+            self.server_events.append(event)
+            if self.host:
+                self.server_got(answer(self.server, event, self.now))
+
+    def advance(self, seconds: float) -> None:
+        """Step the clock, firing every timer that falls due on the way."""
+        end = self.now + seconds
+        while True:
+            due = [
+                d
+                for d in (self.client.next_deadline(), self.server.next_deadline())
+                if d is not None and d <= end
+            ]
+            if not due:
+                break
+            self.now = max(self.now, min(due))
+            self.client_events.extend(self.client.handle_timer(self.now))
+            self.server_got(self.server.handle_timer(self.now))
+            self.pump()
+        self.now = end
+
+    def eof_both(self) -> None:
+        self.client_events.extend(self.client.receive_eof(self.now))
+        self.server_got(self.server.receive_eof(self.now))
+
+    def open(self, token: str | None = TOKEN) -> None:
+        """Upgrade and say hello: both engines end OPEN (with the host on)."""
+        self.client.upgrade(self.now)
+        self.pump()
+        assert ev.Upgraded() in self.client_events
+        self.client.send(protocol.Hello(protocol="1.0", token=token), self.now)
+        self.pump()
+
+    def take_client(self) -> list[Any]:
+        taken, self.client_events = self.client_events, []
+        return taken
+
+    def take_server(self) -> list[Any]:
+        taken, self.server_events = self.server_events, []
+        return taken
+
 
 # --- a hand-driven client for the server engine ------------------------------------------
 
