@@ -30,6 +30,13 @@ typecheck: install
 
 bench: install
 	$(BIN)/python -m pytest bench --benchmark-only --benchmark-columns=min,median,mean,ops -q
+	$(BIN)/python -m bench.load all --preset quick
+
+bench-full: install
+	$(BIN)/python -m pytest bench --benchmark-only --benchmark-columns=min,median,mean,ops -q
+	$(BIN)/python -m bench.load all --preset full --json bench/results-full.json
+	$(BIN)/python -m bench.load saturation --preset full --sync normal \
+		--json bench/results-full-normal.json
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks

@@ -71,7 +71,7 @@ class Params:
     backlog: int = 2000  # queued messages of the backlog user
     side_users: int = 100  # the side stream's users during the storm
     side_rate: float = 100.0  # msg/s of the side stream
-    storm_window: float = 30.0  # seconds the storm may take
+    storm_window: float = 15.0  # seconds the storm may take (and the side stream runs)
     login_rate: float = 20.0  # logins/s
     login_duration: float = 10.0  # seconds of logins
     drain: float = 10.0  # seconds to wait for the last acks, pushes and receipts
@@ -90,7 +90,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sat_step": 10.0,
         "backlog": 10000,
         "side_rate": 200.0,
-        "storm_window": 60.0,
+        "storm_window": 30.0,
         "login_duration": 20.0,
         "rate_logins": 2000.0,
     },

@@ -1,0 +1,168 @@
+"""Micro-benchmarks of chatd's hot path (``make bench``; figures in bench/RESULTS.md).
+
+Issue 2's budget: parsing one send frame through the whole server engine costs at most
+twice what bare wsproto needs for the same bytes. ``test_parse_send_engine`` and
+``test_parse_send_wsproto_floor`` are that pair; ``test_parse_overhead_ratio`` prints
+the ratio (it is a report, not an assertion: a shared machine makes timings noisy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from wsproto.connection import Connection, ConnectionType
+
+from bench.conftest import MESSAGE, NOW, SEND, masked_send_frame, open_pair
+from chatd.store import NewMessage
+from chatd.store.sqlite import SqliteStore
+from libchat import protocol
+from libchat.client import ClientConnection
+from libchat.server import ServerConnection
+
+FANOUT = (1, 10, 100)  # connections of the recipient in the fan-out benchmark
+
+
+def test_parse_send_engine(benchmark, pair, send_frame) -> None:
+    """Bytes of one masked send frame -> the ``Send`` event, through the server engine."""
+    _, server = pair
+    events = benchmark(server.receive_data, send_frame, NOW)
+    assert events == [SEND]
+
+
+def test_parse_send_wsproto_floor(benchmark, send_frame) -> None:
+    """The floor: the same bytes through a bare wsproto server connection."""
+    ws = Connection(ConnectionType.SERVER)
+
+    def parse() -> list[object]:
+        ws.receive_data(send_frame)
+        return list(ws.events())
+
+    events = benchmark(parse)
+    assert len(events) == 1
+
+
+def test_decode_send_json(benchmark) -> None:
+    """The engine's share above wsproto: JSON text -> validated ``Send`` (orjson+cattrs)."""
+    text = protocol.encode_frame(SEND)
+    assert benchmark(protocol.decode_client_frame, text) == SEND
+
+
+def _best_per_call(fn: Callable[[], object], calls: int = 2000, repeats: int = 7) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - started) / calls)
+    return best
+
+
+def test_parse_overhead_ratio(benchmark) -> None:
+    """Engine parse time over bare wsproto parse time, best of several runs each."""
+    frame = masked_send_frame()
+    _, server = open_pair()
+    ws = Connection(ConnectionType.SERVER)
+
+    def floor() -> None:
+        ws.receive_data(frame)
+        list(ws.events())
+
+    def engine() -> None:
+        server.receive_data(frame, NOW)
+
+    ratio = benchmark.pedantic(
+        lambda: _best_per_call(engine) / _best_per_call(floor), rounds=1, iterations=1
+    )
+    benchmark.extra_info["engine_over_wsproto"] = round(ratio, 2)
+    print(f"\nengine parse / bare wsproto parse = {ratio:.2f} (budget: 2.00)")
+
+
+def test_encode_push(benchmark, pair) -> None:
+    """One ``message`` push: encode the frame and write it through the server engine."""
+    _, server = pair
+
+    def push() -> bytes:
+        server.send(MESSAGE, NOW)
+        return server.data_to_send()
+
+    assert benchmark(push)
+
+
+def test_send_ack_round_trip(benchmark, pair) -> None:
+    """Client send -> server engine -> ``Send`` -> server ack -> client engine -> ``Ack``."""
+    client, server = pair
+    ack = protocol.Ack(id=SEND.id, seq=1, ts=1_764_000_000_000)
+
+    def round_trip() -> list[object]:
+        client.send(SEND, NOW)
+        server.receive_data(client.data_to_send(), NOW)
+        server.send(ack, NOW)
+        return client.receive_data(server.data_to_send(), NOW)
+
+    assert benchmark(round_trip) == [ack]
+
+
+@pytest.mark.parametrize("connections", FANOUT)
+def test_hub_fanout(benchmark, connections: int) -> None:
+    """The hub's push: encode once, then ``send_encoded`` + drain on every connection of
+    the recipient (what ``Hub.push`` and the net glue do per message)."""
+    servers: list[ServerConnection] = [open_pair()[1] for _ in range(connections)]
+
+    def fan_out() -> int:
+        text = protocol.encode_frame(MESSAGE)
+        written = 0
+        for server in servers:
+            server.send_encoded(text, NOW)
+            written += len(server.data_to_send())
+        return written
+
+    assert benchmark(fan_out) > 0
+
+
+@pytest.mark.parametrize("sync", ["normal", "full"])
+def test_store_submit_batch(benchmark, tmp_path: Path, sync: str) -> None:
+    """``SqliteStore.submit`` of 100 messages: one group commit (per batch figure)."""
+    loop = asyncio.new_event_loop()
+    store = SqliteStore(tmp_path / "bench.db", sync=sync)
+    loop.run_until_complete(store.open())
+    alice = loop.run_until_complete(store.create_user("alice", "x", 0))
+    bob = loop.run_until_complete(store.create_user("bob", "x", 0))
+    assert alice is not None and bob is not None
+    ids = itertools.count()
+
+    def batch() -> list[NewMessage]:
+        return [
+            NewMessage(
+                sender_id=alice.id,
+                sender="alice",
+                recipient_id=bob.id,
+                recipient="bob",
+                client_id=f"m{next(ids)}",
+                body="x" * 180,
+                ts=1_764_000_000_000,
+            )
+            for _ in range(100)
+        ]
+
+    def submit() -> int:
+        return len(loop.run_until_complete(store.submit(batch())))
+
+    try:
+        assert benchmark.pedantic(submit, rounds=30, iterations=1, warmup_rounds=2) == 100
+    finally:
+        loop.run_until_complete(store.close())
+        loop.close()
+
+
+def test_client_engine_parse_push(benchmark) -> None:
+    """The load generator's own cost: one push through the client engine."""
+    client, server = open_pair()
+    server.send(MESSAGE, NOW)
+    frame = server.data_to_send()
+    engine: ClientConnection = client
+    assert benchmark(engine.receive_data, frame, NOW) == [MESSAGE]
