@@ -1,4 +1,4 @@
-"""A PostgreSQL schema of its own for one chatd test, named in the URL chatd gets.
+"""PostgreSQL-backed chatd nodes for tests: a schema of their own, named in the URL.
 
 chatd takes a URL, not a schema, so the schema travels in libpq's ``options`` parameter
 (``?options=-csearch_path%3Dtest_<hex>``): the store creates it and works in it, and
@@ -12,16 +12,27 @@ except with ``CI=true``: there PostgreSQL is part of the environment and the tes
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
 import pytest
 
+from tests.chatd.clients import TIMEOUT, Frame, WsPeer
+from tests.chatd.conftest import _shut
+from tests.chatd.server import ChatdProcess
+
 PG_DSN = os.environ.get("CHATD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+# Above the default per-user send limits, so a test's stream is never refused.
+FAST = ("--send-rate", "1000", "--send-burst", "1000")
+
+Nodes = tuple[ChatdProcess, ChatdProcess]
 
 
 def require_postgres() -> None:
@@ -50,3 +61,29 @@ def pg_schema() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def start_nodes(tmp: Path, url: str) -> Nodes:
+    """Nodes A and B on the database at ``url``, each with its own data and log dirs."""
+    a = ChatdProcess(tmp / "a", tmp / "a-logs", *FAST, db=url).start()
+    try:
+        b = ChatdProcess(tmp / "b", tmp / "b-logs", *FAST, db=url).start()
+    except BaseException:
+        _shut(a)
+        raise
+    return a, b
+
+
+async def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def frames(peer: WsPeer, kind: str, **fields: object) -> list[Frame]:
+    """The frames of type ``kind`` ``peer`` received whose ``fields`` match."""
+    return [f for f in peer.frames if f.get("type") == kind
+            and all(f.get(k) == v for k, v in fields.items())]

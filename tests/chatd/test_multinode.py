@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,27 +29,12 @@ from tests.chatd.clients import (
     ws_connect,
 )
 from tests.chatd.conftest import _shut, run_async
-from tests.chatd.pg import pg_schema
+from tests.chatd.pg import Nodes, frames, pg_schema, start_nodes, wait_until
 from tests.chatd.server import ChatdProcess
 
 MESSAGES = 500  # live messages in all, half each way
 SEND_INTERVAL = 0.01  # seconds between one sender's messages: a steady stream, not a burst
 P99_BOUND = 1.0  # seconds from send to the push on the other node, at the 99th percentile
-# Above the default per-user limits, so the stream is never refused.
-FAST = ("--send-rate", "1000", "--send-burst", "1000")
-
-Nodes = tuple[ChatdProcess, ChatdProcess]
-
-
-def start_nodes(tmp: Path, url: str) -> Nodes:
-    """Nodes A and B on the schema at ``url``, each with its own data and log dirs."""
-    a = ChatdProcess(tmp / "a", tmp / "a-logs", *FAST, db=url).start()
-    try:
-        b = ChatdProcess(tmp / "b", tmp / "b-logs", *FAST, db=url).start()
-    except BaseException:
-        _shut(a)
-        raise
-    return a, b
 
 
 @pytest.fixture(scope="module")
@@ -85,19 +70,6 @@ async def timed_connect(server: ChatdProcess, token: str) -> TimedPeer:
     await peer.send({"type": "hello", "protocol": "1.0", "token": token})
     await peer.recv("welcome")
     return peer
-
-
-async def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-def frames(peer: WsPeer, kind: str, **fields: object) -> list[Frame]:
-    return [f for f in peer.frames if f.get("type") == kind
-            and all(f.get(k) == v for k, v in fields.items())]
 
 
 def p99(values: list[float]) -> float:

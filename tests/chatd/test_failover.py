@@ -1,0 +1,163 @@
+"""A node dies: nothing acked is lost or delivered twice.
+
+alice streams messages to bob through node A while bob listens on node B. A is killed
+with SIGKILL mid-stream; alice's client (libchat's Outbox over the ``websockets``
+library) reconnects to B and resends every unacked message with its original client id.
+The server answers a repeated id with the original ack, so each message is stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+from libchat import protocol
+from libchat.outbox import MemoryOutboxStorage, Outbox
+from tests.chatd.clients import TIMEOUT, WsPeer, ahttp, anew_user, ws_connect
+from tests.chatd.conftest import _shut, run_async
+from tests.chatd.pg import Nodes, frames, pg_schema, start_nodes, wait_until
+from tests.chatd.server import ChatdProcess
+
+TOTAL = 150  # messages alice writes
+KILL_AFTER = 60  # node A is killed once alice has written this many
+SEND_INTERVAL = 0.01  # seconds between alice's messages
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[Nodes]:
+    with pg_schema() as url:
+        a, b = start_nodes(tmp_path, url)
+        try:
+            yield a, b
+        finally:
+            _shut(a)
+            _shut(b)
+
+
+class OutboxClient:
+    """alice's device: an Outbox whose frames go over whichever connection is up."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.outbox = Outbox(MemoryOutboxStorage(), random.Random(7))
+        self.peer: WsPeer | None = None
+        self.acks: dict[str, set[int]] = {}  # client id -> every seq an ack gave it
+        self._read = 0  # frames of the current connection already handled
+
+    @property
+    def connected(self) -> bool:
+        return self.peer is not None and self.peer.ws.state is State.OPEN
+
+    async def connect(self, server: ChatdProcess) -> None:
+        self.peer = await ws_connect(server, self.token)
+        self._read = 0
+        await self._send(self.outbox.on_connected(time.monotonic()))
+
+    def disconnected(self) -> None:
+        self.handle_frames()  # acks that arrived before the connection died still count
+        self.outbox.on_disconnected()
+        self.peer = None
+
+    def handle_frames(self) -> None:
+        """Feed the answers that arrived to the outbox."""
+        if self.peer is None:
+            return
+        for frame in self.peer.frames[self._read:]:
+            if frame["type"] == "ack":
+                self.acks.setdefault(frame["id"], set()).add(frame["seq"])
+                self.outbox.on_ack(protocol.Ack(id=frame["id"], seq=frame["seq"], ts=frame["ts"]))
+            elif frame["type"] == "error":
+                raise AssertionError(f"alice got an error: {frame}")
+        self._read = len(self.peer.frames)
+
+    async def pump(self) -> None:
+        self.handle_frames()
+        await self._send(self.outbox.frames_due(time.monotonic()))
+
+    async def _send(self, frames: list[protocol.Send]) -> None:
+        assert self.peer is not None
+        for frame in frames:
+            try:
+                await self.peer.send(orjson.loads(protocol.encode_frame(frame)))
+            except ConnectionClosed:
+                return  # in flight on a dead connection: resent after the reconnect
+
+
+@run_async
+async def test_acked_messages_survive_a_killed_node_exactly_once(nodes: Nodes) -> None:
+    a, b = nodes
+    alice_name, alice_token = await anew_user(a, "alice")
+    bob_name, bob_token = await anew_user(b, "bob")
+    bob = await ws_connect(b, bob_token)
+    alice = OutboxClient(alice_token)
+    await alice.connect(a)
+    killer: asyncio.Task[None] | None = None
+    reconnects = 0
+
+    deadline = time.monotonic() + 60
+    written = 0
+    while written < TOTAL or alice.outbox.pending():
+        assert time.monotonic() < deadline, f"{len(alice.outbox.pending())} never acked"
+        if written < TOTAL:
+            alice.outbox.submit(bob_name, f"message {written}", time.monotonic())
+            written += 1
+        if written == KILL_AFTER and killer is None:
+            killer = asyncio.create_task(asyncio.to_thread(a.kill))  # SIGKILL, mid-stream
+        if not alice.connected:
+            alice.disconnected()
+            await alice.connect(b)  # what a load balancer in front would hand her next
+            reconnects += 1
+        await alice.pump()
+        await asyncio.sleep(SEND_INTERVAL)
+    assert killer is not None
+    await killer
+    assert reconnects == 1
+    alice.handle_frames()
+
+    # Each client id was acked with one seq only, on A before the kill or on B after it.
+    assert len(alice.acks) == TOTAL
+    assert all(len(seqs) == 1 for seqs in alice.acks.values()), alice.acks
+    acked = {client_id: next(iter(seqs)) for client_id, seqs in alice.acks.items()}
+    assert len(set(acked.values())) == TOTAL
+
+    # bob's application drops repeats by seq. He confirms what came live (alice, now on
+    # B, gets the receipts once it is recorded). A message that A committed but died
+    # before announcing reaches bob on his next connection, from the database.
+    live = {f["seq"]: f["id"] for f in bob.frames if f["type"] == "message"}
+    await bob.send({"type": "delivered", "seqs": sorted(live)})
+    alice_on_b = alice.peer
+    assert alice_on_b is not None
+    await wait_until(
+        lambda: len(frames(alice_on_b, "receipt", status="delivered")) >= len(live),
+        "delivered receipts at alice",
+    )
+    await bob.close()
+    again = await ws_connect(b, bob_token)
+    try:
+        await wait_until(
+            lambda: set(live) | {f["seq"] for f in again.frames if f["type"] == "message"}
+            >= set(acked.values()),
+            "every acked message at bob", timeout=TIMEOUT,
+        )
+        caught_up = {f["seq"]: f["id"] for f in again.frames if f["type"] == "message"}
+    finally:
+        await again.close()
+    assert set(caught_up) == set(acked.values()) - set(live)  # nothing confirmed comes again
+    app_view = live | caught_up  # seq -> client id, each seq once
+    assert app_view == {seq: client_id for client_id, seq in acked.items()}
+
+    # The database holds each message once, with the seq its ack carried.
+    page = await ahttp(b, "GET", f"/v1/conversations/{alice_name}/messages?limit=200",
+                       token=bob_token)
+    assert page.status == 200, page
+    stored = {m["id"]: m["seq"] for m in page.json["messages"]}
+    assert len(page.json["messages"]) == TOTAL
+    assert stored == acked
