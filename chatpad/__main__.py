@@ -1,0 +1,59 @@
+"""``chatpad`` and ``python -m chatpad``: the desktop client's command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from chatpad import __version__
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatpad", description="chatpad: the desktop client of the chat system.")
+    parser.add_argument("--server", default="http://127.0.0.1:8765", metavar="URL",
+                        help="the chatd server (default: %(default)s)")
+    parser.add_argument("--profile", default="default", metavar="NAME",
+                        help="profile: one account's saved session, outbox and history "
+                             "(several can run side by side; default: %(default)s)")
+    parser.add_argument("--version", action="version", version=f"chatpad {__version__}")
+    parser.add_argument("--self-test", action="store_true",
+                        help="open the window, render every screen once with sample data, "
+                             "exit 0 (works headless with SDL_VIDEODRIVER=dummy)")
+    parser.add_argument("--screenshots", metavar="DIR", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=os.environ.get("CHATPAD_LOG", "WARNING").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    if args.self_test or args.screenshots:
+        from pathlib import Path
+
+        from chatpad.demo import tour
+
+        names = tour(Path(args.screenshots) if args.screenshots else None)
+        print(f"chatpad {__version__} self-test ok: {', '.join(names)}")
+        return 0
+
+    from chatpad.app import App, AppConfig
+    from chatpad.profile import parse_server
+
+    try:
+        parse_server(args.server)
+        app = App(AppConfig(server=args.server, profile=args.profile))
+    except ValueError as exc:
+        print(f"chatpad: {exc}", file=sys.stderr)
+        return 2
+    return app.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

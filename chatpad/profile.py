@@ -1,0 +1,103 @@
+"""A chatpad profile: one account's folder with its database and saved session.
+
+Profiles live in ``platformdirs.user_data_dir("chatpad")/<name>`` (override the root with
+the ``CHATPAD_HOME`` environment variable, e.g. for tests or a portable install). The
+session file holds the token, so it is written with mode 0600 where the platform has
+modes, and removed on sign-out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import attrs
+import platformdirs
+
+__all__ = ["Profile", "Session", "parse_server"]
+
+PROFILE_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+@attrs.frozen(kw_only=True)
+class Session:
+    """A signed-in account: where, who, and the bearer token (never logged)."""
+
+    server: str
+    username: str
+    token: str = attrs.field(repr=False)
+    expires_at: float  # Unix seconds
+
+    @property
+    def owner(self) -> str:
+        return f"{self.username}@{self.server}"
+
+
+@attrs.frozen
+class Profile:
+    folder: Path
+
+    @classmethod
+    def named(cls, name: str, root: Path | None = None) -> Profile:
+        if PROFILE_NAME_RE.fullmatch(name) is None:
+            raise ValueError("a profile name is 1..64 of A-Z a-z 0-9 _ . -")
+        if root is None:
+            home = os.environ.get("CHATPAD_HOME")
+            root = Path(home) if home else Path(platformdirs.user_data_dir("chatpad", False))
+        return cls(root / name)
+
+    @property
+    def database(self) -> Path:
+        return self.folder / "chatpad.db"
+
+    @property
+    def session_file(self) -> Path:
+        return self.folder / "session.json"
+
+    def load_session(self) -> Session | None:
+        try:
+            data = json.loads(self.session_file.read_text("utf-8"))
+            return Session(server=str(data["server"]), username=str(data["username"]),
+                           token=str(data["token"]), expires_at=float(data["expires_at"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def save_session(self, session: Session) -> None:
+        """Write atomically, readable by the owner only."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(attrs.asdict(session)).encode()
+        tmp = self.session_file.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.session_file)
+
+    def clear_session(self) -> None:
+        self.session_file.unlink(missing_ok=True)
+
+
+def parse_server(url: str) -> tuple[str, str, int]:
+    """``http://host:port`` -> (scheme, host, port). Raises ValueError when unusable."""
+    text = url.strip()
+    if "://" not in text:
+        text = "http://" + text
+    scheme, _, rest = text.partition("://")
+    scheme = scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError("the server address must start with http:// or https://")
+    hostport = rest.split("/", 1)[0]
+    if not hostport:
+        raise ValueError("the server address needs a host")
+    host, sep, port_text = hostport.rpartition(":")
+    if not sep or "]" in port_text:
+        host, port = hostport, (443 if scheme == "https" else 80)
+    else:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError("the port must be a number from 1 to 65535")
+        port = int(port_text)
+    return scheme, host.strip("[]"), port

@@ -1,0 +1,277 @@
+"""chatpad's local SQLite database (apsw): the outbox, the seqs already shown, recent
+history per conversation, and the conversation list.
+
+One :class:`LocalStore` per thread that uses it; in chatpad that is the network thread
+alone (it owns the outbox). Every write is its own transaction, so a message the user
+wrote is on disk before :meth:`OutboxStorage.append` returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import apsw
+import attrs
+
+from chatpad.items import STATUS_RANK, ChatItem, Summary
+from libchat.outbox import SEEN_CAPACITY, OutboxEntry, SeenSeqs
+
+__all__ = ["HISTORY_KEEP", "LocalStore", "SqliteOutboxStorage"]
+
+log = logging.getLogger(__name__)
+
+HISTORY_KEEP = 500  # messages cached per conversation: enough to read offline, small on disk
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    pos INTEGER PRIMARY KEY AUTOINCREMENT,
+    client_id TEXT NOT NULL UNIQUE,
+    recipient TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seen (seq INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS messages (
+    sender TEXT NOT NULL,
+    id TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    seq INTEGER,
+    body TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    mine INTEGER NOT NULL,
+    PRIMARY KEY (sender, id)
+);
+CREATE INDEX IF NOT EXISTS messages_peer_seq ON messages (peer, seq);
+CREATE TABLE IF NOT EXISTS conversations (
+    peer TEXT PRIMARY KEY,
+    preview TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    unread INTEGER NOT NULL,
+    mine INTEGER NOT NULL
+);
+"""
+
+
+class LocalStore:
+    """The profile's database file. Not thread-safe: one instance per thread."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = apsw.Connection(str(path))
+        self.db.setbusytimeout(5000)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")  # the outbox must survive a power cut
+        with self.db:
+            self.db.execute(_SCHEMA)
+            self.set("schema_version", str(SCHEMA_VERSION))
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- key/value ------------------------------------------------------------------
+
+    def get(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set(self, key: str, value: str) -> None:
+        self.db.execute(
+            "INSERT INTO kv (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def claim(self, owner: str) -> None:
+        """Make this database belong to ``owner`` (server and username); data of another
+        account is wiped so it can never be sent or shown under the wrong name."""
+        current = self.get("owner")
+        if current == owner:
+            return
+        if current is not None:
+            log.info("profile database changes account: local data cleared")
+        with self.db:
+            for table in ("outbox", "seen", "messages", "conversations"):
+                self.db.execute(f"DELETE FROM {table}")
+            self.db.execute("DELETE FROM kv WHERE key = 'seen_floor'")
+            self.set("owner", owner)
+
+    # --- messages -------------------------------------------------------------------
+
+    def upsert(self, item: ChatItem) -> ChatItem:
+        """Store a message, never moving a status backwards; return what is stored."""
+        row = self.db.execute(
+            "SELECT status, seq FROM messages WHERE sender = ? AND id = ?",
+            (item.sender, item.id),
+        ).fetchone()
+        if row is not None:
+            old_status, old_seq = str(row[0]), row[1]
+            if item.mine and STATUS_RANK.get(old_status, 0) > STATUS_RANK.get(item.status, 0):
+                item = _evolve(item, status=old_status)
+            if item.seq is None and old_seq is not None:
+                item = _evolve(item, seq=int(old_seq))
+        self.db.execute(
+            "INSERT INTO messages (sender, id, peer, seq, body, ts, status, mine) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sender, id) DO UPDATE SET "
+            "seq = excluded.seq, ts = excluded.ts, status = excluded.status",
+            (item.sender, item.id, item.peer, item.seq, item.body, item.ts, item.status,
+             int(item.mine)),
+        )
+        return item
+
+    def find(self, sender: str, client_id: str) -> ChatItem | None:
+        row = self.db.execute(
+            "SELECT sender, id, peer, seq, body, ts, status, mine FROM messages "
+            "WHERE sender = ? AND id = ?",
+            (sender, client_id),
+        ).fetchone()
+        return None if row is None else _item(row)
+
+    def mark_read_up_to(self, me: str, peer: str, up_to: int) -> list[ChatItem]:
+        """My messages to ``peer`` with seq <= ``up_to`` become read; the changed ones."""
+        rows = self.db.execute(
+            "SELECT sender, id, peer, seq, body, ts, status, mine FROM messages "
+            "WHERE sender = ? AND peer = ? AND seq IS NOT NULL AND seq <= ? "
+            "AND status IN ('sent', 'delivered')",
+            (me, peer, up_to),
+        ).fetchall()
+        changed = [_evolve(_item(row), status="read") for row in rows]
+        with self.db:
+            for item in changed:
+                self.upsert(item)
+        return changed
+
+    def page(self, peer: str, before: int | None, limit: int) -> list[ChatItem]:
+        """Up to ``limit`` stored messages before seq ``before``, oldest first; with no
+        ``before`` the newest ones plus every queued message."""
+        columns = "sender, id, peer, seq, body, ts, status, mine"
+        if before is None:
+            rows = self.db.execute(
+                f"SELECT {columns} FROM messages WHERE peer = ? AND seq IS NOT NULL "
+                "ORDER BY seq DESC LIMIT ?",
+                (peer, limit),
+            ).fetchall()
+            queued = self.db.execute(
+                f"SELECT {columns} FROM messages WHERE peer = ? AND seq IS NULL "
+                "ORDER BY ts",
+                (peer,),
+            ).fetchall()
+        else:
+            rows = self.db.execute(
+                f"SELECT {columns} FROM messages WHERE peer = ? AND seq < ? "
+                "ORDER BY seq DESC LIMIT ?",
+                (peer, before, limit),
+            ).fetchall()
+            queued = []
+        return [_item(row) for row in reversed(rows)] + [_item(row) for row in queued]
+
+    def trim(self, peer: str, keep: int = HISTORY_KEEP) -> None:
+        """Forget all but the newest ``keep`` stored messages of a conversation."""
+        self.db.execute(
+            "DELETE FROM messages WHERE peer = ? AND seq IS NOT NULL AND seq < ("
+            "SELECT seq FROM messages WHERE peer = ? AND seq IS NOT NULL "
+            "ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+            (peer, peer, keep - 1),
+        )
+
+    # --- conversations --------------------------------------------------------------
+
+    def put_summary(self, summary: Summary) -> None:
+        self.db.execute(
+            "INSERT INTO conversations (peer, preview, ts, seq, unread, mine) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (peer) DO UPDATE SET "
+            "preview = excluded.preview, ts = excluded.ts, seq = excluded.seq, "
+            "unread = excluded.unread, mine = excluded.mine",
+            (summary.peer, summary.preview, summary.ts, summary.seq, summary.unread,
+             int(summary.mine)),
+        )
+
+    def summary(self, peer: str) -> Summary | None:
+        row = self.db.execute(
+            "SELECT peer, preview, ts, seq, unread, mine FROM conversations WHERE peer = ?",
+            (peer,),
+        ).fetchone()
+        return None if row is None else _summary(row)
+
+    def summaries(self) -> list[Summary]:
+        """Most recent first (a queued message, with seq -1, sorts by its time)."""
+        rows = self.db.execute(
+            "SELECT peer, preview, ts, seq, unread, mine FROM conversations ORDER BY ts DESC"
+        ).fetchall()
+        return [_summary(row) for row in rows]
+
+
+class SqliteOutboxStorage:
+    """libchat's :class:`~libchat.outbox.OutboxStorage` in the profile's database."""
+
+    def __init__(self, store: LocalStore, seen_capacity: int = SEEN_CAPACITY) -> None:
+        self._db = store.db
+        self._store = store
+        floor = store.get("seen_floor")
+        self._seen = SeenSeqs(seen_capacity, floor=int(floor) if floor is not None else -1)
+        for (seq,) in self._db.execute("SELECT seq FROM seen ORDER BY seq"):
+            self._seen.add(int(seq))
+
+    def append(self, entry: OutboxEntry) -> None:
+        self._db.execute(
+            "INSERT INTO outbox (client_id, recipient, body, created_at, attempts) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (entry.client_id, entry.to, entry.body, entry.created_at, entry.attempts),
+        )
+
+    def update(self, entry: OutboxEntry) -> None:
+        self._db.execute(
+            "UPDATE outbox SET attempts = ? WHERE client_id = ?",
+            (entry.attempts, entry.client_id),
+        )
+
+    def remove(self, client_id: str) -> None:
+        self._db.execute("DELETE FROM outbox WHERE client_id = ?", (client_id,))
+
+    def entries(self) -> list[OutboxEntry]:
+        rows = self._db.execute(
+            "SELECT client_id, recipient, body, created_at, attempts FROM outbox ORDER BY pos"
+        ).fetchall()
+        return [
+            OutboxEntry(client_id=str(r[0]), to=str(r[1]), body=str(r[2]),
+                        created_at=float(str(r[3])), attempts=int(str(r[4])))
+            for r in rows
+        ]
+
+    def seen(self, seq: int) -> bool:
+        return seq in self._seen
+
+    def mark_seen(self, seq: int) -> None:
+        if seq in self._seen:
+            return
+        floor = self._seen.floor
+        self._seen.add(seq)
+        with self._db:
+            self._db.execute("INSERT OR IGNORE INTO seen (seq) VALUES (?)", (seq,))
+            if self._seen.floor != floor:
+                self._db.execute("DELETE FROM seen WHERE seq <= ?", (self._seen.floor,))
+                self._store.set("seen_floor", str(self._seen.floor))
+
+
+def _item(row: tuple[object, ...]) -> ChatItem:
+    sender, client_id, peer, seq, body, ts, status, mine = row
+    return ChatItem(
+        sender=str(sender), id=str(client_id), peer=str(peer),
+        seq=None if seq is None else int(str(seq)), body=str(body), ts=int(str(ts)),
+        status=str(status), mine=bool(mine),
+    )
+
+
+def _summary(row: tuple[object, ...]) -> Summary:
+    peer, preview, ts, seq, unread, mine = row
+    return Summary(peer=str(peer), preview=str(preview), ts=int(str(ts)), seq=int(str(seq)),
+                   unread=int(str(unread)), mine=bool(mine))
+
+
+def _evolve(item: ChatItem, **changes: object) -> ChatItem:
+    return attrs.evolve(item, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,87 @@
+"""The real screens against a real chatd, driven by posted keyboard and mouse events."""
+
+from __future__ import annotations
+
+import pygame
+import pytest
+
+from chatpad.scenes import ConversationScene, ConversationsScene, LoginScene
+from tests.chatd.server import ChatdProcess
+from tests.chatpad.driver import Driver, Peer
+
+pytestmark = pytest.mark.gui
+
+PASSWORD = "correct-horse-9"
+
+
+def sign_up(driver: Driver, username: str, create: bool = True) -> None:
+    scene = driver.app.scene
+    assert isinstance(scene, LoginScene)
+    driver.click(scene.username)
+    driver.type(username)
+    driver.key(pygame.K_TAB)  # keyboard navigation: username -> password
+    assert scene.password.is_focused
+    driver.type(PASSWORD)
+    driver.click(scene.create if create else scene.sign_in)
+
+
+def test_sign_up_chat_receipts_and_history(chatd: ChatdProcess) -> None:
+    bob = Peer(chatd.url, "bob").register()
+    bob.connect()
+    driver = Driver(chatd.url)
+    try:
+        sign_up(driver, "alice")
+        driver.until(lambda: isinstance(driver.app.scene, ConversationsScene), "sign-up")
+        driver.until(lambda: driver.app.model.status.state == "connected", "connected")
+        # bob writes 200 messages before alice opens the conversation
+        for n in range(200):
+            bob.send_frame({"type": "send", "id": f"b{n}", "to": "alice", "body": f"old {n}"})
+        for _ in range(200):
+            bob.recv_until(lambda f: f["type"] == "ack")
+        # find bob with the "new conversation" box and open it
+        scene = driver.app.scene
+        assert isinstance(scene, ConversationsScene)
+        driver.click(scene.search)
+        driver.type("bo")
+        driver.until(lambda: scene.list.users == ("bob",), "user search")
+        driver.click(scene.list.row_rect(0))
+        convo = driver.until(lambda: isinstance(driver.app.scene, ConversationScene)
+                             and driver.app.scene, "conversation opens")
+        assert isinstance(convo, ConversationScene)
+        thread = convo.thread
+        driver.until(lambda: thread.find("old 199"), "newest page")
+        # send: Enter sends, Shift+Enter makes a new line, emoji are fine
+        driver.type("hi bob 👋")
+        driver.key(pygame.K_RETURN, pygame.KMOD_SHIFT)
+        driver.type("second line")
+        driver.key(pygame.K_RETURN)
+        body = "hi bob 👋\nsecond line"
+        mine = driver.until(lambda: thread.find(body), "my message shown")
+        assert mine.mine and convo.text() == ""
+        driver.until(lambda: thread.find(body).status in ("sent", "delivered"), "ack")
+        push = bob.recv_until(lambda f: f["type"] == "message" and f["from"] == "alice")
+        assert push["body"] == body
+        bob.send_frame({"type": "delivered", "seqs": [push["seq"]]})
+        driver.until(lambda: thread.find(body).status == "delivered", "delivered receipt")
+        bob.send_frame({"type": "read", "peer": "alice", "up_to": push["seq"]})
+        driver.until(lambda: thread.find(body).status == "read", "read receipt")
+        # receive
+        bob.send_frame({"type": "send", "id": "live-1", "to": "alice", "body": "ça va? 😀"})
+        driver.until(lambda: thread.find("ça va? 😀"), "push shown")
+        # alice has the conversation open, so chatpad confirms delivery and reads it
+        bob.recv_until(lambda f: f["type"] == "receipt" and f["status"] == "read")
+        # scroll back to the very first of the 200 old messages: older pages load on the way
+        def scrolled_to_the_top() -> bool:
+            driver.wheel(40)
+            return convo.view.top == 0 and not thread.has_more
+
+        driver.until(scrolled_to_the_top, "scrolled through all history", timeout=60)
+        bodies = [item.body for item in thread.items if item.body.startswith("old ")]
+        assert bodies == [f"old {n}" for n in range(200)]
+        first = thread.find("old 0")
+        assert first is not None
+        rect = convo.view.item_rect(first)
+        assert rect is not None and convo.view.rect.colliderect(rect)  # on screen
+    finally:
+        driver.close()
+        bob.close()
