@@ -365,6 +365,20 @@ class Hub:
             self._spawn(self._submit(online, accepted))
 
     def _reject(self, online: _Online, send: Send, code: str, message: str) -> None:
+        """Refuse a send, unless its id was already used: then it is a repeat, and a
+        repeat gets its original ack whatever its content (the contract's rule)."""
+        self._spawn(self._reject_unless_repeat(online, send, code, message))
+
+    async def _reject_unless_repeat(
+        self, online: _Online, send: Send, code: str, message: str
+    ) -> None:
+        try:
+            original = await self._store.sent_message(online.user.id, send.id)
+        except StoreError:
+            original = None
+        if original is not None:
+            online.session.send_frame(Ack(id=original.id, seq=original.seq, ts=original.ts))
+            return
         self._metrics.errors_total.labels(code=code).inc()
         log.info("message.rejected",
             code=code, client_id=send.id, sender=online.user.username)

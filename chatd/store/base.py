@@ -131,7 +131,9 @@ class Store(Protocol):
         """Store messages durably; returns, for each input in order, the stored message.
         A repeated (sender, client_id) returns the original, whatever the new content."""
 
-    async def mark_delivered(self, recipient_id: int, seqs: Sequence[int], now_ms: int) -> list[Message]:
+    async def mark_delivered(
+        self, recipient_id: int, seqs: Sequence[int], now_ms: int
+    ) -> list[Message]:
         """Mark messages addressed to ``recipient_id`` delivered; returns those newly
         marked (others, and messages addressed to someone else, are ignored)."""
 
@@ -142,6 +144,10 @@ class Store(Protocol):
     async def messages_by_seq(self, seqs: Sequence[int]) -> list[Message]:
         """The messages with these seqs, in seq order (unknown seqs are left out); a
         node reads what another node's bus event points at."""
+
+    async def sent_message(self, sender_id: int, client_id: str) -> Message | None:
+        """The message ``sender_id`` already stored under ``client_id``, if any: a
+        repeated send gets its original ack even when the repeat itself is refused."""
 
     async def undelivered(self, recipient_id: int, after_seq: int, limit: int) -> list[Message]:
         """Messages to ``recipient_id`` not yet delivered, seq > ``after_seq``, oldest first."""

@@ -682,6 +682,13 @@ class PostgresStore:
         )
         return [_message(row) for row in rows]
 
+    async def sent_message(self, sender_id: int, client_id: str) -> Message | None:
+        row = await self._fetchone(
+            _message_select() + "WHERE m.sender_id = %s AND m.client_id = %s",
+            (sender_id, client_id),
+        )
+        return _message(row) if row else None
+
     async def history(
         self, user_id: int, peer_id: int, before: int | None, limit: int
     ) -> tuple[list[Message], bool]:

@@ -543,6 +543,11 @@ class SqliteStore:
 
         return await self._read(read)
 
+    async def sent_message(self, sender_id: int, client_id: str) -> Message | None:
+        args = (sender_id, client_id)
+        rows = await self._read(lambda conn: _rows(conn, _EXISTING_MESSAGE, args))
+        return _message(rows[0]) if rows else None
+
     async def history(
         self, user_id: int, peer_id: int, before: int | None, limit: int
     ) -> tuple[list[Message], bool]:

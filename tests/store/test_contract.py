@@ -225,6 +225,17 @@ def test_repeat_returns_the_original_and_stores_nothing(store: StoreHarness) -> 
     store.run(body)
 
 
+def test_sent_message_finds_a_used_client_id(store: StoreHarness) -> None:
+    async def body(s: Store) -> None:
+        alice, bob = await users(s, "alice", "bob")
+        [stored] = await send(s, alice, bob, "c-1")
+        assert await s.sent_message(alice.id, "c-1") == stored
+        assert await s.sent_message(bob.id, "c-1") is None
+        assert await s.sent_message(alice.id, "c-2") is None
+
+    store.run(body)
+
+
 def test_repeat_inside_one_batch(store: StoreHarness) -> None:
     async def body(s: Store) -> None:
         alice, bob = await users(s, "alice", "bob")
