@@ -13,13 +13,12 @@ import itertools
 import random
 from typing import TYPE_CHECKING
 
-from libchat.server import ServerConnection
-
 from chatd.accounts import Identity
 from chatd.observe.logs import EventLogger
 from chatd.reply import Reply
 from libchat import events as ev
 from libchat import protocol
+from libchat.server import ServerConnection
 
 if TYPE_CHECKING:
     from chatd.app import Server
