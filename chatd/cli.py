@@ -1,12 +1,43 @@
-"""The ``chatd`` command: ``serve`` and the operators' subcommands."""
+"""The ``chatd`` command: ``serve`` and the operators' subcommands.
+
+``serve`` runs the server (:mod:`chatd.app`); every other subcommand is implemented in
+:mod:`chatd.admin` (and the health probe in :mod:`chatd.probe`). ``man/chatd.8``
+documents every flag defined here; ``tests/chatd/test_man.py`` keeps the two in step.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from libchat import __version__
+
+DEFAULT_HEALTH_URL = "http://127.0.0.1:8765"
+
+
+def _add_version(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=f"chatd {__version__}")
+
+
+def _add_log_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-dir", type=Path, metavar="DIR",
+                        help="where the audit line goes: DIR/chatd.log (default ./logs)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,18 +46,96 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chatd", description="The chat server daemon and its admin commands."
     )
-    parser.add_argument("--version", action="version", version=f"chatd {__version__}")
+    _add_version(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--version", action="version", version=f"chatd {__version__}")
     add_store_flags(serve)
     add_server_flags(serve)
+
+    def command(
+        group: argparse._SubParsersAction[argparse.ArgumentParser], name: str, action: str,
+        help: str, *, store: bool = True,
+    ) -> argparse.ArgumentParser:
+        """A subcommand; those that touch the database take --data-dir, --db and
+        --log-dir (each run leaves an audit line in the log)."""
+        sub = group.add_parser(name, help=help, description=help)
+        sub.set_defaults(action=action)
+        _add_version(sub)
+        if store:
+            add_store_flags(sub)
+            _add_log_dir(sub)
+        return sub
+
+    user = commands.add_parser("user", help="manage accounts", description="Manage accounts.")
+    _add_version(user)
+    users = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    add = command(users, "add", "user.add",
+                  "create an account (password: one line on stdin, or prompted)")
+    add.add_argument("name", metavar="NAME")
+    listing = command(users, "list", "user.list", "list every account")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    show = command(users, "show", "user.show", "show one account")
+    show.add_argument("name", metavar="NAME")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    for name, help_text in (
+        ("disable", "disable an account: revokes its tokens, closes its connections"),
+        ("enable", "enable a disabled account"),
+        ("passwd", "set a new password (stdin or prompted); revokes older tokens"),
+    ):
+        sub = command(users, name, f"user.{name}", help_text)
+        sub.add_argument("name", metavar="NAME")
+
+    token = commands.add_parser("token", help="mint tokens", description="Mint tokens.")
+    _add_version(token)
+    tokens = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    issue = command(tokens, "issue", "token.issue",
+                    "print a new token for a user (for bots and load tests)")
+    issue.add_argument("name", metavar="NAME")
+    issue.add_argument("--ttl", type=_positive_int, default=86400, metavar="SECONDS",
+                       help="token lifetime (default 86400)")
+
+    messages = command(commands, "messages", "messages",
+                       "show the conversation between two users (audited)")
+    messages.add_argument("a", metavar="A")
+    messages.add_argument("b", metavar="B")
+    messages.add_argument("--before", type=int, metavar="SEQ",
+                          help="only messages with a seq below SEQ (default: the newest)")
+    messages.add_argument("--limit", type=_positive_int, default=50, metavar="N",
+                          help="how many messages (default 50)")
+    messages.add_argument("--json", action="store_true", help="print JSON")
+
+    stats = command(commands, "stats", "stats",
+                    "users, messages, undelivered messages, database size")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+
+    health = command(commands, "health", "health",
+                     "ask a running server's /healthz (exit 0 ok, 1 degraded, 2 down)",
+                     store=False)
+    health.add_argument("--url", default=DEFAULT_HEALTH_URL,
+                        help=f"the server's base URL (default {DEFAULT_HEALTH_URL})")
+    health.add_argument("--canary", action="store_true",
+                        help="also send a message between two canary accounts and time it")
+    health.add_argument("--canary-file", type=Path, metavar="FILE",
+                        help="the canary accounts' passwords (default ./data/canary.json)")
+    health.add_argument("--timeout", type=_positive_float, default=5.0, metavar="SECONDS",
+                        help="give up after this long (default 5)")
+
+    command(commands, "migrate", "migrate", "create or upgrade the database schema")
+    backup = command(commands, "backup", "backup",
+                     "copy the SQLite database consistently, even while it serves")
+    backup.add_argument("file", type=Path, metavar="FILE")
+    from chatd import migrate_data
+    migrate_data.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "migrate-data":
+        from chatd import migrate_data
+        return migrate_data.run(args)
     if args.command == "serve":
         from chatd.app import run
         from chatd.config import load_config
@@ -37,8 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"chatd: {exc}", file=sys.stderr)
             return 2
         return run(config)
-    parser.error(f"unknown command {args.command!r}")  # pragma: no cover
-    return 2
+    from chatd import admin
+
+    return admin.run(args)
 
 
 if __name__ == "__main__":
