@@ -31,6 +31,7 @@ from tests.chatd.server import ChatdProcess
 Frame = dict[str, Any]
 TIMEOUT = 10.0  # seconds for anything to arrive: generous on a busy 2-core machine
 PASSWORD = "correct horse battery"
+ISSUED_TOKENS: list[str] = []  # every token login() got: the log tests look for them
 
 _names = itertools.count(1)
 _run = f"{random.randrange(36**4):04x}"
@@ -116,7 +117,9 @@ def login(server: ChatdProcess, name: str, password: str = PASSWORD, **kwargs: A
     answer = http(server, "POST", "/v1/login", {"username": name, "password": password},
                   **kwargs)
     assert answer.status == 200, answer
-    return str(answer.json["token"])
+    token = str(answer.json["token"])
+    ISSUED_TOKENS.append(token)
+    return token
 
 
 def new_user(server: ChatdProcess, prefix: str = "u", **kwargs: Any) -> tuple[str, str]:

@@ -1,0 +1,736 @@
+"""The WebSocket rows of the contract against a real chatd, with the independent
+``websockets`` client and with libchat's own client engine (parametrized as ``kind``).
+
+Absence ("no second receipt", "not delivered again") is checked with a barrier, not a
+sleep: a later round trip that the server handles after the frame under test.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import jwt
+import orjson
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from libchat.events import HttpResponse
+from tests.chatd.clients import (
+    ISSUED_TOKENS,
+    PASSWORD,
+    Frame,
+    LibchatPeer,
+    Peer,
+    ahttp,
+    anew_user,
+    connect,
+    exchange,
+    login,
+    ws_connect,
+)
+from tests.chatd.conftest import run_async
+from tests.chatd.server import ChatdProcess
+
+KINDS = ["websockets", "libchat"]
+_ids = itertools.count(1)
+SECRET_BODY = "s3cr3t-body-"  # every body sent here starts with this: the log test looks for it
+
+
+def body(text: str = "") -> str:
+    return f"{SECRET_BODY}{next(_ids)}-{text}"
+
+
+def new_id(stem: str = "m") -> str:
+    return f"{stem}-{next(_ids)}"
+
+
+async def send(peer: Peer, to: str, text: str | None = None, client_id: str | None = None,
+               ) -> Frame:
+    """Send one message and return its ack."""
+    client_id = client_id or new_id()
+    await peer.send({"type": "send", "id": client_id, "to": to,
+                     "body": text if text is not None else body()})
+    return await peer.recv("ack", where=lambda f: f["id"] == client_id)
+
+
+async def settle(actor: Peer, observer: Peer, observer_name: str) -> None:
+    """A barrier: two messages from ``actor`` to ``observer``. Whatever the server does
+    for the frames ``actor`` sent before has reached ``observer`` once this returns."""
+    await exchange(actor, observer, observer_name, "barrier")
+    await exchange(actor, observer, observer_name, "barrier")
+
+
+async def error_for(peer: Peer, ref: str) -> Frame:
+    return await peer.recv("error", where=lambda f: f.get("ref") == ref)
+
+
+# --- hello ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@run_async
+async def test_hello_gets_welcome(server: ChatdProcess, kind: str) -> None:
+    name, token = await anew_user(server)
+    peer = await connect(kind, server, token)
+    welcome = peer.frames[0]
+    assert welcome["type"] == "welcome"
+    assert welcome["username"] == name and isinstance(welcome["user_id"], int)
+    assert welcome["protocol"] == "1.0.0"
+    assert isinstance(welcome["server_time"], int) and welcome["server_time"] > 1.6e12
+    await peer.close()
+
+
+@run_async
+async def test_hello_accepts_any_1_x_protocol(server: ChatdProcess) -> None:
+    _, token = await anew_user(server)
+    for version in ("1.0", "1.7", "1"):
+        peer = await ws_connect(server, hello=False)
+        await peer.send({"type": "hello", "protocol": version, "token": token})
+        await peer.recv("welcome")
+        await peer.close()
+
+
+@run_async
+async def test_frame_before_hello_gets_hello_required_and_1008(server: ChatdProcess) -> None:
+    name, _ = await anew_user(server)
+    peer = await ws_connect(server, hello=False)
+    await peer.send({"type": "send", "id": "early", "to": name, "body": "hi"})
+    assert (await peer.recv("error"))["code"] == "hello_required"
+    assert await peer.wait_closed() == 1008
+
+
+@run_async
+async def test_unsupported_major_version_gets_4002(server: ChatdProcess) -> None:
+    _, token = await anew_user(server)
+    peer = await ws_connect(server, hello=False)
+    await peer.send({"type": "hello", "protocol": "2.0", "token": token})
+    assert (await peer.recv("error"))["code"] == "unsupported_protocol"
+    assert await peer.wait_closed() == 4002
+
+
+@pytest.mark.parametrize("token", [None, "garbage", "a.b.c"])
+@run_async
+async def test_hello_with_a_bad_token_gets_unauthorized_and_4001(
+    server: ChatdProcess, token: str | None
+) -> None:
+    peer = await ws_connect(server, hello=False)
+    frame: Frame = {"type": "hello", "protocol": "1.0"}
+    if token is not None:
+        frame["token"] = token
+    await peer.send(frame)
+    assert (await peer.recv("error"))["code"] == "unauthorized"
+    assert await peer.wait_closed() == 4001
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@run_async
+async def test_second_hello_gets_invalid_frame_and_stays_open(
+    server: ChatdProcess, kind: str
+) -> None:
+    _alice, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    a = await ws_connect(server, alice_token) if kind == "websockets" else None
+    if a is None:
+        # libchat's engine refuses to send a second hello itself: a local error.
+        b = await connect(kind, server, bob_token)
+        assert isinstance(b, LibchatPeer)
+        with pytest.raises(Exception, match="cannot send Hello"):
+            await b.send({"type": "hello", "protocol": "1.0", "token": bob_token})
+        await b.close()
+        return
+    await a.send({"type": "hello", "protocol": "1.0", "token": alice_token})
+    assert (await a.recv("error"))["code"] == "invalid_frame"
+    b = await ws_connect(server, bob_token)
+    await exchange(a, b, bob)
+    await a.close()
+    await b.close()
+
+
+@run_async
+async def test_authorization_header_on_the_upgrade(server: ChatdProcess) -> None:
+    alice, token = await anew_user(server)
+    _, other_token = await anew_user(server)
+    peer = await ws_connect(server, header_token=token, hello=False)
+    await peer.send({"type": "hello", "protocol": "1.0"})
+    assert (await peer.recv("welcome"))["username"] == alice
+    await peer.close()
+    # Both carry a token of the same user: fine.
+    second = login(server, alice)
+    peer = await ws_connect(server, second, header_token=token)
+    await peer.close()
+    # Tokens of two users: refused.
+    peer = await ws_connect(server, other_token, header_token=token, hello=False)
+    await peer.send({"type": "hello", "protocol": "1.0", "token": other_token})
+    assert (await peer.recv("error"))["code"] == "unauthorized"
+    assert await peer.wait_closed() == 4001
+    # A bad header token: the upgrade itself is refused with 401.
+    with pytest.raises(InvalidStatus) as refused:
+        await ws_connect(server, header_token="bad.token.here", hello=False)
+    assert refused.value.response.status_code == 401
+    assert orjson.loads(refused.value.response.body)["error"]["code"] == "unauthorized"
+
+
+@run_async
+async def test_libchat_upgrade_with_header_token(server: ChatdProcess) -> None:
+    name, token = await anew_user(server)
+    client = await LibchatPeer(server).open()
+    refused = await client.upgrade(token="bad.token.x")
+    assert isinstance(refused, HttpResponse) and refused.status == 401
+    client = await LibchatPeer(server).open()
+    await client.upgrade(token=token)
+    await client.send({"type": "hello", "protocol": "1.0"})
+    assert (await client.recv("welcome"))["username"] == name
+    await client.close()
+
+
+@run_async
+async def test_origin_outside_the_allow_list_is_refused(server: ChatdProcess) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        await ws_connect(server, origin="https://ok.example", hello=False)  # type: ignore[arg-type]
+    assert refused.value.response.status_code == 403
+    assert orjson.loads(refused.value.response.body)["error"]["code"] == "origin_not_allowed"
+    client = await LibchatPeer(server).open()
+    answer = await client.upgrade(origin="https://evil.example")
+    assert isinstance(answer, HttpResponse) and answer.status == 403
+    assert answer.body.error.code == "origin_not_allowed"
+
+
+# --- sending --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@run_async
+async def test_send_is_acked_and_pushed(server: ChatdProcess, kind: str) -> None:
+    alice, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    a = await connect(kind, server, alice_token)
+    b = await connect(kind, server, bob_token)
+    text = body("hello")
+    ack = await send(a, bob, text, "c-1")
+    assert set(ack) == {"type", "id", "seq", "ts"} and ack["id"] == "c-1"
+    push = await b.recv("message")
+    assert push == {"type": "message", "id": "c-1", "seq": ack["seq"], "from": alice,
+                    "to": bob, "body": text, "ts": ack["ts"], "delivered_at": None,
+                    "read_at": None}
+    # Recipient names are case-insensitive.
+    ack2 = await send(a, bob.upper())
+    assert ack2["seq"] > ack["seq"]
+    assert (await b.recv("message"))["seq"] == ack2["seq"]
+    await a.close()
+    await b.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@run_async
+async def test_5000_emoji_are_accepted(server: ChatdProcess, kind: str) -> None:
+    alice, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    a = await connect(kind, server, alice_token)
+    b = await connect(kind, server, bob_token)
+    text = "😀" * 5000  # 5000 code points, 20000 UTF-8 bytes
+    await send(a, bob, text)
+    assert (await b.recv("message"))["body"] == text
+    page = (await ahttp(server, "GET", f"/v1/conversations/{alice}/messages",
+                        token=bob_token)).json
+    assert page["messages"][-1]["body"] == text
+    await a.close()
+    await b.close()
+
+
+@run_async
+async def test_5001_characters_and_empty_bodies_are_refused(server: ChatdProcess) -> None:
+    _alice, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    a = await ws_connect(server, alice_token)
+    b = await ws_connect(server, bob_token)
+    await a.send({"type": "send", "id": "long", "to": bob, "body": "😀" * 5001})
+    assert (await error_for(a, "long"))["code"] == "too_long"
+    await a.send({"type": "send", "id": "empty", "to": bob, "body": ""})
+    assert (await error_for(a, "empty"))["code"] == "empty_body"
+    await exchange(a, b, bob)  # the connection stays open
+    assert not b.untaken("message")
+    await a.close()
+    await b.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@run_async
+async def test_resend_gets_the_same_ack_and_one_delivery(server: ChatdProcess, kind: str) -> None:
+    alice, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    carol, _ = await anew_user(server)
+    a = await connect(kind, server, alice_token)
+    b = await connect(kind, server, bob_token)
+    first = await send(a, bob, body("original"), "same-id")
+    push = await b.recv("message")
+    # The same id again, even with another body or recipient: the original ack.
+    again = await send(a, bob, body("changed"), "same-id")
+    other = await send(a, carol, body("elsewhere"), "same-id")
+    assert again == first and other == first
+    # Even on a new connection, later.
+    await a.close()
+    a = await connect(kind, server, alice_token)
+    assert await send(a, bob, None, "same-id") == first
+    await settle(a, b, bob)
+    assert [f["id"] for f in b.frames if f["type"] == "message"].count("same-id") == 1
+    page = (await ahttp(server, "GET", f"/v1/conversations/{alice}/messages",
+                        token=bob_token)).json
+    assert [m["id"] for m in page["messages"]].count("same-id") == 1
+    assert page["messages"][0]["body"] == push["body"]
+    carol_page = (await ahttp(server, "GET", f"/v1/conversations/{carol}/messages",
+                              token=alice_token)).json
+    assert carol_page["messages"] == []
+    await a.close()
+    await b.close()
+
+
+@run_async
+async def test_sending_to_yourself_or_an_unknown_user_is_refused(server: ChatdProcess) -> None:
+    alice, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    a = await ws_connect(server, alice_token)
+    b = await ws_connect(server, bob_token)
+    await a.send({"type": "send", "id": "self", "to": alice, "body": "me"})
+    assert (await error_for(a, "self"))["code"] == "invalid_recipient"
+    await a.send({"type": "send", "id": "ghost", "to": "nobody-here-xyz", "body": "hi"})
+    error = await error_for(a, "ghost")
+    assert error["code"] == "unknown_user" and error["message"]
+    await exchange(a, b, bob)
+    await a.close()
+    await b.close()
+
+
+@pytest.mark.parametrize("frame", [
+    {"type": "send", "id": "bad id!", "to": "x", "body": "hi"},
+    {"type": "send", "id": "x" * 65, "to": "x", "body": "hi"},
+    {"type": "send", "id": "noto", "body": "hi"},
+    {"type": "send", "id": "n", "to": "x", "body": 5},
+    {"type": "delivered", "seqs": "all"},
+    {"type": "read", "peer": "x"},
+    {"type": "typing"},
+    {"type": "reauth"},
+    {"type": "no-such-type", "id": "unk-1"},
+    {"no": "type"},
+    ["a", "list"],
+])
+@run_async
+async def test_bad_frames_get_invalid_frame_and_the_connection_stays(
+    server: ChatdProcess, frame: Any
+) -> None:
+    _alice, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    a = await ws_connect(server, alice_token)
+    b = await ws_connect(server, bob_token)
+    await a.send(frame)
+    error = await a.recv("error")
+    assert error["code"] == "invalid_frame", error
+    if isinstance(frame, dict) and frame.get("type") == "no-such-type":
+        assert error["ref"] == "unk-1"
+    await exchange(a, b, bob)
+    await a.close()
+    await b.close()
+
+
+@run_async
+async def test_unknown_fields_are_ignored(server: ChatdProcess) -> None:
+    _, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    a = await ws_connect(server, alice_token)
+    b = await ws_connect(server, bob_token)
+    await a.send({"type": "send", "id": "extra", "to": bob, "body": body(), "colour": "red"})
+    assert (await a.recv("ack"))["id"] == "extra"
+    await b.recv("message")
+    await a.close()
+    await b.close()
+
+
+# --- offline, catch-up, redelivery -------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@run_async
+async def test_offline_store_and_forward_oldest_first(server: ChatdProcess, kind: str) -> None:
+    alice, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    a = await connect(kind, server, alice_token)
+    acks = [await send(a, bob) for _ in range(4)]
+    b = await connect(kind, server, bob_token)
+    pushes = [await b.recv("message") for _ in acks]
+    assert [p["seq"] for p in pushes] == [ack["seq"] for ack in acks]
+    assert b.frames[0]["type"] == "welcome"
+    assert all(p["from"] == alice and p["delivered_at"] is None for p in pushes)
+    await a.close()
+    await b.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@run_async
+async def test_unconfirmed_messages_are_pushed_again_until_delivered(
+    server: ChatdProcess, kind: str
+) -> None:
+    _alice, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    a = await connect(kind, server, alice_token)
+    b = await connect(kind, server, bob_token)
+    acks = [await send(a, bob) for _ in range(3)]
+    seqs = [ack["seq"] for ack in acks]
+    assert [(await b.recv("message"))["seq"] for _ in acks] == seqs
+    await b.close()  # never confirmed
+    b = await connect(kind, server, bob_token)
+    assert [(await b.recv("message"))["seq"] for _ in acks] == seqs
+    await b.send({"type": "delivered", "seqs": seqs})
+    for seq in seqs:
+        receipt = await a.recv("receipt", where=lambda f, s=seq: f.get("seq") == s)
+        assert receipt["status"] == "delivered"
+    await b.close()
+    b = await connect(kind, server, bob_token)
+    # A live message after the catch-up; nothing older may come before it.
+    fresh = await exchange(a, b, bob)
+    assert [f["seq"] for f in b.frames if f["type"] == "message"] == [fresh["seq"]]
+    await a.close()
+    await b.close()
+
+
+# --- receipts -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@run_async
+async def test_delivered_receipt_once(server: ChatdProcess, kind: str) -> None:
+    alice, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    a = await connect(kind, server, alice_token)
+    a2 = await connect(kind, server, alice_token)  # the sender's other device
+    b = await connect(kind, server, bob_token)
+    ack = await send(a, bob, None, "d-1")
+    await b.recv("message")
+    await b.send({"type": "delivered", "seqs": [ack["seq"]]})
+    for peer in (a, a2):
+        receipt = await peer.recv("receipt")
+        assert set(receipt) == {"type", "status", "id", "seq", "ts"}
+        assert (receipt["status"], receipt["id"], receipt["seq"]) == ("delivered", "d-1",
+                                                                      ack["seq"])
+        assert receipt["ts"] >= ack["ts"]
+    await b.send({"type": "delivered", "seqs": [ack["seq"], ack["seq"]]})
+    await settle(b, a, alice)
+    assert not a.untaken("receipt")
+    page = (await ahttp(server, "GET", f"/v1/conversations/{bob}/messages",
+                        token=alice_token)).json
+    assert page["messages"][0]["delivered_at"] is not None
+    for peer in (a, a2, b):
+        await peer.close()
+
+
+@run_async
+async def test_delivered_for_someone_elses_message_is_ignored(server: ChatdProcess) -> None:
+    alice, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    _, carol_token = await anew_user(server)
+    a = await ws_connect(server, alice_token)
+    b = await ws_connect(server, bob_token)
+    c = await ws_connect(server, carol_token)
+    ack = await send(a, bob)
+    await c.send({"type": "delivered", "seqs": [ack["seq"]]})
+    await settle(b, a, alice)
+    assert not a.untaken("receipt")
+    b2 = await ws_connect(server, bob_token)  # still undelivered: pushed again
+    assert (await b2.recv("message"))["seq"] == ack["seq"]
+    for peer in (a, b, c, b2):
+        await peer.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@run_async
+async def test_read_receipt_once_and_read_marks_delivered(
+    server: ChatdProcess, kind: str
+) -> None:
+    alice, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    a = await connect(kind, server, alice_token)
+    b = await connect(kind, server, bob_token)
+    acks = [await send(a, bob) for _ in range(3)]
+    await b.send({"type": "read", "peer": alice, "up_to": acks[1]["seq"]})
+    receipt = await a.recv("receipt", where=lambda f: f["status"] == "read")
+    assert set(receipt) == {"type", "status", "peer", "up_to", "ts"}
+    assert (receipt["peer"], receipt["up_to"]) == (bob, acks[1]["seq"])
+    # read also marks delivered: the sender gets the delivered receipts of both.
+    delivered = {(await a.recv("receipt", where=lambda f: f["status"] == "delivered"))["seq"]
+                 for _ in range(2)}
+    assert delivered == {acks[0]["seq"], acks[1]["seq"]}
+    # Repeated read, and a read beyond the last message: nothing.
+    await b.send({"type": "read", "peer": alice, "up_to": acks[1]["seq"]})
+    await b.send({"type": "read", "peer": alice, "up_to": acks[2]["seq"] + 1000})
+    await settle(b, a, alice)
+    assert not a.untaken("receipt")
+    rows = (await ahttp(server, "GET", "/v1/conversations", token=bob_token)).json
+    assert rows["conversations"][0]["unread"] == 1
+    page = (await ahttp(server, "GET", f"/v1/conversations/{alice}/messages",
+                        token=bob_token)).json
+    read_at = [m["read_at"] for m in page["messages"] if m["from"] == alice]
+    assert read_at[0] is not None and read_at[1] is not None and read_at[2] is None
+    await a.close()
+    await b.close()
+
+
+# --- several devices, typing, presence -----------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@run_async
+async def test_pushes_reach_every_device_of_both_sides(server: ChatdProcess, kind: str) -> None:
+    alice, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    a1 = await connect(kind, server, alice_token)
+    a2 = await connect(kind, server, login(server, alice))
+    b1 = await connect(kind, server, bob_token)
+    b2 = await connect(kind, server, login(server, bob))
+    ack = await send(a1, bob, None, "multi")
+    for peer in (a2, b1, b2):
+        push = await peer.recv("message", where=lambda f: f["id"] == "multi")
+        assert push["seq"] == ack["seq"] and push["from"] == alice
+    await settle(b1, a1, alice)
+    assert [f["id"] for f in a1.frames if f["type"] == "message"].count("multi") == 0
+    for peer in (a1, a2, b1, b2):
+        await peer.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@run_async
+async def test_typing_is_forwarded_to_the_peers_connections(
+    server: ChatdProcess, kind: str
+) -> None:
+    alice, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    a = await connect(kind, server, alice_token)
+    b1 = await connect(kind, server, bob_token)
+    b2 = await connect(kind, server, bob_token)
+    await a.send({"type": "typing", "to": bob})
+    for peer in (b1, b2):
+        assert await peer.recv("typing") == {"type": "typing", "from": alice}
+    await a.send({"type": "typing", "to": alice})  # to yourself: nothing
+    await a.send({"type": "typing", "to": "nobody-at-all"})  # unknown: nothing
+    await settle(b1, a, alice)
+    assert not a.untaken("typing")
+    # Never stored: bob's new connection gets no typing.
+    for peer in (b1, b2):
+        await peer.close()
+    b3 = await connect(kind, server, bob_token)
+    await exchange(a, b3, bob)
+    assert not b3.untaken("typing")
+    await a.close()
+    await b3.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@run_async
+async def test_presence_online_and_offline(server: ChatdProcess, kind: str) -> None:
+    alice, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    a = await connect(kind, server, alice_token)
+    await send(a, bob)  # now they share a conversation
+    b = await connect(kind, server, bob_token)
+    assert await a.recv("presence") == {"type": "presence", "user": bob, "online": True}
+    assert await b.recv("presence") == {"type": "presence", "user": alice, "online": True}
+    # A second device of bob is no news to alice; closing one device neither.
+    b2 = await connect(kind, server, bob_token)
+    await b2.close()
+    await settle(b, a, alice)
+    assert not a.untaken("presence")
+    await b.close()
+    assert await a.recv("presence") == {"type": "presence", "user": bob, "online": False}
+    # A stranger's presence never comes.
+    _, carol_token = await anew_user(server)
+    c = await connect(kind, server, carol_token)
+    await c.close()
+    b = await connect(kind, server, bob_token)
+    await a.recv("presence", where=lambda f: f["online"])
+    await settle(b, a, alice)
+    assert not a.untaken("presence")
+    await a.close()
+    await b.close()
+
+
+# --- tokens on a live connection ----------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@run_async
+async def test_reauth(server: ChatdProcess, kind: str) -> None:
+    alice, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    a = await connect(kind, server, alice_token)
+    newer = (await ahttp(server, "POST", "/v1/token/refresh", token=alice_token)).json["token"]
+    await a.send({"type": "reauth", "token": newer})
+    reauthed = await a.recv("reauthed")
+    assert set(reauthed) == {"type", "expires_in"}
+    assert 86000 < reauthed["expires_in"] <= 86400
+    await a.send({"type": "reauth", "token": bob_token})  # another user's token
+    assert (await a.recv("error"))["code"] == "unauthorized"
+    await a.send({"type": "reauth", "token": "not-a-token"})
+    assert (await a.recv("error"))["code"] == "unauthorized"
+    b = await connect(kind, server, bob_token)
+    await exchange(a, b, bob)  # still open, still alice
+    # After a reauth, the old token's logout no longer closes the connection...
+    assert (await ahttp(server, "POST", "/v1/logout", token=alice_token)).status == 204
+    await exchange(b, a, alice)
+    # ...but the new token's does.
+    assert (await ahttp(server, "POST", "/v1/logout", token=newer)).status == 204
+    assert (await a.recv("error"))["code"] == "unauthorized"
+    assert await a.wait_closed() == 4001
+    await b.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@run_async
+async def test_logout_elsewhere_closes_that_tokens_connections_with_4001(
+    server: ChatdProcess, kind: str
+) -> None:
+    alice, alice_token = await anew_user(server)
+    _bob, bob_token = await anew_user(server)
+    a1 = await connect(kind, server, alice_token)
+    a2 = await connect(kind, server, alice_token)
+    other = await connect(kind, server, login(server, alice))
+    b = await connect(kind, server, bob_token)
+    assert (await ahttp(server, "POST", "/v1/logout", token=alice_token)).status == 204
+    for peer in (a1, a2):
+        assert (await peer.recv("error"))["code"] == "unauthorized"
+        assert await peer.wait_closed() == 4001
+    await exchange(b, other, alice)  # the connection on another token stays
+    await other.close()
+    await b.close()
+
+
+# --- servers with special flags ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatdProcess]:
+    """No presence, an Origin allow-list, a tight send limit and a queue cap."""
+    base = tmp_path_factory.mktemp("limited")
+    process = ChatdProcess(
+        base / "data", base / "logs", "--no-presence", "--allowed-origin", "https://ok.example",
+        "--send-rate", "1", "--send-burst", "2", "--max-queue", "2",
+    ).start()
+    yield process
+    process.stop()
+
+
+@run_async
+async def test_send_rate_limit(limited: ChatdProcess) -> None:
+    bob, _bob_token = await anew_user(limited)
+    _, alice_token = await anew_user(limited)
+    a = await ws_connect(limited, alice_token)
+    for client_id in ("r1", "r2", "r3"):
+        await a.send({"type": "send", "id": client_id, "to": bob, "body": body()})
+    await a.recv("ack", where=lambda f: f["id"] == "r1")
+    await a.recv("ack", where=lambda f: f["id"] == "r2")
+    error = await error_for(a, "r3")
+    assert error["code"] == "rate_limited"
+    assert isinstance(error["retry_after_ms"], int) and 0 < error["retry_after_ms"] <= 1000
+    await a.close()
+
+
+@run_async
+async def test_queue_full(limited: ChatdProcess) -> None:
+    bob, bob_token = await anew_user(limited)
+    senders = [await ws_connect(limited, (await anew_user(limited))[1]) for _ in range(3)]
+    await send(senders[0], bob)
+    await send(senders[1], bob)
+    await senders[2].send({"type": "send", "id": "q3", "to": bob, "body": body()})
+    assert (await error_for(senders[2], "q3"))["code"] == "queue_full"
+    # Once bob confirms, the queue has room again.
+    b = await ws_connect(limited, bob_token)
+    seqs = [(await b.recv("message"))["seq"] for _ in range(2)]
+    await b.send({"type": "delivered", "seqs": seqs})
+    await senders[0].recv("receipt")
+    await senders[1].recv("receipt")
+    await send(senders[2], bob, None, "q4")
+    for peer in (*senders, b):
+        await peer.close()
+
+
+@run_async
+async def test_no_presence_flag(limited: ChatdProcess) -> None:
+    alice, alice_token = await anew_user(limited)
+    bob, bob_token = await anew_user(limited)
+    a = await ws_connect(limited, alice_token)
+    await send(a, bob)
+    b = await ws_connect(limited, bob_token)
+    await b.recv("message")
+    await b.close()
+    b = await ws_connect(limited, bob_token)
+    await exchange(b, a, alice)
+    assert not a.untaken("presence") and not b.untaken("presence")
+    await a.close()
+    await b.close()
+
+
+@run_async
+async def test_allowed_origin_passes_and_others_do_not(limited: ChatdProcess) -> None:
+    name, token = await anew_user(limited)
+    peer = await ws_connect(limited, token, origin="https://ok.example")  # type: ignore[arg-type]
+    assert peer.frames[0]["username"] == name
+    await peer.close()
+    for origin in ("https://evil.example", "https://ok.example.evil", "http://ok.example"):
+        with pytest.raises(InvalidStatus) as refused:
+            await ws_connect(limited, token, origin=origin)  # type: ignore[arg-type]
+        assert refused.value.response.status_code == 403
+
+
+@run_async
+async def test_max_connections_refuses_the_next_upgrade_with_503(make_server: Any) -> None:
+    server = make_server("--max-connections", "1")
+    _, token = await anew_user(server)
+    first = await ws_connect(server, token)
+    with pytest.raises(InvalidStatus) as refused:
+        await ws_connect(server, token)
+    assert refused.value.response.status_code == 503
+    assert (await ahttp(server, "GET", "/healthz")).status == 200  # HTTP is still served
+    await first.close()
+
+
+@run_async
+async def test_connection_closed_with_4001_when_its_token_expires(make_server: Any) -> None:
+    server = make_server("--token-ttl", "2")
+    _, token = await anew_user(server)
+    peer = await ws_connect(server, token)
+    assert (await peer.recv("error", timeout=10))["code"] == "unauthorized"
+    assert await peer.wait_closed() == 4001
+    answer = await ahttp(server, "GET", "/v1/conversations", token=token)
+    assert answer.status == 401
+
+
+@run_async
+async def test_token_signed_with_another_key_is_refused(server: ChatdProcess) -> None:
+    """A token signed with a random key cannot pass as anyone."""
+    _, token = await anew_user(server)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    forged = jwt.encode(claims, "x" * 32, algorithm="HS256")
+    peer = await ws_connect(server, hello=False)
+    await peer.send({"type": "hello", "protocol": "1.0", "token": forged})
+    assert (await peer.recv("error"))["code"] == "unauthorized"
+    assert await peer.wait_closed() == 4001
+
+
+# --- the server's log after all of the above -----------------------------------------
+
+
+def test_server_log_is_json_lines_without_secrets(server: ChatdProcess) -> None:
+    """Runs last in this module: every line the shared server logged is a JSON object,
+    and no password, token or message body used above appears in it."""
+    log_files = sorted(server.log_dir.glob("chatd.log*"))
+    assert log_files
+    text = "\n".join(path.read_text() for path in log_files)
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) > 50
+    for line in lines:
+        assert isinstance(orjson.loads(line), dict), line
+    assert PASSWORD not in text
+    assert SECRET_BODY not in text
+    assert "😀" not in text and "\\ud83d" not in text.lower()
+    assert ISSUED_TOKENS
+    for token in ISSUED_TOKENS:
+        assert token.split(".")[2] not in text  # not even a token's signature part
+
