@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import unicodedata
 from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +29,8 @@ BITMAP_EMOJI_SIZE = 109  # the one strike size Noto Color Emoji has
 NOT_A_CHAR = "\U000f0000"  # private use plane 15: no font has a glyph for it
 SURFACE_CACHE = 4096  # rendered runs kept: a screenful of bubbles many times over
 
+# Marks, variation selectors and joiners: drawn with the character before them.
+_JOINERS = frozenset({"Mn", "Me", "Cf"})
 _SYSTEM_FALLBACKS = (
     "segoeuiemoji", "notocoloremoji", "applecoloremoji", "symbola", "notoemoji",
     "segoeuisymbol", "dejavusans",
@@ -129,6 +132,9 @@ class TextStyle:
             return runs
         runs = []
         for char in text:
+            if runs and unicodedata.category(char) in _JOINERS:
+                runs[-1] = (runs[-1][0], runs[-1][1] + char)  # stays with its base
+                continue
             face = self.main
             if not (char.isascii() or self.main.has(char)):
                 for candidate in self.fallbacks:
@@ -163,7 +169,12 @@ class TextStyle:
             return surface
         text = text.replace("\x00", "\ufffd")
         runs = self._split(text) if text else []
-        parts = [face.render(run, rgba) for face, run in runs]
+        parts = []
+        for face, run in runs:
+            try:
+                parts.append(face.render(run, rgba))
+            except pygame.error:  # e.g. a run of zero-width characters
+                log.debug("a run of %d characters did not render", len(run))
         width = sum(p.get_width() for p in parts)
         surface = pygame.Surface((max(1, width), self.line_height), pygame.SRCALPHA)
         x = 0

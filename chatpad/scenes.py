@@ -108,6 +108,7 @@ class LoginScene(Scene):
         self.focus_order = [self.server, self.username, self.password, self.sign_in, self.create]
         self.card = pygame.Rect(0, 0, self.CARD_W, self.CARD_H)
         self.busy = False
+        self.failure: m.AuthFailed | None = None  # the server's last refusal, shown
         self.error_text = ""
         if app.model.signed_out_reason:
             self.show_error(app.model.signed_out_reason)
@@ -157,6 +158,7 @@ class LoginScene(Scene):
             return
         if create and len(password) < limits.MIN_PASSWORD_CHARS:
             self.show_error(AUTH_MESSAGES["weak_password"])
+            self.app.model.auth_error = None
             return
         self.busy = True
         self.app.model.auth_error = None
@@ -184,7 +186,11 @@ class LoginScene(Scene):
         failure = self.app.model.auth_error
         if failure is None:
             return
-        self.busy = False
+        if failure is not self.failure:  # a new answer from the server
+            self.failure = failure
+            self.busy = False
+        elif failure.code != "rate_limited":
+            return
         text = AUTH_MESSAGES.get(failure.code, failure.message)
         if failure.code == "rate_limited" and failure.retry_at is not None:
             seconds = max(0, int(failure.retry_at - time.monotonic() + 0.999))
