@@ -383,3 +383,64 @@ async def exchange(alice: Peer, bob: Peer, bob_name: str, tag: str = "") -> Fram
     push = await bob.recv("message", where=lambda f: f["id"] == client_id)
     assert push["seq"] == ack["seq"]
     return push
+
+
+class Streamer:
+    """Send numbered messages (ids ``<stem>-0``, ``<stem>-1``...) from one peer as fast
+    as acks come back, at most ``window`` unacknowledged, optionally paced by
+    ``interval`` seconds; records every ack and when it arrived. Ends when ``count``
+    acks came, when :meth:`stop` is called, or when the connection closes."""
+
+    def __init__(self, peer: Peer, to: str, stem: str, *, window: int = 8,
+                 interval: float = 0.0) -> None:
+        self.peer = peer
+        self.to = to
+        self.stem = stem
+        self.window = window
+        self.interval = interval
+        self.sent: list[str] = []
+        self.acks: dict[str, Frame] = {}
+        self.ack_times: list[float] = []
+        self.errors: list[Frame] = []
+        self._stopped = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    async def run(self, count: int | None = None) -> None:
+        credit = asyncio.Semaphore(self.window)
+        sender = asyncio.get_running_loop().create_task(self._send(credit, count))
+        try:
+            await self._receive(credit, count)
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+
+    async def _send(self, credit: asyncio.Semaphore, count: int | None) -> None:
+        index = 0
+        while not self._stopped.is_set() and (count is None or index < count):
+            await credit.acquire()
+            client_id = f"{self.stem}-{index}"
+            index += 1
+            self.sent.append(client_id)
+            try:
+                await self.peer.send({"type": "send", "id": client_id, "to": self.to,
+                                      "body": f"stream {client_id}"})
+            except Exception:  # the connection is gone: the receiver ends the run
+                return
+            if self.interval:
+                await asyncio.sleep(self.interval)  # pacing a rate, not waiting for a state
+
+    async def _receive(self, credit: asyncio.Semaphore, count: int | None) -> None:
+        loop = asyncio.get_running_loop()
+        while count is None or len(self.acks) < count:
+            if self._stopped.is_set() and len(self.acks) + len(self.errors) >= len(self.sent):
+                return
+            try:
+                ack = await self.peer.recv("ack", timeout=TIMEOUT)
+            except AssertionError:  # closed, or nothing for TIMEOUT
+                return
+            self.acks[ack["id"]] = ack
+            self.ack_times.append(loop.time())
+            credit.release()
