@@ -375,6 +375,7 @@ class Pool:
             self.pipes.append(mine)
             self.procs.append(proc)
         self._tags = 0
+        self._inbox: dict[tuple[int, int], dict[str, Any]] = {}
         self.watches = [ProcessWatch(proc.pid) for proc in self.procs]
 
     def send(self, index: int, command: str, /, **params: Any) -> tuple[int, int]:
@@ -383,18 +384,18 @@ class Pool:
         return index, self._tags
 
     def collect(self, pending: Sequence[tuple[int, int]], timeout: float) -> list[dict[str, Any]]:
-        """The replies to ``pending`` commands, in the same order."""
-        replies: dict[tuple[int, int], dict[str, Any]] = {}
+        """The replies to ``pending`` commands, in the same order (replies to other
+        commands that arrive meanwhile wait in the inbox for their own ``collect``)."""
         deadline = time.monotonic() + timeout
-        while len(replies) < len(pending):
+        while any(key not in self._inbox for key in pending):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("a load generator worker did not answer in time")
             for pipe in wait(self.pipes, left):
                 assert isinstance(pipe, Connection)
                 tag, reply = pipe.recv()
-                replies[(self.pipes.index(pipe), tag)] = reply
-        ordered = [replies[key] for key in pending]
+                self._inbox[(self.pipes.index(pipe), tag)] = reply
+        ordered = [self._inbox.pop(key) for key in pending]
         for reply in ordered:
             if "error" in reply:
                 raise RuntimeError(f"worker: {reply['error']}")
@@ -742,7 +743,7 @@ def print_table(result: dict[str, Any]) -> None:
     """One scenario's figures as a two-column table, then its latencies."""
     rows: list[tuple[str, str]] = []
     for key, value in result.items():
-        if key in ("latency_ms", "steps", "scenario"):
+        if key in ("latency_ms", "steps", "scenario") or value == {}:
             continue
         if isinstance(value, dict):
             value = ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())

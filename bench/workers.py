@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import random
 import resource
 from collections.abc import Callable, Coroutine
@@ -328,6 +329,7 @@ class Worker:
     async def serve(self) -> None:
         """Read commands until ``exit``; each runs as a task and answers by its tag."""
         self.loop.add_reader(self.pipe.fileno(), self._on_command)
+        os.set_blocking(self.pipe.fileno(), True)  # the loop made it non-blocking: replies are big
         await self._done.wait()
         self.loop.remove_reader(self.pipe.fileno())
         for users in self.groups.values():
