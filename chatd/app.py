@@ -226,16 +226,17 @@ async def serve(config: Config, logs: LogHandle | None = None) -> int:
         print(f"chatd: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
         await store.close()
         return 2
-    scheme = "https" if config.tls else "http"
-    print(f"chatd {__version__} listening on {scheme}://{config.host}:{port}", flush=True)
-    log.info("server.start", version=__version__, host=config.host, port=port, tls=config.tls,
-             db=config.db_url if config.db is None else config.db.split("@")[-1])
+    # Handlers first: whoever sees the "listening" line may send SIGTERM at once.
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     if logs is not None:
         loop.add_signal_handler(signal.SIGHUP, logs.reopen)
+    scheme = "https" if config.tls else "http"
+    print(f"chatd {__version__} listening on {scheme}://{config.host}:{port}", flush=True)
+    log.info("server.start", version=__version__, host=config.host, port=port, tls=config.tls,
+             db=config.db_url if config.db is None else config.db.split("@")[-1])
     await stopping.wait()
     log.info("server.stopping", connections=len(server.connections))
     await server.stop()
