@@ -444,3 +444,17 @@ class Streamer:
             self.acks[ack["id"]] = ack
             self.ack_times.append(loop.time())
             credit.release()
+
+
+async def whole_history(server: ChatdProcess, token: str, peer: str) -> list[Frame]:
+    """Every message of a conversation, oldest first, walking the pages back."""
+    messages: list[Frame] = []
+    before = ""
+    while True:
+        page = (await ahttp(server, "GET",
+                            f"/v1/conversations/{peer}/messages?limit=200{before}",
+                            token=token)).json
+        messages[:0] = page["messages"]
+        if not page["has_more"]:
+            return messages
+        before = f"&before={page['messages'][0]['seq']}"

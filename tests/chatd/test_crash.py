@@ -11,7 +11,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.chatd.clients import Frame, Peer, Streamer, ahttp, anew_user, login, ws_connect
+from tests.chatd.clients import (
+    Frame,
+    Peer,
+    Streamer,
+    anew_user,
+    login,
+    whole_history,
+    ws_connect,
+)
 from tests.chatd.conftest import run_async
 from tests.chatd.server import ChatdProcess
 
@@ -61,9 +69,8 @@ async def test_sigkill_mid_stream_loses_no_acked_message(make_server: Any) -> No
     restarted = ChatdProcess(server.data_dir, server.log_dir, *FAST).start(port=server.port)
     try:
         # Every acked message is in history, with the seq and ts of its ack.
-        page = (await ahttp(restarted, "GET", f"/v1/conversations/{bob}/messages?limit=200",
-                            token=login(restarted, alice))).json
-        stored = {m["id"]: m for m in page["messages"]}
+        history = await whole_history(restarted, login(restarted, alice), bob)
+        stored = {m["id"]: m for m in history}
         for cid, ack in acked_before.items():
             assert cid in stored, f"acked message {cid} lost"
             assert (stored[cid]["seq"], stored[cid]["ts"]) == (ack["seq"], ack["ts"])
@@ -97,9 +104,8 @@ async def test_sigkill_mid_stream_loses_no_acked_message(make_server: Any) -> No
         assert sorted(ids) == sorted(set(ids))
         assert set(ids) == set(all_acks)
         # And the server's history agrees: one message per id, nothing else.
-        page = (await ahttp(restarted, "GET", f"/v1/conversations/{alice}/messages?limit=200",
-                            token=bob_token)).json
-        assert sorted(m["id"] for m in page["messages"]) == sorted(all_acks)
+        history = await whole_history(restarted, bob_token, alice)
+        assert sorted(m["id"] for m in history) == sorted(all_acks)
         await a.close()
         await b.close()
     finally:
