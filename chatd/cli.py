@@ -1,6 +1,7 @@
 """The ``chatd`` command: ``serve`` and the operators' subcommands.
 
-``serve`` runs the server (:mod:`chatd.app`); every other subcommand is implemented in
+``serve`` runs the server (:mod:`chatd.app`), ``migrate-data`` copies a SQLite database
+into PostgreSQL (:mod:`chatd.migrate_data`); every other subcommand is implemented in
 :mod:`chatd.admin` (and the health probe in :mod:`chatd.probe`). ``man/chatd.8``
 documents every flag defined here; ``tests/chatd/test_man.py`` keeps the two in step.
 """
@@ -125,8 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     backup = command(commands, "backup", "backup",
                      "copy the SQLite database consistently, even while it serves")
     backup.add_argument("file", type=Path, metavar="FILE")
-    from chatd import migrate_data
+
+    from chatd import migrate_data  # SQLite -> PostgreSQL: its own module and flags
+
     migrate_data.add_parser(commands)
+    _add_version(commands.choices["migrate-data"])
     return parser
 
 
@@ -135,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "migrate-data":
         from chatd import migrate_data
+
         return migrate_data.run(args)
     if args.command == "serve":
         from chatd.app import run

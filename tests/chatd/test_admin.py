@@ -99,10 +99,6 @@ class Dirs:
         self.logs = root / "logs"
 
     @property
-    def store(self) -> list[object]:
-        return ["--data-dir", self.data]
-
-    @property
     def logged(self) -> list[object]:
         return ["--data-dir", self.data, "--log-dir", self.logs]
 
@@ -509,7 +505,7 @@ def test_backup_while_messages_stream(live: ChatdProcess, cli: InProcess, tmp_pa
 
     page = json.loads(ok("messages", "fay", "gus", "--limit", "5", "--json", *args))
     assert len(page["messages"]) == 5 and page["has_more"] is True
-    stats = json.loads(ok("stats", "--json", "--data-dir", live.data_dir))
+    stats = json.loads(ok("stats", "--json", *args))
     assert stats["messages"] >= len(before)
 
 
