@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 from argon2 import PasswordHasher
 
 from chatd.store.base import NewMessage, Store, User
+from chatd.store.factory import schema_from_url
 from chatd.store.sqlite import SqliteStore
 from libchat import protocol
 from tests.chatd.clients import PASSWORD, http, login, ws_connect
@@ -181,6 +183,9 @@ async def test_migrate_data_then_serve_from_postgres(tmp_path: Path, url: str) -
     }, first.stdout
     assert "verified: 3 tables, 10024 rows, counts and checksums match" in first.stdout
 
+    with psycopg.connect(url) as conn:  # the URL's schema (search_path), not public
+        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (10000,)
+
     again = await asyncio.to_thread(migrate, source, url)  # safe: nothing is duplicated
     assert again.returncode == 0, again.stderr
     assert table_lines(again.stdout) == {
@@ -218,3 +223,13 @@ def test_migrate_data_refuses_a_missing_file_or_a_non_postgres_url(tmp_path: Pat
     wrong = migrate(tmp_path / "nope.db", "sqlite:///elsewhere.db")
     assert wrong.returncode == 2
     assert "postgresql:// URL" in wrong.stderr
+
+
+@pytest.mark.parametrize(("url", "schema"), [
+    ("postgresql://chat@db/chat", None),
+    ("postgresql://chat@db/chat?options=-csearch_path%3Dchat_eu", "chat_eu"),
+    ("postgres://db/chat?sslmode=require&options=-c%20search_path%3Dchat_eu,public", "chat_eu"),
+    ("postgresql://db/chat?options=-cstatement_timeout%3D5000", None),
+])
+def test_the_schema_comes_from_the_urls_search_path(url: str, schema: str | None) -> None:
+    assert schema_from_url(url) == schema
