@@ -46,7 +46,7 @@ class AppConfig:
 
 
 def theme_path() -> str:
-    return str(resources.files("chatpad") / "data" / "theme.json")
+    return str(resources.files("chatpad") / "theme.json")
 
 
 class App:

@@ -66,3 +66,13 @@ def test_frame_time_with_1000_messages() -> None:
 
 def test_self_test_tour_renders_every_screen(tmp_path: object) -> None:
     assert tour() == list(SCREENS)
+
+
+def test_theme_is_shipped_and_valid() -> None:
+    import json
+    from pathlib import Path
+
+    from chatpad.app import theme_path
+
+    theme = json.loads(Path(theme_path()).read_text("utf-8"))
+    assert theme["button"]["colours"]["normal_bg"]
