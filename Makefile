@@ -68,3 +68,11 @@ man-deps:
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
+
+# chatpad: the screenshots the README shows, and the one-file executable (dist/chatpad)
+.PHONY: screenshots exe
+screenshots: install
+	SDL_VIDEODRIVER=dummy SDL_AUDIODRIVER=dummy $(BIN)/python -m chatpad --screenshots docs/screenshots
+
+exe: install
+	$(BIN)/pyinstaller --noconfirm --clean --distpath dist --workpath build/pyinstaller chatpad.spec
