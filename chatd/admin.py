@@ -358,7 +358,8 @@ def _messages(args: argparse.Namespace) -> int:
     _audit("admin.inspect", a=a.username, b=b.username, messages=len(page),
            has_more=has_more, before=args.before, limit=args.limit)
     if args.json:
-        sys.stdout.write(encode_body(MessagePage(messages=page, has_more=has_more)).decode() + "\n")
+        page_json = encode_body(MessagePage(messages=tuple(page), has_more=has_more))
+        sys.stdout.write(page_json.decode() + "\n")
         return EXIT_OK
     for message in page:
         status = "read" if message.read_at else "delivered" if message.delivered_at else "queued"
@@ -426,7 +427,7 @@ def _backup(args: argparse.Namespace) -> int:
     async def main() -> None:
         await store.open()  # checks the schema first: never back up a foreign file
         try:
-            await store.backup(dest)  # type: ignore[attr-defined]
+            await store.backup(dest)
         finally:
             await store.close()
 

@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import functools
 import os
 import random
 import secrets
@@ -341,9 +342,13 @@ async def _round_trip(a: _Link, b: _Link) -> float:
                 rtt = time.perf_counter() - sent
     finally:
         for start in range(0, len(seqs), limits.MAX_SEQS_PER_DELIVERED):
-            chunk = seqs[start : start + limits.MAX_SEQS_PER_DELIVERED]
-            b.call(lambda conn, now, chunk=chunk: conn.send(Delivered(seqs=chunk), now))
+            confirm = Delivered(seqs=seqs[start : start + limits.MAX_SEQS_PER_DELIVERED])
+            b.call(functools.partial(_send, confirm))
     return rtt
+
+
+def _send(frame: Delivered, conn: ClientConnection, now: float) -> None:
+    conn.send(frame, now)
 
 
 def _sender_problem(a: _Link) -> str:

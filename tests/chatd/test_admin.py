@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import http.server
 import io
 import json
 import os
@@ -22,6 +23,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from chatd.admin import AdminError, read_password
 from chatd.auth import Tokens, load_or_create_key
 from chatd.cli import build_parser, main
 from chatd.store.base import NewMessage
@@ -523,6 +525,13 @@ def test_health_of_a_running_server(live: ChatdProcess, tmp_path: Path) -> None:
     assert canary_file.stat().st_mode & 0o777 == 0o600
     assert set(json.loads(canary_file.read_text())) == {"canary-a", "canary-b"}
 
+    stale = tmp_path / "stale.json"  # e.g. a lost file replaced by a fresh one
+    stale.write_text(json.dumps({"canary-a": "not-the-password", "canary-b": "nor-this-one"}))
+    done = chatd("health", "--url", live.url, "--canary", "--canary-file", stale)
+    assert done.returncode == 2, done
+    assert done.stdout.startswith("CHATD DOWN - canary failed: canary-a exists with a password"
+                                  f" other than the one in {stale}: set it with `chatd user")
+
 
 def test_health_degraded_then_down(tmp_path: Path) -> None:
     server = ChatdProcess(tmp_path / "data", tmp_path / "logs", "--disk-alert-pct", "0")
@@ -537,6 +546,50 @@ def test_health_degraded_then_down(tmp_path: Path) -> None:
         assert (done.returncode, done.stdout) == (2, "CHATD DOWN - connection refused\n")
         done = chatd("health", "--url", server.url, "--canary", "--canary-file", canary_file)
         assert (done.returncode, done.stdout) == (2, "CHATD DOWN - connection refused\n")
+
+
+class _Unhealthy(http.server.BaseHTTPRequestHandler):
+    """/healthz as a server whose store is unusable answers it."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"status": "degraded", "version": __version__, "protocol": "1.0.0",
+                           "uptime_s": 42.0, "connections": 7, "db": "error",
+                           "disk_used_pct": 12.5}).encode()
+        self.send_response(503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_health_503_is_down(cli: InProcess) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unhealthy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        status, out, _ = cli("health", "--url", url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (status, out) == (
+        2, "CHATD DOWN - HTTP 503 status=degraded connections=7 uptime=42s db=error disk=12%\n"
+    )
+
+
+def test_password_prompt_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    answers = iter(["typed-twice", "typed-twice", "first-answer", "second-answer"])
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": next(answers))
+    assert read_password(Terminal()) == "typed-twice"
+    with pytest.raises(AdminError, match="differ"):
+        read_password(Terminal())
 
 
 def test_health_argument_errors(tmp_path: Path) -> None:
