@@ -42,6 +42,7 @@ from typing import Any
 
 import attrs
 
+from bench.profile import Recording, print_summary, summarise
 from bench.workers import raise_nofile_limit, worker_main
 from libchat import __version__
 
@@ -743,7 +744,7 @@ def print_table(result: dict[str, Any]) -> None:
     """One scenario's figures as a two-column table, then its latencies."""
     rows: list[tuple[str, str]] = []
     for key, value in result.items():
-        if key in ("latency_ms", "steps", "scenario") or value == {}:
+        if key in ("latency_ms", "steps", "scenario", "profile") or value == {}:
             continue
         if isinstance(value, dict):
             value = ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
@@ -805,6 +806,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path, help="the server's data dir (default: a fresh temporary one)"
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results here")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample the server with py-spy during each scenario (DIR/NAME.txt)",
+    )
     for field in attrs.fields(Params):
         flag = "--" + field.name.replace("_", "-")
         kind = type(field.default)
@@ -832,6 +839,7 @@ def run(
     data_dir: Path | None = None,
     server_pid: int | None = None,
     json_path: Path | None = None,
+    profile_dir: Path | None = None,
     quiet: bool = False,
 ) -> list[dict[str, Any]]:
     """Prepare users, start (or target) chatd, run the scenarios; returns the results."""
@@ -887,10 +895,19 @@ def run(
         for name in scenarios:
             if not quiet:
                 print(f"\nrunning {name} ...", flush=True)
-            result = {"scenario": name, **getattr(bench, name)()}
+            if profile_dir is not None and server_pid is not None:
+                profile_dir.mkdir(parents=True, exist_ok=True)
+                stacks = profile_dir / f"{name}.txt"
+                with Recording(server_pid, stacks):
+                    result = {"scenario": name, **getattr(bench, name)()}
+                result["profile"] = summarise(stacks)
+            else:
+                result = {"scenario": name, **getattr(bench, name)()}
             results.append(result)
             if not quiet:
                 print_table(result)
+                if "profile" in result:
+                    print_summary(result["profile"])
     finally:
         pool.close()
         if chatd is not None:
@@ -916,6 +933,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_dir=args.data_dir,
         server_pid=args.server_pid,
         json_path=args.json,
+        profile_dir=args.profile,
     )
     return 0
 
