@@ -97,7 +97,7 @@ def tour(out_dir: Path | None = None, size: tuple[int, int] = (960, 680)) -> lis
         app.show(ConversationScene(app, "bob"))
         scene = app.scene
         assert isinstance(scene, ConversationScene)
-        scene.input.set_text("See you in a sec! 🙌")
+        scene.input.set_text("See you in a sec!")
         shot("conversation")
         app.apply(m.Status(state="reconnecting", retry_at=time.monotonic() + 4.4, outbox=2))
         app.apply(m.Changed(items=(ChatItem(

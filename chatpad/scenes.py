@@ -97,8 +97,9 @@ class LoginScene(Scene):
         self.user_label = UILabel(r, "USERNAME", mgr, object_id=ObjectID(class_id="@field_label"))
         self.username = UITextEntryLine(r, mgr, placeholder_text="e.g. alice")
         self.username.set_text_length_limit(limits.MAX_USERNAME_CHARS)
-        self.pass_label = UILabel(r, "PASSWORD", mgr, object_id=ObjectID(class_id="@field_label"))
-        self.password = UITextEntryLine(r, mgr, placeholder_text="at least 8 characters")
+        self.pass_label = UILabel(r, "PASSWORD  (8 characters or more)", mgr,
+                                  object_id=ObjectID(class_id="@field_label"))
+        self.password = UITextEntryLine(r, mgr)
         self.password.set_text_hidden(True)
         self.password.set_text_length_limit(limits.MAX_PASSWORD_CHARS)
         self.sign_in = UIButton(r, "Sign in", mgr)

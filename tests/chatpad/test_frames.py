@@ -76,3 +76,11 @@ def test_theme_is_shipped_and_valid() -> None:
 
     theme = json.loads(Path(theme_path()).read_text("utf-8"))
     assert theme["button"]["colours"]["normal_bg"]
+
+
+def test_screenshots_are_committed_for_every_screen() -> None:
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+    for name in SCREENS:
+        assert (folder / f"{name}.png").is_file(), f"run `make screenshots` ({name})"
