@@ -63,11 +63,12 @@ def pg_schema() -> Iterator[str]:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-def start_nodes(tmp: Path, url: str) -> Nodes:
-    """Nodes A and B on the database at ``url``, each with its own data and log dirs."""
-    a = ChatdProcess(tmp / "a", tmp / "a-logs", *FAST, db=url).start()
+def start_nodes(tmp: Path, url: str, *args: str, port: int = 0) -> Nodes:
+    """Nodes A and B on the database at ``url``, each with its own data and log dirs
+    (and ``args``, and ``port``: 0 gives each node a free port of its own)."""
+    a = ChatdProcess(tmp / "a", tmp / "a-logs", *FAST, *args, db=url).start(port)
     try:
-        b = ChatdProcess(tmp / "b", tmp / "b-logs", *FAST, db=url).start()
+        b = ChatdProcess(tmp / "b", tmp / "b-logs", *FAST, *args, db=url).start(port)
     except BaseException:
         _shut(a)
         raise

@@ -26,6 +26,8 @@ from tests.chatd.conftest import _shut, run_async
 from tests.chatd.pg import Nodes, frames, pg_schema, start_nodes, wait_until
 from tests.chatd.server import ChatdProcess
 
+pytestmark = pytest.mark.pg
+
 TOTAL = 150  # messages alice writes
 KILL_AFTER = 60  # node A is killed once alice has written this many
 SEND_INTERVAL = 0.01  # seconds between alice's messages

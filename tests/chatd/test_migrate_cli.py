@@ -169,6 +169,7 @@ def url() -> Iterator[str]:
         yield schema_url
 
 
+@pytest.mark.pg
 @run_async
 async def test_migrate_data_then_serve_from_postgres(tmp_path: Path, url: str) -> None:
     source = tmp_path / "data" / "chatd.db"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,18 +20,23 @@ import websockets
 from websockets.asyncio.client import ClientConnection as WsConnection
 
 from tests.chatd.clients import (
+    PASSWORD,
     TIMEOUT,
     Frame,
     WsPeer,
     ahttp,
     anew_user,
+    exchange,
     http,
+    register,
     unique_name,
     ws_connect,
 )
 from tests.chatd.conftest import _shut, run_async
 from tests.chatd.pg import Nodes, frames, pg_schema, start_nodes, wait_until
 from tests.chatd.server import ChatdProcess
+
+pytestmark = pytest.mark.pg
 
 MESSAGES = 500  # live messages in all, half each way
 SEND_INTERVAL = 0.01  # seconds between one sender's messages: a steady stream, not a burst
@@ -180,17 +186,50 @@ def test_failed_logins_on_both_nodes_add_up(tmp_path: Path) -> None:
     with pg_schema() as url:
         a, b = start_nodes(tmp_path, url)
         try:
+            dave = register(a, unique_name("dave"))
             for server in (a, b, a, b, a):  # unknown users: no per-account slowdown
                 answer = http(server, "POST", "/v1/login",
                               {"username": unique_name("nobody"), "password": "wrong password"})
                 assert answer.status == 401, answer
                 assert answer.error_code == "invalid_credentials"
-            for server in (b, a):
+            for server, name, password in (
+                (b, unique_name("nobody"), "wrong password"),
+                (a, unique_name("nobody"), "wrong password"),
+                (b, dave, PASSWORD),  # the right password too: the IP is limited
+            ):
                 answer = http(server, "POST", "/v1/login",
-                              {"username": unique_name("nobody"), "password": "wrong password"})
+                              {"username": name, "password": password})
                 assert answer.status == 429, answer
                 assert answer.error_code == "rate_limited"
-                assert int(answer.headers["retry-after"]) > 0
+                assert 0 < int(answer.headers["retry-after"]) <= 900
+        finally:
+            _shut(a)
+            _shut(b)
+
+
+def test_nodes_sharing_one_port(tmp_path: Path) -> None:
+    """``--reuse-port``: both nodes listen on one port; users reach each other through it
+    whichever node the kernel hands each connection to."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pg_schema() as url:
+        a, b = start_nodes(tmp_path, url, "--reuse-port", port=port)
+        try:
+            assert a.port == b.port == port
+
+            async def talk() -> None:
+                peers = [await anew_user(a) for _ in range(2)]
+                first = await ws_connect(a, peers[0][1])
+                second = await ws_connect(b, peers[1][1])
+                try:
+                    await exchange(first, second, peers[1][0])
+                    await exchange(second, first, peers[0][0])
+                finally:
+                    await first.close()
+                    await second.close()
+
+            asyncio.run(talk())
         finally:
             _shut(a)
             _shut(b)
