@@ -85,3 +85,31 @@ def test_sign_up_chat_receipts_and_history(chatd: ChatdProcess) -> None:
     finally:
         driver.close()
         bob.close()
+
+
+def test_restart_goes_straight_in_and_sign_out_clears_the_token(chatd: ChatdProcess) -> None:
+    Peer(chatd.url, "alice", PASSWORD).register()
+    driver = Driver(chatd.url)
+    try:
+        sign_up(driver, "alice", create=False)
+        driver.until(lambda: driver.app.model.status.state == "connected", "signed in")
+        session_file = driver.app.profile.session_file
+        assert session_file.exists()
+    finally:
+        driver.close()
+    driver = Driver(chatd.url)
+    try:
+        assert isinstance(driver.app.scene, ConversationsScene)  # no sign-in screen
+        driver.until(lambda: driver.app.model.status.state == "connected", "reconnected")
+        scene = driver.app.scene
+        driver.click(scene.sign_out)
+        driver.until(lambda: isinstance(driver.app.scene, LoginScene), "sign-in screen")
+        assert not session_file.exists()
+        assert driver.app.model.status.state == "signed_out"
+    finally:
+        driver.close()
+    driver = Driver(chatd.url)
+    try:
+        assert isinstance(driver.app.scene, LoginScene)
+    finally:
+        driver.close()
