@@ -84,9 +84,9 @@ class OutboxClient:
         self.handle_frames()
         await self._send(self.outbox.frames_due(time.monotonic()))
 
-    async def _send(self, frames: list[protocol.Send]) -> None:
+    async def _send(self, sends: list[protocol.Send]) -> None:
         assert self.peer is not None
-        for frame in frames:
+        for frame in sends:
             try:
                 await self.peer.send(orjson.loads(protocol.encode_frame(frame)))
             except ConnectionClosed:
