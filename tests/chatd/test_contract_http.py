@@ -7,6 +7,7 @@ import random
 import re
 import string
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -520,3 +521,59 @@ async def test_libchat_client_upgrade_and_hello_on_a_used_http_connection(
     await exchange(b, client, alice)
     await client.close()
     await b.close()
+
+
+def test_login_limit_counts_only_401s_and_a_success_does_not_reset_it(
+    make_server: Any,
+) -> None:
+    server = make_server()
+    name = register(server)
+    for _ in range(8):  # malformed logins are not failures
+        assert_error(http(server, "POST", "/v1/login", {"username": name}), 400, "invalid_body")
+    for _ in range(4):
+        assert_error(http(server, "POST", "/v1/login", creds(name, "wrong password")), 401,
+                     "invalid_credentials")
+    # Four failures against the account slow it down but do not lock it.
+    assert login(server, name)
+    assert_error(http(server, "POST", "/v1/login", creds(name, "wrong again")), 401,
+                 "invalid_credentials")
+    answer = http(server, "POST", "/v1/login", creds(name))
+    assert_error(answer, 429, "rate_limited")
+    # Until the oldest failure (seconds ago) leaves the 15-minute window.
+    assert 15 * 60 - 120 <= int(answer.headers["retry-after"]) <= 15 * 60
+
+
+def test_user_search_prefix_is_literal(server: ChatdProcess) -> None:
+    stem = unique_name("lit")
+    _, token = new_user(server)
+    underscore = register(server, f"{stem}_x")
+    register(server, f"{stem}ax")
+    dot = register(server, f"{stem}.y")
+    register(server, f"{stem}by")
+    for prefix, expected in ((f"{stem}_", [underscore]), (f"{stem}.", [dot]),
+                             (f"{stem}%", [])):
+        answer = http(server, "GET", f"/v1/users?prefix={quote(prefix)}", token=token)
+        assert [u["username"] for u in answer.json["users"]] == expected, prefix
+
+
+def test_user_search_leaves_out_the_caller_within_the_20(server: ChatdProcess) -> None:
+    stem = unique_name("cap")
+    me = register(server, f"{stem}a00")
+    others = [register(server, f"{stem}b{i:02d}") for i in range(21)]
+    answer = http(server, "GET", f"/v1/users?prefix={stem}", token=login(server, me))
+    assert [u["username"] for u in answer.json["users"]] == others[:20]
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(server: ChatdProcess) -> None:
+    import http.client as httpclient
+
+    _, token = new_user(server)
+    conn = httpclient.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        for path in ("/healthz", "/v1/conversations", "/nope", "/v1/conversations"):
+            conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+            answer = conn.getresponse()
+            answer.read()
+            assert answer.status == (404 if path == "/nope" else 200)
+    finally:
+        conn.close()

@@ -7,13 +7,18 @@ sleep: a later round trip that the server handles after the frame under test.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import jwt
 import orjson
 import pytest
+import websockets
 from websockets.exceptions import InvalidStatus
 
 from libchat.events import HttpResponse
@@ -23,6 +28,7 @@ from tests.chatd.clients import (
     Frame,
     LibchatPeer,
     Peer,
+    Streamer,
     ahttp,
     anew_user,
     connect,
@@ -712,6 +718,123 @@ async def test_token_signed_with_another_key_is_refused(server: ChatdProcess) ->
     await peer.send({"type": "hello", "protocol": "1.0", "token": forged})
     assert (await peer.recv("error"))["code"] == "unauthorized"
     assert await peer.wait_closed() == 4001
+
+
+@run_async
+async def test_send_errors_carry_ref_and_message(server: ChatdProcess) -> None:
+    _, alice_token = await anew_user(server)
+    a = await ws_connect(server, alice_token)
+    await a.send({"type": "send", "id": "e-1", "to": "nobody-xyz", "body": "x"})
+    error = await error_for(a, "e-1")
+    assert set(error) >= {"type", "code", "ref", "message"}
+    assert error["code"] == "unknown_user" and isinstance(error["message"], str)
+    await a.close()
+
+
+@run_async
+async def test_fragmented_messages_are_reassembled(server: ChatdProcess) -> None:
+    _alice, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    a = await ws_connect(server, alice_token)
+    b = await ws_connect(server, bob_token)
+    text = orjson.dumps({"type": "send", "id": "frag", "to": bob, "body": body("f" * 3000)})
+    parts = [text[i:i + 1000].decode() for i in range(0, len(text), 1000)]
+    await a.ws.send(iter(parts))  # one message in several frames
+    assert (await a.recv("ack"))["id"] == "frag"
+    assert (await b.recv("message"))["id"] == "frag"
+    # Over 64 KiB in total, in pieces of 16 KiB each: 1009 all the same.
+    await a.ws.send(iter(["x" * 16384] * 5))
+    assert await a.wait_closed() == 1009
+    await b.close()
+
+
+@run_async
+async def test_permessage_deflate_is_not_offered(server: ChatdProcess) -> None:
+    _, token = await anew_user(server)
+    ws = await websockets.connect(server.ws_url, compression="deflate")
+    try:
+        assert ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+        await ws.send(orjson.dumps({"type": "hello", "protocol": "1.0", "token": token}).decode())
+        assert orjson.loads(await ws.recv())["type"] == "welcome"
+    finally:
+        await ws.close()
+
+
+@run_async
+async def test_catch_up_of_more_than_one_batch_comes_whole_and_in_order(
+    make_server: Any,
+) -> None:
+    server = make_server("--send-rate", "5000", "--send-burst", "5000")
+    _alice, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    a = await ws_connect(server, alice_token)
+    streamer = Streamer(a, bob, "cu", window=100)
+    await streamer.run(count=1100)  # more than two catch-up batches of 500
+    assert len(streamer.acks) == 1100
+    seqs = sorted(ack["seq"] for ack in streamer.acks.values())
+    for kind in KINDS:  # unconfirmed: each client gets the whole queue
+        b = await connect(kind, server, bob_token)
+        got = [(await b.recv("message"))["seq"] for _ in seqs]
+        assert got == seqs
+        fresh = await exchange(a, b, bob)  # live pushes come after the catch-up
+        assert fresh["seq"] > seqs[-1]
+        await b.close()
+    await a.close()
+
+
+@run_async
+async def test_reauth_keeps_a_connection_past_its_first_tokens_expiry(
+    make_server: Any,
+) -> None:
+    server = make_server("--token-ttl", "3")
+    _, alice_token = await anew_user(server)
+    bob, _ = await anew_user(server)  # offline: alice's acks show her connection lives
+    expires_at = jwt.decode(alice_token, options={"verify_signature": False})["exp"]
+    a = await ws_connect(server, alice_token)
+    # A token issued a second later lives a second longer.
+    while int(time.time()) <= expires_at - 3:
+        await send(a, bob)
+        await asyncio.sleep(0.1)  # pacing under the send rate limit, not a wait
+    newer = (await ahttp(server, "POST", "/v1/token/refresh", token=alice_token)).json["token"]
+    newer_expiry = jwt.decode(newer, options={"verify_signature": False})["exp"]
+    assert newer_expiry > expires_at
+    await a.send({"type": "reauth", "token": newer})
+    assert (await a.recv("reauthed"))["expires_in"] >= 1
+    while time.time() < expires_at + 0.3:  # past the first token's expiry: still open
+        await send(a, bob)
+        await asyncio.sleep(0.1)
+    assert a.close_code is None
+    assert (await a.recv("error"))["code"] == "unauthorized"  # then the new one expires
+    assert await a.wait_closed() == 4001
+    assert time.time() >= newer_expiry - 0.5
+
+
+def admin(server: ChatdProcess, *args: str, stdin: str = "") -> None:
+    subprocess.run(
+        [sys.executable, "-m", "chatd", *args, "--data-dir", str(server.data_dir),
+         "--log-dir", str(server.log_dir)],
+        input=stdin, text=True, check=True, capture_output=True, timeout=60,
+    )
+
+
+@pytest.mark.parametrize("action", ["disable", "passwd"])
+@run_async
+async def test_disable_or_password_change_closes_live_connections_with_4001(
+    make_server: Any, action: str
+) -> None:
+    server = make_server()
+    alice, alice_token = await anew_user(server)
+    _bob, bob_token = await anew_user(server)
+    a = await ws_connect(server, alice_token)
+    b = await ws_connect(server, bob_token)
+    await asyncio.to_thread(admin, server, "user", action, alice, stdin="a new password 1\n")
+    assert (await a.recv("error"))["code"] == "unauthorized"
+    assert await a.wait_closed() == 4001
+    answer = await ahttp(server, "GET", "/v1/conversations", token=alice_token)
+    assert answer.status == 401
+    assert (await ahttp(server, "GET", "/v1/conversations", token=bob_token)).status == 200
+    await b.close()
 
 
 # --- the server's log after all of the above -----------------------------------------
