@@ -112,9 +112,9 @@ class Model:
         elif kind is m.Changed:
             assert isinstance(result, m.Changed)
             for item in result.items:
-                thread = self.threads.get(item.peer)
-                if thread is not None:
-                    thread.merge([item])
+                known = self.threads.get(item.peer)
+                if known is not None:
+                    known.merge([item])
         elif kind is m.UsersFound:
             assert isinstance(result, m.UsersFound)
             self.users_prefix, self.users_found = result.prefix, result.users

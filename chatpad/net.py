@@ -237,6 +237,12 @@ class _Worker:
             return
         except OSError:
             data = b""
+        # TLS may hold decrypted bytes that select() cannot see: take them now
+        while data and isinstance(channel.sock, ssl.SSLSocket) and channel.sock.pending():
+            try:
+                data += channel.sock.recv(channel.sock.pending())
+            except (ssl.SSLWantReadError, OSError):
+                break
         events = channel.conn.receive_data(data, now) if data else channel.conn.receive_eof(now)
         self._dispatch(channel, events)
 

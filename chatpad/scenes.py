@@ -200,7 +200,10 @@ class LoginScene(Scene):
                 text = "You can try again now."
             else:
                 text = f"Too many attempts. Try again in {seconds} s."
-            self.sign_in.disable() if seconds else self.sign_in.enable()
+            if seconds:
+                self.sign_in.disable()
+            else:
+                self.sign_in.enable()
         if text != self.error_text:
             self.show_error(text)
 
