@@ -20,12 +20,14 @@ Rules:
 
 * Entries go out in the order they were submitted. Each entry is in flight at most once
   per connection: it is sent again only after a reconnect, or after the server answered
-  it with a transient error (``rate_limited``, ``queue_full``). Resending is safe because
-  the server answers a repeated client id with the original ack.
+  it with a transient error (``rate_limited``, ``queue_full``, ``internal_error``).
+  Resending is safe because the server answers a repeated client id with the original
+  ack.
 * ``rate_limited`` limits the sender, so it pauses the whole outbox until its
   ``retry_after_ms`` has passed. ``queue_full`` concerns one recipient, so it holds that
   entry and the later ones to the same recipient (keeping each conversation in order)
-  while other conversations go on.
+  while other conversations go on. ``internal_error`` (the server could not store it)
+  holds the same way, for a shorter time.
 * Any other error code that refers to an entry is permanent: the entry is removed and
   returned as failed so the UI can show it. Unknown codes count as permanent, since
   resending blindly could loop forever.
@@ -64,11 +66,14 @@ CLIENT_ID_BYTES = 16  # 128 random bits: collisions between a user's ids are out
 SEEN_CAPACITY = 4096  # seqs remembered one by one; older ones fold into a floor
 DEFAULT_RATE_LIMIT_DELAY = 1.0  # seconds, when a rate_limited error has no retry_after_ms
 QUEUE_FULL_DELAY = 30.0  # seconds: a full queue drains only when its owner comes online
+STORE_ERROR_DELAY = 2.0  # seconds: the server could not store it; its database may be back soon
 
 PERMANENT_ERRORS: Final = frozenset(
     {"too_long", "empty_body", "unknown_user", "invalid_recipient", "invalid_frame"}
 )
-TRANSIENT_ERRORS: Final = frozenset({"rate_limited", "queue_full"})
+# Errors held for a while per entry (and the later ones to the same recipient).
+HOLD_DELAYS: Final = {"queue_full": QUEUE_FULL_DELAY, "internal_error": STORE_ERROR_DELAY}
+TRANSIENT_ERRORS: Final = frozenset({"rate_limited", *HOLD_DELAYS})
 
 
 @attrs.frozen(kw_only=True)
@@ -310,8 +315,9 @@ class Outbox:
             if self._paused_until is None or self._paused_until < retry_at:
                 self._paused_until = retry_at
             return SendDeferred(entry=entry, code=error.code, retry_at=retry_at)
-        if error.code == "queue_full":
-            retry_at = now + QUEUE_FULL_DELAY
+        hold = HOLD_DELAYS.get(error.code)
+        if hold is not None:
+            retry_at = now + hold
             self._retry_at[error.ref] = retry_at
             return SendDeferred(entry=entry, code=error.code, retry_at=retry_at)
         self._forget(error.ref)

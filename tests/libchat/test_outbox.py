@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from libchat.outbox import (
     PERMANENT_ERRORS,
     QUEUE_FULL_DELAY,
+    STORE_ERROR_DELAY,
     MemoryOutboxStorage,
     Outbox,
     OutboxEntry,
@@ -306,6 +307,17 @@ def test_queue_full_holds_that_conversation_only() -> None:
     assert ids(outbox.frames_due(now=2.0)) == [c.client_id]  # bob's stay in order
     assert outbox.next_retry_at() == 1.0 + QUEUE_FULL_DELAY
     assert ids(outbox.frames_due(now=1.0 + QUEUE_FULL_DELAY)) == [a.client_id, b.client_id]
+
+
+def test_internal_error_is_retried_not_dropped() -> None:
+    outbox = make()
+    a = outbox.submit("bob", "a", now=0.0)
+    outbox.on_connected(now=0.0)
+    result = outbox.on_error(Error(code="internal_error", ref=a.client_id), now=1.0)
+    assert isinstance(result, SendDeferred)
+    assert [entry.client_id for entry in outbox.pending()] == [a.client_id]
+    assert outbox.frames_due(now=1.0) == []
+    assert ids(outbox.frames_due(now=1.0 + STORE_ERROR_DELAY)) == [a.client_id]
 
 
 def test_retry_times_survive_a_reconnect() -> None:
