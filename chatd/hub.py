@@ -418,13 +418,19 @@ class Hub:
         pushed: set[int] = set()
         for new, message in zip(news, stored, strict=True):
             online.session.send_frame(Ack(id=message.id, seq=message.seq, ts=message.ts))
-            if message.seq in pushed or not _is_fresh(new, message):
-                continue  # a repeat: the original ack again, nothing stored or pushed
+            if message.seq in pushed:
+                continue
             pushed.add(message.seq)
-            self._metrics.messages_accepted_total.inc()
-            log.info("message.accepted",
-                seq=message.seq, client_id=message.id, sender=message.sender,
-                recipient=message.recipient)
+            if _is_fresh(new, message):
+                self._metrics.messages_accepted_total.inc()
+                log.info(
+                    "message.accepted", seq=message.seq, client_id=message.id,
+                    sender=message.sender, recipient=message.recipient,
+                )
+            elif message.delivered_at is not None:
+                continue  # a repeat of a delivered message: the original ack, nothing more
+            # else a repeat nobody confirmed yet: its first push may have died with a
+            # node or a connection, so push it again (clients drop repeats by seq).
             self.push(message, exclude=online.session.conn_id)
             self._publish(busmod.MessageStored(
                 recipient=message.recipient, seq=message.seq, sender=message.sender))
