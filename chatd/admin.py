@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import orjson
 
-from chatd.observe.logs import EventLogger, configure_logging
+from chatd.observe.logs import LOG_FILE_NAME, EventLogger, JsonFormatter
 from chatd.store import SchemaMismatch, Store, StoreError, User
 from chatd.store.factory import open_store
 from chatd.store.sqlite import SqliteStore
@@ -149,16 +149,37 @@ def _print_json(value: Any) -> None:
 
 
 def _configure_audit_log(args: argparse.Namespace) -> Callable[[], None]:
-    """Send this process's log records to ``<log-dir>/chatd.log``, beside the server's:
-    every subcommand that touches the database leaves an ``admin.*`` audit line there.
-    Returns the function that flushes and closes it."""
+    """Append this process's log records, as JSON lines, to ``<log-dir>/chatd.log``
+    beside the server's: every subcommand that touches the database leaves an
+    ``admin.*`` audit line there. Returns the function that closes it.
+
+    A plain appending handler, not the server's daily rotating one: only the
+    long-lived server may rotate the file. A rotating handler here would, on its first
+    line after midnight, rename the file under the running server, whose own rotation
+    would then delete that renamed file (yesterday's log) as a name clash.
+    """
     log_dir: Path = getattr(args, "log_dir", None) or DEFAULT_LOG_DIR
     try:
-        handle = configure_logging(log_dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_dir / LOG_FILE_NAME, encoding="utf-8")
     except OSError as exc:
         raise AdminError(f"cannot write the audit log in {log_dir}: {exc}", EXIT_USAGE) from None
-    logging.getLogger("chatd.store").setLevel(logging.WARNING)  # no open/close chatter
-    return handle.close
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    previous_level = root.level
+    store_log = logging.getLogger("chatd.store")
+    previous_store_level = store_log.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    store_log.setLevel(logging.WARNING)  # no open/close chatter
+
+    def close() -> None:
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+        store_log.setLevel(previous_store_level)
+        handler.close()
+
+    return close
 
 
 def _audit(event: str, **fields: object) -> None:

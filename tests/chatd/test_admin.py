@@ -230,6 +230,18 @@ def test_commands_need_an_existing_database(dirs: Dirs, cli: InProcess, tmp_path
     assert "cannot write the audit log" in cli.fails(2, "stats", "--log-dir", blocked / "x")
 
 
+def test_audit_lines_never_rotate_the_servers_log(dirs: Dirs, cli: InProcess) -> None:
+    """Only the server rotates chatd.log; an admin command run after midnight appends."""
+    dirs.logs.mkdir()
+    log_file = dirs.logs / "chatd.log"
+    log_file.write_text('{"event": "server.start"}\n')
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(log_file, (two_days_ago, two_days_ago))
+    cli.ok("migrate", *dirs.logged)
+    assert [path.name for path in dirs.logs.iterdir()] == ["chatd.log"]
+    assert [line["event"] for line in log_lines(dirs.logs)] == ["server.start", "admin.migrate"]
+
+
 # --- tokens --------------------------------------------------------------------------------
 
 
