@@ -57,6 +57,13 @@ class Search:
 
 
 @attrs.frozen(kw_only=True)
+class Typing:
+    """The user is writing to ``peer`` (an ephemeral signal, sent only when connected)."""
+
+    peer: str
+
+
+@attrs.frozen(kw_only=True)
 class Reconnect:
     """Try now instead of waiting out the backoff."""
 
@@ -66,7 +73,10 @@ class Shutdown:
     pass
 
 
-Command = SignIn | SignOut | Open | LoadOlder | Post | MarkRead | Search | Reconnect | Shutdown
+Command = (
+    SignIn | SignOut | Open | LoadOlder | Post | MarkRead | Search | Typing | Reconnect
+    | Shutdown
+)
 
 # --- results (network -> UI) ------------------------------------------------------------
 
@@ -130,11 +140,20 @@ class UsersFound:
 
 
 @attrs.frozen(kw_only=True)
+class PeerActivity:
+    """``peer`` is typing (``typing``), or came online or went offline (``online``)."""
+
+    peer: str
+    typing: bool = False
+    online: bool | None = None
+
+
+@attrs.frozen(kw_only=True)
 class Notice:
     text: str
 
 
 Result = (
     Status | SignedIn | AuthFailed | SignedOut | Conversations | Page | Changed | UsersFound
-    | Notice
+    | PeerActivity | Notice
 )

@@ -9,6 +9,8 @@ from chatpad.items import ChatItem, Summary
 
 __all__ = ["Model", "Thread"]
 
+TYPING_SHOWN = 5.0  # seconds "typing…" stays after the last signal
+
 
 class Thread:
     """The messages of one conversation that the UI has, in display order."""
@@ -71,6 +73,8 @@ class Model:
         self.signed_out_reason = ""
         self.notices: list[tuple[float, str]] = []
         self.version = 0  # grows with every change to the conversation list
+        self.typing_at: dict[str, float] = {}  # peer -> when the last typing signal came
+        self.online: dict[str, bool] = {}  # peer -> presence, as far as the server told
 
     def thread(self, peer: str) -> Thread:
         thread = self.threads.get(peer)
@@ -112,16 +116,30 @@ class Model:
         elif kind is m.Changed:
             assert isinstance(result, m.Changed)
             for item in result.items:
+                if not item.mine:
+                    self.typing_at.pop(item.peer, None)  # the message they typed is here
                 known = self.threads.get(item.peer)
                 if known is not None:
                     known.merge([item])
         elif kind is m.UsersFound:
             assert isinstance(result, m.UsersFound)
             self.users_prefix, self.users_found = result.prefix, result.users
+        elif kind is m.PeerActivity:
+            assert isinstance(result, m.PeerActivity)
+            if result.typing:
+                self.typing_at[result.peer] = time.monotonic()
+            if result.online is not None:
+                self.online[result.peer] = result.online
+                if not result.online:
+                    self.typing_at.pop(result.peer, None)
         elif kind is m.Notice:
             assert isinstance(result, m.Notice)
             self.notices.append((time.monotonic(), result.text))
             del self.notices[:-3]
+
+    def is_typing(self, peer: str) -> bool:
+        at = self.typing_at.get(peer)
+        return at is not None and time.monotonic() - at < TYPING_SHOWN
 
     def summary(self, peer: str) -> Summary | None:
         for summary in self.conversations:

@@ -44,6 +44,7 @@ HTTP_TIMEOUT = 15.0  # seconds for a whole HTTP call
 REFRESH_AT = 0.75  # refresh the token when this share of its lifetime has passed
 REFRESH_RETRY = 30.0  # seconds before retrying a failed token refresh
 PREVIEW_CHARS = 120  # characters of the last message kept for the conversation list
+MAX_FAILURES = 50  # unexpected errors the network thread survives before it gives up
 
 
 @attrs.frozen(kw_only=True)
@@ -143,8 +144,15 @@ class _Worker:
                 self._start_session(session, time.monotonic())
             else:
                 self._status()
+            failures = 0
             while self.running:
-                self._turn()
+                try:
+                    self._turn()
+                except Exception:  # a bug: log it, keep the connection and the UI going
+                    failures += 1
+                    log.exception("network thread: unexpected error")
+                    if failures >= MAX_FAILURES:
+                        raise
         except Exception:
             log.exception("network thread failed")
             self.net.results.put(m.Notice(text="chatpad's network thread stopped; restart it"))
@@ -335,6 +343,9 @@ class _Worker:
         elif kind is m.Search:
             assert isinstance(command, m.Search)
             self._search(command.prefix)
+        elif kind is m.Typing:
+            assert isinstance(command, m.Typing)
+            self._send(protocol.Typing(to=command.peer), now)
         elif kind is m.Reconnect:
             if self.session is not None and self.ws is None:
                 self.backoff.reset()
@@ -468,6 +479,10 @@ class _Worker:
             self._on_delivered(event)
         elif kind is protocol.ReadReceipt:
             self._on_read(event)
+        elif kind is protocol.PeerTyping:
+            self._result(m.PeerActivity(peer=event.sender, typing=True))
+        elif kind is protocol.Presence:
+            self._result(m.PeerActivity(peer=event.user, online=event.online))
         elif kind is HttpResponse:
             if event.status == 401:
                 self._sign_out("Your session has ended. Please sign in again.", revoke=False)

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ConversationScene", "ConversationsScene", "LoginScene", "Scene"]
 
+TYPING_EVERY = 3.0  # seconds between typing signals while the user writes
+
 AUTH_MESSAGES = {
     "invalid_credentials": "Wrong username or password.",
     "username_taken": "That username is taken. Pick another one.",
@@ -318,6 +320,7 @@ class ConversationScene(Scene):
         self.footer = pygame.Rect(0, 0, 0, 0)
         self.last_read_sent = -1
         self.counter_value = 0
+        self.typing_sent_at = -TYPING_EVERY
         self.layout(app.screen_size)
         self.focus(self.input)
 
@@ -335,6 +338,15 @@ class ConversationScene(Scene):
         _place(self.counter, pygame.Rect(w - 224, self.footer.bottom - 22, 212, 18))
         self.view.rect = pygame.Rect(0, self.header.bottom, w, self.footer.y - self.header.bottom)
         self.view.relayout()
+
+    def activity(self) -> str:
+        """What the header says about the peer: typing, or online."""
+        model = self.app.model
+        if model.is_typing(self.peer):
+            return "typing…"
+        if model.online.get(self.peer):
+            return "online"
+        return ""
 
     def _load_older(self, before: int) -> None:
         self.app.submit(m.LoadOlder(peer=self.peer, before=before))
@@ -400,6 +412,10 @@ class ConversationScene(Scene):
             self.input.set_text(text[: limits.MAX_MESSAGE_CHARS])
             text = self.input.get_text()
         if len(text) != self.counter_value:
+            now = time.monotonic()
+            if text and now - self.typing_sent_at >= TYPING_EVERY:
+                self.typing_sent_at = now
+                self.app.submit(m.Typing(peer=self.peer))
             self.counter_value = len(text)
             self.counter.set_text(f"{len(text)} / {limits.MAX_MESSAGE_CHARS}")
         newest = self.thread.newest_seq_from_peer()
@@ -412,5 +428,10 @@ class ConversationScene(Scene):
         surface.fill(Colors.SURFACE, self.header)
         pygame.draw.line(surface, Colors.BORDER, self.header.bottomleft,
                          (self.header.right, self.header.bottom - 1))
+        activity = self.activity()
+        if activity:
+            label = self.app.styles.small.render(activity, Colors.ACCENT)
+            surface.blit(label, label.get_rect(midright=(self.header.right - 20,
+                                                         self.header.centery)))
         surface.fill(Colors.SURFACE, self.footer)
         pygame.draw.line(surface, Colors.BORDER, self.footer.topleft, self.footer.topright)

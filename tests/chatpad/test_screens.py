@@ -113,3 +113,41 @@ def test_restart_goes_straight_in_and_sign_out_clears_the_token(chatd: ChatdProc
         assert isinstance(driver.app.scene, LoginScene)
     finally:
         driver.close()
+
+
+def test_unread_badge_and_keyboard_open(chatd: ChatdProcess) -> None:
+    bob = Peer(chatd.url, "bob").register().connect()
+    driver = Driver(chatd.url)
+    try:
+        sign_up(driver, "alice")
+        driver.until(lambda: driver.app.model.status.state == "connected", "connected")
+        scene = driver.app.scene
+        assert isinstance(scene, ConversationsScene)
+        for n in range(3):
+            bob.send_frame({"type": "send", "id": f"u{n}", "to": "alice", "body": f"psst {n}"})
+        summary = driver.until(lambda: (s := driver.app.model.summary("bob")) and s.unread == 3
+                               and s, "three unread from bob")
+        assert summary.preview == "psst 2" and not summary.mine
+        driver.key(pygame.K_DOWN)  # keyboard: select the first row and open it
+        driver.key(pygame.K_UP)
+        driver.key(pygame.K_RETURN)
+        convo = driver.until(lambda: isinstance(driver.app.scene, ConversationScene)
+                             and driver.app.scene, "conversation opens")
+        driver.until(lambda: convo.thread.find("psst 2"), "messages shown")
+        bob.recv_until(lambda f: f["type"] == "receipt" and f["status"] == "read"
+                       and f["up_to"] >= 1)
+        # typing signals, both ways
+        bob.send_frame({"type": "typing", "to": "alice"})
+        driver.until(lambda: convo.activity() == "typing…", "bob is typing")
+        driver.type("x")
+        bob.recv_until(lambda f: f["type"] == "typing" and f["from"] == "alice")
+        convo.input.set_text("")
+        driver.key(pygame.K_ESCAPE)
+        driver.until(lambda: isinstance(driver.app.scene, ConversationsScene), "back")
+        assert driver.app.model.summary("bob").unread == 0
+        # unread counts come from the server too: alice's other device sees none
+        status, body = bob.http("GET", "/v1/conversations", token=bob.token)
+        assert status == 200 and body["conversations"][0]["peer"] == "alice"
+    finally:
+        driver.close()
+        bob.close()
