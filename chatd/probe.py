@@ -131,6 +131,8 @@ def _describe(reason: object) -> str:
     """``connection refused``, ``timed out``...: the cause, lower case, no errno."""
     if isinstance(reason, TimeoutError):
         return "timed out"
+    if isinstance(reason, ssl.SSLError):
+        return f"TLS handshake failed: {reason.reason or reason}"
     if isinstance(reason, OSError) and reason.strerror:
         return reason.strerror.lower()
     return str(reason)
