@@ -65,9 +65,9 @@ def sample(app: App, now_ms: int | None = None) -> None:
         items.append(ChatItem(
             peer="bob", sender=sender, id=f"demo-{index}", seq=None if queued else 100 + index,
             body=body, ts=now_ms - (n - index) * 90_000, status=status, mine=mine))
-    # make the last two of mine show the last statuses in order
     model.apply(m.Page(peer="bob", items=tuple(items), has_more=False, older=False))
     model.apply(m.Status(state="connected", retry_at=None, outbox=1))
+    model.apply(m.PeerActivity(peer="bob", online=True))
 
 
 def tour(out_dir: Path | None = None, size: tuple[int, int] = (960, 680)) -> list[str]:

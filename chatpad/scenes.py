@@ -426,7 +426,7 @@ class ConversationScene(Scene):
     def draw(self, surface: pygame.Surface) -> None:
         self.view.draw(surface)
         surface.fill(Colors.SURFACE, self.header)
-        pygame.draw.line(surface, Colors.BORDER, self.header.bottomleft,
+        pygame.draw.line(surface, Colors.BORDER, (self.header.x, self.header.bottom - 1),
                          (self.header.right, self.header.bottom - 1))
         activity = self.activity()
         if activity:
