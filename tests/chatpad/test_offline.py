@@ -3,6 +3,9 @@ when the server is back, reaches the recipient exactly once, and shows sent, del
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pygame
 import pytest
 
@@ -120,3 +123,30 @@ def test_unreachable_server(tmp_path: object) -> None:
         driver.until(lambda: "cannot be reached" in scene.error_text, "unreachable")
     finally:
         driver.close()
+
+
+def test_token_is_refreshed_before_it_expires(tmp_path: Path) -> None:
+    """With 4-second tokens, chatpad refreshes at 3 s and reauths its WebSocket, so the
+    connection outlives the first token and messages still flow."""
+    server = ChatdProcess(tmp_path / "ttl-data", tmp_path / "ttl-logs",
+                          "--token-ttl", "4").start()
+    bob = Peer(server.url, "bob").register()
+    driver = Driver(server.url)
+    try:
+        sign_up(driver, "alice")
+        driver.until(lambda: driver.app.model.status.state == "connected", "connected")
+        first = driver.app.profile.load_session()
+        assert first is not None
+        driver.until(lambda: (s := driver.app.profile.load_session()) is not None
+                     and s.token != first.token, "a refreshed token")
+        driver.until(lambda: time.time() > first.expires_at + 1, "the first token expired",
+                     timeout=10)
+        assert driver.app.model.status.state == "connected"
+        bob.login().connect()
+        bob.send_frame({"type": "send", "id": "after-expiry", "to": "alice", "body": "still?"})
+        driver.until(lambda: (s := driver.app.model.summary("bob")) and s.unread == 1,
+                     "a push after the first token expired")
+    finally:
+        driver.close()
+        bob.close()
+        server.stop()
