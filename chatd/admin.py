@@ -338,22 +338,22 @@ def _user_passwd(args: argparse.Namespace) -> int:
 
 
 def _token_issue(args: argparse.Namespace) -> int:
+    from chatd.auth import KeyFileError, Tokens, signing_key  # PyJWT: only here
+
     if args.ttl <= 0:
         raise AdminError("--ttl must be a positive number of seconds", EXIT_USAGE)
 
-    async def main() -> User:
+    async def main() -> tuple[User, bytes]:
         async with _opened(args) as store:
-            return await _user(store, args.name)
+            user = await _user(store, args.name)
+            if user.disabled:
+                raise AdminError(f"user {user.username!r} is disabled")
+            try:  # the server's key: the data dir's file, or PostgreSQL's shared one
+                return user, await signing_key(_data_dir(args), store)
+            except KeyFileError as exc:
+                raise AdminError(str(exc), EXIT_USAGE) from None
 
-    user = asyncio.run(main())
-    if user.disabled:
-        raise AdminError(f"user {user.username!r} is disabled")
-    from chatd.auth import KeyFileError, Tokens, load_or_create_key  # PyJWT: only here
-
-    try:
-        key = load_or_create_key(_data_dir(args))
-    except KeyFileError as exc:
-        raise AdminError(str(exc), EXIT_USAGE) from None
+    user, key = asyncio.run(main())
     issued = Tokens(key, args.ttl).issue(user.id, user.token_generation, time.time())
     _audit("admin.token_issue", user=user.username, user_id=user.id, jti=issued.jti,
            expires_at=issued.expires_at)

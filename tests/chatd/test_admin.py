@@ -317,6 +317,35 @@ def test_messages_and_stats(dirs: Dirs, cli: InProcess) -> None:
     assert re.search(r"^database +[\d.]+ [KM]?i?B \(\d+ bytes\)$", text, re.M)
 
 
+@pytest.mark.pg
+def test_commands_on_postgresql(tmp_path: Path, cli: InProcess) -> None:
+    """The same commands on PostgreSQL; tokens are signed with the key the nodes share
+    through the database, whatever the local data dir holds."""
+    from tests.chatd.pg import pg_schema
+
+    logs = ["--log-dir", tmp_path / "logs"]
+    node_a, node_b = ["--data-dir", tmp_path / "a"], ["--data-dir", tmp_path / "b"]
+    with pg_schema() as url:
+        db = ["--db", url, *logs]
+        assert f"version {SCHEMA_VERSION}" in ok("migrate", *node_a, *db)
+        ok("user", "add", "alice", *node_a, *db, stdin="long-enough\n")
+        cli.ok("user", "add", "bob", *node_a, *db, stdin="long-enough\n")
+        from_a = ok("token", "issue", "alice", *node_a, *db).strip()  # fixes the shared key
+        from_b = cli.ok("token", "issue", "bob", *node_b, *db).strip()
+        shared = load_or_create_key(tmp_path / "a")
+        assert load_or_create_key(tmp_path / "b") != shared
+        for token in (from_a, from_b):
+            Tokens(shared, 1).decode(token, time.time())  # raises unless signed with it
+        assert [u["username"] for u in json.loads(
+            cli.ok("user", "list", "--json", *node_b, *db))["users"]] == ["alice", "bob"]
+        cli.ok("user", "disable", "bob", *node_b, *db)
+        assert json.loads(cli.ok("user", "show", "bob", "--json", *node_b, *db))["disabled"]
+        assert json.loads(cli.ok("messages", "alice", "bob", "--json", *node_b, *db)) == {
+            "messages": [], "has_more": False}
+        assert json.loads(cli.ok("stats", "--json", *node_b, *db))["users"] == 2
+        assert "pg_dump" in cli.fails(2, "backup", tmp_path / "x.db", *node_b, *db)
+
+
 # --- schema ---------------------------------------------------------------------------------
 
 
