@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import random
 from typing import TYPE_CHECKING
 
 from chatd.accounts import Identity
@@ -73,7 +72,7 @@ class ChatProtocol(asyncio.Protocol):
             self.peer = f"{peername[0]}:{peername[1]}"
         now = self.loop.time()
         self._opened_at = now
-        self.conn = ServerConnection(self.server.engine_config, random.Random(), now)
+        self.conn = ServerConnection(self.server.engine_config, self.server.rng, now)
         self.server.connections[self.conn_id] = self
         self._arm_timer()
 
@@ -143,6 +142,7 @@ class ChatProtocol(asyncio.Protocol):
             return
         self.upgrade_token = request.token
         self.is_websocket = True
+        self.server.websockets += 1
         self.server.metrics.connections.inc()
         log.info("connection.open", conn_id=self.conn_id, peer=self.peer)
         self._handle(self.conn.accept_upgrade(self.loop.time()))
@@ -154,6 +154,7 @@ class ChatProtocol(asyncio.Protocol):
         self._closed = True
         if self.is_websocket:
             self.server.hub.disconnected(self)
+            self.server.websockets -= 1
             self.server.metrics.connections.dec()
             user = self.identity.user.username if self.identity else None
             log.info(
