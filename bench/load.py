@@ -465,6 +465,7 @@ class Bench:
         users = self.users[group]
         timeout = 60.0 + len(users) / 50
         started = time.monotonic()
+        window = self.window()
         replies = self.pool.all(
             "connect",
             timeout + REPLY_SLACK,
@@ -484,6 +485,7 @@ class Bench:
             "connected": sum(r["connected"] for r in replies),
             "connect_s": round(time.monotonic() - started, 2),
             "welcome_ms": percentiles(v for r in replies for v in r["welcome_ms"]),
+            "connect_server_cpu_s": window.close()["server_cpu"]["seconds"],
         }
 
     def stream(self, group: str, name: str, rate: float, duration: float) -> dict[str, Any]:
