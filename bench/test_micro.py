@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from wsproto.connection import Connection, ConnectionType
 
 from bench.conftest import MESSAGE, NOW, SEND, masked_send_frame, open_pair
+from chatd.observe.logs import EventLogger, configure_logging
 from chatd.store import NewMessage
 from chatd.store.sqlite import SqliteStore
 from libchat import protocol
@@ -166,3 +168,23 @@ def test_client_engine_parse_push(benchmark) -> None:
     frame = server.data_to_send()
     engine: ClientConnection = client
     assert benchmark(engine.receive_data, frame, NOW) == [MESSAGE]
+
+
+def test_log_message_event(benchmark, tmp_path: Path) -> None:
+    """One ``message.accepted`` JSON log line as the hub writes it (two per message:
+    accepted and delivered), measured on the calling thread; the file is written by
+    the logging thread."""
+    handle = configure_logging(tmp_path)
+    log = EventLogger(logging.getLogger("chatd.hub"))
+    seqs = itertools.count()
+
+    def line() -> None:
+        log.info(
+            "message.accepted", seq=next(seqs), client_id=SEND.id, sender="alice", recipient="bob"
+        )
+
+    try:
+        benchmark(line)
+    finally:
+        handle.close()
+    assert (tmp_path / "chatd.log").stat().st_size > 0
