@@ -9,7 +9,20 @@ import subprocess
 import time
 from typing import Any
 
-from tests.chatd.clients import Streamer, ahttp, anew_user, login, whole_history, ws_connect
+import orjson
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import Request, TextMessage
+from wsproto.frame_protocol import FrameProtocol
+
+from tests.chatd.clients import (
+    TIMEOUT,
+    Streamer,
+    ahttp,
+    anew_user,
+    login,
+    whole_history,
+    ws_connect,
+)
 from tests.chatd.conftest import run_async
 from tests.chatd.server import ChatdProcess
 
@@ -68,3 +81,66 @@ def test_sigterm_when_idle_exits_0_quickly(make_server: Any) -> None:
     assert server.stop() == 0
     assert time.monotonic() - started < 5
     assert any("listening on" in line for line in server.output)
+
+
+async def pipelined_session(server: ChatdProcess, token: str, frames: list[dict[str, Any]],
+                            wanted: set[str]) -> list[dict[str, Any]]:
+    """Upgrade request, hello and more frames in ONE write (a client that does not wait
+    for the 101 or the welcome); returns the server's frames until every type in
+    ``wanted`` came."""
+    client = WSConnection(ConnectionType.CLIENT)
+    framer = FrameProtocol(client=True, extensions=[])
+    data = client.send(Request(host=server.host, target="/v1/ws"))
+    for frame in [{"type": "hello", "protocol": "1.0", "token": token}, *frames]:
+        data += framer.send_data(orjson.dumps(frame).decode(), fin=True)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(data)
+    got: list[dict[str, Any]] = []
+    try:
+        while not wanted <= {frame["type"] for frame in got}:
+            chunk = await asyncio.wait_for(reader.read(65536), TIMEOUT)
+            assert chunk, f"closed early; got {got}"
+            client.receive_data(chunk)
+            for event in client.events():
+                if isinstance(event, TextMessage):
+                    got.append(orjson.loads(event.data))
+    finally:
+        writer.close()
+    return got
+
+
+@run_async
+async def test_restart_keeps_tokens_revocations_and_messages(make_server: Any) -> None:
+    server: ChatdProcess = make_server()
+    alice, alice_token = await anew_user(server, "rs")
+    bob, bob_token = await anew_user(server, "rs")
+    revoked = login(server, alice)
+    assert (await ahttp(server, "POST", "/v1/logout", token=revoked)).status == 204
+    a = await ws_connect(server, alice_token)
+    await a.send({"type": "send", "id": "before-restart", "to": bob, "body": "kept"})
+    ack = await a.recv("ack")
+    await a.close()
+    assert server.stop() == 0
+
+    restarted = ChatdProcess(server.data_dir, server.log_dir).start()
+    try:
+        # bob's first contact after the restart (nobody cached): all in one write.
+        frames = await pipelined_session(
+            restarted, bob_token,
+            [{"type": "send", "id": "after-restart", "to": alice, "body": "hi"}],
+            {"welcome", "message", "ack"},
+        )
+        assert frames[0]["type"] == "welcome" and frames[0]["username"] == bob
+        message = next(f for f in frames if f["type"] == "message")
+        assert (message["seq"], message["ts"]) == (ack["seq"], ack["ts"])
+        assert next(f for f in frames if f["type"] == "ack")["seq"] > ack["seq"]
+        answer = await ahttp(restarted, "GET", "/v1/conversations", token=revoked)
+        assert answer.status == 401
+        peer = await ws_connect(restarted, hello=False)
+        await peer.send({"type": "hello", "protocol": "1.0", "token": revoked})
+        assert (await peer.recv("error"))["code"] == "unauthorized"
+        assert await peer.wait_closed() == 4001
+        assert (await ahttp(restarted, "GET", "/v1/conversations",
+                            token=alice_token)).status == 200
+    finally:
+        assert restarted.stop() == 0
