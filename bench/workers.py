@@ -111,6 +111,7 @@ class User:
         self.withhold = False  # storm setup: keep pushes unconfirmed so they come again
         self.awaited_seq = -1  # a seq whose (re)push means "caught up"
         self.caught_up_at = 0.0
+        self.welcomed_at = 0.0  # loop time of the last welcome
         self.pushes = 0  # pushes accepted on any connection
         self.on_push: Callable[[User, Message, float], None] | None = None
 
@@ -165,6 +166,7 @@ class Client(asyncio.Protocol):
             self.conn.send(Hello(protocol="1.0", token=self.user.token), now)
         elif kind is Welcome:
             self.is_welcomed = True
+            self.user.welcomed_at = now
             self.user.welcomed.set()
             self.user.backoff.connected(now)
         elif kind is Error:
@@ -540,7 +542,7 @@ class Worker:
                 await asyncio.sleep(user.backoff.next_delay())
                 attempts += 1
                 if await self._connect_once(user, min(CONNECT_TIMEOUT, deadline - loop.time())):
-                    welcome_s.append(loop.time() - dropped_at)
+                    welcome_s.append(user.welcomed_at - dropped_at)
                     return
                 user.backoff.disconnected(loop.time())
 
