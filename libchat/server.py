@@ -452,6 +452,7 @@ class ServerConnection(Engine):
         """Send one whole response, then either read the next request or end."""
         h = self._h11
         assert h is not None
+        head = self._head
         upgrading = self._state is ConnState.UPGRADING
         # After a refused upgrade, a malformed request or an unread body: hang up.
         must_close = upgrading or h.their_state in _HANG_UP_AFTER
@@ -467,7 +468,7 @@ class ServerConnection(Engine):
         out = self._out
         response = h11.Response(status_code=status, headers=headers, reason=_phrase(status))
         out.append(h.send(response) or b"")
-        if body:
+        if body and (head is None or head.method != b"HEAD"):  # HEAD: the headers only
             out.append(h.send(h11.Data(data=body)) or b"")
         out.append(h.send(h11.EndOfMessage()) or b"")
         self._pending = False

@@ -194,6 +194,15 @@ def test_wrong_method_is_405_with_allow(raw: RawClient) -> None:
     assert not raw.server.is_closed
 
 
+def test_head_request_gets_headers_only(raw: RawClient) -> None:
+    raw.feed(request_bytes("HEAD", "/healthz"))
+    out = raw.server.data_to_send()
+    head, _, rest = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 405 ")
+    assert b"content-length: " in head and rest == b""
+    assert not raw.server.is_closed
+
+
 def test_body_over_the_limit_by_content_length_is_413_and_closes(raw: RawClient) -> None:
     head = b"POST /v1/login HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\n"
     raw.feed(head)  # judged before a byte of the body arrives
