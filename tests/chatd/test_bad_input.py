@@ -22,6 +22,8 @@ from websockets.exceptions import InvalidStatus
 
 from chatd.auth import KEY_FILE
 from tests.chatd.clients import (
+    ISSUED_TOKENS,
+    PASSWORD,
     TIMEOUT,
     WsPeer,
     ahttp,
@@ -262,3 +264,16 @@ async def test_each_bad_input_alone(server: ChatdProcess, name: str, case: Any) 
 def test_server_still_answers_plain_http_after_everything(server: ChatdProcess) -> None:
     _, token = new_user(server)
     assert http(server, "GET", "/v1/conversations", token=token).status == 200
+
+
+def test_log_after_bad_input_is_json_lines_without_tokens(server: ChatdProcess) -> None:
+    """Runs last: garbage in never becomes garbage (or a token) in the log."""
+    text = "\n".join(path.read_text() for path in sorted(server.log_dir.glob("chatd.log*")))
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines
+    for line in lines:
+        assert isinstance(orjson.loads(line), dict), line
+    assert ISSUED_TOKENS
+    for token in ISSUED_TOKENS:
+        assert token.split(".")[2] not in text
+    assert PASSWORD not in text
