@@ -539,7 +539,7 @@ class Worker:
         async def back(user: User) -> None:
             nonlocal attempts
             while loop.time() < deadline:
-                await asyncio.sleep(user.backoff.next_delay())
+                await asyncio.sleep(min(user.backoff.next_delay(), deadline - loop.time()))
                 attempts += 1
                 if await self._connect_once(user, min(CONNECT_TIMEOUT, deadline - loop.time())):
                     welcome_s.append(user.welcomed_at - dropped_at)
