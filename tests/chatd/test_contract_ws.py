@@ -271,6 +271,8 @@ async def test_resend_gets_the_same_ack_and_one_delivery(server: ChatdProcess, k
     b = await connect(kind, server, bob_token)
     first = await send(a, bob, body("original"), "same-id")
     push = await b.recv("message")
+    await b.send({"type": "delivered", "seqs": [first["seq"]]})
+    await a.recv("receipt")
     # The same id again, even with another body or recipient: the original ack.
     again = await send(a, bob, body("changed"), "same-id")
     other = await send(a, carol, body("elsewhere"), "same-id")
@@ -288,6 +290,28 @@ async def test_resend_gets_the_same_ack_and_one_delivery(server: ChatdProcess, k
     carol_page = (await ahttp(server, "GET", f"/v1/conversations/{carol}/messages",
                               token=alice_token)).json
     assert carol_page["messages"] == []
+    await a.close()
+    await b.close()
+
+
+@run_async
+async def test_resend_of_an_unconfirmed_message_stays_one_message(server: ChatdProcess) -> None:
+    """Before bob confirms, a repeat may push the message again (at least once on the
+    wire), but always as the same seq: deduplicated by seq, bob has one message."""
+    alice, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    a = await ws_connect(server, alice_token)
+    b = await ws_connect(server, bob_token)
+    first = await send(a, bob, body(), "twice")
+    for _ in range(2):
+        assert await send(a, bob, body("changed"), "twice") == first
+    await settle(a, b, bob)
+    pushes = [f for f in b.frames if f["type"] == "message" and f["id"] == "twice"]
+    assert pushes and {p["seq"] for p in pushes} == {first["seq"]}
+    assert len({orjson.dumps(p) for p in pushes}) == 1  # the original content every time
+    history = (await ahttp(server, "GET", f"/v1/conversations/{alice}/messages",
+                           token=bob_token)).json["messages"]
+    assert [m["id"] for m in history].count("twice") == 1
     await a.close()
     await b.close()
 
