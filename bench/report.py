@@ -142,7 +142,7 @@ def backlog(r: dict[str, Any]) -> list[Row]:
         ),
         ("connect -> welcome", _num(r["welcome_s"], " s"), "", None),
         (
-            "hello -> last message",
+            "connect -> last message (stricter than from hello)",
             _num(r["all_received_s"], " s"),
             "< 2 s",
             _below(r["all_received_s"], 2.0),
