@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 ServerEvent = (
-    HttpRequestEvent | RequestRejected | FrameRejected | ConnectionClosed | (protocol.ClientFrame)
+    HttpRequestEvent | RequestRejected | FrameRejected | ConnectionClosed | protocol.ClientFrame
 )
 
 _OPEN: Final = ConnState.OPEN
@@ -110,6 +110,7 @@ class _Request:
     query: dict[str, list[str]]
     headers: dict[bytes, list[bytes]]
     body: bytes
+    proposes_upgrade: bool  # h11 saw "Connection: upgrade" with an Upgrade header
 
     def header(self, name: bytes) -> bytes | None:
         values = self.headers.get(name)
@@ -201,8 +202,27 @@ def _metrics(_request: _Request) -> HttpRequestEvent:
 
 
 def _upgrade(request: _Request) -> HttpRequestEvent:
-    """Check an upgrade request (RFC 6455 section 4.2.1); the key was checked by the
-    caller, which also knows whether h11 saw ``Connection: upgrade``."""
+    """Check a WebSocket upgrade (RFC 6455 section 4.2.1): 400 when it is not one or its
+    key is bad, 426 for another protocol version, 401 for a malformed bearer token."""
+    upgrade = request.header(b"upgrade") or b""
+    if not request.proposes_upgrade or b"websocket" not in [
+        p.strip() for p in upgrade.lower().split(b",")
+    ]:
+        raise _Rejection(400, "bad_request", "not a WebSocket upgrade request")
+    if request.header(b"sec-websocket-version") != b"13":
+        raise _Rejection(
+            426,
+            "unsupported_version",
+            "only WebSocket version 13 is supported",
+            (("Sec-WebSocket-Version", "13"),),
+        )
+    key = request.header(b"sec-websocket-key") or b""
+    try:
+        valid = len(base64.b64decode(key, validate=True)) == 16
+    except binascii.Error:
+        valid = False
+    if not valid:
+        raise _Rejection(400, "bad_request", "missing or malformed Sec-WebSocket-Key")
     origin = request.header(b"origin")
     return UpgradeRequest(
         token=request.optional_token(),
@@ -239,29 +259,6 @@ def _route(path: str) -> tuple[bytes, _Handler] | None:
         ):
             return _HISTORY_ROUTE
     return route
-
-
-def _ws_key(request: _Request) -> bytes:
-    """The Sec-WebSocket-Key, checked; raises the 400/426 the request deserves."""
-    upgrade = request.header(b"upgrade") or b""
-    if b"websocket" not in [p.strip() for p in upgrade.lower().split(b",")]:
-        raise _Rejection(400, "bad_request", "not a WebSocket upgrade request")
-    if request.header(b"sec-websocket-version") != b"13":
-        raise _Rejection(
-            426,
-            "unsupported_version",
-            "only WebSocket version 13 is supported",
-            (("Sec-WebSocket-Version", "13"),),
-        )
-    key = request.header(b"sec-websocket-key")
-    try:
-        valid = key is not None and len(base64.b64decode(key, validate=True)) == 16
-    except binascii.Error:
-        valid = False
-    if not valid:
-        raise _Rejection(400, "bad_request", "missing or malformed Sec-WebSocket-Key")
-    assert key is not None
-    return key
 
 
 class ServerConnection(Engine):
@@ -381,8 +378,9 @@ class ServerConnection(Engine):
         self._reject(events, 413, "too_large", message, now)
 
     def _dispatch(self, events: list[Any], now: float) -> None:
+        h = self._h11
         head = self._head
-        assert head is not None
+        assert h is not None and head is not None
         target = head.target.decode("ascii")
         path, _, query = target.partition("?")
         request = _Request(
@@ -391,6 +389,7 @@ class ServerConnection(Engine):
             query=parse_qs(query, keep_blank_values=True),
             headers=_header_lists(head.headers),
             body=b"".join(self._body),
+            proposes_upgrade=h.their_state is _MIGHT_SWITCH,
         )
         self._body = []
         try:
@@ -405,8 +404,6 @@ class ServerConnection(Engine):
                     f"{path} takes {method.decode()}",
                     (("Allow", method.decode()),),
                 )
-            if handler is _upgrade:
-                self._ws_key = self._check_upgrade(request)
             event = handler(request)
         except _Rejection as rejection:
             self._reject(
@@ -414,17 +411,11 @@ class ServerConnection(Engine):
             )
             return
         if type(event) is UpgradeRequest:
+            self._ws_key = request.header(b"sec-websocket-key") or b""
             self._move(Trigger.UPGRADE)
         self._pending = True
         self._buffered = 0
         events.append(event)
-
-    def _check_upgrade(self, request: _Request) -> bytes:
-        h = self._h11
-        assert h is not None
-        if h.their_state is not _MIGHT_SWITCH:
-            raise _Rejection(400, "bad_request", "not a WebSocket upgrade request")
-        return _ws_key(request)
 
     def _reject(
         self,
@@ -465,8 +456,11 @@ class ServerConnection(Engine):
         if must_close:
             headers.append((b"connection", b"close"))
         headers.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in extra)
+        try:
+            response = h11.Response(status_code=status, headers=headers, reason=_phrase(status))
+        except h11.LocalProtocolError as exc:  # the host's status or headers
+            raise LocalProtocolError(f"cannot send this response: {exc}") from None
         out = self._out
-        response = h11.Response(status_code=status, headers=headers, reason=_phrase(status))
         out.append(h.send(response) or b"")
         if body and (head is None or head.method != b"HEAD"):  # HEAD: the headers only
             out.append(h.send(h11.Data(data=body)) or b"")

@@ -434,6 +434,16 @@ def test_empty_data_is_not_eof(raw: RawClient) -> None:
 # --- caller misuse -----------------------------------------------------------------------
 
 
+def test_bad_status_or_header_from_the_host_raises(raw: RawClient) -> None:
+    raw.feed(get("/healthz"))
+    with pytest.raises(LocalProtocolError):
+        raw.server.respond(200, b"x", now=1.0, headers=[("X-Bad", "a\r\nb")])
+    with pytest.raises(LocalProtocolError):
+        raw.server.respond(101, now=1.0)
+    assert raw.server.respond(200, b"ok", now=1.0) == []  # the request is still answerable
+    assert raw.responses()[0].body == b"ok"
+
+
 def test_misuse_raises_local_protocol_error(raw: RawClient) -> None:
     server = raw.server
     with pytest.raises(LocalProtocolError):
