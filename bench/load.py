@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -108,7 +109,7 @@ def percentiles(values: Iterable[float]) -> dict[str, float | None]:
         return {"p50": None, "p95": None, "p99": None, "max": None}
 
     def rank(p: float) -> float:
-        index = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+        index = max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))
         return round(ordered[index], 2)
 
     return {"p50": rank(50), "p95": rank(95), "p99": rank(99), "max": round(ordered[-1], 2)}
