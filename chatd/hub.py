@@ -69,7 +69,7 @@ class Session(Protocol):
 class _Online:
     """Hub-side state of one authenticated session."""
 
-    __slots__ = ("catching_up", "deferred", "expiry", "jti", "session", "user")
+    __slots__ = ("catching_up", "deferred", "expiry", "jti", "presence_sent", "session", "user")
 
     def __init__(self, session: Session, user: User, jti: str) -> None:
         self.session = session
@@ -78,6 +78,14 @@ class _Online:
         self.catching_up = True
         self.deferred: list[tuple[int, str]] = []  # live pushes held back during catch-up
         self.expiry: asyncio.TimerHandle | None = None
+        self.presence_sent: dict[str, bool] = {}  # the last presence told, per peer
+
+    def tell_presence(self, user: str, online: bool) -> None:
+        """Push a peer's presence unless this connection already has that state: a
+        newcomer's snapshot of who is online can overlap the peer's own announcement."""
+        if self.presence_sent.get(user) is not online:
+            self.presence_sent[user] = online
+            self.session.send_frame(Presence(user=user, online=online))
 
     def push(self, seq: int, text: str) -> None:
         if self.catching_up:
@@ -268,11 +276,10 @@ class Hub:
             peer_sessions = self._by_user.get(peer)
             if not peer_sessions:
                 continue
-            online.session.send_frame(Presence(user=peer, online=True))
+            online.tell_presence(peer, True)
             if first_device:
-                frame = Presence(user=online.user.username, online=True)
                 for other in peer_sessions:
-                    other.session.send_frame(frame)
+                    other.tell_presence(online.user.username, True)
 
     def disconnected(self, session: Session) -> None:
         self._pending.pop(session.conn_id, None)
@@ -290,11 +297,10 @@ class Hub:
     async def _announce_offline(self, user: User) -> None:
         if user.username in self._by_user:  # came back meanwhile
             return
-        frame = Presence(user=user.username, online=False)
         self._publish(busmod.Presence(user=user.username, online=False))
         for peer in await self._store.peers(user.id):
             for other in self._by_user.get(peer, ()):
-                other.session.send_frame(frame)
+                other.tell_presence(user.username, False)
 
     # --- tokens -----------------------------------------------------------------------
 
@@ -567,10 +573,9 @@ class Hub:
         user = await self._users.by_name(username)
         if user is None:
             return
-        frame = Presence(user=username, online=is_online)
         for peer in await self._store.peers(user.id):
             for other in self._by_user.get(peer, ()):
-                other.session.send_frame(frame)
+                other.tell_presence(username, is_online)
 
     async def _remote_user_change(self, username: str) -> None:
         user = await self._store.user_by_name(username)
