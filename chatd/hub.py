@@ -45,6 +45,7 @@ from libchat.protocol import (
 log = EventLogger(logging.getLogger(__name__))
 
 CATCH_UP_BATCH = 500  # undelivered messages read and written per step of a catch-up
+MAX_TRACKED_PUSHES = 10_000  # unconfirmed seqs remembered per connection
 CHANGE_POLL_INTERVAL = 2.0  # seconds between looks for users changed by another process
 
 
@@ -69,16 +70,28 @@ class Session(Protocol):
 class _Online:
     """Hub-side state of one authenticated session."""
 
-    __slots__ = ("catching_up", "deferred", "expiry", "jti", "presence_sent", "session", "user")
+    __slots__ = (
+        "catching_up", "deferred", "expiry", "jti", "presence_sent", "session", "unconfirmed",
+        "user",
+    )
 
     def __init__(self, session: Session, user: User, jti: str) -> None:
         self.session = session
         self.user = user
         self.jti = jti
         self.catching_up = True
-        self.deferred: list[tuple[int, str]] = []  # live pushes held back during catch-up
+        # live pushes held back during catch-up: (seq, frame, addressed to this user)
+        self.deferred: list[tuple[int, str, bool]] = []
         self.expiry: asyncio.TimerHandle | None = None
         self.presence_sent: dict[str, bool] = {}  # the last presence told, per peer
+        # seqs pushed to this connection as the recipient and not yet confirmed: a
+        # repeated send pushes again only where its first push never went
+        self.unconfirmed: set[int] = set()
+
+    def pushed(self, seq: int) -> None:
+        if len(self.unconfirmed) >= MAX_TRACKED_PUSHES:
+            self.unconfirmed.clear()  # forget, at worst a later repeat is pushed again
+        self.unconfirmed.add(seq)
 
     def tell_presence(self, user: str, online: bool) -> None:
         """Push a peer's presence unless this connection already has that state: a
@@ -87,9 +100,9 @@ class _Online:
             self.presence_sent[user] = online
             self.session.send_frame(Presence(user=user, online=online))
 
-    def push(self, seq: int, text: str) -> None:
+    def push(self, seq: int, text: str, *, to_me: bool) -> None:
         if self.catching_up:
-            self.deferred.append((seq, text))
+            self.deferred.append((seq, text, to_me))
         else:
             self.session.send_text(text)
 
@@ -249,6 +262,7 @@ class Hub:
             while True:
                 batch = await self._store.undelivered(online.user.id, after, CATCH_UP_BATCH)
                 for message in batch:
+                    online.pushed(message.seq)
                     session.send_text(protocol.encode_frame(message))
                 if batch:
                     after = batch[-1].seq
@@ -259,8 +273,10 @@ class Hub:
         except StoreError:
             log.exception("catch_up.failed", user=online.user.username)
         online.catching_up = False
-        for seq, text in online.deferred:
-            if seq > after:
+        for seq, text, to_me in online.deferred:
+            # The catch-up covered messages to this user up to `after`; copies of its
+            # own messages (from its other devices) are never in it.
+            if seq > after or not to_me:
                 session.send_text(text)
         online.deferred.clear()
         if self._config.presence and self._by_session.get(session.conn_id) is online:
@@ -427,7 +443,8 @@ class Hub:
             if message.seq in pushed:
                 continue
             pushed.add(message.seq)
-            if _is_fresh(new, message):
+            fresh = _is_fresh(new, message)
+            if fresh:
                 self._metrics.messages_accepted_total.inc()
                 log.info(
                     "message.accepted", seq=message.seq, client_id=message.id,
@@ -436,26 +453,33 @@ class Hub:
             elif message.delivered_at is not None:
                 continue  # a repeat of a delivered message: the original ack, nothing more
             # else a repeat nobody confirmed yet: its first push may have died with a
-            # node or a connection, so push it again (clients drop repeats by seq).
-            self.push(message, exclude=online.session.conn_id)
+            # node, so push it to the recipient's connections that never got it.
+            self.push(message, exclude=online.session.conn_id, repeat=not fresh)
             self._publish(busmod.MessageStored(
                 recipient=message.recipient, seq=message.seq, sender=message.sender))
 
-    def push(self, message: Message, *, exclude: int | None = None) -> None:
-        """Send a stored message to the recipient's connections and to the sender's
-        other connections (its other devices)."""
+    def push(self, message: Message, *, exclude: int | None = None, repeat: bool = False) -> None:
+        """Send a stored message to the recipient's connections that do not have it
+        yet, and (unless it is a ``repeat``) to the sender's other connections (its
+        other devices)."""
         text = protocol.encode_frame(message)
-        recipients = self._by_user.get(message.recipient, ())
-        for online in recipients:
-            online.push(message.seq, text)
-        if recipients:
-            self._metrics.messages_pushed_total.inc(len(recipients))
+        seq = message.seq
+        pushed = 0
+        for online in self._by_user.get(message.recipient, ()):
+            if seq not in online.unconfirmed:
+                online.pushed(seq)
+                online.push(seq, text, to_me=True)
+                pushed += 1
+        if pushed:
+            self._metrics.messages_pushed_total.inc(pushed)
             self._metrics.push_latency_seconds.observe(
                 max(0.0, self._clock() - message.ts / 1000)
             )
+        if repeat:
+            return
         for online in self._by_user.get(message.sender, ()):
             if online.session.conn_id != exclude:
-                online.push(message.seq, text)
+                online.push(message.seq, text, to_me=False)
 
     async def _delivered(self, online: _Online, seqs: list[int]) -> None:
         now_ms = self._now_ms()
@@ -464,6 +488,8 @@ class Hub:
         except StoreError:
             log.exception("store.error", op="mark_delivered")
             return
+        for device in self._by_user.get(online.user.username, ()):
+            device.unconfirmed.difference_update(seqs)
         self._send_delivered_receipts(marked, now_ms)
 
     def _send_delivered_receipts(
