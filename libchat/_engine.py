@@ -9,7 +9,7 @@ what a complete text message means (:meth:`Engine._on_text`).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
@@ -29,10 +29,13 @@ WS_LIVE = frozenset(
     }
 )
 CLOSE_ABNORMAL = 1006  # RFC 6455: the transport ended without a close frame
+_OPEN: Final = ConnState.OPEN
+_CLOSED: Final = ConnState.CLOSED
+EventT = TypeVar("EventT")
 
 
-class Engine:
-    """The role-independent half of a connection engine."""
+class Engine(Generic[EventT]):
+    """The role-independent half of a connection engine (``EventT``: what it yields)."""
 
     _ROLE: ClassVar[Role]
     _WS_TYPE: ClassVar[ConnectionType]
@@ -66,6 +69,39 @@ class Engine:
     def is_closed(self) -> bool:
         """True once the host should close the transport (after draining output)."""
         return self._state is ConnState.CLOSED
+
+    def receive_data(self, data: bytes, now: float) -> list[EventT]:
+        """Feed bytes read from the transport; returns the events they complete.
+        Drain ``data_to_send()`` afterwards."""
+        state = self._state
+        if state is _OPEN:  # the hot path first
+            self._last_rx = now
+            return self._receive_ws(data)
+        if state is _CLOSED:
+            return self._take_report()
+        self._last_rx = now
+        if self._ws is not None:
+            return self._receive_ws(data)
+        if not data:  # not an end of stream: that is receive_eof()
+            return []
+        return self._receive_http(data, now)
+
+    def receive_eof(self, now: float) -> list[EventT]:
+        """The peer closed its side (or the transport broke): the connection is over.
+        Returns the ``ConnectionClosed`` event unless one was already reported."""
+        return self._eof(now)
+
+    def close(self, code: int = 1000, reason: str = "", *, now: float) -> None:
+        """Close: a WebSocket starts the close handshake (``ConnectionClosed`` comes when
+        the peer answers or ``close_timeout`` passes); a connection without one ends at
+        once (its ``ConnectionClosed`` comes from the next call that returns events, at
+        ``next_deadline()`` at the latest); a closing one is left alone. Drain
+        ``data_to_send()`` afterwards."""
+        state = self._state
+        if state in WS_LIVE:
+            self._send_close(code, reason, now)
+        elif state is ConnState.HTTP or state is ConnState.UPGRADING:
+            self._end(None, None, reason or "closed by host", now)
 
     def data_to_send(self) -> bytes:
         """The bytes to write to the transport now; ``b""`` if there are none."""
@@ -141,15 +177,6 @@ class Engine:
         self._out.append(self._ws.send(CloseConnection(code=code, reason=reason)))
         self._move(Trigger.CLOSE)
         self._close_deadline = now + self._close_timeout
-
-    def _close_ws_or_end(self, code: int, reason: str, now: float) -> None:
-        """``close()`` for both roles: a live WebSocket starts the close handshake; a
-        connection without one ends at once; a closing or closed one is left alone."""
-        state = self._state
-        if state in WS_LIVE:
-            self._send_close(code, reason, now)
-        elif state is ConnState.HTTP or state is ConnState.UPGRADING:
-            self._end(None, None, reason or "closed by host", now)
 
     def _closing_timer(self, now: float) -> list[Any]:
         events: list[Any] = []
@@ -244,6 +271,9 @@ class Engine:
             self._end(events, event.code, reason, now)
 
     # --- what each role fills in -------------------------------------------------------
+
+    def _receive_http(self, data: bytes, now: float) -> list[Any]:
+        raise NotImplementedError  # pragma: no cover
 
     def _on_text(self, text: str, events: list[Any]) -> None:
         raise NotImplementedError  # pragma: no cover

@@ -62,7 +62,7 @@ class _Call:
     is_health: bool = False  # /healthz answers 503 with a Health body
 
 
-class ClientConnection(Engine):
+class ClientConnection(Engine[ClientEvent]):
     """One connection to a chat server, client side. Never raises for anything the
     server sends; raises :class:`LocalProtocolError` on a call the state forbids."""
 
@@ -205,23 +205,11 @@ class ClientConnection(Engine):
 
     # --- input -------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes, now: float) -> list[ClientEvent]:
-        """Feed bytes read from the transport; returns the events they complete.
-        Drain ``data_to_send()`` afterwards."""
-        state = self._state
-        if state is _OPEN:
-            self._last_rx = now
-            return self._receive_ws(data)
-        if state is ConnState.CLOSED:
-            return self._take_report()
-        self._last_rx = now
-        if self._ws is not None:
-            return self._receive_ws(data)
-        events: list[ClientEvent] = []
-        if data:
-            assert self._h11 is not None
-            self._h11.receive_data(data)
-            self._parse_http(events, now)
+    def _receive_http(self, data: bytes, now: float) -> list[Any]:
+        assert self._h11 is not None
+        events: list[Any] = []
+        self._h11.receive_data(data)
+        self._parse_http(events, now)
         return events
 
     def receive_eof(self, now: float) -> list[ClientEvent]:
@@ -368,12 +356,6 @@ class ClientConnection(Engine):
             self._move(Trigger.HELLO)
         elif state is not ConnState.CLOSING and state is not ConnState.CLOSED:
             raise LocalProtocolError(f"cannot send {type(frame).__name__} in state {state.value}")
-
-    def close(self, code: int = 1000, reason: str = "", *, now: float) -> None:
-        """Close: a WebSocket starts the close handshake; an HTTP connection ends at once
-        (its ``ConnectionClosed`` comes from the next call that returns events, at
-        ``next_deadline()`` at the latest). Drain ``data_to_send()`` afterwards."""
-        self._close_ws_or_end(code, reason, now)
 
     # --- timers ----------------------------------------------------------------------
 

@@ -261,7 +261,7 @@ def _route(path: str) -> tuple[bytes, _Handler] | None:
     return route
 
 
-class ServerConnection(Engine):
+class ServerConnection(Engine[ServerEvent]):
     """One client connection, server side. Never raises for anything the peer sends;
     raises :class:`LocalProtocolError` when the host calls a method in a state that
     does not allow it."""
@@ -291,35 +291,14 @@ class ServerConnection(Engine):
         self._hello_deadline = 0.0
         self._next_ping = 0.0
 
-    # --- input -------------------------------------------------------------------------
-
-    def receive_data(self, data: bytes, now: float) -> list[ServerEvent]:
-        """Feed bytes read from the transport; returns the events they complete.
-        Drain ``data_to_send()`` afterwards."""
-        state = self._state
-        if state is _OPEN:
-            self._last_rx = now
-            return self._receive_ws(data)
-        if state is ConnState.CLOSED:
-            return self._take_report()
-        self._last_rx = now
-        if self._ws is not None:
-            return self._receive_ws(data)
-        if not data:
-            return []
-        return self._receive_http(data, now)
-
-    def receive_eof(self, now: float) -> list[ServerEvent]:
-        """The peer closed its side (or the transport broke): the connection is over.
-        Returns the ``ConnectionClosed`` event unless one was already reported."""
-        return self._eof(now)
+    # --- input: receive_data() and receive_eof() are the base class's -------------------
 
     # --- HTTP ----------------------------------------------------------------------------
 
-    def _receive_http(self, data: bytes, now: float) -> list[ServerEvent]:
+    def _receive_http(self, data: bytes, now: float) -> list[Any]:
         h = self._h11
         assert h is not None
-        events: list[ServerEvent] = []
+        events: list[Any] = []
         if self._pending:
             # One request at a time: keep later ones in h11's buffer, within bounds.
             self._buffered += len(data)
@@ -623,13 +602,6 @@ class ServerConnection(Engine):
             self._send_close(close_code, code, now)
         elif state is not ConnState.CLOSING and state is not ConnState.CLOSED:
             raise LocalProtocolError(f"fail() needs a WebSocket; the state is {state.value}")
-
-    def close(self, code: int = 1000, reason: str = "", *, now: float) -> None:
-        """Close: a WebSocket starts the close handshake (``ConnectionClosed`` comes when
-        the peer answers or ``close_timeout`` passes); an HTTP connection ends at once
-        (its ``ConnectionClosed`` comes from the next call that returns events, at
-        ``next_deadline()`` at the latest). Drain ``data_to_send()`` afterwards."""
-        self._close_ws_or_end(code, reason, now)
 
     # --- timers ----------------------------------------------------------------------
 
