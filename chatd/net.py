@@ -182,6 +182,10 @@ class ChatProtocol(asyncio.Protocol):
         self._queue_flush()
 
     async def drained(self) -> None:
+        if self._flush_queued:
+            # Output queued this loop turn is not in the transport yet, so the transport
+            # cannot have paused for it: write it now, then look.
+            self.flush()
         if self._paused_since is None or self.transport is None or self.transport.is_closing():
             return
         if self._drained is None:
