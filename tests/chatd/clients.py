@@ -392,8 +392,9 @@ class Streamer:
     acks came, when :meth:`stop` is called, or when the connection closes."""
 
     def __init__(self, peer: Peer, to: str, stem: str, *, window: int = 8,
-                 interval: float = 0.0) -> None:
+                 interval: float = 0.0, text: str = "") -> None:
         self.peer = peer
+        self.text = text
         self.to = to
         self.stem = stem
         self.window = window
@@ -426,7 +427,7 @@ class Streamer:
             self.sent.append(client_id)
             try:
                 await self.peer.send({"type": "send", "id": client_id, "to": self.to,
-                                      "body": f"stream {client_id}"})
+                                      "body": self.text or f"stream {client_id}"})
             except Exception:  # the connection is gone: the receiver ends the run
                 return
             if self.interval:

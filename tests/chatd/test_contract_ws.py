@@ -25,10 +25,12 @@ from libchat.events import HttpResponse
 from tests.chatd.clients import (
     ISSUED_TOKENS,
     PASSWORD,
+    TIMEOUT,
     Frame,
     LibchatPeer,
     Peer,
     Streamer,
+    WsPeer,
     ahttp,
     anew_user,
     connect,
@@ -820,6 +822,50 @@ async def test_catch_up_of_more_than_one_batch_comes_whole_and_in_order(
         assert fresh["seq"] > seqs[-1]
         await b.close()
     await a.close()
+
+
+async def silent_device(server: ChatdProcess, token: str) -> Any:
+    """A WebSocket through hello that then reads nothing: the server's catch-up to it
+    stalls once its socket is full, and stays stalled."""
+    ws = await websockets.connect(server.ws_url, compression=None, max_queue=1,
+                                  max_size=None)
+    await ws.send(orjson.dumps({"type": "hello", "protocol": "1.0", "token": token}).decode())
+    assert orjson.loads(await ws.recv())["type"] == "welcome"
+    return ws
+
+
+@run_async
+async def test_own_messages_reach_a_device_that_is_still_catching_up(make_server: Any) -> None:
+    """bob's second device is stuck in a long catch-up when bob's first device sends and
+    alice answers. Once it reads, it gets the copy of bob's own message, although
+    alice's newer message comes in its catch-up (the copy used to be dropped)."""
+    server = make_server("--send-rate", "5000", "--send-burst", "5000")
+    alice, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    a = await ws_connect(server, alice_token)
+    # 600 x 20 KB: one catch-up batch (500) is far more than the socket buffers hold.
+    await Streamer(a, bob, "big", window=20, text="😀" * 5000).run(count=600)
+    stuck = await silent_device(server, bob_token)
+    sender = await silent_device(server, bob_token)
+    await sender.send(orjson.dumps({"type": "send", "id": "own", "to": alice,
+                                    "body": "mine"}).decode())
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:  # committed (its ack waits behind the catch-up)
+        page = (await ahttp(server, "GET", f"/v1/conversations/{bob}/messages?limit=1",
+                            token=alice_token)).json
+        if page["messages"] and page["messages"][0]["id"] == "own":
+            break
+    else:
+        raise AssertionError("the message of bob's first device was not stored")
+    await send(a, bob, None, "answer")
+    b2 = WsPeer(stuck)  # now read everything
+    await b2.recv("message", timeout=30, where=lambda f: f["id"] == "answer")
+    await exchange(a, b2, bob)  # the catch-up is over
+    copies = [f for f in b2.frames if f["type"] == "message" and f["id"] == "own"]
+    assert len(copies) == 1
+    sender.transport.abort()
+    await a.close()
+    await b2.close()
 
 
 @run_async
