@@ -18,6 +18,7 @@ from typing import Any
 import jwt
 import orjson
 import pytest
+import websockets
 from websockets.exceptions import InvalidStatus
 
 from chatd.auth import KEY_FILE
@@ -25,6 +26,7 @@ from tests.chatd.clients import (
     ISSUED_TOKENS,
     PASSWORD,
     TIMEOUT,
+    Streamer,
     WsPeer,
     ahttp,
     anew_user,
@@ -277,3 +279,32 @@ def test_log_after_bad_input_is_json_lines_without_tokens(server: ChatdProcess) 
     for token in ISSUED_TOKENS:
         assert token.split(".")[2] not in text
     assert PASSWORD not in text
+
+
+@run_async
+async def test_a_reader_that_never_reads_is_dropped_and_loses_nothing(make_server: Any) -> None:
+    """A client that stops reading while the server has megabytes for it: after its
+    socket stays full for 10 s the server drops it (never the server's memory), and
+    the messages come whole on its next connection."""
+    server = make_server("--send-rate", "5000", "--send-burst", "5000")
+    _, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    a = await ws_connect(server, alice_token)
+    await Streamer(a, bob, "slow", window=20, text="😀" * 5000).run(count=600)  # 12 MB
+    ws = await websockets.connect(server.ws_url, compression=None, max_queue=1,
+                                  max_size=None)
+    await ws.send(orjson.dumps({"type": "hello", "protocol": "1.0", "token": bob_token}
+                               ).decode())
+    assert orjson.loads(await ws.recv())["type"] == "welcome"
+    started = time.monotonic()
+    # Read nothing more. The server counts two WebSockets until it drops this one.
+    while (await ahttp(server, "GET", "/healthz")).json["connections"] > 1:
+        assert time.monotonic() - started < 40, "the silent reader was never dropped"
+        await asyncio.sleep(0.2)  # polling a server-side state with a deadline
+    assert time.monotonic() - started >= 9
+    ws.transport.abort()
+    b = await ws_connect(server, bob_token)
+    seqs = [(await b.recv("message", timeout=30))["seq"] for _ in range(600)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 600
+    await a.close()
+    await b.close()
