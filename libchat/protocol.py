@@ -64,6 +64,7 @@ __all__ = [
     "encode_frame",
     "is_valid_username",
     "normalize_username",
+    "peek_type",
 ]
 
 
@@ -488,6 +489,17 @@ def _frame_class(data: Mapping[str, Any], table: Mapping[str, type[Any]]) -> typ
     if cls is None:
         raise ProtocolViolation("invalid_frame", f"unknown type {kind[:40]!r}", _ref_of(data))
     return cls
+
+
+def peek_type(data: bytes | str) -> str | None:
+    """The ``type`` of a frame that may be malformed otherwise, or None when the text is
+    not a JSON object with a string ``type``. Never raises."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def decode_client_frame(data: bytes | str) -> ClientFrame:

@@ -538,15 +538,18 @@ class ServerConnection(Engine[ServerEvent]):
         # CLOSING: the peer's last words are ignored.
 
     def _before_hello(self, text: str, events: list[Any]) -> None:
+        now = self._last_rx
         try:
             frame = protocol.decode_client_frame(text)
         except protocol.ProtocolViolation as exc:
-            self._frame_error(events, exc.code, exc.message, exc.ref)
+            if protocol.peek_type(text) in (None, protocol.Hello.TYPE):
+                # not a frame at all, or a malformed hello: say so and keep waiting
+                self._frame_error(events, exc.code, exc.message, exc.ref)
+            else:  # a frame of another type (known or not) before hello
+                self._refuse_before_hello(events, now)
             return
-        now = self._last_rx
         if type(frame) is not protocol.Hello:
-            self._frame_error(events, "hello_required", "the first frame must be hello", None)
-            self._send_close(limits.CLOSE_POLICY, "hello required", now)
+            self._refuse_before_hello(events, now)
             return
         match = _VERSION_RE.fullmatch(frame.protocol)
         if match is None or int(match[1]) != limits.PROTOCOL_MAJOR:
@@ -556,6 +559,10 @@ class ServerConnection(Engine[ServerEvent]):
             return
         self._move(Trigger.HELLO)
         events.append(frame)
+
+    def _refuse_before_hello(self, events: list[Any], now: float) -> None:
+        self._frame_error(events, "hello_required", "the first frame must be hello", None)
+        self._send_close(limits.CLOSE_POLICY, "hello required", now)
 
     def _frame_error(self, events: list[Any], code: str, message: str, ref: str | None) -> None:
         events.append(FrameRejected(code=code, ref=ref))

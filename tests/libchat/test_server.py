@@ -502,7 +502,14 @@ def test_hello_timeout_closes_4003(raw: RawClient) -> None:
     assert raw.server.close_code == 4003
 
 
-@pytest.mark.parametrize("frame", ['{"type":"send","id":"a","to":"b","body":"c"}'])
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"type":"send","id":"a","to":"b","body":"c"}',
+        '{"type":"nope"}',  # any other frame, known type or not
+        '{"type":"send","id":"a"}',  # a malformed frame of another type is still not hello
+    ],
+)
 def test_frame_before_hello_is_hello_required_1008(raw: RawClient, frame: str) -> None:
     raw.upgrade()
     assert raw.text(frame) == [ev.FrameRejected(code="hello_required")]
