@@ -279,6 +279,9 @@ async def test_resend_gets_the_same_ack_and_one_delivery(server: ChatdProcess, k
     again = await send(a, bob, body("changed"), "same-id")
     other = await send(a, carol, body("elsewhere"), "same-id")
     assert again == first and other == first
+    # Even to a recipient that would be refused: the repeat's content is ignored.
+    assert await send(a, alice, None, "same-id") == first
+    assert await send(a, "nobody-at-all", None, "same-id") == first
     # Even on a new connection, later.
     await a.close()
     a = await connect(kind, server, alice_token)
@@ -687,6 +690,9 @@ async def test_queue_full(limited: ChatdProcess) -> None:
     await send(senders[1], bob)
     await senders[2].send({"type": "send", "id": "q3", "to": bob, "body": body()})
     assert (await error_for(senders[2], "q3"))["code"] == "queue_full"
+    # A repeat of a stored message is acked, full queue or not.
+    first = next(f for f in senders[0].frames if f["type"] == "ack")
+    assert await send(senders[0], bob, None, first["id"]) == first
     # Once bob confirms, the queue has room again.
     b = await ws_connect(limited, bob_token)
     seqs = [(await b.recv("message"))["seq"] for _ in range(2)]
