@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import signal
@@ -35,6 +36,10 @@ log = EventLogger(logging.getLogger(__name__))
 SHUTDOWN_GRACE = 3.0  # seconds for in-flight commits and close handshakes at shutdown
 SWEEP_INTERVAL = 1.0  # seconds between looks for slow readers
 GAUGE_INTERVAL = 15.0  # seconds between queue-depth and disk gauge updates
+# A full (generation 2) collection walks every connection's objects: ~150-200 ms with
+# 10,000 connected, and CPython's default (700, 10, 10) ran one every second or two under
+# load, for almost nothing to free. Full collections at most every 1,000 generation-1 runs.
+GC_THRESHOLDS = (700, 10, 1000)
 
 
 class Server:
@@ -252,6 +257,8 @@ async def serve(config: Config, logs: LogHandle | None = None) -> int:
 def run(config: Config) -> int:
     logs = configure_logging(config.log_dir, keep_days=config.log_keep_days,
                              stderr=config.log_stderr)
+    gc.freeze()  # what startup built (modules, classes) lives as long as the process
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         try:
             import uvloop
