@@ -36,6 +36,7 @@ from tests.chatd.clients import (
     connect,
     exchange,
     login,
+    register,
     ws_connect,
 )
 from tests.chatd.conftest import run_async
@@ -926,6 +927,30 @@ async def test_disable_or_password_change_closes_live_connections_with_4001(
     assert answer.status == 401
     assert (await ahttp(server, "GET", "/v1/conversations", token=bob_token)).status == 200
     await b.close()
+
+
+@run_async
+async def test_settings_from_a_toml_config_file(make_server: Any, tmp_path: Any) -> None:
+    config = tmp_path / "chatd.toml"
+    config.write_text(
+        'token_ttl = 7\nmax_connections = 1\nallowed_origin = ["https://ok.example"]\n'
+        "send_rate = 50\n"
+    )
+    server = make_server("--config", str(config), "--send-rate", "1", "--send-burst", "1")
+    name = register(server)
+    grant = (await ahttp(server, "POST", "/v1/login",
+                         {"username": name, "password": PASSWORD})).json
+    assert grant["expires_in"] == 7  # from the file
+    bob, _ = await anew_user(server)
+    first = await ws_connect(server, grant["token"], origin="https://ok.example")  # type: ignore[arg-type]
+    with pytest.raises(InvalidStatus) as refused:
+        await ws_connect(server, grant["token"])
+    assert refused.value.response.status_code == 503  # max_connections from the file
+    await first.send({"type": "send", "id": "c1", "to": bob, "body": "1"})
+    await first.send({"type": "send", "id": "c2", "to": bob, "body": "2"})
+    # The flag beats the file: a burst of 1.
+    assert (await error_for(first, "c2"))["code"] == "rate_limited"
+    await first.close()
 
 
 # --- the server's log after all of the above -----------------------------------------
