@@ -150,6 +150,8 @@ class Peer(Protocol):
 
     async def close(self) -> None: ...
 
+    def untaken(self, kind: str | None = None) -> list[Frame]: ...
+
 
 class _Buffered:
     """The frame buffer and ``recv`` both clients share."""
@@ -365,13 +367,16 @@ async def libchat_connect(
     return peer
 
 
-CONNECTORS = {"websockets": ws_connect, "libchat": libchat_connect}
-
-
 async def connect(kind: str, server: ChatdProcess, token: str, **kwargs: Any) -> Peer:
     """A WebSocket through hello with the named client: "websockets" or "libchat"."""
-    peer: Peer = await CONNECTORS[kind](server, token, **kwargs)
-    return peer
+    if kind == "libchat":
+        return await libchat_connect(server, token, **kwargs)
+    return await ws_connect(server, token, **kwargs)
+
+
+def field_is(name: str, value: Any) -> Callable[[Frame], bool]:
+    """A ``recv(where=...)`` filter: the frame's ``name`` equals ``value``."""
+    return lambda frame: frame.get(name) == value
 
 
 async def exchange(alice: Peer, bob: Peer, bob_name: str, tag: str = "") -> Frame:

@@ -20,6 +20,7 @@ from tests.chatd.clients import (
     ahttp,
     anew_user,
     exchange,
+    field_is,
     http,
     login,
     new_user,
@@ -260,7 +261,7 @@ async def send_messages(peer: Any, to: str, count: int, stem: str) -> list[dict[
     for index in range(count):
         client_id = f"{stem}-{index}"
         await peer.send({"type": "send", "id": client_id, "to": to, "body": f"m{index}"})
-        acks.append(await peer.recv("ack", where=lambda f, c=client_id: f["id"] == c))
+        acks.append(await peer.recv("ack", where=field_is("id", client_id)))
     return acks
 
 

@@ -35,6 +35,7 @@ from tests.chatd.clients import (
     anew_user,
     connect,
     exchange,
+    field_is,
     login,
     register,
     ws_connect,
@@ -197,7 +198,7 @@ async def test_libchat_upgrade_with_header_token(server: ChatdProcess) -> None:
 @run_async
 async def test_origin_outside_the_allow_list_is_refused(server: ChatdProcess) -> None:
     with pytest.raises(InvalidStatus) as refused:
-        await ws_connect(server, origin="https://ok.example", hello=False)  # type: ignore[arg-type]
+        await ws_connect(server, origin="https://ok.example", hello=False)
     assert refused.value.response.status_code == 403
     assert orjson.loads(refused.value.response.body)["error"]["code"] == "origin_not_allowed"
     client = await LibchatPeer(server).open()
@@ -418,7 +419,7 @@ async def test_unconfirmed_messages_are_pushed_again_until_delivered(
     assert [(await b.recv("message"))["seq"] for _ in acks] == seqs
     await b.send({"type": "delivered", "seqs": seqs})
     for seq in seqs:
-        receipt = await a.recv("receipt", where=lambda f, s=seq: f.get("seq") == s)
+        receipt = await a.recv("receipt", where=field_is("seq", seq))
         assert receipt["status"] == "delivered"
     await b.close()
     b = await connect(kind, server, bob_token)
@@ -724,12 +725,12 @@ async def test_no_presence_flag(limited: ChatdProcess) -> None:
 @run_async
 async def test_allowed_origin_passes_and_others_do_not(limited: ChatdProcess) -> None:
     name, token = await anew_user(limited)
-    peer = await ws_connect(limited, token, origin="https://ok.example")  # type: ignore[arg-type]
+    peer = await ws_connect(limited, token, origin="https://ok.example")
     assert peer.frames[0]["username"] == name
     await peer.close()
     for origin in ("https://evil.example", "https://ok.example.evil", "http://ok.example"):
         with pytest.raises(InvalidStatus) as refused:
-            await ws_connect(limited, token, origin=origin)  # type: ignore[arg-type]
+            await ws_connect(limited, token, origin=origin)
         assert refused.value.response.status_code == 403
 
 
@@ -942,7 +943,7 @@ async def test_settings_from_a_toml_config_file(make_server: Any, tmp_path: Any)
                          {"username": name, "password": PASSWORD})).json
     assert grant["expires_in"] == 7  # from the file
     bob, _ = await anew_user(server)
-    first = await ws_connect(server, grant["token"], origin="https://ok.example")  # type: ignore[arg-type]
+    first = await ws_connect(server, grant["token"], origin="https://ok.example")
     with pytest.raises(InvalidStatus) as refused:
         await ws_connect(server, grant["token"])
     assert refused.value.response.status_code == 503  # max_connections from the file

@@ -16,6 +16,7 @@ from tests.chatd.clients import (
     Peer,
     Streamer,
     anew_user,
+    field_is,
     login,
     whole_history,
     ws_connect,
@@ -79,7 +80,7 @@ async def test_sigkill_mid_stream_loses_no_acked_message(make_server: Any) -> No
         resent: dict[str, Frame] = {}
         for cid in unacked:
             await a.send({"type": "send", "id": cid, "to": bob, "body": f"stream {cid}"})
-            resent[cid] = await a.recv("ack", where=lambda f, c=cid: f["id"] == c)
+            resent[cid] = await a.recv("ack", where=field_is("id", cid))
             if cid in stored:
                 assert resent[cid]["seq"] == stored[cid]["seq"]
         # Resending an acked one changes nothing either.
