@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import orjson
+import websockets
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import Request, TextMessage
 from wsproto.frame_protocol import FrameProtocol
@@ -144,3 +145,31 @@ async def test_restart_keeps_tokens_revocations_and_messages(make_server: Any) -
                             token=alice_token)).status == 200
     finally:
         assert restarted.stop() == 0
+
+
+@run_async
+async def test_sigterm_with_a_stalled_reader_and_a_half_sent_request(make_server: Any) -> None:
+    """Peers that do not cooperate cannot hold the shutdown past 5 s: a WebSocket
+    whose socket is full (it reads nothing) and an HTTP request cut in the middle."""
+    server: ChatdProcess = make_server("--send-rate", "5000", "--send-burst", "5000")
+    _, alice_token = await anew_user(server, "st")
+    bob, bob_token = await anew_user(server, "st")
+    a = await ws_connect(server, alice_token)
+    await Streamer(a, bob, "st", window=20, text="😀" * 5000).run(count=600)  # 12 MB
+    stalled = await websockets.connect(server.ws_url, compression=None, max_queue=1,
+                                       max_size=None)
+    await stalled.send(orjson.dumps({"type": "hello", "protocol": "1.0",
+                                     "token": bob_token}).decode())
+    assert orjson.loads(await stalled.recv())["type"] == "welcome"
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"POST /v1/login HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    await writer.drain()
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    code = await asyncio.to_thread(_wait, server, 10)
+    assert code == 0, "".join(server.output)
+    assert time.monotonic() - signalled < 5
+    stalled.transport.abort()
+    writer.close()
+    assert await a.wait_closed() == 1001
