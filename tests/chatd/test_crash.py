@@ -15,6 +15,7 @@ from tests.chatd.clients import (
     Frame,
     Peer,
     Streamer,
+    ahttp,
     anew_user,
     field_is,
     login,
@@ -48,6 +49,8 @@ async def test_sigkill_mid_stream_loses_no_acked_message(make_server: Any) -> No
     server: ChatdProcess = make_server(*FAST)
     alice, alice_token = await anew_user(server, "crash")
     bob, bob_token = await anew_user(server, "crash")
+    revoked = login(server, alice)
+    assert (await ahttp(server, "POST", "/v1/logout", token=revoked)).status == 204
     a = await ws_connect(server, alice_token)
     b = await ws_connect(server, bob_token)
     received: dict[int, Frame] = {}  # bob's view, deduplicated by seq
@@ -75,6 +78,8 @@ async def test_sigkill_mid_stream_loses_no_acked_message(make_server: Any) -> No
         for cid, ack in acked_before.items():
             assert cid in stored, f"acked message {cid} lost"
             assert (stored[cid]["seq"], stored[cid]["ts"]) == (ack["seq"], ack["ts"])
+        # The logout before the crash still holds; the other tokens still work.
+        assert (await ahttp(restarted, "GET", "/v1/conversations", token=revoked)).status == 401
         # alice resends what was never acked; a stored one keeps its seq.
         a = await ws_connect(restarted, alice_token)
         resent: dict[str, Frame] = {}
