@@ -88,7 +88,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rate": 2000.0,
         "duration": 60.0,
         "idle": 20.0,
-        "sat_start": 2000.0,
+        "sat_start": 1000.0,
         "sat_step": 10.0,
         "backlog": 10000,
         "side_rate": 200.0,
