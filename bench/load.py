@@ -94,7 +94,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "side_rate": 200.0,
         "storm_window": 30.0,
         "login_duration": 20.0,
-        "rate_logins": 2000.0,
     },
 }
 
