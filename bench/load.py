@@ -92,7 +92,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sat_step": 10.0,
         "backlog": 10000,
         "side_rate": 200.0,
-        "storm_window": 30.0,
+        "storm_window": 60.0,
         "login_duration": 20.0,
     },
 }
