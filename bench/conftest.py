@@ -13,6 +13,7 @@ from libchat import protocol
 from libchat.client import ClientConfig, ClientConnection
 from libchat.server import ServerConfig, ServerConnection
 
+Pair = tuple[ClientConnection, ServerConnection]
 NOW = 1.0
 SEND = protocol.Send(id="c-000017", to="bob", body="x" * 180)  # a frame of about 250 bytes
 MESSAGE = protocol.Message(
@@ -47,7 +48,7 @@ def masked_send_frame() -> bytes:
 
 
 @pytest.fixture
-def pair() -> tuple[ClientConnection, ServerConnection]:
+def pair() -> Pair:
     return open_pair()
 
 

@@ -16,27 +16,28 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pytest_benchmark.fixture import BenchmarkFixture
 from wsproto.connection import Connection, ConnectionType
 
-from bench.conftest import MESSAGE, NOW, SEND, masked_send_frame, open_pair
+from bench.conftest import MESSAGE, NOW, SEND, Pair, masked_send_frame, open_pair
 from chatd.observe.logs import EventLogger, configure_logging
 from chatd.store import NewMessage
 from chatd.store.sqlite import SqliteStore
 from libchat import protocol
-from libchat.client import ClientConnection
+from libchat.client import ClientConnection, ClientEvent
 from libchat.server import ServerConnection
 
 FANOUT = (1, 10, 100)  # connections of the recipient in the fan-out benchmark
 
 
-def test_parse_send_engine(benchmark, pair, send_frame) -> None:
+def test_parse_send_engine(benchmark: BenchmarkFixture, pair: Pair, send_frame: bytes) -> None:
     """Bytes of one masked send frame -> the ``Send`` event, through the server engine."""
     _, server = pair
     events = benchmark(server.receive_data, send_frame, NOW)
     assert events == [SEND]
 
 
-def test_parse_send_wsproto_floor(benchmark, send_frame) -> None:
+def test_parse_send_wsproto_floor(benchmark: BenchmarkFixture, send_frame: bytes) -> None:
     """The floor: the same bytes through a bare wsproto server connection."""
     ws = Connection(ConnectionType.SERVER)
 
@@ -48,7 +49,7 @@ def test_parse_send_wsproto_floor(benchmark, send_frame) -> None:
     assert len(events) == 1
 
 
-def test_decode_send_json(benchmark) -> None:
+def test_decode_send_json(benchmark: BenchmarkFixture) -> None:
     """The engine's share above wsproto: JSON text -> validated ``Send`` (orjson+cattrs)."""
     text = protocol.encode_frame(SEND)
     assert benchmark(protocol.decode_client_frame, text) == SEND
@@ -64,7 +65,7 @@ def _best_per_call(fn: Callable[[], object], calls: int = 2000, repeats: int = 7
     return best
 
 
-def test_parse_overhead_ratio(benchmark) -> None:
+def test_parse_overhead_ratio(benchmark: BenchmarkFixture) -> None:
     """Engine parse time over bare wsproto parse time, best of several runs each."""
     frame = masked_send_frame()
     _, server = open_pair()
@@ -84,23 +85,24 @@ def test_parse_overhead_ratio(benchmark) -> None:
     print(f"\nengine parse / bare wsproto parse = {ratio:.2f} (budget: 2.00)")
 
 
-def test_encode_push(benchmark, pair) -> None:
+def test_encode_push(benchmark: BenchmarkFixture, pair: Pair) -> None:
     """One ``message`` push: encode the frame and write it through the server engine."""
     _, server = pair
 
     def push() -> bytes:
         server.send(MESSAGE, NOW)
-        return server.data_to_send()
+        out: bytes = server.data_to_send()
+        return out
 
     assert benchmark(push)
 
 
-def test_send_ack_round_trip(benchmark, pair) -> None:
+def test_send_ack_round_trip(benchmark: BenchmarkFixture, pair: Pair) -> None:
     """Client send -> server engine -> ``Send`` -> server ack -> client engine -> ``Ack``."""
     client, server = pair
     ack = protocol.Ack(id=SEND.id, seq=1, ts=1_764_000_000_000)
 
-    def round_trip() -> list[object]:
+    def round_trip() -> list[ClientEvent]:
         client.send(SEND, NOW)
         server.receive_data(client.data_to_send(), NOW)
         server.send(ack, NOW)
@@ -110,7 +112,7 @@ def test_send_ack_round_trip(benchmark, pair) -> None:
 
 
 @pytest.mark.parametrize("connections", FANOUT)
-def test_hub_fanout(benchmark, connections: int) -> None:
+def test_hub_fanout(benchmark: BenchmarkFixture, connections: int) -> None:
     """The hub's push: encode once, then ``send_encoded`` + drain on every connection of
     the recipient (what ``Hub.push`` and the net glue do per message)."""
     servers: list[ServerConnection] = [open_pair()[1] for _ in range(connections)]
@@ -127,7 +129,7 @@ def test_hub_fanout(benchmark, connections: int) -> None:
 
 
 @pytest.mark.parametrize("sync", ["normal", "full"])
-def test_store_submit_batch(benchmark, tmp_path: Path, sync: str) -> None:
+def test_store_submit_batch(benchmark: BenchmarkFixture, tmp_path: Path, sync: str) -> None:
     """``SqliteStore.submit`` of 100 messages: one group commit (per batch figure)."""
     loop = asyncio.new_event_loop()
     store = SqliteStore(tmp_path / "bench.db", sync=sync)
@@ -161,7 +163,7 @@ def test_store_submit_batch(benchmark, tmp_path: Path, sync: str) -> None:
         loop.close()
 
 
-def test_client_engine_parse_push(benchmark) -> None:
+def test_client_engine_parse_push(benchmark: BenchmarkFixture) -> None:
     """The load generator's own cost: one push through the client engine."""
     client, server = open_pair()
     server.send(MESSAGE, NOW)
@@ -170,7 +172,7 @@ def test_client_engine_parse_push(benchmark) -> None:
     assert benchmark(engine.receive_data, frame, NOW) == [MESSAGE]
 
 
-def test_log_message_event(benchmark, tmp_path: Path) -> None:
+def test_log_message_event(benchmark: BenchmarkFixture, tmp_path: Path) -> None:
     """One ``message.accepted`` JSON log line as the hub writes it (two per message:
     accepted and delivered), measured on the calling thread; the file is written by
     the logging thread."""

@@ -193,7 +193,8 @@ class Client(asyncio.Protocol):
             self.to_confirm = []
             now = self.loop.time()
             for start in range(0, len(seqs), MAX_SEQS_PER_DELIVERED):
-                self.conn.send(Delivered(seqs=seqs[start : start + MAX_SEQS_PER_DELIVERED]), now)
+                chunk = tuple(seqs[start : start + MAX_SEQS_PER_DELIVERED])
+                self.conn.send(Delivered(seqs=chunk), now)
         data = self.conn.data_to_send()
         if data:
             self.transport.write(data)
@@ -218,7 +219,7 @@ class LoginClient(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.conn.login(self.credentials, self.loop.time())
-        self.transport.write(self.conn.data_to_send())
+        transport.write(self.conn.data_to_send())  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         for event in self.conn.receive_data(data, self.loop.time()):
