@@ -87,7 +87,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "users": 10000,
         "rate": 2000.0,
         "duration": 60.0,
-        "idle": 20.0,
+        "idle": 35.0,  # longer than one ping interval (30 s): every connection pinged once
         "sat_start": 1000.0,
         "sat_step": 10.0,
         "backlog": 10000,
@@ -698,6 +698,7 @@ class Bench:
             "logins_ok": ok,
             "login_statuses": login_reply["statuses"],
             "logins_per_s": round(ok / login_reply["seconds"], 1),
+            "login_attempts_per_s": round(login_reply["attempted"] / duration, 1),
             "login_ms": percentiles(login_reply["login_ms"]),
             **result,
             **window.close(),
