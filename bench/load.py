@@ -94,6 +94,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "side_rate": 200.0,
         "storm_window": 60.0,
         "login_duration": 20.0,
+        "drain": 30.0,  # an overloaded step must finish before the next scenario starts
     },
 }
 
