@@ -26,13 +26,18 @@ def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatdProcess]:
     """One chatd with default flags, shared by the tests of a module (each test uses
-    fresh users)."""
+    fresh users). After the module it must still shut down cleanly: exit status 0."""
     base = tmp_path_factory.mktemp("chatd")
     process = ChatdProcess(base / "data", base / "logs").start()
+    yield process
+    alive = process.proc is not None and process.proc.poll() is None
     try:
-        yield process
+        code = process.stop() if alive else None
     finally:
-        _shut(process)
+        if process.proc is not None and process.proc.poll() is None:
+            process.kill()
+    assert alive, "chatd died during the module:\n" + "".join(process.output)[-2000:]
+    assert code == 0, "".join(process.output)[-2000:]
 
 
 @pytest.fixture
