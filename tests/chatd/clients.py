@@ -143,7 +143,7 @@ class Peer(Protocol):
 
     async def send(self, frame: Frame) -> None: ...
 
-    async def recv(self, kind: str, timeout: float = TIMEOUT,
+    async def recv(self, kind: str | tuple[str, ...], timeout: float = TIMEOUT,
                    where: Callable[[Frame], bool] | None = None) -> Frame: ...
 
     async def wait_closed(self, timeout: float = TIMEOUT) -> int | None: ...
@@ -176,12 +176,14 @@ class _Buffered:
         return [f for i, f in enumerate(self.frames)
                 if i not in self._taken and (kind is None or f.get("type") == kind)]
 
-    async def recv(self, kind: str, timeout: float = TIMEOUT,
+    async def recv(self, kind: str | tuple[str, ...], timeout: float = TIMEOUT,
                    where: Callable[[Frame], bool] | None = None) -> Frame:
+        """The first frame not yet taken whose type is ``kind`` (or one of them)."""
+        kinds = (kind,) if isinstance(kind, str) else kind
         deadline = time.monotonic() + timeout
         while True:
             for index, frame in enumerate(self.frames):
-                if index in self._taken or frame.get("type") != kind:
+                if index in self._taken or frame.get("type") not in kinds:
                     continue
                 if where is None or where(frame):
                     self._taken.add(index)
@@ -372,6 +374,11 @@ async def connect(kind: str, server: ChatdProcess, token: str, **kwargs: Any) ->
     if kind == "libchat":
         return await libchat_connect(server, token, **kwargs)
     return await ws_connect(server, token, **kwargs)
+
+
+def answers(client_id: str) -> Callable[[Frame], bool]:
+    """A ``recv(("ack", "error"), where=...)`` filter: the answer to one send."""
+    return lambda frame: frame.get("id" if frame["type"] == "ack" else "ref") == client_id
 
 
 def field_is(name: str, value: Any) -> Callable[[Frame], bool]:
