@@ -310,12 +310,20 @@ async def test_history_pages_backwards_and_forwards_with_has_more(server: ChatdP
     await b.close()
 
 
-def test_history_default_limit_is_50() -> None:
-    # 50 messages would cost a rate-limit burst; the engine tests check the default.
-    # Here the contract value is documented for the reader.
-    from libchat import limits
-
-    assert limits.DEFAULT_HISTORY_LIMIT == 50
+@run_async
+async def test_history_default_limit_is_50(server: ChatdProcess) -> None:
+    alice, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    a = await ws_connect(server, alice_token)
+    b = await ws_connect(server, bob_token)
+    # 51 messages from both sides (each side stays within its send burst).
+    acks = await send_messages(a, bob, 30, "p") + await send_messages(b, alice, 21, "q")
+    page = (await ahttp(server, "GET", f"/v1/conversations/{bob}/messages",
+                        token=alice_token)).json
+    assert len(page["messages"]) == 50 and page["has_more"] is True
+    assert [m["seq"] for m in page["messages"]] == [ack["seq"] for ack in acks[1:]]
+    await a.close()
+    await b.close()
 
 
 @pytest.mark.parametrize("query", [
