@@ -21,6 +21,7 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
+from libchat.client import LocalProtocolError
 from libchat.events import HttpResponse
 from tests.chatd.clients import (
     ISSUED_TOKENS,
@@ -37,6 +38,7 @@ from tests.chatd.clients import (
     connect,
     exchange,
     field_is,
+    libchat_connect,
     login,
     register,
     ws_connect,
@@ -135,28 +137,26 @@ async def test_hello_with_a_bad_token_gets_unauthorized_and_4001(
     assert await peer.wait_closed() == 4001
 
 
-@pytest.mark.parametrize("kind", KINDS)
 @run_async
-async def test_second_hello_gets_invalid_frame_and_stays_open(
-    server: ChatdProcess, kind: str
-) -> None:
-    _alice, alice_token = await anew_user(server)
+async def test_second_hello_gets_invalid_frame_and_stays_open(server: ChatdProcess) -> None:
+    _, alice_token = await anew_user(server)
     bob, bob_token = await anew_user(server)
-    a = await ws_connect(server, alice_token) if kind == "websockets" else None
-    if a is None:
-        # libchat's engine refuses to send a second hello itself: a local error.
-        b = await connect(kind, server, bob_token)
-        assert isinstance(b, LibchatPeer)
-        with pytest.raises(Exception, match="cannot send Hello"):
-            await b.send({"type": "hello", "protocol": "1.0", "token": bob_token})
-        await b.close()
-        return
+    a = await ws_connect(server, alice_token)
     await a.send({"type": "hello", "protocol": "1.0", "token": alice_token})
     assert (await a.recv("error"))["code"] == "invalid_frame"
     b = await ws_connect(server, bob_token)
     await exchange(a, b, bob)
     await a.close()
     await b.close()
+
+
+@run_async
+async def test_libchat_client_will_not_send_a_second_hello(server: ChatdProcess) -> None:
+    _, token = await anew_user(server)
+    peer = await libchat_connect(server, token)
+    with pytest.raises(LocalProtocolError, match="cannot send Hello"):
+        await peer.send({"type": "hello", "protocol": "1.0", "token": token})
+    await peer.close()
 
 
 @run_async
