@@ -122,6 +122,8 @@ class Hub:
         self._config = config
         self._bus: busmod.Bus = bus or busmod.LocalBus()
         self._multi_node = not isinstance(self._bus, busmod.LocalBus)
+        self._turn_sends: list[tuple[_Online, NewMessage]] = []  # sends of this loop turn
+        self._turn_scheduled = False
         self._remote_seqs: list[int] = []  # MessageStored seqs from other nodes, to fetch
         self._store = store
         self._users = users
@@ -158,7 +160,8 @@ class Hub:
 
     async def wait_idle(self) -> None:
         """Wait for every in-flight operation (sends awaiting their commit, receipts)."""
-        while self._tasks:
+        while self._tasks or self._turn_scheduled:
+            await asyncio.sleep(0)  # let this turn's sends reach the store
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     # --- frames -----------------------------------------------------------------------
@@ -383,8 +386,34 @@ class Hub:
                 )
                 continue
             accepted.append(send)
-        if accepted:
-            self._spawn(self._submit(online, accepted))
+        if not accepted:
+            return
+        slow: list[Send] = []
+        for send in accepted:
+            recipient = self._users.cached(send.to)
+            if recipient is None or self._config.max_queue is not None:
+                slow.append(send)  # needs the store before it can be accepted
+            else:
+                self._turn_sends.append((online, self._new_message(online, send, recipient)))
+        if slow:
+            self._spawn(self._submit(online, slow))
+        if self._turn_sends and not self._turn_scheduled:
+            self._turn_scheduled = True
+            self._loop.call_soon(self._submit_turn)
+
+    def _new_message(self, online: _Online, send: Send, recipient: User) -> NewMessage:
+        sender = online.user
+        return NewMessage(
+            sender_id=sender.id, sender=sender.username, recipient_id=recipient.id,
+            recipient=recipient.username, client_id=send.id, body=send.body,
+            ts=self._now_ms(),
+        )
+
+    def _submit_turn(self) -> None:
+        """One store submit for every send of every connection in this loop turn."""
+        self._turn_scheduled = False
+        batch, self._turn_sends = self._turn_sends, []
+        self._spawn(self._commit(batch))
 
     def _reject(self, online: _Online, send: Send, code: str, message: str) -> None:
         """Refuse a send, unless its id was already used: then it is a repeat, and a
@@ -407,9 +436,8 @@ class Hub:
         online.session.send_frame(Error(code=code, ref=send.id, message=message))
 
     async def _submit(self, online: _Online, sends: list[Send]) -> None:
-        sender = online.user
-        now_ms = self._now_ms()
-        news: list[NewMessage] = []
+        """The slow path: recipients not in the directory yet, or a queue cap to check."""
+        batch: list[tuple[_Online, NewMessage]] = []
         for send in sends:
             recipient = await self._users.by_name(send.to)
             if recipient is None:
@@ -420,17 +448,17 @@ class Hub:
             ):
                 self._reject(online, send, "queue_full", "the recipient's queue is full")
                 continue
-            news.append(NewMessage(
-                sender_id=sender.id, sender=sender.username, recipient_id=recipient.id,
-                recipient=recipient.username, client_id=send.id, body=send.body, ts=now_ms,
-            ))
-        if not news:
-            return
+            batch.append((online, self._new_message(online, send, recipient)))
+        if batch:
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[tuple[_Online, NewMessage]]) -> None:
+        """Store the messages; then, and only then, ack each and push it."""
         try:
-            stored = await self._store.submit(news)
+            stored = await self._store.submit([new for _, new in batch])
         except StoreError:
-            log.exception("store.error", op="submit", count=len(news))
-            for new in news:
+            log.exception("store.error", op="submit", count=len(batch))
+            for online, new in batch:
                 self._metrics.errors_total.labels(code="internal_error").inc()
                 online.session.send_frame(Error(
                     code="internal_error", ref=new.client_id,
@@ -438,7 +466,7 @@ class Hub:
                 ))
             return
         pushed: set[int] = set()
-        for new, message in zip(news, stored, strict=True):
+        for (online, new), message in zip(batch, stored, strict=True):
             online.session.send_frame(Ack(id=message.id, seq=message.seq, ts=message.ts))
             if message.seq in pushed:
                 continue
