@@ -79,7 +79,6 @@ class Server:
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listener: asyncio.base_events.Server | None = None
-        self._hooks_installed = False
         if hasattr(store, "on_commit"):
             store.on_commit = self._on_commit
 

@@ -215,13 +215,17 @@ def _as_store_error(exc: Exception) -> Exception:
 class _Job:
     """One unit of work for the writer; ``fn`` is None for the stop marker."""
 
-    __slots__ = ("fn", "future")
+    __slots__ = ("fn", "future", "messages")
 
     def __init__(
-        self, fn: Callable[[apsw.Connection], Any] | None, future: asyncio.Future[Any]
+        self,
+        fn: Callable[[apsw.Connection], Any] | None,
+        future: asyncio.Future[Any],
+        messages: int = 0,
     ) -> None:
         self.fn = fn
         self.future = future
+        self.messages = messages  # messages it inserts, for the batch-size metric
 
 
 _Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
@@ -243,8 +247,9 @@ class SqliteStore:
     ``sync`` is ``"full"`` (every commit survives a power cut) or ``"normal"`` (a power
     cut may lose the last commits, never corrupt). ``readers`` sizes the read pool.
 
-    Counters for metrics: ``commits`` and ``last_batch_size``; ``on_commit(batch_size,
-    seconds)``, when set, is called on the event loop after each commit.
+    Counters for metrics: ``commits`` and ``last_batch_size`` (messages inserted by the
+    last transaction, as the PostgreSQL store counts); ``on_commit(batch_size, seconds)``,
+    when set, is called on the event loop after each commit.
     """
 
     schema_version: int = SCHEMA_VERSION
@@ -438,7 +443,9 @@ class SqliteStore:
         if not messages:
             return []
         batch = tuple(messages)
-        return await self._write(lambda conn: self._insert_messages(conn, batch))
+        return await self._write(
+            lambda conn: self._insert_messages(conn, batch), messages=len(batch)
+        )
 
     @staticmethod
     def _insert_messages(conn: apsw.Connection, batch: Sequence[NewMessage]) -> list[Message]:
@@ -602,11 +609,11 @@ class SqliteStore:
 
     # --- the writer -----------------------------------------------------------------
 
-    async def _write(self, fn: Callable[[apsw.Connection], T]) -> T:
+    async def _write(self, fn: Callable[[apsw.Connection], T], *, messages: int = 0) -> T:
         if self._writer is None or self._closing or self._loop is None:
             raise StoreError("the sqlite store is not open")
         future: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put(_Job(fn, future))
+        self._queue.put(_Job(fn, future, messages))
         return await future
 
     async def _stop_writer(self) -> None:
@@ -698,9 +705,9 @@ class SqliteStore:
             outcomes = [(job.future, None, StoreError(f"commit failed: {exc}")) for job in jobs]
         else:
             self.commits += 1
-        self.last_batch_size = len(jobs)
+        self.last_batch_size = sum(job.messages for job in jobs)
         seconds = time.perf_counter() - started
-        self._call_loop(self._finish_batch, outcomes, len(jobs), seconds)
+        self._call_loop(self._finish_batch, outcomes, self.last_batch_size, seconds)
 
     def _finish_batch(self, outcomes: list[_Outcome], batch_size: int, seconds: float) -> None:
         """On the loop: wake every writer of the batch, then report to metrics."""
