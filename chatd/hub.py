@@ -125,6 +125,8 @@ class Hub:
         self._turn_sends: list[tuple[_Online, NewMessage]] = []  # sends of this loop turn
         self._turn_scheduled = False
         self._remote_seqs: list[int] = []  # MessageStored seqs from other nodes, to fetch
+        # per recipient id: sends accepted under --max-queue and not yet committed
+        self._queue_in_flight: dict[int, int] = {}
         self._store = store
         self._users = users
         self._accounts = accounts
@@ -438,19 +440,35 @@ class Hub:
     async def _submit(self, online: _Online, sends: list[Send]) -> None:
         """The slow path: recipients not in the directory yet, or a queue cap to check."""
         batch: list[tuple[_Online, NewMessage]] = []
-        for send in sends:
-            recipient = await self._users.by_name(send.to)
-            if recipient is None:
-                self._reject(online, send, "unknown_user", f"no user {send.to!r}")
-                continue
-            if self._config.max_queue is not None and (
-                await self._store.queue_depth(recipient.id) >= self._config.max_queue
-            ):
-                self._reject(online, send, "queue_full", "the recipient's queue is full")
-                continue
-            batch.append((online, self._new_message(online, send, recipient)))
-        if batch:
-            await self._commit(batch)
+        reserved: list[int] = []
+        cap = self._config.max_queue
+        try:
+            for send in sends:
+                recipient = await self._users.by_name(send.to)
+                if recipient is None:
+                    self._reject(online, send, "unknown_user", f"no user {send.to!r}")
+                    continue
+                if cap is not None:
+                    # The store cannot count sends still on their way to it (this
+                    # batch's, other connections'): count them here, or a burst
+                    # would all pass the cap together.
+                    depth = await self._store.queue_depth(recipient.id)
+                    in_flight = self._queue_in_flight.get(recipient.id, 0)
+                    if depth + in_flight >= cap:
+                        self._reject(online, send, "queue_full", "the recipient's queue is full")
+                        continue
+                    self._queue_in_flight[recipient.id] = in_flight + 1
+                    reserved.append(recipient.id)
+                batch.append((online, self._new_message(online, send, recipient)))
+            if batch:
+                await self._commit(batch)
+        finally:
+            for recipient_id in reserved:
+                left = self._queue_in_flight[recipient_id] - 1
+                if left:
+                    self._queue_in_flight[recipient_id] = left
+                else:
+                    del self._queue_in_flight[recipient_id]
 
     async def _commit(self, batch: list[tuple[_Online, NewMessage]]) -> None:
         """Store the messages; then, and only then, ack each and push it."""
