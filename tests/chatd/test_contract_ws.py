@@ -707,8 +707,6 @@ async def test_queue_full(limited: ChatdProcess) -> None:
         await peer.close()
 
 
-@pytest.mark.xfail(strict=False, reason="hub: the queue cap is checked per send against the "
-                   "store only, so sends in flight together all pass (fix pending)")
 @run_async
 async def test_queue_cap_holds_for_a_burst(make_server: Any) -> None:
     """Sends that arrive together (one read, or two senders at once) cannot push a
