@@ -20,6 +20,7 @@ from tests.chatd.clients import (
     Streamer,
     ahttp,
     anew_user,
+    libchat_connect,
     login,
     whole_history,
     ws_connect,
@@ -37,6 +38,7 @@ async def test_sigterm_mid_stream(make_server: Any) -> None:
     bob, bob_token = await anew_user(server, "term")
     a = await ws_connect(server, alice_token)
     b = await ws_connect(server, bob_token)  # an idle connection
+    c = await libchat_connect(server, bob_token)  # and one through libchat's engine
     loop = asyncio.get_running_loop()
     streamer = Streamer(a, bob, "t", window=16)
     stream_task = loop.create_task(streamer.run())
@@ -53,6 +55,7 @@ async def test_sigterm_mid_stream(make_server: Any) -> None:
     await asyncio.wait_for(stream_task, 15)
     assert await a.wait_closed() == 1001
     assert await b.wait_closed() == 1001
+    assert await c.wait_closed() == 1001
     assert len(streamer.acks) >= 40
 
     restarted = ChatdProcess(server.data_dir, server.log_dir).start()
