@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import re
 import string
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
@@ -100,6 +101,19 @@ def test_taken_username_gets_409(server: ChatdProcess) -> None:
     name = register(server)
     assert_error(http(server, "POST", "/v1/register", creds(name, "another password")), 409,
                  "username_taken")
+
+
+def test_concurrent_registrations_of_one_name_give_one_account(server: ChatdProcess) -> None:
+    name = unique_name("race")
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(
+            lambda password: http(server, "POST", "/v1/register", creds(name, password)),
+            [f"password number {i}" for i in range(6)],
+        ))
+    statuses = sorted(answer.status for answer in answers)
+    assert statuses == [201, 409, 409, 409, 409, 409], answers
+    winner = next(i for i, answer in enumerate(answers) if answer.status == 201)
+    assert login(server, name, f"password number {winner}")
 
 
 @pytest.mark.parametrize(("length", "ok"), [(7, False), (8, True), (1024, True), (1025, False)])

@@ -457,6 +457,10 @@ async def test_delivered_receipt_once(server: ChatdProcess, kind: str) -> None:
     page = (await ahttp(server, "GET", f"/v1/conversations/{bob}/messages",
                         token=alice_token)).json
     assert page["messages"][0]["delivered_at"] is not None
+    assert page["messages"][0]["read_at"] is None
+    # Delivered is not read: still unread for bob.
+    rows = (await ahttp(server, "GET", "/v1/conversations", token=bob_token)).json
+    assert rows["conversations"][0]["unread"] == 1
     for peer in (a, a2, b):
         await peer.close()
 
