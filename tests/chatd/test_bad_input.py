@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import struct
 import time
 import warnings
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,8 @@ import orjson
 import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import CloseConnection, Request
 
 from chatd.auth import KEY_FILE
 from tests.chatd.clients import (
@@ -206,6 +209,55 @@ async def token_of_another_algorithm(server: ChatdProcess) -> None:
     await assert_refused_hello(server, other)
 
 
+def ws_frame(opcode: int, payload: bytes, *, masked: bool = True, fin: bool = True,
+             rsv: int = 0) -> bytes:
+    """One client frame built by hand, so it can break RFC 6455 on purpose."""
+    head = bytes([(0x80 if fin else 0) | rsv | opcode])
+    length = len(payload)
+    mask_bit = 0x80 if masked else 0
+    if length < 126:
+        head += bytes([mask_bit | length])
+    else:
+        head += bytes([mask_bit | 126]) + struct.pack("!H", length)
+    if not masked:
+        return head + payload
+    key = secrets.token_bytes(4)
+    return head + key + bytes(byte ^ key[i % 4] for i, byte in enumerate(payload))
+
+
+async def close_code_after(server: ChatdProcess, data: bytes) -> int | None:
+    """Upgrade, send ``data`` raw, and return the close code the server answers with."""
+    client = WSConnection(ConnectionType.CLIENT)
+    request = client.send(Request(host=server.host, target="/v1/ws"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(request + data)
+    try:
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), TIMEOUT)
+            if not chunk:
+                return None
+            client.receive_data(chunk)
+            for event in client.events():
+                if isinstance(event, CloseConnection):
+                    return int(event.code)
+    finally:
+        writer.close()
+
+
+async def websocket_protocol_violations(server: ChatdProcess) -> None:
+    for name, data, code in [
+        ("unmasked", ws_frame(1, b"{}", masked=False), 1002),
+        ("invalid close code", ws_frame(8, struct.pack("!H", 999)), 1002),
+        ("ping over 125 bytes", ws_frame(9, b"x" * 200), 1002),
+        ("fragmented ping", ws_frame(9, b"x", fin=False), 1002),
+        ("reserved bit", ws_frame(1, b"{}", rsv=0x40), 1002),
+        ("unknown opcode", ws_frame(3, b"x"), 1002),
+        ("continuation first", ws_frame(0, b"x"), 1002),
+        ("text not UTF-8", ws_frame(1, b"\xff\xfe"), 1007),
+    ]:
+        assert await close_code_after(server, data) == code, name
+
+
 CASES: list[tuple[str, Callable[[ChatdProcess], Awaitable[None]]]] = [
     ("garbage bytes", garbage_bytes),
     ("malformed HTTP", malformed_http),
@@ -218,6 +270,7 @@ CASES: list[tuple[str, Callable[[ChatdProcess], Awaitable[None]]]] = [
     ("token signed with another key", token_of_another_key),
     ("token with alg none", token_alg_none),
     ("token with another algorithm", token_of_another_algorithm),
+    ("WebSocket protocol violations", websocket_protocol_violations),
 ]
 
 
