@@ -114,21 +114,30 @@ async def test_frame_before_hello_gets_hello_required_and_1008(server: ChatdProc
     assert await peer.wait_closed() == 1008
 
 
+async def without_hello(kind: str, server: ChatdProcess) -> Peer:
+    """An upgraded WebSocket that has not said hello yet, with either client."""
+    if kind == "libchat":
+        return await libchat_connect(server, hello=False)
+    return await ws_connect(server, hello=False)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @run_async
-async def test_unsupported_major_version_gets_4002(server: ChatdProcess) -> None:
+async def test_unsupported_major_version_gets_4002(server: ChatdProcess, kind: str) -> None:
     _, token = await anew_user(server)
-    peer = await ws_connect(server, hello=False)
+    peer = await without_hello(kind, server)
     await peer.send({"type": "hello", "protocol": "2.0", "token": token})
     assert (await peer.recv("error"))["code"] == "unsupported_protocol"
     assert await peer.wait_closed() == 4002
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("token", [None, "garbage", "a.b.c"])
 @run_async
 async def test_hello_with_a_bad_token_gets_unauthorized_and_4001(
-    server: ChatdProcess, token: str | None
+    server: ChatdProcess, token: str | None, kind: str
 ) -> None:
-    peer = await ws_connect(server, hello=False)
+    peer = await without_hello(kind, server)
     frame: Frame = {"type": "hello", "protocol": "1.0"}
     if token is not None:
         frame["token"] = token
