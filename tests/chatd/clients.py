@@ -73,15 +73,20 @@ def http(
     headers: dict[str, str] | None = None,
     ssl_context: ssl.SSLContext | None = None,
     timeout: float = TIMEOUT,
+    source_ip: str | None = None,
 ) -> Response:
     """One request on a fresh connection with ``http.client``. ``body`` that is not
-    bytes is sent as JSON."""
+    bytes is sent as JSON. ``source_ip`` (another loopback address, e.g. 127.0.0.2)
+    makes the request come from another client IP."""
+    source = None if source_ip is None else (source_ip, 0)
     if server.scheme == "https":
         conn: httpclient.HTTPConnection = httpclient.HTTPSConnection(
-            "127.0.0.1", server.port, timeout=timeout, context=ssl_context
+            "127.0.0.1", server.port, timeout=timeout, context=ssl_context,
+            source_address=source,
         )
     else:
-        conn = httpclient.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
+        conn = httpclient.HTTPConnection("127.0.0.1", server.port, timeout=timeout,
+                                         source_address=source)
     sent: dict[str, str] = dict(headers or {})
     payload: bytes | None = None
     if body is not None:

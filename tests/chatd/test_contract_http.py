@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import re
 import string
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
@@ -564,6 +565,24 @@ def test_login_limit_counts_only_401s_and_a_success_does_not_reset_it(
     assert_error(answer, 429, "rate_limited")
     # Until the oldest failure (seconds ago) leaves the 15-minute window.
     assert 15 * 60 - 120 <= int(answer.headers["retry-after"]) <= 15 * 60
+
+
+def test_login_limit_is_per_ip_and_failures_never_lock_the_account(make_server: Any) -> None:
+    """Five failures from 127.0.0.2 close that IP, not 127.0.0.1; the failures against
+    the account slow its logins down, but the right password still works."""
+    server = make_server()
+    name = register(server)
+    for _ in range(5):
+        answer = http(server, "POST", "/v1/login", creds(name, "wrong password"),
+                      source_ip="127.0.0.2")
+        assert_error(answer, 401, "invalid_credentials")
+    assert_error(http(server, "POST", "/v1/login", creds(name), source_ip="127.0.0.2"), 429,
+                 "rate_limited")
+    # The account has five failures: its logins from elsewhere are slowed, not refused.
+    started = time.monotonic()
+    assert login(server, name, timeout=60)
+    assert time.monotonic() - started > 0.5
+    assert login(server, register(server))  # other accounts are not slowed
 
 
 def test_user_search_prefix_is_literal(server: ChatdProcess) -> None:
