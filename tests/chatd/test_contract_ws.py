@@ -808,6 +808,7 @@ async def test_max_connections_refuses_the_next_upgrade_with_503(make_server: An
     with pytest.raises(InvalidStatus) as refused:
         await ws_connect(server, token)
     assert refused.value.response.status_code == 503
+    assert orjson.loads(refused.value.response.body)["error"]["code"]  # the JSON error body
     assert (await ahttp(server, "GET", "/healthz")).status == 200  # HTTP is still served
     await first.close()
 
