@@ -24,6 +24,7 @@ from chatd.ratelimit import TokenBucket
 from chatd.store import NewMessage, Store, StoreError, User
 from chatd.users import UserDirectory
 from libchat import limits, protocol
+from libchat.events import SendRefused
 from libchat.protocol import (
     Ack,
     Delivered,
@@ -196,6 +197,8 @@ class Hub:
                 self._typing(online, frame)
             elif isinstance(frame, Reauth):
                 self._reauth(online, frame)
+            elif isinstance(frame, SendRefused):
+                self._reject(online, frame.id, frame.code, frame.message)
         if online is not None:
             if sends:
                 self._accept_sends(online, sends)
@@ -377,7 +380,7 @@ class Hub:
         accepted: list[Send] = []
         for send in sends:
             if send.to == online.user.username:
-                self._reject(online, send, "invalid_recipient", "you cannot message yourself")
+                self._reject(online, send.id, "invalid_recipient", "you cannot message yourself")
                 continue
             wait_ms = bucket.take(now)
             if wait_ms:
@@ -417,25 +420,24 @@ class Hub:
         batch, self._turn_sends = self._turn_sends, []
         self._spawn(self._commit(batch))
 
-    def _reject(self, online: _Online, send: Send, code: str, message: str) -> None:
+    def _reject(self, online: _Online, client_id: str, code: str, message: str) -> None:
         """Refuse a send, unless its id was already used: then it is a repeat, and a
         repeat gets its original ack whatever its content (the contract's rule)."""
-        self._spawn(self._reject_unless_repeat(online, send, code, message))
+        self._spawn(self._reject_unless_repeat(online, client_id, code, message))
 
     async def _reject_unless_repeat(
-        self, online: _Online, send: Send, code: str, message: str
+        self, online: _Online, client_id: str, code: str, message: str
     ) -> None:
         try:
-            original = await self._store.sent_message(online.user.id, send.id)
+            original = await self._store.sent_message(online.user.id, client_id)
         except StoreError:
             original = None
         if original is not None:
             online.session.send_frame(Ack(id=original.id, seq=original.seq, ts=original.ts))
             return
         self._metrics.errors_total.labels(code=code).inc()
-        log.info("message.rejected",
-            code=code, client_id=send.id, sender=online.user.username)
-        online.session.send_frame(Error(code=code, ref=send.id, message=message))
+        log.info("message.rejected", code=code, client_id=client_id, sender=online.user.username)
+        online.session.send_frame(Error(code=code, ref=client_id, message=message))
 
     async def _submit(self, online: _Online, sends: list[Send]) -> None:
         """The slow path: recipients not in the directory yet, or a queue cap to check."""
@@ -446,7 +448,7 @@ class Hub:
             for send in sends:
                 recipient = await self._users.by_name(send.to)
                 if recipient is None:
-                    self._reject(online, send, "unknown_user", f"no user {send.to!r}")
+                    self._reject(online, send.id, "unknown_user", f"no user {send.to!r}")
                     continue
                 if cap is not None:
                     # The store cannot count sends still on their way to it (this
@@ -455,7 +457,7 @@ class Hub:
                     depth = await self._store.queue_depth(recipient.id)
                     in_flight = self._queue_in_flight.get(recipient.id, 0)
                     if depth + in_flight >= cap:
-                        self._reject(online, send, "queue_full", "the recipient's queue is full")
+                        self._reject(online, send.id, "queue_full", "the recipient's queue is full")
                         continue
                     self._queue_in_flight[recipient.id] = in_flight + 1
                     reserved.append(recipient.id)

@@ -118,6 +118,17 @@ class FrameRejected:
 
 
 @attrs.frozen(kw_only=True)
+class SendRefused:
+    """A ``send`` whose body breaks the rules (``too_long``, ``empty_body``). The engine
+    sends nothing: the host answers, with the original ack if ``id`` was already used
+    (a repeat is acked whatever its body), else with the error ``code``."""
+
+    id: str
+    code: str
+    message: str
+
+
+@attrs.frozen(kw_only=True)
 class ConnectionClosed:
     """The connection is over: the host closes the transport after draining output.
 

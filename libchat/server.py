@@ -50,10 +50,15 @@ from libchat.events import (
     RefreshRequest,
     RegisterRequest,
     RequestRejected,
+    SendRefused,
     UpgradeRequest,
     UserSearchRequest,
 )
 from libchat.states import ConnState, LocalProtocolError, Role, Trigger
+
+# A send refused for its body is handed to the host, which answers it: with the original
+# ack when the id was used before (the contract acks a repeat whatever its body).
+_HOST_ANSWERS = frozenset({"too_long", "empty_body"})
 
 __all__ = [
     "LocalProtocolError",
@@ -527,7 +532,12 @@ class ServerConnection(Engine[ServerEvent]):
             try:
                 frame = protocol.decode_client_frame(text)
             except protocol.ProtocolViolation as exc:
-                self._frame_error(events, exc.code, exc.message, exc.ref)
+                if exc.ref is not None and exc.code in _HOST_ANSWERS:
+                    # a send with a usable id: the host answers, since a repeat of an id
+                    # already stored gets its original ack whatever its body
+                    events.append(SendRefused(id=exc.ref, code=exc.code, message=exc.message))
+                else:
+                    self._frame_error(events, exc.code, exc.message, exc.ref)
                 return
             if type(frame) is protocol.Hello:
                 self._frame_error(events, "invalid_frame", "hello was already received", None)

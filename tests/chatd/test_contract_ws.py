@@ -311,10 +311,6 @@ async def test_resend_gets_the_same_ack_and_one_delivery(server: ChatdProcess, k
     await b.close()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "libchat engine: a send with a too long or empty body is refused (too_long/empty_body)"
-    " before the hub can see that its id was already used; the contract acks a repeat"
-    " 'whatever its body'"))
 @run_async
 async def test_repeat_with_an_invalid_body_still_gets_the_original_ack(
     server: ChatdProcess,

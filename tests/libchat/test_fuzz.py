@@ -41,6 +41,7 @@ SERVER_EVENTS = (
     ev.UpgradeRequest,
     ev.RequestRejected,
     ev.FrameRejected,
+    ev.SendRefused,
     ev.ConnectionClosed,
     *protocol.CLIENT_FRAMES.values(),
 )

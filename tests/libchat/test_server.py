@@ -574,8 +574,7 @@ def test_frames_become_events(raw: RawClient) -> None:
         ('{"id":"x1"}', "invalid_frame", "x1"),
         ('{"type":"send","id":"x1","to":"bob"}', "invalid_frame", "x1"),
         ('{"type":"send","id":"x1","to":"bob","body":5}', "invalid_frame", "x1"),
-        ('{"type":"send","id":"x1","to":"bob","body":""}', "empty_body", "x1"),
-        ('{"type":"send","id":"x1","to":"bob","body":"' + "a" * 5001 + '"}', "too_long", "x1"),
+        ('{"type":"send","id":"bad id","to":"bob","body":""}', "invalid_frame", None),
     ],
 )
 def test_bad_frames_get_an_error_and_stay_open(
@@ -586,6 +585,23 @@ def test_bad_frames_get_an_error_and_stay_open(
     (error,) = raw.frames()
     assert (error.code, error.ref) == (code, ref)
     assert error.message
+    assert raw.server.state is ConnState.OPEN
+
+
+@pytest.mark.parametrize(
+    ("body", "code"), [("", "empty_body"), ("a" * 5001, "too_long"), ("😀" * 5001, "too_long")]
+)
+def test_a_send_refused_for_its_body_is_left_to_the_host(
+    raw: RawClient, body: str, code: str
+) -> None:
+    """The host answers it: a repeat of a stored id gets its ack whatever its body."""
+    raw.open()
+    text = '{"type":"send","id":"x1","to":"bob","body":"' + body + '"}'
+    (event,) = raw.text(text)
+    assert isinstance(event, ev.SendRefused)
+    assert (event.id, event.code) == ("x1", code)
+    assert event.message
+    assert raw.frames() == []
     assert raw.server.state is ConnState.OPEN
 
 
