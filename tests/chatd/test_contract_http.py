@@ -33,6 +33,9 @@ from tests.chatd.clients import (
 from tests.chatd.conftest import run_async
 from tests.chatd.server import ChatdProcess
 
+# The contract holds on both stores (see conftest.pytest_generate_tests).
+BACKENDS = ("sqlite", "postgres")
+
 
 def creds(name: str, password: str = PASSWORD) -> dict[str, Any]:
     return {"username": name, "password": password}

@@ -46,6 +46,9 @@ from tests.chatd.clients import (
 from tests.chatd.conftest import run_async
 from tests.chatd.server import ChatdProcess
 
+# The contract holds on both stores (see conftest.pytest_generate_tests).
+BACKENDS = ("sqlite", "postgres")
+
 KINDS = ["websockets", "libchat"]
 _ids = itertools.count(1)
 SECRET_BODY = "s3cr3t-body-"  # every body sent here starts with this: the log test looks for it
@@ -969,7 +972,7 @@ async def test_reauth_keeps_a_connection_past_its_first_tokens_expiry(
 def admin(server: ChatdProcess, *args: str, stdin: str = "") -> None:
     subprocess.run(
         [sys.executable, "-m", "chatd", *args, "--data-dir", str(server.data_dir),
-         "--log-dir", str(server.log_dir)],
+         "--log-dir", str(server.log_dir), *(["--db", server.db] if server.db else [])],
         input=stdin, text=True, check=True, capture_output=True, timeout=60,
     )
 

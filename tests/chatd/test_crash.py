@@ -25,6 +25,9 @@ from tests.chatd.clients import (
 from tests.chatd.conftest import run_async
 from tests.chatd.server import ChatdProcess
 
+# The contract holds on both stores (see conftest.pytest_generate_tests).
+BACKENDS = ("sqlite", "postgres")
+
 FAST = ("--send-rate", "1000", "--send-burst", "1000")
 
 
@@ -70,7 +73,8 @@ async def test_sigkill_mid_stream_loses_no_acked_message(make_server: Any) -> No
     assert len(acked_before) >= 60
     unacked = [cid for cid in streamer.sent if cid not in acked_before]
 
-    restarted = ChatdProcess(server.data_dir, server.log_dir, *FAST).start(port=server.port)
+    restarted = ChatdProcess(server.data_dir, server.log_dir, *FAST, db=server.db)
+    restarted.start(port=server.port)
     try:
         # Every acked message is in history, with the seq and ts of its ack.
         history = await whole_history(restarted, login(restarted, alice), bob)

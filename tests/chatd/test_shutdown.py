@@ -28,6 +28,9 @@ from tests.chatd.clients import (
 from tests.chatd.conftest import run_async
 from tests.chatd.server import ChatdProcess
 
+# The contract holds on both stores (see conftest.pytest_generate_tests).
+BACKENDS = ("sqlite", "postgres")
+
 FAST = ("--send-rate", "1000", "--send-burst", "1000")
 
 
@@ -58,7 +61,7 @@ async def test_sigterm_mid_stream(make_server: Any) -> None:
     assert await c.wait_closed() == 1001
     assert len(streamer.acks) >= 40
 
-    restarted = ChatdProcess(server.data_dir, server.log_dir).start()
+    restarted = ChatdProcess(server.data_dir, server.log_dir, db=server.db).start()
     try:
         history = await whole_history(restarted, login(restarted, alice), bob)
         stored = {m["id"]: m for m in history}
@@ -126,7 +129,7 @@ async def test_restart_keeps_tokens_revocations_and_messages(make_server: Any) -
     await a.close()
     assert server.stop() == 0
 
-    restarted = ChatdProcess(server.data_dir, server.log_dir).start()
+    restarted = ChatdProcess(server.data_dir, server.log_dir, db=server.db).start()
     try:
         # bob's first contact after the restart (nobody cached): all in one write.
         frames = await pipelined_session(
