@@ -269,9 +269,17 @@ class Hub:
         try:
             while True:
                 batch = await self._store.undelivered(online.user.id, after, CATCH_UP_BATCH)
+                now_ms = self._now_ms()
                 for message in batch:
                     online.pushed(message.seq)
                     session.send_text(protocol.encode_frame(message))
+                    # from the store, on a new connection: queued while offline, or
+                    # pushed before and never confirmed
+                    log.info(
+                        "message.redelivered", seq=message.seq, client_id=message.id,
+                        sender=message.sender, recipient=message.recipient,
+                        conn_id=session.conn_id, age_ms=now_ms - message.ts,
+                    )
                 if batch:
                     after = batch[-1].seq
                     self._metrics.messages_pushed_total.inc(len(batch))
