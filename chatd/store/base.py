@@ -13,7 +13,7 @@ object, with ``from``/``to`` as usernames.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
@@ -42,6 +42,34 @@ class User:
     disabled: bool
     token_generation: int  # bumped by a password change or a disable: older tokens die
     created_at: int  # Unix ms
+
+
+def user_from_row(row: Sequence[Any]) -> User:
+    """A User from the columns both stores select, in this order: id, username,
+    password_hash, disabled, token_generation, created_at."""
+    return User(
+        id=row[0],
+        username=row[1],
+        password_hash=row[2],
+        disabled=bool(row[3]),
+        token_generation=row[4],
+        created_at=row[5],
+    )
+
+
+def message_from_row(row: Sequence[Any]) -> Message:
+    """A Message from the columns both stores select, in this order: client_id, seq,
+    sender name, recipient name, body, ts, delivered_at, read_at."""
+    return Message(
+        id=row[0],
+        seq=row[1],
+        sender=row[2],
+        recipient=row[3],
+        body=row[4],
+        ts=row[5],
+        delivered_at=row[6],
+        read_at=row[7],
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -19,7 +19,16 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from chatd.store.base import NewMessage, ReadResult, SchemaMismatch, Stats, StoreError, User
+from chatd.store.base import (
+    NewMessage,
+    ReadResult,
+    SchemaMismatch,
+    Stats,
+    StoreError,
+    User,
+    message_from_row,
+    user_from_row,
+)
 from libchat.protocol import Message
 
 __all__ = ["PostgresStore"]
@@ -98,7 +107,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 )
 
 USER_COLUMNS: Final = "id, username, password_hash, disabled, token_generation, created_at"
-# A message row joined with both usernames; _message() reads these columns in order.
+# A message row joined with both usernames, in the order message_from_row() reads.
 MESSAGE_SELECT: Final = """
     SELECT {extra}m.client_id, m.seq, s.username, r.username, m.body, m.ts,
         m.delivered_at, m.read_at
@@ -111,30 +120,6 @@ MESSAGE_SELECT: Final = """
 def _message_select(source: str = "messages", extra: str = "") -> str:
     """SELECT ... FROM ``source`` with the usernames; ``extra`` columns come first."""
     return MESSAGE_SELECT.format(source=source, extra=extra)
-
-
-def _user(row: tuple[Any, ...]) -> User:
-    return User(
-        id=row[0],
-        username=row[1],
-        password_hash=row[2],
-        disabled=row[3],
-        token_generation=row[4],
-        created_at=row[5],
-    )
-
-
-def _message(row: tuple[Any, ...]) -> Message:
-    return Message(
-        id=row[0],
-        seq=row[1],
-        sender=row[2],
-        recipient=row[3],
-        body=row[4],
-        ts=row[5],
-        delivered_at=row[6],
-        read_at=row[7],
-    )
 
 
 def _pair(a: int, b: int) -> tuple[int, int]:
@@ -345,21 +330,21 @@ class PostgresStore:
             RETURNING {USER_COLUMNS}""",
             (username.lower(), password_hash, now_ms),
         )
-        return None if row is None else _user(row)
+        return None if row is None else user_from_row(row)
 
     async def user_by_name(self, username: str) -> User | None:
         row = await self._fetchone(
             f"SELECT {USER_COLUMNS} FROM users WHERE username = %s", (username.lower(),)
         )
-        return None if row is None else _user(row)
+        return None if row is None else user_from_row(row)
 
     async def user_by_id(self, user_id: int) -> User | None:
         row = await self._fetchone(f"SELECT {USER_COLUMNS} FROM users WHERE id = %s", (user_id,))
-        return None if row is None else _user(row)
+        return None if row is None else user_from_row(row)
 
     async def list_users(self) -> list[User]:
         rows = await self._fetchall(f"SELECT {USER_COLUMNS} FROM users ORDER BY id")
-        return [_user(row) for row in rows]
+        return [user_from_row(row) for row in rows]
 
     async def search_users(self, prefix: str, exclude: str, limit: int) -> list[str]:
         rows = await self._fetchall(
@@ -378,7 +363,7 @@ class PostgresStore:
         )
         if row is None:
             raise StoreError(f"no user with id {user_id}")
-        return _user(row)
+        return user_from_row(row)
 
     async def set_password(self, user_id: int, password_hash: str) -> User:
         return await self._update_user(
@@ -399,7 +384,7 @@ class PostgresStore:
         rows = await self._fetchall(
             f"SELECT {USER_COLUMNS} FROM users WHERE changed_at >= %s ORDER BY id", (since_ms,)
         )
-        return [_user(row) for row in rows]
+        return [user_from_row(row) for row in rows]
 
     async def revoke_token(self, jti: str, user_id: int, expires_at: int) -> None:
         await self._execute(
@@ -581,7 +566,7 @@ class PostgresStore:
                 ([key[0] for key in repeats], [key[1] for key in repeats]),
             )
             for row in await cur.fetchall():
-                stored[(row[0], row[1])] = _message(row[1:])
+                stored[(row[0], row[1])] = message_from_row(row[1:])
         return stored
 
     @staticmethod
@@ -623,7 +608,7 @@ class PostgresStore:
             + "ORDER BY m.seq",
             (now_ms, recipient_id, list(seqs)),
         )
-        return [_message(row) for row in rows]
+        return [message_from_row(row) for row in rows]
 
     async def mark_read(self, reader_id: int, peer_id: int, up_to: int, now_ms: int) -> ReadResult:
         low, high = _pair(reader_id, peer_id)
@@ -658,7 +643,7 @@ class PostgresStore:
         )
         if not rows:
             return ReadResult(up_to=None, newly_delivered=())
-        messages = [(_message(row[1:]), row[0]) for row in rows]
+        messages = [(message_from_row(row[1:]), row[0]) for row in rows]
         return ReadResult(
             up_to=messages[-1][0].seq,
             newly_delivered=tuple(m for m, was_delivered in messages if not was_delivered),
@@ -671,7 +656,7 @@ class PostgresStore:
             ORDER BY m.seq LIMIT %s""",
             (recipient_id, after_seq, limit),
         )
-        return [_message(row) for row in rows]
+        return [message_from_row(row) for row in rows]
 
     async def messages_by_seq(self, seqs: Sequence[int]) -> list[Message]:
         """The stored messages with these seqs, oldest first (for a node told by the bus)."""
@@ -680,14 +665,14 @@ class PostgresStore:
         rows = await self._fetchall(
             _message_select() + "WHERE m.seq = ANY(%s) ORDER BY m.seq", (list(seqs),)
         )
-        return [_message(row) for row in rows]
+        return [message_from_row(row) for row in rows]
 
     async def sent_message(self, sender_id: int, client_id: str) -> Message | None:
         row = await self._fetchone(
             _message_select() + "WHERE m.sender_id = %s AND m.client_id = %s",
             (sender_id, client_id),
         )
-        return _message(row) if row else None
+        return message_from_row(row) if row else None
 
     async def history(
         self, user_id: int, peer_id: int, before: int | None, limit: int
@@ -704,7 +689,7 @@ class PostgresStore:
             (low, high, NO_SEQ if before is None else before, limit + 1),
         )
         has_more = len(rows) > limit
-        return [_message(row) for row in reversed(rows[:limit])], has_more
+        return [message_from_row(row) for row in reversed(rows[:limit])], has_more
 
     async def conversations(self, user_id: int) -> list[tuple[str, Message, int]]:
         rows = await self._fetchall(
@@ -723,7 +708,7 @@ class PostgresStore:
             ORDER BY c.last_seq DESC""",
             {"u": user_id},
         )
-        return [(row[0], _message(row[2:]), int(row[1])) for row in rows]
+        return [(row[0], message_from_row(row[2:]), int(row[1])) for row in rows]
 
     async def peers(self, user_id: int) -> list[str]:
         rows = await self._fetchall(

@@ -25,7 +25,16 @@ from typing import Any, Final, TypeVar
 
 import apsw
 
-from chatd.store.base import NewMessage, ReadResult, SchemaMismatch, Stats, StoreError, User
+from chatd.store.base import (
+    NewMessage,
+    ReadResult,
+    SchemaMismatch,
+    Stats,
+    StoreError,
+    User,
+    message_from_row,
+    user_from_row,
+)
 from libchat.protocol import Message
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
@@ -136,30 +145,6 @@ _UPSERT_CONVERSATION: Final = (
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _user(row: Sequence[Any]) -> User:
-    return User(
-        id=row[0],
-        username=row[1],
-        password_hash=row[2],
-        disabled=bool(row[3]),
-        token_generation=row[4],
-        created_at=row[5],
-    )
-
-
-def _message(row: Sequence[Any]) -> Message:
-    return Message(
-        id=row[0],
-        seq=row[1],
-        sender=row[2],
-        recipient=row[3],
-        body=row[4],
-        ts=row[5],
-        delivered_at=row[6],
-        read_at=row[7],
-    )
 
 
 def _rows(conn: apsw.Connection, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -336,23 +321,23 @@ class SqliteStore:
 
         def job(conn: apsw.Connection) -> User | None:
             rows = _rows(conn, sql, args)
-            return _user(rows[0]) if rows else None
+            return user_from_row(rows[0]) if rows else None
 
         return await self._write(job)
 
     async def user_by_name(self, username: str) -> User | None:
         sql = f"SELECT {_USER_COLUMNS} FROM users WHERE username = ?"
         rows = await self._read(lambda conn: _rows(conn, sql, (username.lower(),)))
-        return _user(rows[0]) if rows else None
+        return user_from_row(rows[0]) if rows else None
 
     async def user_by_id(self, user_id: int) -> User | None:
         sql = f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?"
         rows = await self._read(lambda conn: _rows(conn, sql, (user_id,)))
-        return _user(rows[0]) if rows else None
+        return user_from_row(rows[0]) if rows else None
 
     async def list_users(self) -> list[User]:
         sql = f"SELECT {_USER_COLUMNS} FROM users ORDER BY id"
-        return [_user(row) for row in await self._read(lambda conn: _rows(conn, sql))]
+        return [user_from_row(row) for row in await self._read(lambda conn: _rows(conn, sql))]
 
     async def search_users(self, prefix: str, exclude: str, limit: int) -> list[str]:
         prefix = prefix.lower()
@@ -381,14 +366,15 @@ class SqliteStore:
 
     async def users_changed_since(self, since_ms: int) -> list[User]:
         sql = f"SELECT {_USER_COLUMNS} FROM users WHERE changed_at >= ? ORDER BY id"
-        return [_user(row) for row in await self._read(lambda conn: _rows(conn, sql, (since_ms,)))]
+        rows = await self._read(lambda conn: _rows(conn, sql, (since_ms,)))
+        return [user_from_row(row) for row in rows]
 
     @staticmethod
     def _one_user(conn: apsw.Connection, sql: str, args: Sequence[Any]) -> User:
         rows = _rows(conn, sql, args)
         if not rows:
             raise StoreError(f"no user with id {args[-1]}")
-        return _user(rows[0])
+        return user_from_row(rows[0])
 
     async def revoke_token(self, jti: str, user_id: int, expires_at: int) -> None:
         sql = (
@@ -460,7 +446,7 @@ class SqliteStore:
             )
             if not rows:  # a repeat: answer with the original, whatever the new content
                 original = _rows(conn, _EXISTING_MESSAGE, (new.sender_id, new.client_id))
-                stored.append(_message(original[0]))
+                stored.append(message_from_row(original[0]))
                 continue
             seq, ts = rows[0]
             stored.append(
@@ -495,7 +481,7 @@ class SqliteStore:
             marked: list[Message] = []
             for seq in wanted:
                 rows = _rows(conn, sql, (now_ms, seq, recipient_id))
-                marked.extend(_message(row) for row in rows)
+                marked.extend(message_from_row(row) for row in rows)
             return marked
 
         return await self._write(job)
@@ -520,7 +506,8 @@ class SqliteStore:
             if last is None or up_to > last:  # beyond the conversation: ignored
                 return ReadResult(up_to=None, newly_delivered=())
             delivered = sorted(
-                (_message(row) for row in _rows(conn, deliver_sql, args)), key=lambda m: m.seq
+                (message_from_row(row) for row in _rows(conn, deliver_sql, args)),
+                key=lambda m: m.seq,
             )
             read = [row[0] for row in _rows(conn, read_sql, args)]
             marked = [m.seq for m in delivered] + read
@@ -536,7 +523,8 @@ class SqliteStore:
             " WHERE recipient_id = ? AND delivered_at IS NULL AND seq > ? ORDER BY seq LIMIT ?"
         )
         args = (recipient_id, after_seq, limit)
-        return [_message(row) for row in await self._read(lambda conn: _rows(conn, sql, args))]
+        rows = await self._read(lambda conn: _rows(conn, sql, args))
+        return [message_from_row(row) for row in rows]
 
     async def messages_by_seq(self, seqs: Sequence[int]) -> list[Message]:
         """The stored messages with these seqs, oldest first (same as the PostgreSQL store)."""
@@ -546,14 +534,14 @@ class SqliteStore:
         sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE seq = ?"
 
         def read(conn: apsw.Connection) -> list[Message]:
-            return [_message(row) for seq in wanted for row in _rows(conn, sql, (seq,))]
+            return [message_from_row(row) for seq in wanted for row in _rows(conn, sql, (seq,))]
 
         return await self._read(read)
 
     async def sent_message(self, sender_id: int, client_id: str) -> Message | None:
         args = (sender_id, client_id)
         rows = await self._read(lambda conn: _rows(conn, _EXISTING_MESSAGE, args))
-        return _message(rows[0]) if rows else None
+        return message_from_row(rows[0]) if rows else None
 
     async def history(
         self, user_id: int, peer_id: int, before: int | None, limit: int
@@ -565,7 +553,7 @@ class SqliteStore:
         )
         args = (lo, hi, _NO_SEQ if before is None else before, limit + 1)
         rows = await self._read(lambda conn: _rows(conn, sql, args))
-        page = [_message(row) for row in rows[:limit]]
+        page = [message_from_row(row) for row in rows[:limit]]
         page.reverse()
         return page, len(rows) > limit
 
@@ -580,7 +568,7 @@ class SqliteStore:
             " WHERE c.user_id = ? ORDER BY c.last_seq DESC"
         )
         rows = await self._read(lambda conn: _rows(conn, sql, (user_id,)))
-        return [(row[0], _message(row[1:9]), row[9]) for row in rows]
+        return [(row[0], message_from_row(row[1:9]), row[9]) for row in rows]
 
     async def peers(self, user_id: int) -> list[str]:
         sql = (
