@@ -144,13 +144,6 @@ class Hub:
 
     # --- bookkeeping ------------------------------------------------------------------
 
-    @property
-    def users_online(self) -> int:
-        return len(self._by_user)
-
-    def online_sessions(self, username: str) -> list[_Online]:
-        return self._by_user.get(username, [])
-
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = self._loop.create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
@@ -675,11 +668,6 @@ class Hub:
     def _logged_out(self, jti: str, expires_at: int) -> None:
         self.revoke_token(jti)
         self._publish(busmod.TokenRevoked(jti=jti, expires_at=expires_at))
-
-    # --- shutdown ---------------------------------------------------------------------
-
-    def all_sessions(self) -> list[Session]:
-        return [online.session for online in self._by_session.values()]
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
