@@ -467,8 +467,8 @@ class Worker:
                 sender, recipient = (a, b) if rng.random() < 0.5 else (b, a)
                 sent += 1
                 client = sender.client
-                if client is None or not client.is_welcomed:
-                    run.skipped += 1
+                if client is None or not client.is_welcomed or not recipient.is_live:
+                    run.skipped += 1  # a pair with a side still (re)connecting
                     continue
                 message_id = f"{prefix}-{sent}"
                 run.records[message_id] = Record(now)
