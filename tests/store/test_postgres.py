@@ -15,8 +15,9 @@ from typing import TypeVar
 import psycopg
 import pytest
 
-from chatd.store.base import NewMessage, SchemaMismatch, StoreError, User
+from chatd.store.base import SchemaMismatch, StoreError, User
 from chatd.store.postgres import PostgresStore
+from tests.store.test_contract import new
 
 pytestmark = pytest.mark.pg
 
@@ -49,16 +50,6 @@ def run(body: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
-def new(sender: User, recipient: User, client_id: str, body: str = "hi") -> NewMessage:
-    return NewMessage(
-        sender_id=sender.id,
-        sender=sender.username,
-        recipient_id=recipient.id,
-        recipient=recipient.username,
-        client_id=client_id,
-        body=body,
-        ts=1_700_000_000_000,
-    )
 
 
 async def two_users(store: PostgresStore) -> tuple[User, User]:

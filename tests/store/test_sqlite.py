@@ -13,8 +13,9 @@ from typing import TypeVar
 import apsw
 import pytest
 
-from chatd.store.base import NewMessage, SchemaMismatch, StoreError, User
+from chatd.store.base import SchemaMismatch, StoreError, User
 from chatd.store.sqlite import SCHEMA_VERSION, SqliteStore
+from tests.store.test_contract import new
 
 T = TypeVar("T")
 TS = 1_700_000_000_000
@@ -27,16 +28,6 @@ def run(body: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
-def new(sender: User, recipient: User, client_id: str, body: str = "hi") -> NewMessage:
-    return NewMessage(
-        sender_id=sender.id,
-        sender=sender.username,
-        recipient_id=recipient.id,
-        recipient=recipient.username,
-        client_id=client_id,
-        body=body,
-        ts=TS,
-    )
 
 
 async def two_users(store: SqliteStore) -> tuple[User, User]:
