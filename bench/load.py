@@ -502,6 +502,23 @@ class Bench:
         )
         return merge_streams(replies)
 
+    def start_stream(self, group: str, name: str, rate: float, duration: float) -> list[Any]:
+        """Start a stream on every worker without waiting; collect the returned
+        requests with ``self.pool.collect`` once the scenario's other work is done."""
+        workers = len(self.pool.pipes)
+        return [
+            self.pool.send(
+                i,
+                "stream",
+                group=group,
+                name=name,
+                rate=rate / workers,
+                duration=duration,
+                drain=self.p.drain,
+            )
+            for i in range(workers)
+        ]
+
     # --- scenarios ---------------------------------------------------------------------
 
     def capacity(self) -> dict[str, Any]:
@@ -620,18 +637,7 @@ class Bench:
         marks = self.pool.all("mark", 120.0 + REPLY_SLACK, group="main", timeout=120.0)
         window = self.window()
         side_duration = self.p.storm_window
-        side = [
-            self.pool.send(
-                i,
-                "stream",
-                group="side",
-                name="sd",
-                rate=self.p.side_rate / workers,
-                duration=side_duration,
-                drain=self.p.drain,
-            )
-            for i in range(workers)
-        ]
+        side = self.start_stream("side", "sd", self.p.side_rate, side_duration)
         time.sleep(1.0)  # the side stream runs alone for its first second: a baseline
         storm = [
             self.pool.send(i, "storm", group="main", timeout=self.p.storm_window)
@@ -660,22 +666,10 @@ class Bench:
 
     def logins(self) -> dict[str, Any]:
         self.connect("main")
-        workers = len(self.pool.pipes)
         names = [u.name for u in self.users["main"]]
         window = self.window()
         duration = self.p.login_duration
-        stream = [
-            self.pool.send(
-                i,
-                "stream",
-                group="main",
-                name="lg",
-                rate=self.p.rate / workers,
-                duration=duration,
-                drain=self.p.drain,
-            )
-            for i in range(workers)
-        ]
+        stream = self.start_stream("main", "lg", self.p.rate, duration)
         login = [
             self.pool.send(
                 0,
