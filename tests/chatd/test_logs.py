@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -305,3 +306,33 @@ def test_configure_logging_to_file_and_stderr(
     err_lines = capsys.readouterr().err.splitlines()
     assert [orjson.loads(line)["event"] for line in err_lines] == ["server.start"]
     assert _read_objects(tmp_path / "chatd.log")[0]["port"] == 8765
+
+
+def test_configured_events_from_many_threads_all_arrive_in_order(tmp_path: Path) -> None:
+    handle = configure_logging(tmp_path)
+    log = EventLogger(logging.getLogger("chatd.hub"))
+
+    def burst(thread: int) -> None:
+        for n in range(500):
+            log.info("message.accepted", thread=thread, n=n, body="never written")
+
+    try:
+        threads = [threading.Thread(target=burst, args=(t,)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("store.error", op="submit")
+    finally:
+        handle.close()
+    lines = _read_objects(tmp_path / "chatd.log")
+    for thread in range(4):
+        assert [o["n"] for o in lines if o.get("thread") == thread] == list(range(500))
+    assert all(o["body"] == REDACTED for o in lines if "thread" in o)
+    (error,) = [o for o in lines if o["event"] == "store.error"]
+    assert error["level"] == "error"
+    assert error["op"] == "submit"
+    assert "ValueError: boom" in str(error["traceback"])
