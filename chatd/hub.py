@@ -10,6 +10,7 @@ receipts, forwards typing, and pushes presence. It never touches sockets: it tal
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -124,7 +125,8 @@ class Hub:
         self._bus: busmod.Bus = bus or busmod.LocalBus()
         self._multi_node = not isinstance(self._bus, busmod.LocalBus)
         self._turn_sends: list[tuple[_Online, NewMessage]] = []  # sends of this loop turn
-        self._turn_scheduled = False
+        self._turn_delivered: list[tuple[_Online, list[int]]] = []  # delivered marks, same
+        self._turn_scheduled = False  # _end_turn is due
         self._remote_seqs: list[int] = []  # MessageStored seqs from other nodes, to fetch
         # per recipient id: sends accepted under --max-queue and not yet committed
         self._queue_in_flight: dict[int, int] = {}
@@ -164,7 +166,7 @@ class Hub:
 
     def receive(self, session: Session, frames: list[object]) -> None:
         """Handle the frames one read produced, in order. Sends and delivered marks are
-        grouped so that one read costs one store round trip."""
+        grouped: every connection's of one loop turn go to the store together."""
         pending = self._pending.get(session.conn_id)
         if pending is not None:  # a hello is being checked: keep order
             pending.extend(frames)
@@ -196,7 +198,8 @@ class Hub:
             if sends:
                 self._accept_sends(online, sends)
             if seqs:
-                self._spawn(self._delivered(online, seqs))
+                self._turn_delivered.append((online, seqs))
+                self._schedule_turn()
 
     # --- hello, catch-up, presence ---------------------------------------------------
 
@@ -403,9 +406,8 @@ class Hub:
                 self._turn_sends.append((online, self._new_message(online, send, recipient)))
         if slow:
             self._spawn(self._submit(online, slow))
-        if self._turn_sends and not self._turn_scheduled:
-            self._turn_scheduled = True
-            self._loop.call_soon(self._submit_turn)
+        if self._turn_sends:
+            self._schedule_turn()
 
     def _new_message(self, online: _Online, send: Send, recipient: User) -> NewMessage:
         sender = online.user
@@ -415,11 +417,21 @@ class Hub:
             ts=self._now_ms(),
         )
 
-    def _submit_turn(self) -> None:
-        """One store submit for every send of every connection in this loop turn."""
+    def _schedule_turn(self) -> None:
+        if not self._turn_scheduled:
+            self._turn_scheduled = True
+            self._loop.call_soon(self._end_turn)
+
+    def _end_turn(self) -> None:
+        """One store submit for every send of every connection in this loop turn, then
+        one store job for every delivered mark (sends first: a turn keeps frame order)."""
         self._turn_scheduled = False
-        batch, self._turn_sends = self._turn_sends, []
-        self._spawn(self._commit(batch))
+        sends, self._turn_sends = self._turn_sends, []
+        marks, self._turn_delivered = self._turn_delivered, []
+        if sends:
+            self._spawn(self._commit(sends))
+        if marks:
+            self._spawn(self._delivered(marks))
 
     def _reject(self, online: _Online, client_id: str, code: str, message: str) -> None:
         """Refuse a send, unless its id was already used: then it is a repeat, and a
@@ -487,6 +499,7 @@ class Hub:
                 ))
             return
         pushed: set[int] = set()
+        accepted = 0
         for (online, new), message in zip(batch, stored, strict=True):
             online.session.send_frame(Ack(id=message.id, seq=message.seq, ts=message.ts))
             if message.seq in pushed:
@@ -494,7 +507,7 @@ class Hub:
             pushed.add(message.seq)
             fresh = _is_fresh(new, message)
             if fresh:
-                self._metrics.messages_accepted_total.inc()
+                accepted += 1
                 log.info(
                     "message.accepted", seq=message.seq, client_id=message.id,
                     sender=message.sender, recipient=message.recipient,
@@ -506,6 +519,8 @@ class Hub:
             self.push(message, exclude=online.session.conn_id, repeat=not fresh)
             self._publish(busmod.MessageStored(
                 recipient=message.recipient, seq=message.seq, sender=message.sender))
+        if accepted:
+            self._metrics.messages_accepted_total.inc(accepted)
 
     def push(self, message: Message, *, exclude: int | None = None, repeat: bool = False) -> None:
         """Send a stored message to the recipient's connections that do not have it
@@ -530,16 +545,22 @@ class Hub:
             if online.session.conn_id != exclude:
                 online.push(message.seq, text, to_me=False)
 
-    async def _delivered(self, online: _Online, seqs: list[int]) -> None:
+    async def _delivered(self, marks: list[tuple[_Online, list[int]]]) -> None:
+        """Record the delivered marks of every connection of a loop turn in one store
+        job, then send their receipts. On a store error nothing is sent: the clients
+        confirm again."""
         now_ms = self._now_ms()
         try:
-            marked = await self._store.mark_delivered(online.user.id, seqs, now_ms)
+            marked = await self._store.mark_delivered_many(
+                [(online.user.id, seqs) for online, seqs in marks], now_ms
+            )
         except StoreError:
-            log.exception("store.error", op="mark_delivered")
+            log.exception("store.error", op="mark_delivered", count=len(marks))
             return
-        for device in self._by_user.get(online.user.username, ()):
-            device.unconfirmed.difference_update(seqs)
-        self._send_delivered_receipts(marked, now_ms)
+        for online, seqs in marks:
+            for device in self._by_user.get(online.user.username, ()):
+                device.unconfirmed.difference_update(seqs)
+        self._send_delivered_receipts(itertools.chain.from_iterable(marked), now_ms)
 
     def _send_delivered_receipts(
         self, marked: Iterable[Message], now_ms: int, *, local_only: bool = False
@@ -547,6 +568,7 @@ class Hub:
         """Delivered receipts to the senders' connections. ``local_only`` for marks made
         on another node (already counted, logged and published there)."""
         by_sender: dict[str, list[int]] = {}
+        delivered = 0
         for message in marked:
             receipt = DeliveredReceipt(
                 id=message.id, seq=message.seq, ts=message.delivered_at or now_ms
@@ -556,13 +578,15 @@ class Hub:
             if local_only:
                 continue
             by_sender.setdefault(message.sender, []).append(message.seq)
-            self._metrics.messages_delivered_total.inc()
+            delivered += 1
             self._metrics.delivery_latency_seconds.observe(max(0.0, (now_ms - message.ts) / 1000))
             log.info(
                 "message.delivered", seq=message.seq, client_id=message.id,
                 sender=message.sender, recipient=message.recipient,
                 latency_ms=now_ms - message.ts,
             )
+        if delivered:
+            self._metrics.messages_delivered_total.inc(delivered)
         for sender, seqs in by_sender.items():
             self._publish(busmod.Delivered(sender=sender, seqs=seqs))
 

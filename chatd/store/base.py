@@ -163,7 +163,16 @@ class Store(Protocol):
         self, recipient_id: int, seqs: Sequence[int], now_ms: int
     ) -> list[Message]:
         """Mark messages addressed to ``recipient_id`` delivered; returns those newly
-        marked (others, and messages addressed to someone else, are ignored)."""
+        marked (others, and messages addressed to someone else, are ignored), in seq
+        order."""
+
+    async def mark_delivered_many(
+        self, marks: Sequence[tuple[int, Sequence[int]]], now_ms: int
+    ) -> list[list[Message]]:
+        """``mark_delivered(recipient_id, seqs, now_ms)`` for every ``(recipient_id,
+        seqs)`` of ``marks``, in one transaction; one list per entry, in order. When a
+        recipient appears in several entries, a seq is returned by the first entry
+        that marked it only."""
 
     async def mark_read(self, reader_id: int, peer_id: int, up_to: int, now_ms: int) -> ReadResult:
         """Mark every message from ``peer_id`` to ``reader_id`` with seq <= ``up_to`` read

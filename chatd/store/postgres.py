@@ -596,19 +596,32 @@ class PostgresStore:
     async def mark_delivered(
         self, recipient_id: int, seqs: Sequence[int], now_ms: int
     ) -> list[Message]:
-        if not seqs:
-            return []
+        return (await self.mark_delivered_many([(recipient_id, seqs)], now_ms))[0]
+
+    async def mark_delivered_many(
+        self, marks: Sequence[tuple[int, Sequence[int]]], now_ms: int
+    ) -> list[list[Message]]:
+        wanted = [(recipient_id, sorted(set(seqs))) for recipient_id, seqs in marks]
+        pairs = {(recipient_id, seq) for recipient_id, seqs in wanted for seq in seqs}
+        if not pairs:
+            return [[] for _ in wanted]
         rows = await self._fetchall(
             """WITH changed AS (
                 UPDATE messages SET delivered_at = %s
-                WHERE recipient_id = %s AND seq = ANY(%s) AND delivered_at IS NULL
-                RETURNING *
+                FROM unnest(%s::bigint[], %s::bigint[]) AS t(recipient_id, seq)
+                WHERE messages.seq = t.seq AND messages.recipient_id = t.recipient_id
+                    AND messages.delivered_at IS NULL
+                RETURNING messages.*
             )"""
-            + _message_select("changed")
-            + "ORDER BY m.seq",
-            (now_ms, recipient_id, list(seqs)),
+            + _message_select("changed", extra="m.recipient_id, "),
+            (now_ms, [pair[0] for pair in pairs], [pair[1] for pair in pairs]),
         )
-        return [message_from_row(row) for row in rows]
+        marked = {(row[0], row[2]): message_from_row(row[1:]) for row in rows}
+        # each marked seq goes to the first entry that asked for it
+        return [
+            [marked.pop((recipient_id, seq)) for seq in seqs if (recipient_id, seq) in marked]
+            for recipient_id, seqs in wanted
+        ]
 
     async def mark_read(self, reader_id: int, peer_id: int, up_to: int, now_ms: int) -> ReadResult:
         low, high = _pair(reader_id, peer_id)

@@ -137,6 +137,11 @@ _INSERT_MESSAGE: Final = (
 _EXISTING_MESSAGE: Final = (
     f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE sender_id = ? AND client_id = ?"
 )
+_MARK_DELIVERED: Final = (
+    "UPDATE messages SET delivered_at = ?"
+    " WHERE seq = ? AND recipient_id = ? AND delivered_at IS NULL"
+    f" RETURNING {_MESSAGE_COLUMNS}"
+)
 _UPSERT_CONVERSATION: Final = (
     "INSERT INTO conversations (user_id, peer_id, last_seq) VALUES (?, ?, ?)"
     " ON CONFLICT (user_id, peer_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)"
@@ -468,21 +473,26 @@ class SqliteStore:
     async def mark_delivered(
         self, recipient_id: int, seqs: Sequence[int], now_ms: int
     ) -> list[Message]:
-        wanted = sorted(set(seqs))
-        if not wanted:
-            return []
-        sql = (
-            "UPDATE messages SET delivered_at = ?"
-            " WHERE seq = ? AND recipient_id = ? AND delivered_at IS NULL"
-            f" RETURNING {_MESSAGE_COLUMNS}"
-        )
+        return (await self.mark_delivered_many([(recipient_id, seqs)], now_ms))[0]
 
-        def job(conn: apsw.Connection) -> list[Message]:
-            marked: list[Message] = []
-            for seq in wanted:
-                rows = _rows(conn, sql, (now_ms, seq, recipient_id))
-                marked.extend(message_from_row(row) for row in rows)
-            return marked
+    async def mark_delivered_many(
+        self, marks: Sequence[tuple[int, Sequence[int]]], now_ms: int
+    ) -> list[list[Message]]:
+        wanted = [(recipient_id, sorted(set(seqs))) for recipient_id, seqs in marks]
+        if not any(seqs for _, seqs in wanted):
+            return [[] for _ in wanted]
+
+        def job(conn: apsw.Connection) -> list[list[Message]]:
+            # A seq already marked by an earlier entry no longer matches: each is
+            # returned once, by the first entry that asked for it.
+            return [
+                [
+                    message_from_row(row)
+                    for seq in seqs
+                    for row in _rows(conn, _MARK_DELIVERED, (now_ms, seq, recipient_id))
+                ]
+                for recipient_id, seqs in wanted
+            ]
 
         return await self._write(job)
 

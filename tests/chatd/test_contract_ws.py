@@ -494,6 +494,37 @@ async def test_delivered_receipt_once(server: ChatdProcess, kind: str) -> None:
 
 
 @run_async
+async def test_delivered_from_several_connections_at_once_one_receipt_each(
+    server: ChatdProcess,
+) -> None:
+    """Marks that reach the server together (the hub stores a loop turn's marks in one
+    job), two of them from devices of one user confirming the same seq."""
+    alice, alice_token = await anew_user(server)
+    bob, bob_token = await anew_user(server)
+    carol, carol_token = await anew_user(server)
+    a = await ws_connect(server, alice_token)
+    b1 = await ws_connect(server, bob_token)
+    b2 = await ws_connect(server, login(server, bob))
+    c = await ws_connect(server, carol_token)
+    to_bob = [(await send(a, bob))["seq"] for _ in range(3)]
+    to_carol = [(await send(a, carol))["seq"] for _ in range(2)]
+    for peer, seqs in ((b1, to_bob), (b2, to_bob), (c, to_carol)):
+        assert [(await peer.recv("message"))["seq"] for _ in seqs] == seqs
+    await asyncio.gather(
+        b1.send({"type": "delivered", "seqs": to_bob[:2]}),
+        b2.send({"type": "delivered", "seqs": to_bob[1:]}),
+        c.send({"type": "delivered", "seqs": to_carol}),
+    )
+    receipts = [await a.recv("receipt") for _ in range(5)]
+    assert all(receipt["status"] == "delivered" for receipt in receipts)
+    assert sorted(receipt["seq"] for receipt in receipts) == sorted(to_bob + to_carol)
+    await settle(b2, a, alice)
+    assert not a.untaken("receipt")
+    for peer in (a, b1, b2, c):
+        await peer.close()
+
+
+@run_async
 async def test_delivered_for_someone_elses_message_is_ignored(server: ChatdProcess) -> None:
     alice, alice_token = await anew_user(server)
     bob, bob_token = await anew_user(server)

@@ -321,6 +321,47 @@ def test_mark_delivered_only_the_recipients_newly(store: StoreHarness) -> None:
     store.run(body)
 
 
+def test_mark_delivered_many_in_one_call(store: StoreHarness) -> None:
+    async def body(s: Store) -> None:
+        alice, bob, carol = await users(s, "alice", "bob", "carol")
+        to_bob = [m.seq for m in await send(s, alice, bob, "b1", "b2", "b3")]
+        to_carol = [m.seq for m in await send(s, alice, carol, "c1", "c2")]
+        to_alice = [m.seq for m in await send(s, bob, alice, "a1")]
+        await s.mark_delivered(bob.id, [to_bob[0]], TS + 1)
+        marks = [
+            (bob.id, [to_bob[2], to_bob[0], to_bob[1], to_carol[0]]),  # b1 already delivered
+            (carol.id, [to_carol[1], to_bob[2], 999_999]),  # bob's seq is not carol's
+            (alice.id, []),
+            (bob.id, [to_bob[1], to_bob[2]]),  # a second device: bob's first entry has them
+            (alice.id, to_alice),
+        ]
+        marked = await s.mark_delivered_many(marks, TS + 7)
+        assert [[m.seq for m in entry] for entry in marked] == [
+            to_bob[1:], [to_carol[1]], [], [], to_alice
+        ]
+        assert [(m.id, m.sender, m.recipient) for m in marked[0]] == [
+            ("b2", "alice", "bob"),
+            ("b3", "alice", "bob"),
+        ]
+        assert all(m.delivered_at == TS + 7 for entry in marked for m in entry)
+        assert await s.queue_depth(bob.id) == 0
+        assert [m.seq for m in await s.undelivered(carol.id, 0, 10)] == [to_carol[0]]
+        assert await s.mark_delivered_many(marks, TS + 8) == [[], [], [], [], []]
+
+    store.run(body)
+
+
+def test_mark_delivered_many_with_nothing_to_mark(store: StoreHarness) -> None:
+    async def body(s: Store) -> None:
+        alice, bob = await users(s, "alice", "bob")
+        await send(s, alice, bob, "b1")
+        assert await s.mark_delivered_many([], TS) == []
+        assert await s.mark_delivered_many([(bob.id, []), (alice.id, [])], TS) == [[], []]
+        assert await s.queue_depth(bob.id) == 1
+
+    store.run(body)
+
+
 def test_mark_read_marks_delivered_too(store: StoreHarness) -> None:
     async def body(s: Store) -> None:
         alice, bob = await users(s, "alice", "bob")
