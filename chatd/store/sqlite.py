@@ -108,6 +108,12 @@ SCHEMA_VERSION: Final = max(MIGRATIONS)
 
 BUSY_TIMEOUT_MS: Final = 5000  # other processes (chatd backup, sqlite3 shell) hold locks briefly
 MAX_BATCH_JOBS: Final = 1000  # one transaction's size bound: caps the first job's wait
+# Group commit: a transaction starts at most this long after the previous one started,
+# so under load each gathers everything queued meanwhile; an idle store commits at once.
+# Every commit costs WAL frames (two writes a page), a wake-up of the event loop and the
+# settling of its futures: at 2,000 msg/s, 5 ms cut the server's CPU per message by a
+# quarter for 3 ms more median latency (bench/RESULTS.md).
+COMMIT_INTERVAL: Final = 0.005  # seconds
 LOGIN_FAILURE_TTL: Final = 24 * 3600.0  # seconds; the login limits look back far less
 PRUNE_INTERVAL: Final = 3600.0  # seconds between prunes of old login failures and revocations
 BACKUP_PAGES_PER_STEP: Final = 1024  # pages copied per backup step (4 MiB at 4 KiB pages)
@@ -659,9 +665,14 @@ class SqliteStore:
             return
         self._call_loop(_settle, [(ready, None, None)])
         stop: list[_Job] = []
+        last_start = 0.0
         try:
             while not stop:
                 jobs = [self._queue.get()]
+                wait = last_start + COMMIT_INTERVAL - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)  # let the others of this group join the commit
+                last_start = time.monotonic()
                 while len(jobs) < MAX_BATCH_JOBS:
                     try:
                         jobs.append(self._queue.get_nowait())
