@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from wsproto.connection import Connection, ConnectionType
 from wsproto.events import CloseConnection, Ping, Pong, TextMessage
 
 from libchat import events as ev
@@ -769,6 +770,21 @@ def test_send_encoded(raw: RawClient) -> None:
     text = protocol.encode_frame(protocol.Presence(user="bob", online=True))
     raw.server.send_encoded(text, 1.0)
     assert raw.frames() == [protocol.Presence(user="bob", online=True)]
+
+
+@pytest.mark.parametrize("size", [0, 1, 124, 125, 126, 127, 65_534, 65_535, 65_536, 70_001])
+def test_text_frames_are_what_wsproto_would_write(size: int) -> None:
+    """The engine frames its text itself: byte for byte wsproto's server frame, at each
+    length-encoding boundary (7-bit, 16-bit, 64-bit), with multi-byte characters."""
+    raw = RawClient()
+    raw.open()
+    text = ("é" * (size // 2)) + ("x" * (size % 2))  # `size` bytes of UTF-8
+    raw.server.send_encoded(text, 1.0)
+    out = raw.server.data_to_send()
+    assert out == Connection(ConnectionType.SERVER).send(TextMessage(data=text))
+    assert raw.ws is not None
+    raw.ws.receive_data(out)
+    assert [event.data for event in raw.ws.events()] == [text]
 
 
 def test_eof_on_websocket_is_1006(raw: RawClient) -> None:
