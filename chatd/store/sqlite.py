@@ -644,6 +644,9 @@ class SqliteStore:
                 raise StoreError(f"{self.path}: cannot switch to WAL mode")
             conn.execute(f"PRAGMA synchronous = {self.sync.upper()}")
             conn.execute("PRAGMA foreign_keys = ON")
+            # Each job of a group commit runs in a savepoint, whose sub-journal (the
+            # pages it changed, kept for ROLLBACK TO) is otherwise a temporary file.
+            conn.execute("PRAGMA temp_store = MEMORY")
         except BaseException:
             conn.close()
             raise
