@@ -19,7 +19,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -114,6 +113,7 @@ MAX_BATCH_JOBS: Final = 1000  # one transaction's size bound: caps the first job
 # settling of its futures: at 2,000 msg/s, 5 ms cut the server's CPU per message by a
 # quarter for 3 ms more median latency (bench/RESULTS.md).
 COMMIT_INTERVAL: Final = 0.005  # seconds
+MAX_READS_AT_ONCE: Final = 64  # reads a reader thread takes from the queue in one go
 LOGIN_FAILURE_TTL: Final = 24 * 3600.0  # seconds; the login limits look back far less
 PRUNE_INTERVAL: Final = 3600.0  # seconds between prunes of old login failures and revocations
 BACKUP_PAGES_PER_STEP: Final = 1024  # pages copied per backup step (4 MiB at 4 KiB pages)
@@ -227,6 +227,11 @@ class _Job:
 _Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 
+def _join_all(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join()
+
+
 def _settle(outcomes: list[_Outcome]) -> None:
     for future, result, error in outcomes:
         if future.done():  # the awaiting task was cancelled; the write happened anyway
@@ -265,10 +270,8 @@ class SqliteStore:
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._closing = False
-        self._pool: ThreadPoolExecutor | None = None
-        self._local = threading.local()
-        self._reader_conns: list[apsw.Connection] = []
-        self._reader_lock = threading.Lock()
+        self._read_queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._reader_threads: list[threading.Thread] = []
         self._last_prune = 0.0  # writer thread only
 
     # --- lifecycle ------------------------------------------------------------------
@@ -295,16 +298,24 @@ class SqliteStore:
         except BaseException:
             await self._stop_writer()
             raise
-        self._pool = ThreadPoolExecutor(self.readers, thread_name_prefix="chatd-sqlite-read")
+        self._reader_threads = [
+            threading.Thread(target=self._reader_main, name=f"chatd-sqlite-read-{n}", daemon=True)
+            for n in range(self.readers)
+        ]
+        for thread in self._reader_threads:
+            thread.start()
         log.info("sqlite store open", extra={"path": str(self.path), "sync": self.sync})
 
     async def close(self) -> None:
         if self._writer is None:
             return
         await self._stop_writer()
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._close_readers, pool)
+        readers, self._reader_threads = self._reader_threads, []
+        if readers:
+            loop = asyncio.get_running_loop()
+            for _ in readers:  # one stop marker each, behind the reads already queued
+                self._read_queue.put(_Job(None, loop.create_future()))
+            await loop.run_in_executor(None, _join_all, readers)
         log.info("sqlite store closed", extra={"path": str(self.path), "commits": self.commits})
 
     async def migrate(self) -> int:
@@ -750,29 +761,49 @@ class SqliteStore:
     # --- the readers ----------------------------------------------------------------
 
     async def _read(self, fn: Callable[[apsw.Connection], T]) -> T:
-        if self._pool is None or self._loop is None:
+        if not self._reader_threads or self._loop is None:
             raise StoreError("the sqlite store is not open")
-        return await self._loop.run_in_executor(self._pool, self._in_reader, fn)
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._read_queue.put(_Job(fn, future))
+        return await future
 
-    def _in_reader(self, fn: Callable[[apsw.Connection], T]) -> T:
-        conn: apsw.Connection | None = getattr(self._local, "conn", None)
+    def _reader_main(self) -> None:
+        """A reader thread: runs queued reads on its own connection and hands each
+        group of results to the loop in one call (a connection storm asks for three
+        reads per client; a thread pool's future per read cost the loop more than the
+        queries)."""
+        conn: apsw.Connection | None = None
         try:
-            if conn is None:
-                conn = self._connect(create=False)
-                conn.execute("PRAGMA query_only = ON")
-                self._local.conn = conn
-                with self._reader_lock:
-                    self._reader_conns.append(conn)
-            return fn(conn)
-        except apsw.Error as exc:
-            raise StoreError(f"sqlite: {exc}") from exc
-
-    def _close_readers(self, pool: ThreadPoolExecutor) -> None:
-        pool.shutdown(wait=True)
-        with self._reader_lock:
-            conns, self._reader_conns = self._reader_conns, []
-        for conn in conns:
-            conn.close()
+            while True:
+                jobs = [self._read_queue.get()]
+                while len(jobs) < MAX_READS_AT_ONCE and jobs[-1].fn is not None:
+                    try:  # up to and with one stop marker: the others are for the others
+                        jobs.append(self._read_queue.get_nowait())
+                    except queue.Empty:
+                        break
+                outcomes: list[_Outcome] = []
+                stop = False
+                for job in jobs:
+                    if job.fn is None:
+                        stop = True
+                        outcomes.append((job.future, None, None))
+                        continue
+                    try:
+                        if conn is None:
+                            conn = self._connect(create=False)
+                            conn.execute("PRAGMA query_only = ON")
+                        outcomes.append((job.future, job.fn(conn), None))
+                    except apsw.Error as exc:
+                        outcomes.append((job.future, None, StoreError(f"sqlite: {exc}")))
+                    except Exception as exc:
+                        outcomes.append((job.future, None, exc))
+                if outcomes:
+                    self._call_loop(_settle, outcomes)
+                if stop:
+                    return
+        finally:
+            if conn is not None:
+                conn.close()
 
     # --- backup ---------------------------------------------------------------------
 
