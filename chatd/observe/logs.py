@@ -71,8 +71,13 @@ def _is_secret(name: str) -> bool:
     )
 
 
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+
+
 def _redact(value: object) -> object:
     """Replace secret-named entries of nested mappings; other values pass through."""
+    if type(value) in _SCALARS:  # most fields: skip the slower ABC check below
+        return value
     if isinstance(value, Mapping):
         return {
             key: REDACTED if _is_secret(str(key)) else _redact(item) for key, item in value.items()
