@@ -247,6 +247,8 @@ class SqliteStore:
 
     ``sync`` is ``"full"`` (every commit survives a power cut) or ``"normal"`` (a power
     cut may lose the last commits, never corrupt). ``readers`` sizes the read pool.
+    ``commit_interval``: seconds from the start of one transaction to the next at least
+    (group commit, see :data:`COMMIT_INTERVAL`).
 
     Counters for metrics: ``commits`` and ``last_batch_size`` (messages inserted by the
     last transaction, as the PostgreSQL store counts); ``on_commit(batch_size, seconds)``,
@@ -255,7 +257,14 @@ class SqliteStore:
 
     schema_version: int = SCHEMA_VERSION
 
-    def __init__(self, path: str | Path, *, sync: str = "full", readers: int = 2) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        sync: str = "full",
+        readers: int = 2,
+        commit_interval: float = COMMIT_INTERVAL,
+    ) -> None:
         if sync not in ("full", "normal"):
             raise ValueError(f"sync must be 'full' or 'normal', not {sync!r}")
         if readers < 1:
@@ -263,6 +272,7 @@ class SqliteStore:
         self.path = Path(path)
         self.sync = sync
         self.readers = readers
+        self.commit_interval = commit_interval
         self.commits = 0
         self.last_batch_size = 0
         self.on_commit: Callable[[int, float], None] | None = None
@@ -683,7 +693,7 @@ class SqliteStore:
         try:
             while not stop:
                 jobs = [self._queue.get()]
-                wait = last_start + COMMIT_INTERVAL - time.monotonic()
+                wait = last_start + self.commit_interval - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)  # let the others of this group join the commit
                 last_start = time.monotonic()
