@@ -491,3 +491,137 @@ def test_client_survives_random_frames(
     )
     server_ws = Connection(ConnectionType.SERVER)
     run_client(client, head + wire_bytes(server_ws, frames) + noise, sizes, steps)
+
+
+# --- frame cutting: the engines' own frame path against wsproto's ---------------------------
+#
+# The engines decode whole, unfragmented text frames themselves and hand every other frame
+# to wsproto (libchat._engine.Engine._receive_ws). Fed the same bytes in the same pieces,
+# an engine doing that and one whose every byte goes through wsproto must give the same
+# events and write the same bytes, for any input: frames wsproto itself would send, and
+# hand-made ones it must refuse (unmasked from a client, reserved bits or opcodes,
+# lengths in more bytes than needed, bad UTF-8, fragments out of place).
+
+_FIRST_BYTES = [0x81] * 6 + [0x01, 0x80, 0x00, 0x82, 0x02, 0x89, 0x8A, 0x88, 0xC1, 0x91, 0x83]
+_PAYLOADS = [text.encode() for text in CLIENT_TEXTS[:200]] + [b"", b"\xff\xfe", b"\xc3", b"x" * 300]
+
+
+def _raw_frame(first: int, masked: bool, payload: bytes, width: int, key: bytes) -> bytes:
+    """One frame as bytes; ``width`` 0, 1 or 2 asks for the 7-bit, 16-bit or 64-bit
+    length form (a longer form than the length needs is a protocol error)."""
+    size = len(payload)
+    mask_bit = 0x80 if masked else 0
+    if width == 0 and size < 126:
+        header = bytes((first, mask_bit | size))
+    elif width <= 1 and size < 65_536:
+        header = bytes((first, mask_bit | 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((first, mask_bit | 127)) + size.to_bytes(8, "big")
+    if masked:
+        header += key
+        payload = bytes(byte ^ key[i % 4] for i, byte in enumerate(payload))
+    return header + payload
+
+
+def raw_frames(masked: st.SearchStrategy[bool]) -> st.SearchStrategy[bytes]:
+    return st.builds(
+        _raw_frame,
+        first=st.sampled_from(_FIRST_BYTES),
+        masked=masked,
+        payload=st.sampled_from(_PAYLOADS),
+        width=st.sampled_from([0, 0, 0, 1, 2]),
+        key=st.sampled_from([b"\x00\x00\x00\x00", b"\x12\x34\x56\x78", b"\xff\x01\xfe\x02"]),
+    )
+
+
+def _trace(
+    conn: Any, chunks: list[bytes], steps: list[float], written: Any = bytes
+) -> list[Any]:
+    """Everything an engine says and writes for these pieces, as a host would drive it;
+    ``written`` turns what it writes into something comparable."""
+    trace: list[Any] = []
+    now = 0.0
+
+    def took(events: list[Any]) -> None:
+        trace.append(events)
+        for event in events:
+            if isinstance(event, protocol.Hello):
+                conn.send(protocol.Welcome(user_id=1, username="alice", server_time=1), now)
+            elif isinstance(event, protocol.Send):
+                conn.send(protocol.Ack(id=event.id, seq=1, ts=1), now)
+        trace.append(written(conn.data_to_send()))
+
+    for i, chunk in enumerate(chunks):
+        took(conn.receive_data(chunk, now))
+        now += steps[i % len(steps)]
+        deadline = conn.next_deadline()
+        if deadline is not None and deadline <= now:
+            took(conn.handle_timer(now))
+    took(conn.receive_eof(now))
+    return trace
+
+
+def _through_wsproto(conn: Any) -> Any:
+    conn._cutting = False  # the reference: every byte goes through wsproto
+    return conn
+
+
+@settings(max_examples=2500, deadline=None, suppress_health_check=SLOW)
+@given(
+    hello=st.booleans(),
+    frames=st.lists(
+        st.one_of(raw_frames(st.sampled_from([True] * 5 + [False])), ws_events(CLIENT_TEXTS)),
+        max_size=6,
+    ),
+    sizes=chunk_sizes,
+    steps=time_steps,
+)
+def test_server_cuts_frames_as_wsproto_parses_them(
+    hello: bool, frames: list[Any], sizes: list[int], steps: list[float]
+) -> None:
+    client_ws = Connection(ConnectionType.CLIENT)
+    data = b"".join(
+        frame if isinstance(frame, bytes) else wire_bytes(client_ws, [frame]) for frame in frames
+    )
+    chunks = list(split(data, sizes))
+    cutting, _ = open_server(hello=hello)
+    reference, _ = open_server(hello=hello)
+    assert _trace(cutting, chunks, steps) == _trace(_through_wsproto(reference), chunks, steps)
+
+
+@pytest.mark.schema_exempt(reason="feeds deliberately invalid server output to the client")
+@settings(max_examples=1500, deadline=None, suppress_health_check=SLOW)
+@given(
+    frames=st.lists(
+        st.one_of(raw_frames(st.sampled_from([False] * 5 + [True])), ws_events(SERVER_TEXTS)),
+        max_size=6,
+    ),
+    sizes=chunk_sizes,
+    steps=time_steps,
+)
+def test_client_cuts_frames_as_wsproto_parses_them(
+    frames: list[Any], sizes: list[int], steps: list[float]
+) -> None:
+    from wsproto.utilities import generate_accept_token
+
+    server_ws = Connection(ConnectionType.SERVER)
+    data = b"".join(
+        frame if isinstance(frame, bytes) else wire_bytes(server_ws, [frame]) for frame in frames
+    )
+    traces = []
+    for engine in (fresh_client(), _through_wsproto(fresh_client())):
+        # A client masks what it writes with random keys: compare what a server reads.
+        reader = Connection(ConnectionType.SERVER)
+
+        def read(data: bytes, reader: Connection = reader) -> list[str]:
+            reader.receive_data(data)
+            return [repr(event) for event in reader.events()]
+
+        engine.upgrade(0.0)
+        key = engine.data_to_send().split(b"sec-websocket-key: ")[1].split(b"\r\n")[0]
+        head = (
+            b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + generate_accept_token(key) + b"\r\n\r\n"
+        )
+        traces.append(_trace(engine, list(split(head + data, sizes)), steps, read))
+    assert traces[0] == traces[1]
