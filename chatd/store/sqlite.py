@@ -228,6 +228,10 @@ class _Job:
 _Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 
+class _JobFailed(Exception):
+    """A job of a group run without savepoints failed; the group was rolled back."""
+
+
 def _join_all(threads: list[threading.Thread]) -> None:
     for thread in threads:
         thread.join()
@@ -716,22 +720,13 @@ class SqliteStore:
 
     def _run_batch(self, conn: apsw.Connection, jobs: list[_Job]) -> None:
         started = time.perf_counter()
-        outcomes: list[_Outcome] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job in jobs:
-                assert job.fn is not None
-                conn.execute("SAVEPOINT job")
-                try:
-                    result = job.fn(conn)
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    outcomes.append((job.future, None, _as_store_error(exc)))
-                else:
-                    conn.execute("RELEASE job")
-                    outcomes.append((job.future, result, None))
-            conn.execute("COMMIT")
+            try:
+                outcomes = self._transaction(conn, jobs, isolated=False)
+            except _JobFailed:
+                # Undone as a whole: run them again, each in a savepoint of its own, so
+                # only the failing job fails.
+                outcomes = self._transaction(conn, jobs, isolated=True)
         except Exception as exc:
             log.error("sqlite commit failed, %d writes lost: %s", len(jobs), exc)
             if not conn.get_autocommit():
@@ -745,6 +740,36 @@ class SqliteStore:
         self.last_batch_size = sum(job.messages for job in jobs)
         seconds = time.perf_counter() - started
         self._call_loop(self._finish_batch, outcomes, self.last_batch_size, seconds)
+
+    @staticmethod
+    def _transaction(conn: apsw.Connection, jobs: list[_Job], *, isolated: bool) -> list[_Outcome]:
+        """Run the jobs in one transaction and commit it. Not ``isolated``: a failing
+        job rolls everything back and raises :class:`_JobFailed` (savepoints around each
+        job cost a fifth of the writer's time at 4,000 msg/s with 10,000 users; failures
+        are rare). ``isolated``: each job runs in a savepoint, a failing one is undone
+        alone and its error becomes its outcome. Jobs only touch the database, so they
+        can run twice."""
+        conn.execute("BEGIN IMMEDIATE")
+        outcomes: list[_Outcome] = []
+        for job in jobs:
+            assert job.fn is not None
+            if isolated:
+                conn.execute("SAVEPOINT job")
+            try:
+                result = job.fn(conn)
+            except Exception as exc:
+                if not isolated:
+                    conn.execute("ROLLBACK")
+                    raise _JobFailed from exc
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                outcomes.append((job.future, None, _as_store_error(exc)))
+            else:
+                if isolated:
+                    conn.execute("RELEASE job")
+                outcomes.append((job.future, result, None))
+        conn.execute("COMMIT")
+        return outcomes
 
     def _finish_batch(self, outcomes: list[_Outcome], batch_size: int, seconds: float) -> None:
         """On the loop: wake every writer of the batch, then report to metrics."""

@@ -73,10 +73,13 @@ def test_many_submits_share_few_commits(tmp_path: Path) -> None:
 
 def test_a_failing_job_does_not_sink_its_batch(tmp_path: Path) -> None:
     async def body() -> None:
-        store = SqliteStore(tmp_path / "chat.db")
+        # A long pause between commits: the 21 submits below, queued while the writer
+        # waits out the pause after creating the users, make one group.
+        store = SqliteStore(tmp_path / "chat.db", commit_interval=0.5)
         await store.open()
         try:
             alice, bob = await two_users(store)
+            before = store.commits
             ghost = User(
                 id=9999,
                 username="ghost",
@@ -91,6 +94,7 @@ def test_a_failing_job_does_not_sink_its_batch(tmp_path: Path) -> None:
             assert isinstance(results[10], StoreError)
             good = [r for i, r in enumerate(results) if i != 10]
             assert all(isinstance(r, list) for r in good)
+            assert store.commits - before == 1  # tried together, then each in a savepoint
             assert await store.queue_depth(bob.id) == 20
             assert (await store.stats()).messages == 20
         finally:
