@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import logging
@@ -11,7 +12,7 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -40,6 +41,10 @@ GAUGE_INTERVAL = 15.0  # seconds between queue-depth and disk gauge updates
 # 10,000 connected, and CPython's default (700, 10, 10) ran one every second or two under
 # load, for almost nothing to free. Full collections at most every 1,000 generation-1 runs.
 GC_THRESHOLDS = (700, 10, 1000)
+# WebSocket upgrades started per loop turn. A reconnect storm queues the rest for the
+# next turns instead of running thousands of handshakes (upgrade, hello, catch-up) in
+# one turn while live traffic waits behind them.
+UPGRADES_PER_TURN = 32
 
 
 class Server:
@@ -77,6 +82,8 @@ class Server:
         )
         self._dirty: list[ChatProtocol] = []
         self._flush_scheduled = False
+        self._upgrades: collections.deque[Callable[[], None]] = collections.deque()
+        self._upgrades_scheduled = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listener: asyncio.base_events.Server | None = None
         if hasattr(store, "on_commit"):
@@ -120,6 +127,23 @@ class Server:
         for proto in dirty:
             if proto._flush_queued:
                 proto.flush()
+
+    def admit_upgrade(self, start: Callable[[], None]) -> None:
+        """Call ``start`` (a connection's upgrade) in this loop turn or, once
+        :data:`UPGRADES_PER_TURN` have started in it, in a later one."""
+        self._upgrades.append(start)
+        if not self._upgrades_scheduled:
+            self._upgrades_scheduled = True
+            self.loop.call_soon(self._start_upgrades)
+
+    def _start_upgrades(self) -> None:
+        self._upgrades_scheduled = False
+        upgrades = self._upgrades
+        for _ in range(min(UPGRADES_PER_TURN, len(upgrades))):
+            upgrades.popleft()()
+        if upgrades:  # the rest after the socket reads that came in meanwhile
+            self._upgrades_scheduled = True
+            self.loop.call_soon(self._start_upgrades)
 
     def _on_commit(self, batch_size: int, seconds: float) -> None:
         self.metrics.store_commit_seconds.observe(seconds)

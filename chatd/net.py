@@ -9,6 +9,7 @@ deadline drives one timer per connection.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 from typing import TYPE_CHECKING
 
@@ -109,7 +110,7 @@ class ChatProtocol(asyncio.Protocol):
             if isinstance(event, _HTTP_EVENTS):
                 self.server.spawn(self._answer(event))
             elif isinstance(event, ev.UpgradeRequest):
-                self.server.spawn(self._upgrade(event))
+                self.server.admit_upgrade(functools.partial(self._start_upgrade, event))
             elif isinstance(event, ev.ConnectionClosed):
                 self._closed_event(event)
             elif isinstance(event, ev.FrameRejected | ev.RequestRejected):
@@ -134,6 +135,10 @@ class ChatProtocol(asyncio.Protocol):
         )
         self._handle(more)
         self.flush()
+
+    def _start_upgrade(self, request: ev.UpgradeRequest) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.server.spawn(self._upgrade(request))
 
     async def _upgrade(self, request: ev.UpgradeRequest) -> None:
         reply = await self.server.api.check_upgrade(request)

@@ -61,3 +61,19 @@ async def test_acks_keep_flowing_during_20_concurrent_logins(make_server: Any) -
     assert max(gaps) <= MAX_GAP, f"an ack gap of {max(gaps):.2f} s"
     assert during > 0, "no ack arrived while the logins ran"
     await a.close()
+
+
+BURST = 300  # connections opened at once: several turns' worth of upgrades (32 a turn)
+
+
+@run_async
+async def test_a_burst_of_connections_is_admitted_in_turns_and_all_welcomed(
+    make_server: Any,
+) -> None:
+    server: ChatdProcess = make_server()
+    _, token = await anew_user(server, "burst")  # one user, many devices
+    peers = await asyncio.wait_for(
+        asyncio.gather(*(ws_connect(server, token) for _ in range(BURST))), 60
+    )
+    assert len(peers) == BURST  # each one got its welcome
+    await asyncio.gather(*(peer.close() for peer in peers))
