@@ -229,6 +229,7 @@ class Claims:
 
 
 _REQUIRED: Final = ("sub", "jti", "iat", "exp", "gen")
+VERIFIED_TOKENS_KEPT: Final = 20_000  # verified tokens remembered (about 8 MiB at most)
 _USER_ID_RE: Final = re.compile(r"[0-9]{1,19}")
 _DECODE_OPTIONS: Final[Any] = {
     "require": list(_REQUIRED),
@@ -249,6 +250,10 @@ class Tokens:
             raise ValueError("ttl must be positive")
         self._key = key
         self.ttl = ttl
+        # Tokens whose signature and claims checked out, with their claims: a client
+        # reconnecting (or a storm of them) skips the HMAC and the JSON. The time checks
+        # run on every use. Cleared when full: a cache, not a record.
+        self._verified: dict[str, Claims] = {}
 
     def issue(self, user_id: int, generation: int, now: float) -> IssuedToken:
         issued_at = int(now)
@@ -271,11 +276,18 @@ class Tokens:
         Raises:
             InvalidToken: for anything else (signature, algorithm, expiry, claims, garbage).
         """
-        try:
-            payload = jwt.decode(token, self._key, algorithms=[ALGORITHM], options=_DECODE_OPTIONS)
-        except jwt.PyJWTError as exc:
-            raise InvalidToken(f"{type(exc).__name__}: {exc}") from None
-        claims = _claims(payload)
+        claims = self._verified.get(token)
+        if claims is None:
+            try:
+                payload = jwt.decode(
+                    token, self._key, algorithms=[ALGORITHM], options=_DECODE_OPTIONS
+                )
+            except jwt.PyJWTError as exc:
+                raise InvalidToken(f"{type(exc).__name__}: {exc}") from None
+            claims = _claims(payload)
+            if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+                self._verified.clear()
+            self._verified[token] = claims
         if now >= claims.expires_at:
             raise InvalidToken("the token has expired")
         if claims.issued_at > now + IAT_SKEW:
