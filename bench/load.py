@@ -409,13 +409,16 @@ class Pool:
         wait_s: float,
         /,
         per_worker: Sequence[dict[str, Any]] | None = None,
+        indices: Sequence[int] | None = None,
         **params: Any,
     ) -> list[dict[str, Any]]:
-        """Run one command on every worker (``per_worker`` adds worker-specific params)
-        and wait up to ``wait_s`` for all the replies."""
+        """Run one command on every worker, or on those of ``indices`` (``per_worker``
+        adds worker-specific params, in the same order) and wait up to ``wait_s`` for all
+        the replies."""
+        chosen = range(len(self.pipes)) if indices is None else indices
         pending = [
-            self.send(i, command, **params, **(per_worker[i] if per_worker else {}))
-            for i in range(len(self.pipes))
+            self.send(i, command, **params, **(per_worker[n] if per_worker else {}))
+            for n, i in enumerate(chosen)
         ]
         return self.collect(pending, wait_s)
 
@@ -455,6 +458,14 @@ class Bench:
         self.users = users
         self.backlog_user = backlog
         self.connected: set[str] = set()
+        # The storm's side stream has a worker of its own (the last one, when the pool
+        # has more than ``params.workers``): the workers reconnecting 10,000 clients
+        # would otherwise delay the stream's own reads and measure themselves.
+        self.main_workers = list(range(params.workers))
+        self.side_workers = list(range(params.workers, len(pool.pipes))) or self.main_workers
+
+    def workers_of(self, group: str) -> list[int]:
+        return self.side_workers if group == "side" else self.main_workers
 
     def window(self) -> Window:
         return Window(self.server, self.pool.watches)
@@ -467,15 +478,17 @@ class Bench:
         timeout = 60.0 + len(users) / 50
         started = time.monotonic()
         window = self.window()
+        workers = self.workers_of(group)
         replies = self.pool.all(
             "connect",
             timeout + REPLY_SLACK,
             group=group,
             concurrency=self.p.connect_concurrency,
             timeout=timeout,
+            indices=workers,
             per_worker=[
                 {"users": [(u.name, u.token) for u in share]}
-                for share in split(users, len(self.pool.pipes))
+                for share in split(users, len(workers))
             ],
         )
         self.connected.add(group)
@@ -490,33 +503,34 @@ class Bench:
         }
 
     def stream(self, group: str, name: str, rate: float, duration: float) -> dict[str, Any]:
-        workers = len(self.pool.pipes)
+        workers = self.workers_of(group)
         replies = self.pool.all(
             "stream",
             duration + self.p.drain + REPLY_SLACK,
             group=group,
             name=name,
-            rate=rate / workers,
+            rate=rate / len(workers),
             duration=duration,
             drain=self.p.drain,
+            indices=workers,
         )
         return merge_streams(replies)
 
     def start_stream(self, group: str, name: str, rate: float, duration: float) -> list[Any]:
         """Start a stream on every worker without waiting; collect the returned
         requests with ``self.pool.collect`` once the scenario's other work is done."""
-        workers = len(self.pool.pipes)
+        workers = self.workers_of(group)
         return [
             self.pool.send(
                 i,
                 "stream",
                 group=group,
                 name=name,
-                rate=rate / workers,
+                rate=rate / len(workers),
                 duration=duration,
                 drain=self.p.drain,
             )
-            for i in range(workers)
+            for i in workers
         ]
 
     # --- scenarios ---------------------------------------------------------------------
@@ -633,15 +647,16 @@ class Bench:
     def storm(self) -> dict[str, Any]:
         self.connect("main")
         self.connect("side")
-        workers = len(self.pool.pipes)
-        marks = self.pool.all("mark", 120.0 + REPLY_SLACK, group="main", timeout=120.0)
+        marks = self.pool.all(
+            "mark", 120.0 + REPLY_SLACK, group="main", timeout=120.0, indices=self.main_workers
+        )
         window = self.window()
         side_duration = self.p.storm_window
         side = self.start_stream("side", "sd", self.p.side_rate, side_duration)
         time.sleep(1.0)  # the side stream runs alone for its first second: a baseline
         storm = [
             self.pool.send(i, "storm", group="main", timeout=self.p.storm_window)
-            for i in range(workers)
+            for i in self.main_workers
         ]
         storm_replies = self.pool.collect(storm, self.p.storm_window + REPLY_SLACK)
         side_result = merge_streams(self.pool.collect(side, side_duration + REPLY_SLACK))
@@ -886,7 +901,7 @@ def run(
         server_pid = chatd.proc.pid if chatd.proc else None
     else:
         host = url.split("://", 1)[-1].rstrip("/")
-    pool = Pool(params.workers, host)
+    pool = Pool(params.workers + (1 if "storm" in scenarios else 0), host)
     results: list[dict[str, Any]] = []
     try:
         bench = Bench(params, pool, ProcessWatch(server_pid), users, backlog)
