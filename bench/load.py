@@ -88,7 +88,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rate": 2000.0,
         "duration": 60.0,
         "idle": 35.0,  # longer than one ping interval (30 s): every connection pinged once
-        "sat_start": 1000.0,
+        "sat_start": 2000.0,
+        "sat_factor": 1.25,  # finer steps around the targets (6,000 and 10,000 msg/s)
         "sat_step": 10.0,
         "backlog": 10000,
         "side_rate": 200.0,
