@@ -41,6 +41,11 @@ GAUGE_INTERVAL = 15.0  # seconds between queue-depth and disk gauge updates
 # 10,000 connected, and CPython's default (700, 10, 10) ran one every second or two under
 # load, for almost nothing to free. Full collections at most every 1,000 generation-1 runs.
 GC_THRESHOLDS = (700, 10, 1000)
+# The SQLite writer and readers give up the GIL around every SQLite call and must win it
+# back from a busy event loop, which by default keeps it up to 5 ms. At 6,100 msg/s with
+# 10,000 users (--sync full) 1 ms kept the whole exchange's p99 at 71-197 ms in four runs
+# where 5 ms gave 164-978 ms (bench/RESULTS.md).
+GIL_SWITCH_INTERVAL = 0.001  # seconds
 # WebSocket upgrades started per loop turn. A reconnect storm queues the rest for the
 # next turns instead of running thousands of handshakes (upgrade, hello, catch-up) in
 # one turn while live traffic waits behind them.
@@ -282,6 +287,7 @@ def run(config: Config) -> int:
                              stderr=config.log_stderr)
     gc.freeze()  # what startup built (modules, classes) lives as long as the process
     gc.set_threshold(*GC_THRESHOLDS)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     try:
         try:
             import uvloop
