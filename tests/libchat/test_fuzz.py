@@ -534,6 +534,19 @@ def raw_frames(masked: st.SearchStrategy[bool]) -> st.SearchStrategy[bytes]:
     )
 
 
+def mixed_frames(masked: bool, texts: list[str]) -> st.SearchStrategy[list[Any]]:
+    """Up to 6 frames: hand-made ones (mostly with the mask bit as ``masked`` says) and
+    wsproto events."""
+    mask_bits = st.sampled_from([masked] * 5 + [not masked])
+    return st.lists(st.one_of(raw_frames(mask_bits), ws_events(texts)), max_size=6)
+
+
+def frames_on_wire(ws: Connection, frames: list[Any]) -> bytes:
+    return b"".join(
+        frame if isinstance(frame, bytes) else wire_bytes(ws, [frame]) for frame in frames
+    )
+
+
 def _trace(
     conn: Any, chunks: list[bytes], steps: list[float], written: Any = bytes
 ) -> list[Any]:
@@ -569,21 +582,14 @@ def _through_wsproto(conn: Any) -> Any:
 @settings(max_examples=2500, deadline=None, suppress_health_check=SLOW)
 @given(
     hello=st.booleans(),
-    frames=st.lists(
-        st.one_of(raw_frames(st.sampled_from([True] * 5 + [False])), ws_events(CLIENT_TEXTS)),
-        max_size=6,
-    ),
+    frames=mixed_frames(True, CLIENT_TEXTS),
     sizes=chunk_sizes,
     steps=time_steps,
 )
 def test_server_cuts_frames_as_wsproto_parses_them(
     hello: bool, frames: list[Any], sizes: list[int], steps: list[float]
 ) -> None:
-    client_ws = Connection(ConnectionType.CLIENT)
-    data = b"".join(
-        frame if isinstance(frame, bytes) else wire_bytes(client_ws, [frame]) for frame in frames
-    )
-    chunks = list(split(data, sizes))
+    chunks = list(split(frames_on_wire(Connection(ConnectionType.CLIENT), frames), sizes))
     cutting, _ = open_server(hello=hello)
     reference, _ = open_server(hello=hello)
     assert _trace(cutting, chunks, steps) == _trace(_through_wsproto(reference), chunks, steps)
@@ -591,23 +597,13 @@ def test_server_cuts_frames_as_wsproto_parses_them(
 
 @pytest.mark.schema_exempt(reason="feeds deliberately invalid server output to the client")
 @settings(max_examples=1500, deadline=None, suppress_health_check=SLOW)
-@given(
-    frames=st.lists(
-        st.one_of(raw_frames(st.sampled_from([False] * 5 + [True])), ws_events(SERVER_TEXTS)),
-        max_size=6,
-    ),
-    sizes=chunk_sizes,
-    steps=time_steps,
-)
+@given(frames=mixed_frames(False, SERVER_TEXTS), sizes=chunk_sizes, steps=time_steps)
 def test_client_cuts_frames_as_wsproto_parses_them(
     frames: list[Any], sizes: list[int], steps: list[float]
 ) -> None:
     from wsproto.utilities import generate_accept_token
 
-    server_ws = Connection(ConnectionType.SERVER)
-    data = b"".join(
-        frame if isinstance(frame, bytes) else wire_bytes(server_ws, [frame]) for frame in frames
-    )
+    data = frames_on_wire(Connection(ConnectionType.SERVER), frames)
     traces = []
     for engine in (fresh_client(), _through_wsproto(fresh_client())):
         # A client masks what it writes with random keys: compare what a server reads.
