@@ -18,11 +18,11 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/chatd serve
 
-# libchat must stay ruff- and mypy-clean, with at least 95% branch coverage from its own
-# tests; then everything else runs.
+# libchat must stay ruff-clean and libchat and chatd mypy-clean, with at least 95% branch
+# coverage of libchat from its own tests; then everything else runs.
 test: install man-deps
 	$(BIN)/ruff check libchat
-	$(BIN)/mypy --strict libchat
+	$(BIN)/mypy --strict libchat chatd
 	$(BIN)/python -m pytest tests/libchat tests/protocol --cov=libchat --cov-branch \
 		--cov-report=term --cov-fail-under=95 $(PYTEST_ARGS)
 	$(BIN)/python -m pytest tests --ignore=tests/libchat --ignore=tests/protocol $(PYTEST_ARGS)
@@ -32,7 +32,7 @@ lint: install
 	$(BIN)/ruff format --check libchat
 
 typecheck: install
-	$(BIN)/mypy --strict libchat
+	$(BIN)/mypy --strict libchat chatd
 
 bench: install
 	$(BIN)/python -m pytest bench --benchmark-only --benchmark-columns=min,median,mean,ops -q

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from chatd.accounts import Identity
@@ -104,7 +105,7 @@ class ChatProtocol(asyncio.Protocol):
 
     # --- events -------------------------------------------------------------------------
 
-    def _handle(self, events: list[object]) -> None:
+    def _handle(self, events: Sequence[object]) -> None:
         frames: list[object] = []
         for event in events:
             if isinstance(event, _HTTP_EVENTS):

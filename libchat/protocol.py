@@ -13,7 +13,7 @@ one, the client message id to echo back as ``ref``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Final, TypeVar
 
 import attrs
@@ -123,6 +123,12 @@ def _non_empty(_inst: object, attr: attrs.Attribute[str], value: str) -> None:
         raise ProtocolViolation("invalid_frame", f"{attr.name} must not be empty")
 
 
+# Typed converters: attrs' mypy plugin takes an ``__init__`` parameter's type from its
+# converter, and the bare ``tuple`` would leave it unresolved for callers.
+def _ints(values: Iterable[int]) -> tuple[int, ...]:
+    return tuple(values)
+
+
 def _seqs(_inst: object, _attr: attrs.Attribute[tuple[int, ...]], value: tuple[int, ...]) -> None:
     if not value:
         raise ProtocolViolation("invalid_frame", "seqs must not be empty")
@@ -182,7 +188,7 @@ class Send:
 @attrs.frozen(kw_only=True)
 class Delivered:
     TYPE: ClassVar[str] = "delivered"
-    seqs: tuple[int, ...] = attrs.field(converter=tuple, validator=_seqs)
+    seqs: tuple[int, ...] = attrs.field(converter=_ints, validator=_seqs)
 
 
 @attrs.frozen(kw_only=True)
@@ -336,9 +342,21 @@ class UserEntry:
     username: str
 
 
+def _user_entries(values: Iterable[UserEntry]) -> tuple[UserEntry, ...]:
+    return tuple(values)
+
+
+def _conversations(values: Iterable[Conversation]) -> tuple[Conversation, ...]:
+    return tuple(values)
+
+
+def _messages(values: Iterable[Message]) -> tuple[Message, ...]:
+    return tuple(values)
+
+
 @attrs.frozen(kw_only=True)
 class UserList:
-    users: tuple[UserEntry, ...] = attrs.field(converter=tuple)
+    users: tuple[UserEntry, ...] = attrs.field(converter=_user_entries)
 
 
 @attrs.frozen(kw_only=True)
@@ -350,12 +368,12 @@ class Conversation:
 
 @attrs.frozen(kw_only=True)
 class ConversationList:
-    conversations: tuple[Conversation, ...] = attrs.field(converter=tuple)
+    conversations: tuple[Conversation, ...] = attrs.field(converter=_conversations)
 
 
 @attrs.frozen(kw_only=True)
 class MessagePage:
-    messages: tuple[Message, ...] = attrs.field(converter=tuple)
+    messages: tuple[Message, ...] = attrs.field(converter=_messages)
     has_more: bool
 
 
