@@ -10,6 +10,7 @@ receipts, forwards typing, and pushes presence. It never touches sockets: it tal
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
@@ -49,6 +50,7 @@ log = EventLogger(logging.getLogger(__name__))
 CATCH_UP_BATCH = 500  # undelivered messages read and written per step of a catch-up
 MAX_TRACKED_PUSHES = 10_000  # unconfirmed seqs remembered per connection
 CHANGE_POLL_INTERVAL = 2.0  # seconds between looks for users changed by another process
+PRESENCE_FRAMES_CACHED = 65_536  # encoded presence frames kept (two per user)
 
 
 class Session(Protocol):
@@ -67,6 +69,14 @@ class Session(Protocol):
 
     async def drained(self) -> None:
         """Return once the socket can take more output (backpressure)."""
+
+
+@functools.lru_cache(maxsize=PRESENCE_FRAMES_CACHED)
+def _presence_frame(user: str, online: bool) -> str:
+    """A presence frame, encoded once for all who get it: a user coming online or going
+    offline is told to each of its peers' connections (hundreds of frames for a user
+    with many conversations, millions in a reconnect storm)."""
+    return protocol.encode_frame(Presence(user=user, online=online))
 
 
 class _Online:
@@ -100,7 +110,7 @@ class _Online:
         newcomer's snapshot of who is online can overlap the peer's own announcement."""
         if self.presence_sent.get(user) is not online:
             self.presence_sent[user] = online
-            self.session.send_frame(Presence(user=user, online=online))
+            self.session.send_text(_presence_frame(user, online))
 
     def push(self, seq: int, text: str, *, to_me: bool) -> None:
         if self.catching_up:
