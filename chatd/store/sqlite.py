@@ -232,6 +232,16 @@ class _JobFailed(Exception):
     """A job of a group run without savepoints failed; the group was rolled back."""
 
 
+def _take_more(jobs_queue: queue.SimpleQueue[_Job], jobs: list[_Job], limit: int) -> None:
+    """Add the jobs already queued to ``jobs`` without waiting: up to ``limit`` in all,
+    and never past a stop marker (those behind one are for other threads)."""
+    while len(jobs) < limit and jobs[-1].fn is not None:
+        try:
+            jobs.append(jobs_queue.get_nowait())
+        except queue.Empty:
+            return
+
+
 def _join_all(threads: list[threading.Thread]) -> None:
     for thread in threads:
         thread.join()
@@ -670,8 +680,8 @@ class SqliteStore:
                 raise StoreError(f"{self.path}: cannot switch to WAL mode")
             conn.execute(f"PRAGMA synchronous = {self.sync.upper()}")
             conn.execute("PRAGMA foreign_keys = ON")
-            # Each job of a group commit runs in a savepoint, whose sub-journal (the
-            # pages it changed, kept for ROLLBACK TO) is otherwise a temporary file.
+            # Statement journals, and the savepoints of a group run again after a failed
+            # job, keep the pages they change for a rollback: otherwise in a temporary file.
             conn.execute("PRAGMA temp_store = MEMORY")
             # Checkpoint every 10,000 WAL pages (40 MiB) instead of 1,000: each index page
             # that many commits rewrote is copied back once, with one fsync of the file.
@@ -705,11 +715,7 @@ class SqliteStore:
                 if wait > 0:
                     time.sleep(wait)  # let the others of this group join the commit
                 last_start = time.monotonic()
-                while len(jobs) < MAX_BATCH_JOBS:
-                    try:
-                        jobs.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
+                _take_more(self._queue, jobs, MAX_BATCH_JOBS)
                 stop = [job for job in jobs if job.fn is None]
                 work = [job for job in jobs if job.fn is not None]
                 if work:
@@ -815,11 +821,7 @@ class SqliteStore:
         try:
             while True:
                 jobs = [self._read_queue.get()]
-                while len(jobs) < MAX_READS_AT_ONCE and jobs[-1].fn is not None:
-                    try:  # up to and with one stop marker: the others are for the others
-                        jobs.append(self._read_queue.get_nowait())
-                    except queue.Empty:
-                        break
+                _take_more(self._read_queue, jobs, MAX_READS_AT_ONCE)
                 outcomes: list[_Outcome] = []
                 stop = False
                 for job in jobs:
