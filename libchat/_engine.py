@@ -9,6 +9,7 @@ what a complete text message means (:meth:`Engine._on_text`).
 
 from __future__ import annotations
 
+import struct
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
@@ -17,7 +18,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from libchat.events import ConnectionClosed
 from libchat.states import ConnState, Role, Trigger, transition
 
-__all__ = ["WS_LIVE", "Engine"]
+__all__ = ["WS_LIVE", "Engine", "text_frame"]
 
 # States in which the WebSocket is open and we have not sent a close frame.
 WS_LIVE = frozenset(
@@ -32,9 +33,22 @@ CLOSE_ABNORMAL = 1006  # RFC 6455: the transport ended without a close frame
 _FIN: Final = 0x80  # first header byte: the last frame of a message
 _OPCODE: Final = 0x0F  # first header byte: the opcode (0: continuation)
 _FIN_TEXT: Final = _FIN | 0x1  # a whole text message in one frame, no extension bits
+_HEADER_16: Final = struct.Struct("!BBH")  # payloads of 126 to 65,535 bytes
+_HEADER_64: Final = struct.Struct("!BBQ")  # larger payloads
 _OPEN: Final = ConnState.OPEN
 _CLOSED: Final = ConnState.CLOSED
 EventT = TypeVar("EventT")
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked FIN text frame without extension bits (RFC 6455 5.2): what a server
+    sends; a client's frames must be masked, so wsproto builds those."""
+    size = len(payload)
+    if size < 126:
+        return bytes((_FIN_TEXT, size)) + payload
+    if size < 65_536:
+        return _HEADER_16.pack(_FIN_TEXT, 126, size) + payload
+    return _HEADER_64.pack(_FIN_TEXT, 127, size) + payload
 
 
 def _unmask(payload: bytes, key: bytes) -> bytes:

@@ -24,7 +24,6 @@ import base64
 import binascii
 import random
 import re
-import struct
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Any, Final
@@ -37,7 +36,7 @@ from wsproto.events import Ping
 from wsproto.utilities import generate_accept_token
 
 from libchat import limits, protocol
-from libchat._engine import WS_LIVE, Engine
+from libchat._engine import WS_LIVE, Engine, text_frame
 from libchat.events import (
     ConnectionClosed,
     ConversationsRequest,
@@ -78,9 +77,6 @@ _INT_RE: Final = re.compile(r"[0-9]{1,18}")  # fits a signed 64-bit column
 _VERSION_RE: Final = re.compile(r"([0-9]{1,9})(\.[0-9]{1,9})*")
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 _PING: Final = Ping(payload=b"")
-_FIN_TEXT: Final = 0x81  # FIN bit and the text opcode: a whole message in one frame
-_HEADER_16: Final = struct.Struct("!BBH")  # payloads of 126 to 65,535 bytes
-_HEADER_64: Final = struct.Struct("!BBQ")  # larger payloads
 # The client's h11 states after which the engine answers and then closes: a refused
 # upgrade proposal, a malformed request, a body left unread (413).
 _MIGHT_SWITCH: Final = h11.MIGHT_SWITCH_PROTOCOL  # type: ignore[attr-defined]  # not in __all__
@@ -603,15 +599,7 @@ class ServerConnection(Engine[ServerEvent]):
         if ws.state is not ConnectionState.OPEN:
             super()._send_text(text)
             return
-        payload = text.encode()
-        size = len(payload)
-        if size < 126:
-            header = bytes((_FIN_TEXT, size))
-        elif size < 65_536:
-            header = _HEADER_16.pack(_FIN_TEXT, 126, size)
-        else:
-            header = _HEADER_64.pack(_FIN_TEXT, 127, size)
-        self._out.append(header + payload)
+        self._out.append(text_frame(text.encode()))
 
     def send(self, frame: protocol.ServerFrame, now: float) -> None:
         """Send one frame. ``Welcome`` opens an authenticating connection; other frames
