@@ -41,7 +41,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final, TextIO
+from typing import Final
 
 import orjson
 
@@ -258,9 +258,6 @@ class DailyLogFileHandler(logging.handlers.TimedRotatingFileHandler):
 
 class _StreamLines(logging.StreamHandler):  # type: ignore[type-arg]
     """Lines to a stream (stderr), written as blocks like :class:`DailyLogFileHandler`."""
-
-    def __init__(self, stream: TextIO) -> None:
-        super().__init__(stream)
 
     def write_lines(self, text: str) -> None:
         self.acquire()
