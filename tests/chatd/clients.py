@@ -247,14 +247,15 @@ async def ws_connect(
     origin: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
     max_size: int | None = 4 * 1024 * 1024,
+    source_ip: str | None = None,
 ) -> WsPeer:
     """Open a WebSocket with ``websockets``; with ``hello`` send the hello and wait
-    for the welcome."""
+    for the welcome. ``source_ip`` (e.g. 127.0.0.2) plays another client address."""
     headers = {"Authorization": f"Bearer {header_token}"} if header_token else None
     ws = await websockets.connect(
         server.ws_url, additional_headers=headers, origin=origin,  # type: ignore[arg-type]
         ssl=ssl_context, compression=None, max_size=max_size, open_timeout=TIMEOUT,
-        ping_interval=None,
+        ping_interval=None, local_addr=None if source_ip is None else (source_ip, 0),
     )
     peer = WsPeer(ws)
     if hello:
