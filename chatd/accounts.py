@@ -5,14 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
+from typing import Final
 
 import attrs
 
-from chatd.auth import Claims, InvalidToken, LoginLimiter, Passwords, RevocationCache, Tokens
+from chatd.admission import address_key
+from chatd.auth import (
+    Claims,
+    InvalidToken,
+    LoginLimiter,
+    LoginTicket,
+    Passwords,
+    PasswordsBusy,
+    RevocationCache,
+    Tokens,
+)
 from chatd.observe.logs import EventLogger
 from chatd.observe.metrics import Metrics
+from chatd.ratelimit import KeyedBuckets
 from chatd.reply import UNAUTHORIZED, Reply
 from chatd.store import Store, User
 from chatd.users import UserDirectory
@@ -26,6 +39,22 @@ from libchat.protocol import (
 )
 
 log = EventLogger(logging.getLogger(__name__))
+
+# Per client address (an IPv6 /64), trusted addresses aside; the failed-login limit is
+# the LoginLimiter's and applies to every address.
+REGISTER_BURST: Final = 5  # accounts one address may make at once...
+REGISTER_RATE: Final = 5 / 3600  # ...then five an hour: people sign up once
+LOGIN_BURST: Final = 20  # logins (right or wrong) one address may start at once...
+LOGIN_RATE: Final = 1 / 3  # ...then one every 3 s: people log in now and then
+BUSY_RETRY_AFTER: Final = 1  # seconds: the argon2 queue drains within about that
+
+PASSWORDS_BUSY: Final = Reply.error(
+    503, "server_busy", "the server is busy checking passwords; try again shortly",
+    Retry_After=str(BUSY_RETRY_AFTER),
+)
+REGISTRATION_CLOSED: Final = Reply.error(
+    403, "registration_closed", "this server does not take new accounts here"
+)
 
 
 class Unauthorized(Exception):
@@ -49,9 +78,15 @@ class Accounts:
         revocations: RevocationCache,
         metrics: Metrics,
         *,
+        trusted: Container[str] = (),
+        registration_open: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._trusted = trusted
+        self._registration_open = registration_open
+        self._registrations = KeyedBuckets(REGISTER_RATE, REGISTER_BURST)
+        self._logins = KeyedBuckets(LOGIN_RATE, LOGIN_BURST)
         self._users = users
         self._passwords = passwords
         self._tokens = tokens
@@ -99,7 +134,9 @@ class Accounts:
 
     # --- endpoints -------------------------------------------------------------------
 
-    async def register(self, credentials: Credentials) -> Reply:
+    async def register(self, credentials: Credentials, ip: str = "") -> Reply:
+        if not self._registration_open:
+            return REGISTRATION_CLOSED
         username = normalize_username(credentials.username)
         if not is_valid_username(username):
             return Reply.error(
@@ -112,9 +149,19 @@ class Accounts:
                 f"passwords are {limits.MIN_PASSWORD_CHARS} to {limits.MAX_PASSWORD_CHARS}"
                 " characters",
             )
+        throttled = self._throttle(self._registrations, ip)
+        if throttled is not None:
+            log.warning("register.rate_limited", ip=ip)
+            return Reply.error(
+                429, "rate_limited", "too many new accounts from your address; try again later",
+                Retry_After=str(throttled),
+            )
         if await self._users.by_name(username) is not None:
             return Reply.error(409, "username_taken", "that username is taken")
-        password_hash = await self._passwords.hash(credentials.password)
+        try:
+            password_hash = await self._passwords.hash(credentials.password)
+        except PasswordsBusy:
+            return PASSWORDS_BUSY
         user = await self._store.create_user(username, password_hash, int(self._clock() * 1000))
         if user is None:
             return Reply.error(409, "username_taken", "that username is taken")
@@ -123,30 +170,64 @@ class Accounts:
         return Reply(201, Registered(user_id=user.id, username=user.username))
 
     async def login(self, credentials: Credentials, ip: str) -> Reply:
+        """Every limit is counted before the password is checked, so logins that arrive
+        together cannot pass one together: see :class:`chatd.auth.LoginLimiter`."""
         now = self._clock()
         username = normalize_username(credentials.username)
-        retry_after = await self._limiter.retry_after(ip, now)
-        if retry_after is not None:
+        retry_after = self._throttle(self._logins, ip)
+        if retry_after is None:
+            if self._passwords.is_busy:
+                return PASSWORDS_BUSY
+            admission = await self._limiter.admit(address_key(ip), username, now)
+            ticket, retry_after = admission.ticket, admission.retry_after
+        else:
+            ticket = None
+        if ticket is None:
             self._metrics.logins_total.labels(result="rate_limited").inc()
             log.warning("login.rate_limited", ip=ip, user=username)
             return Reply.error(
-                429, "rate_limited", "too many failed logins; try again later",
+                429, "rate_limited", "too many logins; try again later",
                 Retry_After=str(retry_after),
             )
-        delay = await self._limiter.account_delay(username, now)
-        if delay > 0:
-            await asyncio.sleep(delay)
+        try:
+            user = await self._verified_user(credentials, username, ticket)
+        except PasswordsBusy:
+            await self._limiter.release(ticket)  # never checked: no failure
+            return PASSWORDS_BUSY
+        except BaseException:
+            await self._limiter.release(ticket)  # a store fault, or shutdown: the same
+            raise
+        if user is None:  # the ticket stays: it is the failure on record
+            self._metrics.logins_total.labels(result="failed").inc()
+            log.info("login.failed", ip=ip, user=username)
+            return Reply.error(401, "invalid_credentials", "wrong username or password")
+        await self._limiter.release(ticket)
+        self._metrics.logins_total.labels(result="ok").inc()
+        log.info("login.ok", ip=ip, user=username, user_id=user.id)
+        return Reply(200, self._grant(user))
+
+    async def _verified_user(
+        self, credentials: Credentials, username: str, ticket: LoginTicket
+    ) -> User | None:
+        """The user, when the password is right and the account enabled; checked once
+        the ticket's time comes (the account's line: see LoginLimiter)."""
+        wait = ticket.at - self._clock()
+        if wait > 0:
+            await asyncio.sleep(wait)
         user = await self._users.by_name(username) if is_valid_username(username) else None
         stored_hash = user.password_hash if user is not None else None
         ok = await self._passwords.verify(stored_hash, credentials.password)
         if not ok or user is None or user.disabled:
-            await self._limiter.record_failure(ip, username, self._clock())
-            self._metrics.logins_total.labels(result="failed").inc()
-            log.info("login.failed", ip=ip, user=username)
-            return Reply.error(401, "invalid_credentials", "wrong username or password")
-        self._metrics.logins_total.labels(result="ok").inc()
-        log.info("login.ok", ip=ip, user=username, user_id=user.id)
-        return Reply(200, self._grant(user))
+            return None
+        return user
+
+    def _throttle(self, buckets: KeyedBuckets, ip: str) -> int | None:
+        """None when ``ip`` may go on (trusted addresses always may), else the whole
+        seconds to send in ``Retry-After``."""
+        if not ip or ip in self._trusted:
+            return None
+        wait_ms = buckets.take(address_key(ip), self._clock())
+        return None if wait_ms == 0 else max(1, math.ceil(wait_ms / 1000))
 
     async def logout(self, token: str) -> Reply:
         try:

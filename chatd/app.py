@@ -15,8 +15,12 @@ import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+import prometheus_client
 
 from chatd.accounts import Accounts
+from chatd.admission import Admission, TrustedNetworks
 from chatd.auth import LoginLimiter, Passwords, RevocationCache, Tokens, signing_key
 from chatd.bus import Bus, PostgresBus
 from chatd.config import Config
@@ -52,6 +56,13 @@ GIL_SWITCH_INTERVAL = 0.001  # seconds
 UPGRADES_PER_TURN = 32
 
 
+class ListenError(Exception):
+    """An address chatd was told to listen on cannot be bound."""
+
+    def __init__(self, address: str, cause: OSError) -> None:
+        super().__init__(f"cannot listen on {address}: {cause.strerror or cause}")
+
+
 class Server:
     """Everything one chatd process runs, built from one Config."""
 
@@ -67,6 +78,14 @@ class Server:
         self.connections: dict[int, ChatProtocol] = {}
         self.paused: dict[int, ChatProtocol] = {}
         self.metrics = Metrics()
+        self.trusted = TrustedNetworks(config.trusted_ips)
+        self.admission = Admission(
+            max_connections=config.max_connections,
+            max_anonymous=config.anonymous_cap,
+            max_anonymous_per_ip=config.max_anonymous_per_ip,
+            trusted=self.trusted,
+        )
+        self.metrics.anonymous_connections.set_function(lambda: self.admission.anonymous)
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="argon2")
         self.users = UserDirectory(store)
         self.revocations = RevocationCache()
@@ -78,6 +97,8 @@ class Server:
             LoginLimiter(store),
             self.revocations,
             self.metrics,
+            trusted=self.trusted,
+            registration_open=config.registration == "open",
         )
         self.hub = Hub(config, store, self.users, self.accounts, self.metrics, bus=self._bus())
         self.health = HealthMonitor(config.data_dir, alert_pct=config.disk_alert_pct)
@@ -91,6 +112,7 @@ class Server:
         self._upgrades_scheduled = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listener: asyncio.base_events.Server | None = None
+        self._metrics_server: WSGIServer | None = None  # --metrics-listen's, in a thread
         if hasattr(store, "on_commit"):
             store.on_commit = self._on_commit
 
@@ -106,6 +128,10 @@ class Server:
 
     def websocket_count(self) -> int:
         return self.websockets
+
+    def refused_connection(self, budget: str, ip: str) -> None:
+        """A socket was over ``budget`` (see chatd.admission) and got 503."""
+        self.metrics.connections_refused_total.labels(budget=budget).inc()
 
     # --- plumbing used by the connections --------------------------------------------
 
@@ -164,15 +190,27 @@ class Server:
         if self.config.tls_cert is not None and self.config.tls_key is not None:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
-        self._listener = await self.loop.create_server(
-            lambda: ChatProtocol(self),
-            self.config.host,
-            self.config.port,
-            ssl=ssl_context,
-            backlog=self.config.backlog,
-            reuse_port=self.config.reuse_port or None,
-        )
+        try:
+            self._listener = await self.loop.create_server(
+                lambda: ChatProtocol(self),
+                self.config.host,
+                self.config.port,
+                ssl=ssl_context,
+                backlog=self.config.backlog,
+                reuse_port=self.config.reuse_port or None,
+            )
+        except OSError as exc:
+            raise ListenError(f"{self.config.host}:{self.config.port}", exc) from exc
         await self.hub.start_bus()
+        metrics_address = self.config.metrics_address
+        if metrics_address is not None:
+            host, metrics_port = metrics_address
+            try:
+                self._metrics_server, _ = prometheus_client.start_http_server(
+                    metrics_port, host, registry=self.metrics.registry
+                )
+            except OSError as exc:
+                raise ListenError(self.config.metrics_listen or "", exc) from exc
         port = int(self._listener.sockets[0].getsockname()[1])
         self.spawn(self._sweep_slow_readers())
         self.spawn(self._poll_changes())
@@ -184,6 +222,8 @@ class Server:
         stored), close WebSockets with 1001, then close the store."""
         if self._listener is not None:
             self._listener.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.hub.wait_idle(), SHUTDOWN_GRACE)
         for proto in list(self.connections.values()):
@@ -260,9 +300,9 @@ async def serve(config: Config, logs: LogHandle | None = None) -> int:
     server = Server(config, store, key)
     try:
         port = await server.start()
-    except OSError as exc:
-        print(f"chatd: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
-        await store.close()
+    except ListenError as exc:
+        print(f"chatd: {exc}", file=sys.stderr)
+        await server.stop()
         return 2
     # Handlers first: whoever sees the "listening" line may send SIGTERM at once.
     stopping = asyncio.Event()

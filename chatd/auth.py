@@ -15,16 +15,17 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import attrs
 import jwt
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from chatd.store import LoginDecider
 from libchat.protocol import normalize_username
 
 __all__ = [
@@ -35,20 +36,29 @@ __all__ = [
     "InvalidToken",
     "IssuedToken",
     "KeyFileError",
+    "LoginAdmission",
     "LoginLimiter",
+    "LoginTicket",
     "Passwords",
+    "PasswordsBusy",
     "RevocationCache",
     "Tokens",
     "load_or_create_key",
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 KEY_FILE = "token.key"
 KEY_BYTES = 32  # HS256 wants a key at least as long as its 256-bit output
 ALGORITHM = "HS256"  # the only algorithm accepted: pinned against alg=none and key confusion
 IAT_SKEW = 60.0  # seconds a token's iat may lie in the future (clocks of several nodes)
 ACCOUNT_FREE_FAILURES = 3  # failed logins against one account answered without delay
+# Hashes and verifications queued for the argon2 threads at most (each ~20-50 ms on one
+# core): past it, 503. 16 keeps a login's wait for a thread under half a second.
+MAX_HASHES_QUEUED = 16
+# Longest wait in an account's line of logins: past it, 429 (a client gives up before long).
+ACCOUNT_MAX_WAIT = 20.0
 
 # --- the key file ------------------------------------------------------------------------
 
@@ -128,6 +138,10 @@ def _read_key(path: Path) -> bytes:
 # --- passwords ---------------------------------------------------------------------------
 
 
+class PasswordsBusy(Exception):
+    """The password-hashing queue is full: answer 503 and let the client retry."""
+
+
 @attrs.frozen(kw_only=True)
 class HashParams:
     """argon2id cost parameters. The defaults are the OWASP minimum."""
@@ -159,11 +173,19 @@ class Passwords:
     user costs the same as a wrong password. Build it at startup, before serving.
     """
 
-    def __init__(self, executor: Executor, params: HashParams = OWASP_FLOOR) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        params: HashParams = OWASP_FLOOR,
+        *,
+        max_queued: int = MAX_HASHES_QUEUED,
+    ) -> None:
         if not params.is_at_least(OWASP_FLOOR):
             raise ValueError(f"argon2 parameters below the OWASP floor: {params}")
         self.params = params
         self._executor = executor
+        self._max_queued = max_queued
+        self._queued = 0  # hashes and verifications submitted and not yet finished
         self._hasher = PasswordHasher(
             time_cost=params.time_cost,
             memory_cost=params.memory_cost,
@@ -174,17 +196,31 @@ class Passwords:
         )
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
 
+    @property
+    def is_busy(self) -> bool:
+        """True when the queue is full: a new hash or verification would raise."""
+        return self._queued >= self._max_queued
+
     async def hash(self, password: str) -> str:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._hasher.hash, password)
+        """Raises :class:`PasswordsBusy` when the queue is full."""
+        return await self._run(self._hasher.hash, password)
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
         """True when ``password`` matches. ``None`` (no such user) is checked against
-        the dummy hash, costs the same, and is always False."""
+        the dummy hash, costs the same, and is always False. Raises
+        :class:`PasswordsBusy` when the queue is full."""
         target = self._dummy_hash if password_hash is None else password_hash
-        loop = asyncio.get_running_loop()
-        matches = await loop.run_in_executor(self._executor, self._check, target, password)
+        matches = await self._run(self._check, target, password)
         return matches and password_hash is not None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._queued >= self._max_queued:
+            raise PasswordsBusy
+        self._queued += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        finally:
+            self._queued -= 1
 
     def needs_rehash(self, password_hash: str) -> bool:
         """True when the hash was made with other parameters (rehash it after a login)."""
@@ -318,30 +354,51 @@ def _claims(payload: dict[str, Any]) -> Claims:
 
 
 class FailureLog(Protocol):
-    """Where failed logins are kept: the Store is one, so the counts are shared by
-    every chatd node on the same database and survive restarts."""
+    """Where failed and in-flight logins are kept: the Store is one, so the counts are
+    shared by every chatd node on the same database and survive restarts."""
 
-    async def record_login_failure(self, ip: str, username: str, at: float) -> None: ...
+    async def reserve_login_attempt(
+        self, ip: str, username: str, since: float, decide: LoginDecider
+    ) -> float | None: ...
 
-    async def login_failures(self, ip: str, since: float) -> list[float]:
-        """Times of failures from ``ip`` at or after ``since``, oldest first."""
-        ...
+    async def release_login_attempt(self, ip: str, username: str, at: float) -> None: ...
 
-    async def account_failures(self, username: str, since: float) -> int: ...
+
+@attrs.frozen
+class LoginTicket:
+    """A login attempt, counted as failed until :meth:`LoginLimiter.release` (it
+    succeeded, or was never checked)."""
+
+    ip: str
+    username: str
+    at: float  # when the password may be checked: now, or later in the account's line
+
+
+@attrs.frozen
+class LoginAdmission:
+    """What the limiter says of a login: go ahead (``ticket``), or 429 (``retry_after``)."""
+
+    ticket: LoginTicket | None
+    retry_after: int = 0  # whole seconds, when refused
 
 
 class LoginLimiter:
-    """The contract's login limits.
+    """The contract's login limits, counted before the password is checked.
 
-    Per IP: after ``max_failures`` failed logins (those answered ``invalid_credentials``)
-    within ``window`` seconds, sliding, every login from that IP is refused (429) until
-    enough of them have left the window; a success does not reset anything.
+    Per IP: at most ``max_failures`` failed logins (those answered ``invalid_credentials``)
+    within ``window`` seconds, sliding; past that every login from that IP is refused (429)
+    until enough of them have left the window; a success does not reset anything. An
+    attempt counts from the moment it is admitted, so logins that arrive together cannot
+    all pass: however many there are, at most ``max_failures`` are ever checked.
 
-    Per account: failed logins against one username, from any IP, within the window
-    slow every login to that account down (first :data:`ACCOUNT_FREE_FAILURES` free, then
-    ``account_base_delay`` doubling up to ``account_max_delay``), never locking it. The
-    host waits :meth:`account_delay` before checking the password, whatever the outcome,
-    so the wait itself tells an attacker nothing.
+    Per account: failed and in-flight logins against one username, from any IP, within the
+    window slow every login to that account down (first :data:`ACCOUNT_FREE_FAILURES`
+    free, then ``account_base_delay`` doubling up to ``account_max_delay``), never locking
+    it. The delays stack: each attempt waits its own delay after the one admitted before
+    it (the account's line), so concurrent attempts pay one after another. An attempt that
+    would wait more than ``account_max_wait`` is refused (429) instead. The host waits
+    until ``ticket.at`` before checking the password, whatever the outcome, so the wait
+    tells an attacker nothing.
     """
 
     def __init__(
@@ -352,42 +409,70 @@ class LoginLimiter:
         window: float = 900.0,
         account_base_delay: float = 0.5,
         account_max_delay: float = 8.0,
+        account_max_wait: float = ACCOUNT_MAX_WAIT,
     ) -> None:
         if max_failures < 1 or window <= 0:
             raise ValueError("need max_failures >= 1 and window > 0")
         if account_base_delay < 0 or account_max_delay < account_base_delay:
             raise ValueError("need 0 <= account_base_delay <= account_max_delay")
+        if account_max_wait < account_max_delay:
+            raise ValueError("need account_max_wait >= account_max_delay")
         self._failures = failures
         self.max_failures = max_failures
         self.window = window
         self.account_base_delay = account_base_delay
         self.account_max_delay = account_max_delay
+        self.account_max_wait = account_max_wait
 
-    async def retry_after(self, ip: str, now: float) -> int | None:
-        """None when a login from ``ip`` may proceed, else the whole seconds to send
-        in ``Retry-After``.
+    async def admit(self, ip: str, username: str, now: float) -> LoginAdmission:
+        """Count a login from ``ip`` (a key from :func:`chatd.admission.address_key`) to
+        ``username`` now, or refuse it. Atomic across nodes: see the store."""
+        name = normalize_username(username)
+        refusal = 0
 
-        A failure at ``t`` counts while ``now < t + window``. The answer is the time
+        def decide(ip_times: list[float], account_times: list[float]) -> float | None:
+            nonlocal refusal
+            at, refusal = self.decide(ip_times, account_times, now)
+            return at
+
+        at = await self._failures.reserve_login_attempt(ip, name, now - self.window, decide)
+        if at is None:
+            return LoginAdmission(ticket=None, retry_after=refusal)
+        return LoginAdmission(ticket=LoginTicket(ip=ip, username=name, at=at))
+
+    async def release(self, ticket: LoginTicket) -> None:
+        """The attempt succeeded (or its password was never checked): it is no failure."""
+        await self._failures.release_login_attempt(ticket.ip, ticket.username, ticket.at)
+
+    def decide(
+        self, ip_times: list[float], account_times: list[float], now: float
+    ) -> tuple[float | None, int]:
+        """``(at, 0)``: count the attempt at ``at`` and check its password then; or
+        ``(None, retry_after)``: refuse it. The lists are the times of the failed and
+        in-flight attempts from the IP and against the account, at or after the window's
+        start.
+
+        A failure at ``t`` counts while ``now < t + window``. ``retry_after`` is the time
         until the oldest counted failure leaves the window, rounded up (with more than
-        ``max_failures`` counted, after concurrent logins, until enough have left).
+        ``max_failures`` counted, until enough have left).
         """
         since = now - self.window
-        times = [t for t in await self._failures.login_failures(ip, since) if t > since]
-        if len(times) < self.max_failures:
-            return None
-        times.sort()
-        must_leave = times[len(times) - self.max_failures]
-        return max(1, math.ceil(must_leave + self.window - now))
+        times = sorted(t for t in ip_times if t > since)
+        if len(times) >= self.max_failures:
+            must_leave = times[len(times) - self.max_failures]
+            return None, max(1, math.ceil(must_leave + self.window - now))
+        account = [t for t in account_times if t > since]
+        delay = self.account_delay(len(account))
+        if delay == 0:
+            return now, 0
+        at = max(now, *account) + delay
+        wait = at - now
+        if wait > self.account_max_wait:
+            return None, max(1, math.ceil(wait - self.account_max_wait))
+        return at, 0
 
-    async def record_failure(self, ip: str, username: str, now: float) -> None:
-        """Count a login answered ``invalid_credentials``."""
-        await self._failures.record_login_failure(ip, normalize_username(username), now)
-
-    async def account_delay(self, username: str, now: float) -> float:
-        """Seconds to wait before answering a login to ``username``."""
-        count = await self._failures.account_failures(
-            normalize_username(username), now - self.window
-        )
+    def account_delay(self, count: int) -> float:
+        """Seconds one attempt waits after ``count`` failed or in-flight ones."""
         if count < ACCOUNT_FREE_FAILURES:
             return 0.0
         exponent = min(count - ACCOUNT_FREE_FAILURES, 64)

@@ -8,6 +8,7 @@ default. The TOML file uses the flags' long names with underscores
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,13 @@ class Config:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     token_ttl: int = 86400  # seconds a token lives
-    max_connections: int = 20000  # upgrades beyond this get 503
+    max_connections: int = 20000  # every socket counts; beyond it new ones get 503
+    max_anonymous: int | None = None  # sockets before hello, in all; None: see anonymous_cap
+    max_anonymous_per_ip: int = 32  # sockets before hello from one address (IPv6: one /64)
+    max_connections_per_user: int = 10  # one user's WebSockets: their devices
+    trusted_ips: tuple[str, ...] = ("127.0.0.1", "::1")  # exempt from per-address budgets
+    registration: str = "open"  # open, or closed: accounts come from `chatd user add` only
+    metrics_listen: str | None = None  # ADDR:PORT serving /metrics instead of the chat port
     sync: str = "full"  # SQLite durability: full or normal
     presence: bool = True
     allowed_origins: tuple[str, ...] = ()  # with none, any upgrade carrying Origin is refused
@@ -47,6 +54,23 @@ class Config:
     def tls(self) -> bool:
         return self.tls_cert is not None
 
+    @property
+    def anonymous_cap(self) -> int:
+        """Anonymous sockets allowed in all: well below ``max_connections``, so signed-in
+        users always find room. By default a tenth of it, or on a small server half of it
+        up to 100."""
+        if self.max_anonymous is not None:
+            return self.max_anonymous
+        return max(self.max_connections // 10, min(self.max_connections // 2, 100), 1)
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """``--metrics-listen`` as (host, port); IPv6 hosts in brackets: ``[::1]:9100``."""
+        if self.metrics_listen is None:
+            return None
+        host, _, port = self.metrics_listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
 
 def add_server_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of ``chatd serve``. Defaults are None so that a TOML file can fill in
@@ -61,7 +85,21 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     add("--tls-cert", type=Path, metavar="FILE", help="PEM certificate: serve HTTPS/WSS")
     add("--tls-key", type=Path, metavar="FILE", help="PEM private key for --tls-cert")
     add("--token-ttl", type=int, metavar="SECONDS", help="token lifetime (default 86400)")
-    add("--max-connections", type=int, metavar="N", help="connection cap (default 20000)")
+    add("--max-connections", type=int, metavar="N",
+        help="cap on open sockets, every kind (default 20000)")
+    add("--max-anonymous", type=int, metavar="N",
+        help="cap on sockets that have not said hello (default: a tenth of --max-connections)")
+    add("--max-anonymous-per-ip", type=int, metavar="N",
+        help="cap on sockets before hello from one address or IPv6 /64 (default 32)")
+    add("--max-connections-per-user", type=int, metavar="N",
+        help="cap on one user's WebSockets (default 10)")
+    add("--trusted-ip", dest="trusted_ips", action="append", metavar="ADDR",
+        help="address or network exempt from per-address budgets (repeatable;"
+             " default 127.0.0.1 and ::1)")
+    add("--registration", choices=["open", "closed"],
+        help="open (default), or closed: only `chatd user add` creates accounts")
+    add("--metrics-listen", metavar="ADDR:PORT",
+        help="serve /metrics on this address instead of the chat port")
     add("--sync", choices=["full", "normal"], help="SQLite durability (default full)")
     add("--no-presence", dest="presence", action="store_false", default=None,
         help="do not push presence")
@@ -85,7 +123,11 @@ def add_store_flags(parser: argparse.ArgumentParser) -> None:
 
 
 _FIELDS = {field.name for field in attrs.fields(Config)}
-_TOML_ALIASES = {"allowed_origin": "allowed_origins", "no_presence": None}
+_TOML_ALIASES = {
+    "allowed_origin": "allowed_origins",
+    "trusted_ip": "trusted_ips",
+    "no_presence": None,
+}
 
 
 def load_config(args: argparse.Namespace) -> Config:
@@ -120,10 +162,29 @@ def _build(values: dict[str, Any]) -> Config:
     for name in ("data_dir", "log_dir", "tls_cert", "tls_key"):
         if values.get(name) is not None:
             values[name] = Path(values[name])
-    if "allowed_origins" in values:
-        origins = values["allowed_origins"]
-        values["allowed_origins"] = (origins,) if isinstance(origins, str) else tuple(origins)
+    for name in ("allowed_origins", "trusted_ips"):
+        if name in values:
+            listed = values[name]
+            values[name] = (listed,) if isinstance(listed, str) else tuple(listed)
     config = Config(**values)
     if (config.tls_cert is None) != (config.tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together")
+    for entry in config.trusted_ips:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"--trusted-ip {entry!r} is not an address or network") from None
+    if config.metrics_listen is not None:
+        _, colon, port = config.metrics_listen.rpartition(":")
+        if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"--metrics-listen {config.metrics_listen!r} is not ADDR:PORT")
+    budgets = {
+        "--max-connections": config.max_connections,
+        "--max-anonymous": config.anonymous_cap,
+        "--max-anonymous-per-ip": config.max_anonymous_per_ip,
+        "--max-connections-per-user": config.max_connections_per_user,
+    }
+    for flag, value in budgets.items():
+        if value < 1:
+            raise ValueError(f"{flag} must be at least 1")
     return config

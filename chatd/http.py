@@ -71,7 +71,7 @@ class HttpApi:
         accounts = self._accounts
         match request:
             case ev.RegisterRequest(credentials=credentials):
-                return await accounts.register(credentials)
+                return await accounts.register(credentials, ip)
             case ev.LoginRequest(credentials=credentials):
                 return await accounts.login(credentials, ip)
             case ev.LogoutRequest(token=token):
@@ -101,6 +101,8 @@ class HttpApi:
             case ev.HealthRequest():
                 return await self.health()
             case ev.MetricsRequest():
+                if self._config.metrics_listen is not None:  # served there, not here
+                    return Reply.error(404, "not_found", "no such path: /metrics")
                 return Reply(200, self._metrics.render(),
                              content_type="text/plain; version=0.0.4; charset=utf-8")
         raise AssertionError(f"unrouted request {request!r}")  # pragma: no cover
@@ -121,10 +123,6 @@ class HttpApi:
         """None to accept the upgrade, else the refusal."""
         if request.origin is not None and request.origin not in self._config.allowed_origins:
             return Reply.error(403, "origin_not_allowed", "this Origin may not open a WebSocket")
-        count = self._connection_count()
-        if count >= self._config.max_connections:
-            return Reply.error(503, "server_busy", "the server is at its connection limit",
-                               Retry_After="5")
         if request.token is not None:
             try:
                 await self._accounts.authenticate(request.token)

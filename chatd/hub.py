@@ -61,6 +61,9 @@ class Session(Protocol):
     upgrade_token: str | None  # the token of the upgrade's Authorization header, if any
     identity: Identity | None  # set by the hub once the hello is accepted
 
+    def signed_in(self, identity: Identity) -> None:
+        """Its hello was accepted: set ``identity`` (it is no longer anonymous)."""
+
     def send_frame(self, frame: protocol.ServerFrame) -> None: ...
 
     def send_text(self, text: str) -> None: ...
@@ -227,8 +230,7 @@ class Hub:
             session.fail("unauthorized", limits.CLOSE_UNAUTHORIZED, "invalid or expired token")
             return
         if identity is not None:
-            self._welcome(session, identity)
-            if rest:
+            if self._welcome(session, identity) and rest:
                 self.receive(session, rest)
             return
         self._pending[session.conn_id] = list(rest)
@@ -250,13 +252,21 @@ class Hub:
             session.fail("unauthorized", limits.CLOSE_UNAUTHORIZED, "invalid or expired token")
             return
         rest = self._pending.pop(session.conn_id, [])
-        self._welcome(session, identity)
-        if rest:
+        if self._welcome(session, identity) and rest:
             self.receive(session, rest)
 
-    def _welcome(self, session: Session, identity: Identity) -> None:
+    def _welcome(self, session: Session, identity: Identity) -> bool:
+        """Welcome a session whose token checked out; False when the user already has
+        as many connections as allowed (the new one is refused, 4004)."""
         user = identity.user
-        session.identity = identity
+        devices = self._by_user.get(user.username, ())
+        if len(devices) >= self._config.max_connections_per_user:
+            session.fail(
+                "too_many_connections", limits.CLOSE_TOO_MANY_CONNECTIONS,
+                f"at most {self._config.max_connections_per_user} connections per user",
+            )
+            return False
+        session.signed_in(identity)
         session.send_frame(
             Welcome(user_id=user.id, username=user.username, server_time=self._now_ms())
         )
@@ -268,6 +278,7 @@ class Hub:
         self._arm_expiry(online, identity.claims.expires_at)
         self._metrics.users_online.set(len(self._by_user))
         self._spawn(self._catch_up(online, first_device))
+        return True
 
     async def _catch_up(self, online: _Online, first_device: bool) -> None:
         session = online.session

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from chatd.accounts import Identity
+from chatd.admission import address_key
 from chatd.observe.logs import EventLogger
 from chatd.reply import Reply
 from libchat import events as ev
@@ -40,6 +41,18 @@ _HTTP_EVENTS = (
     ev.MetricsRequest,
 )
 _ids = itertools.count(1)
+# What a socket over a budget gets before it is closed: no request of its is read.
+_REFUSAL_BODY = (
+    b'{"error":{"code":"server_busy","message":"too many connections; try again later"}}'
+)
+_REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nServer: chatd\r\nRetry-After: 5\r\n"
+    b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+    % len(_REFUSAL_BODY)
+) + _REFUSAL_BODY
+# A refused socket's request is read and dropped for this long before the socket is
+# closed: closing with unread input would reset it, and the client might lose the 503.
+REFUSED_LINGER = 1.0  # seconds
 
 
 class ChatProtocol(asyncio.Protocol):
@@ -50,6 +63,7 @@ class ChatProtocol(asyncio.Protocol):
         self.loop = server.loop
         self.conn_id = next(_ids)
         self.peer_ip = ""
+        self.peer_key = ""  # the address the per-address budgets count it under
         self.peer = ""
         self.upgrade_token: str | None = None
         self.identity: Identity | None = None
@@ -63,6 +77,8 @@ class ChatProtocol(asyncio.Protocol):
         self._drained: asyncio.Event | None = None
         self._opened_at = 0.0
         self._closed = False
+        self._refused = False  # over a budget: answered 503, never counted
+        self._admitted = False  # counted by the server's Admission until _finish
 
     # --- asyncio.Protocol ---------------------------------------------------------------
 
@@ -72,6 +88,12 @@ class ChatProtocol(asyncio.Protocol):
         if isinstance(peername, tuple) and peername:
             self.peer_ip = str(peername[0])
             self.peer = f"{peername[0]}:{peername[1]}"
+        self.peer_key = address_key(self.peer_ip)
+        refused = self.server.admission.accept(self.peer_ip, self.peer_key, self)
+        if refused is not None:
+            self._refuse(refused)
+            return
+        self._admitted = True
         now = self.loop.time()
         self._opened_at = now
         self.conn = ServerConnection(self.server.engine_config, self.server.rng, now)
@@ -79,15 +101,21 @@ class ChatProtocol(asyncio.Protocol):
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         self._handle(self.conn.receive_data(data, self.loop.time()))
         self.flush()
 
     def eof_received(self) -> bool | None:
+        if self._refused:
+            return None
         self._handle(self.conn.receive_eof(self.loop.time()))
         self.flush()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._refused:
+            return
         if not self.conn.is_closed:
             self._handle(self.conn.receive_eof(self.loop.time()))
         self._finish()
@@ -102,6 +130,17 @@ class ChatProtocol(asyncio.Protocol):
         if self._drained is not None:
             self._drained.set()
             self._drained = None
+
+    def _refuse(self, budget: str) -> None:
+        """Answer 503 without reading a request, and close soon (see REFUSED_LINGER)."""
+        self._refused = True
+        self.server.refused_connection(budget, self.peer_ip)
+        transport = self.transport
+        assert transport is not None
+        transport.write(_REFUSAL)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self.loop.call_later(REFUSED_LINGER, transport.close)
 
     # --- events -------------------------------------------------------------------------
 
@@ -168,7 +207,13 @@ class ChatProtocol(asyncio.Protocol):
                 duration_s=round(self.loop.time() - self._opened_at, 3), close_code=event.code,
             )
 
-    # --- output: the hub's Session interface -------------------------------------------
+    # --- the hub's Session interface ---------------------------------------------------
+
+    def signed_in(self, identity: Identity) -> None:
+        """The hub accepted this connection's hello: it leaves the anonymous budgets."""
+        self.identity = identity
+        if self._admitted:
+            self.server.admission.signed_in(self.peer_key, self)
 
     def send_frame(self, frame: protocol.ServerFrame) -> None:
         self.conn.send(frame, self.loop.time())
@@ -244,6 +289,14 @@ class ChatProtocol(asyncio.Protocol):
             self._handle(self.conn.handle_timer(now))
         self.flush()
 
+    def evict(self) -> None:
+        """An anonymous socket making room for a newcomer from a less crowded address
+        (see chatd.admission): closed at once, whatever it was doing."""
+        self._admitted = False  # the budgets forgot it already
+        self.server.metrics.connections_refused_total.labels(budget="evicted").inc()
+        if self.transport is not None:
+            self.transport.abort()
+
     def abort(self) -> None:
         """Drop a peer that cannot keep up (its messages stay stored for next time)."""
         log.warning("connection.slow_reader", conn_id=self.conn_id, peer=self.peer)
@@ -254,6 +307,9 @@ class ChatProtocol(asyncio.Protocol):
         return 0.0 if self._paused_since is None else now - self._paused_since
 
     def _finish(self) -> None:
+        if self._admitted:
+            self._admitted = False
+            self.server.admission.closed(self.peer_key, self, anonymous=self.identity is None)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -56,6 +56,9 @@ class Metrics:
         delivery_latency_seconds: accepted -> confirmed delivered by the recipient.
         store_commit_seconds: duration of one store transaction (group commit).
         store_batch_size: messages per group commit.
+        connections_refused_total{budget}: sockets answered 503 at accept, by the budget
+            that was full (``connections``, ``anonymous``, ``anonymous_per_ip``).
+        anonymous_connections: open sockets that have not said hello (gauge).
         errors_total{code}: error frames and error responses sent, by contract code.
         logins_total{result}: logins by result: ``ok``, ``failed``, ``rate_limited``.
         http_requests_total{route,status}: HTTP requests by route template and status.
@@ -117,6 +120,17 @@ class Metrics:
             f"{_PREFIX}_errors",
             "Error frames and error responses sent, by contract error code.",
             ["code"],
+            registry=registry,
+        )
+        self.connections_refused_total = Counter(
+            f"{_PREFIX}_connections_refused",
+            "Sockets answered 503 at accept, by the budget that was full.",
+            ["budget"],
+            registry=registry,
+        )
+        self.anonymous_connections = Gauge(
+            f"{_PREFIX}_anonymous_connections",
+            "Open sockets that have not said hello (HTTP ones included).",
             registry=registry,
         )
         self.logins_total = Counter(

@@ -1,6 +1,7 @@
 """Persistence for chatd: the :class:`Store` protocol and its implementations."""
 
 from chatd.store.base import (
+    LoginDecider,
     NewMessage,
     ReadResult,
     SchemaMismatch,
@@ -10,4 +11,8 @@ from chatd.store.base import (
     User,
 )
 
-__all__ = ["NewMessage", "ReadResult", "SchemaMismatch", "Stats", "Store", "StoreError", "User"]
+__all__ = [
+    "LoginDecider",
+    "NewMessage", "ReadResult", "SchemaMismatch", "Stats", "Store", "StoreError",
+    "User",
+]

@@ -12,12 +12,16 @@ object, with ``from``/``to`` as usernames.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import attrs
 
 from libchat.protocol import Message
+
+# Given the times of the failed and in-flight logins from one IP and against one account
+# (each list oldest first), when to count a new attempt, or None to refuse it.
+LoginDecider = Callable[[list[float], list[float]], "float | None"]
 
 
 class StoreError(Exception):
@@ -153,6 +157,20 @@ class Store(Protocol):
 
     async def account_failures(self, username: str, since: float) -> int:
         """How many failed logins against ``username`` at or after ``since``."""
+
+    async def reserve_login_attempt(
+        self, ip: str, username: str, since: float, decide: LoginDecider
+    ) -> float | None:
+        """Atomically, across every node of the database: read the times (at or after
+        ``since``) of the failed and in-flight logins from ``ip`` and against
+        ``username``, ask ``decide`` when this attempt is to be counted (None: refused),
+        and record it then as a failure. Returns that time, or None.
+
+        The attempt counts as failed until :meth:`release_login_attempt` says otherwise,
+        so logins that arrive together cannot all pass a limit checked before them."""
+
+    async def release_login_attempt(self, ip: str, username: str, at: float) -> None:
+        """Forget one attempt recorded by :meth:`reserve_login_attempt` (it succeeded)."""
 
     # --- messages ---
     async def submit(self, messages: Sequence[NewMessage]) -> list[Message]:

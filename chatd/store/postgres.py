@@ -20,6 +20,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from chatd.store.base import (
+    LoginDecider,
     NewMessage,
     ReadResult,
     SchemaMismatch,
@@ -43,6 +44,11 @@ NO_SEQ: Final = 2**63 - 1  # "before" when none is given: above every seq
 MAX_BATCH: Final = 2000  # messages per transaction: bounds one commit's size and latency
 POOL_OPEN_TIMEOUT: Final = 10.0  # seconds to get the first connections at open()
 POOL_TIMEOUT: Final = 5.0  # seconds to wait for a pooled connection before StoreError
+_LOGIN_LOCK: Final = 0x6C6F67696E  # advisory lock key ("login") of login reservations
+_IP_ATTEMPTS: Final = "SELECT at FROM login_failures WHERE ip = %s AND at >= %s ORDER BY at"
+_ACCOUNT_ATTEMPTS: Final = (
+    "SELECT at FROM login_failures WHERE username = %s AND at >= %s ORDER BY at"
+)
 LOGIN_FAILURE_TTL: Final = 24 * 3600.0  # seconds; the login limits look back far less
 PRUNE_INTERVAL: Final = 3600.0  # seconds between prunes of old login failures and revocations
 
@@ -428,6 +434,39 @@ class PostgresStore:
             (username.lower(), since),
         )
         return 0 if row is None else int(row[0])
+
+    async def reserve_login_attempt(
+        self, ip: str, username: str, since: float, decide: LoginDecider
+    ) -> float | None:
+        name = username.lower()
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                # One lock for every node's reservations: the look and the insert of one
+                # attempt never interleave with another's. Each holds it for a few ms.
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOGIN_LOCK,))
+                cur = await conn.execute(_IP_ATTEMPTS, (ip, since))
+                ip_times = [row[0] for row in await cur.fetchall()]
+                cur = await conn.execute(_ACCOUNT_ATTEMPTS, (name, since))
+                account_times = [row[0] for row in await cur.fetchall()]
+                at = decide(ip_times, account_times)
+                if at is not None:
+                    await conn.execute(
+                        "INSERT INTO login_failures (ip, username, at) VALUES (%s, %s, %s)",
+                        (ip, name, at),
+                    )
+        except psycopg.Error as exc:
+            raise StoreError(str(exc)) from exc
+        if at is not None:
+            await self._maybe_prune(at)
+        return at
+
+    async def release_login_attempt(self, ip: str, username: str, at: float) -> None:
+        # Rows of one attempt are alike: forgetting any one of them forgets that attempt.
+        await self._execute(
+            """DELETE FROM login_failures WHERE ctid IN (SELECT ctid FROM login_failures
+            WHERE ip = %s AND username = %s AND at = %s LIMIT 1)""",
+            (ip, username.lower(), at),
+        )
 
     # --- messages: the writer ---------------------------------------------------------
 

@@ -25,6 +25,7 @@ from typing import Any, Final, TypeVar
 import apsw
 
 from chatd.store.base import (
+    LoginDecider,
     NewMessage,
     ReadResult,
     SchemaMismatch,
@@ -157,6 +158,18 @@ _UPSERT_CONVERSATION: Final = (
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+# Login attempts: counted failures, and attempts still being checked (reserve_login_attempt).
+_IP_ATTEMPTS: Final = "SELECT at FROM login_failures WHERE ip = ? AND at >= ? ORDER BY at"
+_ACCOUNT_ATTEMPTS: Final = (
+    "SELECT at FROM login_failures WHERE username = ? AND at >= ? ORDER BY at"
+)
+_INSERT_ATTEMPT: Final = "INSERT INTO login_failures (ip, username, at) VALUES (?, ?, ?)"
+# Rows of one attempt are alike: forgetting any one of them is forgetting that attempt.
+_DELETE_ATTEMPT: Final = (
+    "DELETE FROM login_failures WHERE rowid IN (SELECT rowid FROM login_failures"
+    " WHERE ip = ? AND username = ? AND at = ? LIMIT 1)"
+)
 
 
 def _rows(conn: apsw.Connection, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -461,6 +474,32 @@ class SqliteStore:
         sql = "SELECT count(*) FROM login_failures WHERE username = ? AND at >= ?"
         args = (username.lower(), since)
         return int(await self._read(lambda conn: _scalar(conn, sql, args)))
+
+    async def reserve_login_attempt(
+        self, ip: str, username: str, since: float, decide: LoginDecider
+    ) -> float | None:
+        name = username.lower()
+
+        def job(conn: apsw.Connection) -> float | None:
+            # The one writer runs jobs one at a time: nothing comes between the look and
+            # the insert.
+            ip_times = [row[0] for row in _rows(conn, _IP_ATTEMPTS, (ip, since))]
+            account_times = [row[0] for row in _rows(conn, _ACCOUNT_ATTEMPTS, (name, since))]
+            at = decide(ip_times, account_times)
+            if at is not None:
+                conn.execute(_INSERT_ATTEMPT, (ip, name, at))
+                self._maybe_prune(conn, at)
+            return at
+
+        return await self._write(job)
+
+    async def release_login_attempt(self, ip: str, username: str, at: float) -> None:
+        args = (ip, username.lower(), at)
+
+        def job(conn: apsw.Connection) -> None:
+            conn.execute(_DELETE_ATTEMPT, args)
+
+        await self._write(job)
 
     def _maybe_prune(self, conn: apsw.Connection, now: float) -> None:
         """Now and then drop login failures older than a day and expired revocations."""

@@ -25,8 +25,10 @@ from chatd.auth import (
     HashParams,
     InvalidToken,
     KeyFileError,
+    LoginAdmission,
     LoginLimiter,
     Passwords,
+    PasswordsBusy,
     RevocationCache,
     Tokens,
     load_or_create_key,
@@ -161,6 +163,21 @@ def test_verify_refuses_a_hash_that_is_not_argon2(
     assert "not a valid argon2 hash" in caplog.text
     assert "password1" not in caplog.text
     assert passwords.needs_rehash("not a hash")
+
+
+def test_a_full_hashing_queue_refuses_more_work(executor: CountingExecutor) -> None:
+    """The bug: the argon2 queue was unbounded, so 60 logins at once made everybody wait."""
+    passwords = Passwords(executor, max_queued=2)
+
+    async def body() -> list[object]:
+        return list(await asyncio.gather(
+            *(passwords.verify(None, "whatever pass") for _ in range(3)),
+            return_exceptions=True,
+        ))
+
+    results = run(body())
+    assert results.count(False) == 2 and isinstance(results[2], PasswordsBusy)
+    assert not passwords.is_busy  # the queue drained
 
 
 def test_weaker_hashes_need_a_rehash(passwords: Passwords) -> None:
@@ -313,14 +330,25 @@ class MemoryFailureLog:
     def __init__(self) -> None:
         self.rows: list[tuple[float, str, str]] = []  # (at, ip, username), kept sorted
 
-    async def record_login_failure(self, ip: str, username: str, at: float) -> None:
-        bisect.insort(self.rows, (at, ip, username))
+    async def reserve_login_attempt(
+        self, ip: str, username: str, since: float,
+        decide: Callable[[list[float], list[float]], float | None],
+    ) -> float | None:
+        await asyncio.sleep(0)  # a store round trip: others may come in between calls
+        ip_times = [at for at, row_ip, _ in self.rows if row_ip == ip and at >= since]
+        account_times = [at for at, _, name in self.rows if name == username and at >= since]
+        at = decide(ip_times, account_times)
+        if at is not None:
+            bisect.insort(self.rows, (at, ip, username))
+        return at
 
-    async def login_failures(self, ip: str, since: float) -> list[float]:
-        return [at for at, row_ip, _ in self.rows if row_ip == ip and at >= since]
+    async def release_login_attempt(self, ip: str, username: str, at: float) -> None:
+        self.rows.remove((at, ip, username))
 
-    async def account_failures(self, username: str, since: float) -> int:
-        return sum(1 for at, _, name in self.rows if name == username and at >= since)
+
+async def fail(limiter: LoginLimiter, ip: str, user: str, now: float) -> None:
+    """A login that is admitted and then fails (its ticket is kept)."""
+    assert (await limiter.admit(ip, user, now)).ticket is not None
 
 
 def test_five_failures_then_refused_until_the_oldest_leaves() -> None:
@@ -328,69 +356,86 @@ def test_five_failures_then_refused_until_the_oldest_leaves() -> None:
         limiter = LoginLimiter(MemoryFailureLog())
         ip = "203.0.113.9"
         for i in range(5):
-            assert await limiter.retry_after(ip, now=NOW + i) is None
-            await limiter.record_failure(ip, "alice", now=NOW + i)
+            await fail(limiter, ip, f"user{i}", now=NOW + i)
         # the sixth login, whatever its password: refused until NOW leaves the window
-        assert await limiter.retry_after(ip, now=NOW + 10) == 890
-        assert await limiter.retry_after(ip, now=NOW + 10.2) == 890
-        assert await limiter.retry_after(ip, now=NOW + 899.5) == 1
+        assert (await limiter.admit(ip, "alice", now=NOW + 10)).retry_after == 890
+        assert (await limiter.admit(ip, "alice", now=NOW + 10.2)).retry_after == 890
+        assert (await limiter.admit(ip, "alice", now=NOW + 899.5)).retry_after == 1
         # the window slides: at NOW + 900 the first failure no longer counts
-        assert await limiter.retry_after(ip, now=NOW + 900) is None
-        # one more failure fills it again; now NOW + 1 is the oldest
-        await limiter.record_failure(ip, "alice", now=NOW + 900)
-        assert await limiter.retry_after(ip, now=NOW + 900) == 1
-        assert await limiter.retry_after(ip, now=NOW + 901) is None
+        admission = await limiter.admit(ip, "alice", now=NOW + 900)
+        assert admission.ticket is not None and admission.retry_after == 0
+        # that one failed too: now NOW + 1 is the oldest
+        assert (await limiter.admit(ip, "alice", now=NOW + 900)).retry_after == 1
+        assert (await limiter.admit(ip, "bob", now=NOW + 901)).ticket is not None
         # other IPs are not affected
-        assert await limiter.retry_after("198.51.100.1", now=NOW + 10) is None
+        assert (await limiter.admit("198.51.100.1", "carol", now=NOW + 10)).ticket is not None
 
     run(body())
 
 
-def test_a_success_does_not_reset_the_ip_limit() -> None:
+def test_logins_that_arrive_together_cannot_pass_the_limit_together() -> None:
+    """The bug: the limit was checked before the password and the failure recorded after
+    it, so 40 logins sent at once were all checked. Attempts count when admitted."""
+
+    async def body() -> list[LoginAdmission]:
+        limiter = LoginLimiter(MemoryFailureLog())
+        return list(await asyncio.gather(
+            *(limiter.admit("203.0.113.9", f"user{i}", NOW) for i in range(50))
+        ))
+
+    admissions = run(body())
+    assert sum(a.ticket is not None for a in admissions) == 5
+    assert all(a.retry_after == 900 for a in admissions if a.ticket is None)
+
+
+def test_a_released_attempt_is_no_failure() -> None:
     async def body() -> None:
         limiter = LoginLimiter(MemoryFailureLog())
         for i in range(4):
-            await limiter.record_failure("ip", "alice", now=NOW + i)
-        assert await limiter.retry_after("ip", now=NOW + 5) is None  # this login succeeds
-        await limiter.record_failure("ip", "alice", now=NOW + 6)
-        assert await limiter.retry_after("ip", now=NOW + 7) == 893
+            await fail(limiter, "ip", "alice", now=NOW + i)
+        success = (await limiter.admit("ip", "alice", now=NOW + 5)).ticket
+        assert success is not None
+        await limiter.release(success)  # it succeeded: no reset, but no failure either
+        await fail(limiter, "ip", "alice", now=NOW + 6)
+        assert (await limiter.admit("ip", "alice", now=NOW + 7)).retry_after == 893
 
     run(body())
 
 
 def test_more_failures_than_the_limit_wait_until_enough_have_left() -> None:
-    async def body() -> None:
-        limiter = LoginLimiter(MemoryFailureLog(), max_failures=2, window=100.0)
-        for at in (0.0, 10.0, 20.0):  # three concurrent logins all got through
-            await limiter.record_failure("ip", "alice", now=NOW + at)
-        assert await limiter.retry_after("ip", now=NOW + 30) == 80  # until NOW + 10 leaves
-        assert await limiter.retry_after("ip", now=NOW + 110) is None
-
-    run(body())
+    limiter = LoginLimiter(MemoryFailureLog(), max_failures=2, window=100.0)
+    # three failures on record (say, from before an upgrade): until NOW + 10 leaves
+    failures = [NOW, NOW + 10.0, NOW + 20.0]
+    assert limiter.decide(failures, [], NOW + 30) == (None, 80)
+    assert limiter.decide(failures, [], NOW + 110) == (NOW + 110, 0)
 
 
-def test_account_delay_grows_and_is_capped() -> None:
+def test_account_delays_grow_are_capped_and_stack() -> None:
+    """Failed and in-flight attempts against one account (from any IP) each wait their own
+    delay after the attempt before them: concurrent attempts pay one after another."""
+
     async def body() -> list[float]:
-        limiter = LoginLimiter(MemoryFailureLog())
-        delays = []
-        for i in range(10):
-            delays.append(await limiter.account_delay("Alice", now=NOW + i))
-            await limiter.record_failure(f"10.0.0.{i}", "ALICE", now=NOW + i)
-        delays.append(await limiter.account_delay("alice", now=NOW + 10))
-        # the window slides for accounts too
-        delays.append(await limiter.account_delay("alice", now=NOW + 907))
-        delays.append(await limiter.account_delay("bob", now=NOW + 10))
-        return delays
+        limiter = LoginLimiter(MemoryFailureLog(), account_max_wait=60.0)
+        waits = []
+        for i in range(9):  # all at once, from nine addresses
+            ticket = (await limiter.admit(f"10.0.0.{i}", "ALICE", now=NOW)).ticket
+            assert ticket is not None
+            waits.append(ticket.at - NOW)
+        return waits
 
-    assert run(body()) == [0, 0, 0, 0.5, 1, 2, 4, 8, 8, 8, 8, 0.5, 0]
+    assert run(body()) == [0, 0, 0, 0.5, 1.5, 3.5, 7.5, 15.5, 23.5]
+
+
+def test_an_account_line_longer_than_the_max_wait_is_refused() -> None:
+    limiter = LoginLimiter(MemoryFailureLog())  # account_max_wait 20 s
+    # seven in line, the last to be checked at NOW + 12: the next waits 8 s after it
+    line = [NOW, NOW, NOW, NOW + 0.5, NOW + 1.5, NOW + 3.5, NOW + 12.0]
+    assert limiter.decide([], line, NOW) == (NOW + 20.0, 0)  # 12 + 8: just fits
+    assert limiter.decide([], [*line, NOW + 20.0], NOW) == (None, 8)  # 28 s: come back in 8
 
 
 def test_account_delay_survives_huge_counts() -> None:
-    class Flooded(MemoryFailureLog):
-        async def account_failures(self, username: str, since: float) -> int:
-            return 10**6
-
-    assert run(LoginLimiter(Flooded()).account_delay("alice", now=NOW)) == 8.0
+    assert LoginLimiter(MemoryFailureLog()).account_delay(10**6) == 8.0
 
 
 @pytest.mark.parametrize(
@@ -400,6 +445,7 @@ def test_account_delay_survives_huge_counts() -> None:
         {"window": 0.0},
         {"account_base_delay": -1.0},
         {"account_base_delay": 2.0, "account_max_delay": 1.0},
+        {"account_max_wait": 1.0},
     ],
 )
 def test_limiter_refuses_nonsense_settings(kwargs: dict[str, Any]) -> None:

@@ -832,16 +832,21 @@ async def test_allowed_origin_passes_and_others_do_not(limited: ChatdProcess) ->
 
 
 @run_async
-async def test_max_connections_refuses_the_next_upgrade_with_503(make_server: Any) -> None:
+async def test_max_connections_refuses_the_next_socket_with_503(make_server: Any) -> None:
+    """--max-connections counts every socket, WebSocket or HTTP; the next gets 503."""
     server = make_server("--max-connections", "1")
     _, token = await anew_user(server)
     first = await ws_connect(server, token)
     with pytest.raises(InvalidStatus) as refused:
         await ws_connect(server, token)
     assert refused.value.response.status_code == 503
-    assert orjson.loads(refused.value.response.body)["error"]["code"]  # the JSON error body
-    assert (await ahttp(server, "GET", "/healthz")).status == 200  # HTTP is still served
+    assert refused.value.response.headers["Retry-After"] == "5"
+    assert orjson.loads(refused.value.response.body)["error"]["code"] == "server_busy"
+    assert (await ahttp(server, "GET", "/healthz")).status == 503  # a socket too
     await first.close()
+    deadline = time.monotonic() + TIMEOUT
+    while (await ahttp(server, "GET", "/healthz")).status != 200:  # the slot frees
+        assert time.monotonic() < deadline, "the closed WebSocket's slot never came back"
 
 
 @run_async

@@ -189,6 +189,36 @@ def test_login_failures(store: StoreHarness) -> None:
     store.run(body)
 
 
+def test_login_attempts_are_reserved_atomically_and_released(store: StoreHarness) -> None:
+    """Reservations made together each see the ones before them (the limit's guard)."""
+
+    async def body(s: Store) -> None:
+        now = time.time()
+        await s.record_login_failure("10.0.0.1", "alice", now - 100)
+        seen: list[tuple[list[float], list[float]]] = []
+
+        def at_most_three(ip_times: list[float], account_times: list[float]) -> float | None:
+            seen.append((ip_times, account_times))
+            return now if len(ip_times) < 3 else None
+
+        reserved = await asyncio.gather(
+            *(s.reserve_login_attempt("10.0.0.1", f"u{i}", now - 200, at_most_three)
+              for i in range(6))
+        )
+        assert sorted(reserved, key=lambda at: at is None) == [now, now, None, None, None, None]
+        assert sorted(len(ip_times) for ip_times, _ in seen) == [1, 2, 3, 3, 3, 3]
+        assert await s.login_failures("10.0.0.1", 0) == [now - 100, now, now]
+        # the account's times are there too, and a release forgets one attempt
+        assert await s.reserve_login_attempt(
+            "10.0.0.2", "ALICE", now - 200, lambda ip, account: now + 1.5 if account else None
+        ) == now + 1.5
+        await s.release_login_attempt("10.0.0.2", "alice", now + 1.5)
+        await s.release_login_attempt("10.0.0.1", "u9", now)  # no such attempt: nothing
+        assert await s.account_failures("alice", 0) == 1
+
+    store.run(body)
+
+
 # --- submit ------------------------------------------------------------------------------
 
 
