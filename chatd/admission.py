@@ -127,9 +127,8 @@ class Admission:
 
     def closed(self, key: str, socket: Evictable, *, anonymous: bool) -> None:
         """An accepted socket closed (``anonymous``: it never signed in)."""
-        if anonymous:
-            if not self._release_anonymous(key, socket):
-                return  # evicted: already forgotten
+        if anonymous and not self._release_anonymous(key, socket):
+            return  # evicted: already forgotten
         self.sockets -= 1
 
     def _evict_for(self, newcomer_count: int) -> bool:

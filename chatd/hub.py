@@ -229,12 +229,13 @@ class Hub:
         except Unauthorized:
             session.fail("unauthorized", limits.CLOSE_UNAUTHORIZED, "invalid or expired token")
             return
+        version = protocol.negotiated_version(hello.protocol)
         if identity is not None:
-            if self._welcome(session, identity) and rest:
+            if self._welcome(session, identity, version) and rest:
                 self.receive(session, rest)
             return
         self._pending[session.conn_id] = list(rest)
-        self._spawn(self._hello_slow(session, token))
+        self._spawn(self._hello_slow(session, token, version))
 
     def _same_user(self, first: str, second: str) -> bool:
         try:
@@ -244,7 +245,7 @@ class Hub:
             return False
         return one is not None and two is not None and one.user.id == two.user.id
 
-    async def _hello_slow(self, session: Session, token: str) -> None:
+    async def _hello_slow(self, session: Session, token: str, version: str) -> None:
         try:
             identity = await self._accounts.authenticate(token)
         except Unauthorized:
@@ -252,12 +253,13 @@ class Hub:
             session.fail("unauthorized", limits.CLOSE_UNAUTHORIZED, "invalid or expired token")
             return
         rest = self._pending.pop(session.conn_id, [])
-        if self._welcome(session, identity) and rest:
+        if self._welcome(session, identity, version) and rest:
             self.receive(session, rest)
 
-    def _welcome(self, session: Session, identity: Identity) -> bool:
-        """Welcome a session whose token checked out; False when the user already has
-        as many connections as allowed (the new one is refused, 4004)."""
+    def _welcome(self, session: Session, identity: Identity, version: str) -> bool:
+        """Welcome a session whose token checked out, in the negotiated protocol
+        ``version``; False when the user already has as many connections as allowed
+        (the new one is refused, 4004)."""
         user = identity.user
         devices = self._by_user.get(user.username, ())
         if len(devices) >= self._config.max_connections_per_user:
@@ -268,7 +270,8 @@ class Hub:
             return False
         session.signed_in(identity)
         session.send_frame(
-            Welcome(user_id=user.id, username=user.username, server_time=self._now_ms())
+            Welcome(user_id=user.id, username=user.username, protocol=version,
+                    server_time=self._now_ms())
         )
         online = _Online(session, user, identity.claims.jti)
         self._by_session[session.conn_id] = online

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-PROTOCOL_VERSION = "1.0.0"  # MAJOR.MINOR.BUILD; the welcome frame carries it whole
+PROTOCOL_VERSION = "1.1.0"  # MAJOR.MINOR.BUILD: this side's newest; /healthz carries it
+# The newest BUILD of each MINOR this side speaks, by MINOR: welcome names the one of the
+# lower of the two minors (a 1.0 client of a 1.1 server is welcomed with "1.0.0").
+PROTOCOL_VERSIONS = ("1.0.0", "1.1.0")
 PROTOCOL_MAJOR = 1  # a hello whose major differs is refused with close 4002
 
 MAX_BODY_BYTES = 64 * 1024  # HTTP request bodies: credentials and queries are tiny

@@ -218,6 +218,16 @@ CLIENT_FRAMES: Final[Mapping[str, type[Any]]] = {
 # --- server -> client frames -----------------------------------------------------------
 
 
+def negotiated_version(spoken: str) -> str:
+    """The version to welcome a client with that said ``spoken`` (``"1.0"``, ``"1.1"``,
+    ``"1.7"``) in its hello, whose major the engine already checked: the newest build of
+    the lower of the two minors."""
+    _, _, rest = spoken.partition(".")
+    minor_text = rest.partition(".")[0]
+    minor = int(minor_text) if minor_text.isdigit() else 0
+    return limits.PROTOCOL_VERSIONS[min(minor, len(limits.PROTOCOL_VERSIONS) - 1)]
+
+
 @attrs.frozen(kw_only=True)
 class Welcome:
     TYPE: ClassVar[str] = "welcome"

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
-from libchat import protocol
+from libchat import limits, protocol
 from libchat.events import HttpResponse
 from tests.chatd.clients import (
     PASSWORD,
@@ -463,7 +463,7 @@ def test_healthz_reports_its_fields(server: ChatdProcess) -> None:
     assert set(body) == {"status", "version", "protocol", "uptime_s", "connections", "db",
                          "disk_used_pct"}
     assert body["status"] in ("ok", "degraded")
-    assert body["protocol"] == "1.0.0"
+    assert body["protocol"] == limits.PROTOCOL_VERSION  # the server's own, newest
     assert body["db"] == "ok"
     assert isinstance(body["connections"], int) and body["connections"] >= 0
     assert isinstance(body["uptime_s"], int | float) and body["uptime_s"] >= 0

@@ -99,6 +99,19 @@ async def test_hello_gets_welcome(server: ChatdProcess, kind: str) -> None:
     await peer.close()
 
 
+@pytest.mark.parametrize(("spoken", "welcomed"), [("1.1", "1.1.0"), ("1.9", "1.1.0")])
+@run_async
+async def test_welcome_names_the_lower_of_the_two_minors(
+    server: ChatdProcess, spoken: str, welcomed: str
+) -> None:
+    """A 1.0 client is welcomed with 1.0.0 (above); newer ones with what both speak."""
+    _, token = await anew_user(server)
+    peer = await ws_connect(server, hello=False)
+    await peer.send({"type": "hello", "protocol": spoken, "token": token})
+    assert (await peer.recv("welcome"))["protocol"] == welcomed
+    await peer.close()
+
+
 @run_async
 async def test_hello_accepts_any_1_x_protocol(server: ChatdProcess) -> None:
     _, token = await anew_user(server)

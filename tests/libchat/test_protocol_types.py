@@ -16,6 +16,7 @@ from libchat.protocol import (
     decode_client_frame,
     decode_server_frame,
     encode_frame,
+    negotiated_version,
 )
 
 
@@ -63,3 +64,11 @@ def test_server_frames_round_trip() -> None:
     assert encode_frame(Error(code="x")) == '{"type":"error","code":"x"}'
     assert '"from":"alice","to":"bob"' in encode_frame(message)
     assert decode_client_frame(encode_frame(Delivered(seqs=[1, 2]))) == Delivered(seqs=(1, 2))
+
+
+@pytest.mark.parametrize(
+    ("spoken", "welcomed"),
+    [("1.0", "1.0.0"), ("1.1", "1.1.0"), ("1.12", "1.1.0"), ("1", "1.0.0"), ("1.0.5", "1.0.0")],
+)
+def test_welcome_names_the_lower_of_the_two_minors(spoken: str, welcomed: str) -> None:
+    assert negotiated_version(spoken) == welcomed
