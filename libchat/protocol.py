@@ -114,17 +114,16 @@ def _body(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
         raise ProtocolViolation("invalid_frame", "the body must not contain U+0000")
 
 
-def _in_wire_range(value: int) -> bool:
-    """Whether an integer is one the protocol carries: never negative, and small enough
-    for a signed 64-bit store column (a bigger one would pass validation and then fail
-    in the store's bind)."""
-    return 0 <= value <= limits.MAX_WIRE_INT
+# Every integer the protocol carries is in 0.._MAX_INT: never negative, and small enough
+# for a signed 64-bit store column (a bigger one would pass validation and then fail in
+# the store's bind). Compared inline where it runs per integer of a frame.
+_MAX_INT: Final = limits.MAX_WIRE_INT
 
 
 def _wire_int(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
-    if not _in_wire_range(value):
+    if not 0 <= value <= _MAX_INT:
         raise ProtocolViolation(
-            "invalid_frame", f"{attr.name} must be an integer 0..{limits.MAX_WIRE_INT}"
+            "invalid_frame", f"{attr.name} must be an integer 0..{_MAX_INT}"
         )
 
 
@@ -146,11 +145,8 @@ def _seqs(_inst: object, _attr: attrs.Attribute[tuple[int, ...]], value: tuple[i
         raise ProtocolViolation(
             "invalid_frame", f"at most {limits.MAX_SEQS_PER_DELIVERED} seqs per frame"
         )
-    for seq in value:
-        if not _in_wire_range(seq):
-            raise ProtocolViolation(
-                "invalid_frame", f"seqs must be integers 0..{limits.MAX_WIRE_INT}"
-            )
+    if min(value) < 0 or max(value) > _MAX_INT:
+        raise ProtocolViolation("invalid_frame", f"seqs must be integers 0..{_MAX_INT}")
 
 
 def _lower(value: str) -> str:
@@ -438,8 +434,8 @@ def _make_converter() -> cattrs.Converter:
         # Every integer field, both directions: never a bool, and in the wire range.
         if type(value) is not int:
             raise TypeError(f"expected int, got {type(value).__name__}")
-        if not _in_wire_range(value):
-            raise _OutOfRange(f"must be an integer 0..{limits.MAX_WIRE_INT}")
+        if not 0 <= value <= _MAX_INT:
+            raise _OutOfRange(f"must be an integer 0..{_MAX_INT}")
         return value
 
     conv.register_structure_hook(int, integer)
