@@ -509,12 +509,25 @@ class Hub:
                 else:
                     del self._queue_in_flight[recipient_id]
 
-    async def _commit(self, batch: list[tuple[_Online, NewMessage]]) -> None:
-        """Store the messages; then, and only then, ack each and push it."""
+    async def _commit(self, batch: list[tuple[_Online, NewMessage]], *, split: bool = True) -> None:
+        """Store the messages; then, and only then, ack each and push it.
+
+        The batch is one store job for every connection of a loop turn. When it fails,
+        each connection's messages are submitted again on their own (``split``), so a
+        failure caused by one connection's messages costs only that connection: its
+        sends get ``internal_error``, the others their acks. Any exception counts: a
+        store bug on one connection's values must not drop the others' messages.
+        """
         try:
             stored = await self._store.submit([new for _, new in batch])
-        except StoreError:
+        except Exception:
             log.exception("store.error", op="submit", count=len(batch))
+            stored = None
+        if stored is None:
+            parts = _by_connection(batch)
+            if split and len(parts) > 1:
+                await asyncio.gather(*(self._commit(part, split=False) for part in parts))
+                return
             for online, new in batch:
                 self._metrics.errors_total.labels(code="internal_error").inc()
                 online.session.send_frame(Error(
@@ -571,20 +584,57 @@ class Hub:
 
     async def _delivered(self, marks: list[tuple[_Online, list[int]]]) -> None:
         """Record the delivered marks of every connection of a loop turn in one store
-        job, then send their receipts. On a store error nothing is sent: the clients
-        confirm again."""
+        job, then send their receipts.
+
+        When that job fails, each connection's marks are recorded on their own, so the
+        others land; a connection whose own marks fail gets ``internal_error`` (its
+        messages stay undelivered: confirmed again, or pushed on its next connection).
+        """
         now_ms = self._now_ms()
         try:
             marked = await self._store.mark_delivered_many(
                 [(online.user.id, seqs) for online, seqs in marks], now_ms
             )
-        except StoreError:
+        except Exception:
             log.exception("store.error", op="mark_delivered", count=len(marks))
-            return
+            marked = None
+        if marked is None:
+            if len(marks) == 1:  # its own job failed: nobody else's to save
+                self._not_recorded(marks[0][0], "delivered")
+                return
+            marks, marked = await self._delivered_one_by_one(marks, now_ms)
         for online, seqs in marks:
             for device in self._by_user.get(online.user.username, ()):
                 device.unconfirmed.difference_update(seqs)
         self._send_delivered_receipts(itertools.chain.from_iterable(marked), now_ms)
+
+    async def _delivered_one_by_one(
+        self, marks: list[tuple[_Online, list[int]]], now_ms: int
+    ) -> tuple[list[tuple[_Online, list[int]]], list[list[Message]]]:
+        """Each connection's marks as a store job of its own (the SQLite writer still
+        commits them together); returns the marks that landed and what they marked."""
+        outcomes = await asyncio.gather(
+            *(self._store.mark_delivered(online.user.id, seqs, now_ms) for online, seqs in marks),
+            return_exceptions=True,
+        )
+        landed: list[tuple[_Online, list[int]]] = []
+        marked: list[list[Message]] = []
+        for mark, outcome in zip(marks, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.error("store.error", op="mark_delivered", conn_id=mark[0].session.conn_id,
+                          error=repr(outcome))
+                self._not_recorded(mark[0], "delivered")
+            else:
+                landed.append(mark)
+                marked.append(outcome)
+        return landed, marked
+
+    def _not_recorded(self, online: _Online, kind: str) -> None:
+        """Tell a connection that its ``delivered`` or ``read`` was not recorded."""
+        self._metrics.errors_total.labels(code="internal_error").inc()
+        online.session.send_frame(Error(
+            code="internal_error", message=f"the {kind} mark could not be recorded; send it again",
+        ))
 
     def _send_delivered_receipts(
         self, marked: Iterable[Message], now_ms: int, *, local_only: bool = False
@@ -615,14 +665,16 @@ class Hub:
             self._publish(busmod.Delivered(sender=sender, seqs=seqs))
 
     async def _read(self, online: _Online, frame: Read) -> None:
-        peer = await self._users.by_name(frame.peer)
-        if peer is None or peer.id == online.user.id:
-            return
+        """One read mark, a store job of its own: a failure gets ``internal_error``."""
         now_ms = self._now_ms()
         try:
+            peer = await self._users.by_name(frame.peer)
+            if peer is None or peer.id == online.user.id:
+                return
             result = await self._store.mark_read(online.user.id, peer.id, frame.up_to, now_ms)
-        except StoreError:
+        except Exception:
             log.exception("store.error", op="mark_read")
+            self._not_recorded(online, "read")
             return
         self._send_delivered_receipts(result.newly_delivered, now_ms)
         if result.up_to is None:
@@ -730,6 +782,16 @@ def _is_fresh(new: NewMessage, stored: Message) -> bool:
         and stored.body == new.body
         and stored.delivered_at is None
     )
+
+
+def _by_connection(
+    batch: list[tuple[_Online, NewMessage]],
+) -> list[list[tuple[_Online, NewMessage]]]:
+    """A batch of sends split by connection, keeping each connection's order."""
+    parts: dict[int, list[tuple[_Online, NewMessage]]] = {}
+    for entry in batch:
+        parts.setdefault(entry[0].session.conn_id, []).append(entry)
+    return list(parts.values())
 
 
 def _remove(index: dict[str, list[_Online]], key: str, online: _Online) -> bool:

@@ -18,6 +18,7 @@ MIN_USERNAME_CHARS = 3
 MAX_USERNAME_CHARS = 32
 MIN_PASSWORD_CHARS = 8  # below this a password is guessable online
 MAX_PASSWORD_CHARS = 1024  # above this hashing becomes a denial-of-service lever
+MAX_WIRE_INT = 2**63 - 1  # every integer on the wire fits a signed 64-bit store column
 MAX_SEQS_PER_DELIVERED = 1000  # one delivered frame confirms at most a catch-up batch or so
 MAX_USERS_PER_SEARCH = 20  # user search is a typeahead, not a directory dump
 DEFAULT_HISTORY_LIMIT = 50  # one screen of messages

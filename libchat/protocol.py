@@ -21,6 +21,7 @@ import cattrs
 import orjson
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.orjson import make_converter
+from cattrs.v import format_exception
 
 from libchat import limits
 
@@ -113,9 +114,17 @@ def _body(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
         raise ProtocolViolation("invalid_frame", "the body must not contain U+0000")
 
 
-def _non_negative(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
-    if value < 0:
-        raise ProtocolViolation("invalid_frame", f"{attr.name} must not be negative")
+# Every integer the protocol carries is in 0.._MAX_INT: never negative, and small enough
+# for a signed 64-bit store column (a bigger one would pass validation and then fail in
+# the store's bind). Compared inline where it runs per integer of a frame.
+_MAX_INT: Final = limits.MAX_WIRE_INT
+
+
+def _wire_int(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
+    if not 0 <= value <= _MAX_INT:
+        raise ProtocolViolation(
+            "invalid_frame", f"{attr.name} must be an integer 0..{_MAX_INT}"
+        )
 
 
 def _non_empty(_inst: object, attr: attrs.Attribute[str], value: str) -> None:
@@ -136,9 +145,8 @@ def _seqs(_inst: object, _attr: attrs.Attribute[tuple[int, ...]], value: tuple[i
         raise ProtocolViolation(
             "invalid_frame", f"at most {limits.MAX_SEQS_PER_DELIVERED} seqs per frame"
         )
-    for seq in value:
-        if seq < 0:
-            raise ProtocolViolation("invalid_frame", "seqs must not be negative")
+    if min(value) < 0 or max(value) > _MAX_INT:
+        raise ProtocolViolation("invalid_frame", f"seqs must be integers 0..{_MAX_INT}")
 
 
 def _lower(value: str) -> str:
@@ -158,7 +166,7 @@ class Message:
 
     TYPE: ClassVar[str] = "message"
     id: str = attrs.field(validator=_client_id)
-    seq: int = attrs.field(validator=_non_negative)
+    seq: int = attrs.field(validator=_wire_int)
     sender: str
     recipient: str
     body: str
@@ -195,7 +203,7 @@ class Delivered:
 class Read:
     TYPE: ClassVar[str] = "read"
     peer: str = attrs.field(converter=_lower, validator=_non_empty)
-    up_to: int = attrs.field(validator=_non_negative)
+    up_to: int = attrs.field(validator=_wire_int)
 
 
 @attrs.frozen(kw_only=True)
@@ -241,7 +249,7 @@ class Welcome:
 class Ack:
     TYPE: ClassVar[str] = "ack"
     id: str = attrs.field(validator=_client_id)
-    seq: int = attrs.field(validator=_non_negative)
+    seq: int = attrs.field(validator=_wire_int)
     ts: int
 
 
@@ -429,8 +437,18 @@ def _make_converter() -> cattrs.Converter:
 
         return structure
 
-    for kind in (str, bool, int):
+    for kind in (str, bool):
         conv.register_structure_hook(kind, exact(kind))
+
+    def integer(value: Any, _: Any) -> int:
+        # Every integer field, both directions: never a bool, and in the wire range.
+        if type(value) is not int:
+            raise TypeError(f"expected int, got {type(value).__name__}")
+        if not 0 <= value <= _MAX_INT:
+            raise _OutOfRange(f"must be an integer 0..{_MAX_INT}")
+        return value
+
+    conv.register_structure_hook(int, integer)
 
     def number(value: Any, _: Any) -> float:
         if type(value) not in (int, float):
@@ -494,8 +512,16 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+class _OutOfRange(ValueError):
+    """An integer outside the wire range; its text is the note for the field's path."""
+
+
+def _note(exc: BaseException, kind: type | None) -> str:
+    return str(exc) if isinstance(exc, _OutOfRange) else format_exception(exc, kind)
+
+
 def _describe(exc: cattrs.BaseValidationError) -> str:
-    notes = cattrs.transform_error(exc)
+    notes = cattrs.transform_error(exc, format_exception=_note)
     return "; ".join(notes) if notes else "malformed frame"
 
 

@@ -73,7 +73,7 @@ ServerEvent = (
 
 _OPEN: Final = ConnState.OPEN
 _BEARER_RE: Final = re.compile(rb"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9._~+/-]+=*) *")
-_INT_RE: Final = re.compile(r"[0-9]{1,18}")  # fits a signed 64-bit column
+_INT_RE: Final = re.compile(r"[0-9]{1,19}")  # and at most limits.MAX_WIRE_INT
 _VERSION_RE: Final = re.compile(r"([0-9]{1,9})(\.[0-9]{1,9})*")
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 _PING: Final = Ping(payload=b"")
@@ -145,8 +145,10 @@ class _Request:
         value = self.param(name)
         if value is None:
             return None
-        if _INT_RE.fullmatch(value) is None:
-            raise _Rejection(400, "invalid_query", f"{name} must be a non-negative integer")
+        if _INT_RE.fullmatch(value) is None or int(value) > limits.MAX_WIRE_INT:
+            raise _Rejection(
+                400, "invalid_query", f"{name} must be an integer 0..{limits.MAX_WIRE_INT}"
+            )
         return int(value)
 
 

@@ -214,8 +214,10 @@ def _check_schema(conn: apsw.Connection) -> None:
 
 
 def _as_store_error(exc: Exception) -> Exception:
-    """Database errors become :class:`StoreError`; anything else (a bug) passes through."""
-    if isinstance(exc, apsw.Error):
+    """Database errors become :class:`StoreError`, and so does a value SQLite cannot
+    bind (apsw raises OverflowError for an int beyond 64 bits: bad input, which libchat
+    already refuses); anything else (a bug) passes through."""
+    if isinstance(exc, apsw.Error | OverflowError):
         error = StoreError(f"sqlite: {exc}")
         error.__cause__ = exc
         return error
@@ -873,10 +875,8 @@ class SqliteStore:
                             conn = self._connect(create=False)
                             conn.execute("PRAGMA query_only = ON")
                         outcomes.append((job.future, job.fn(conn), None))
-                    except apsw.Error as exc:
-                        outcomes.append((job.future, None, StoreError(f"sqlite: {exc}")))
                     except Exception as exc:
-                        outcomes.append((job.future, None, exc))
+                        outcomes.append((job.future, None, _as_store_error(exc)))
                 if outcomes:
                     self._call_loop(_settle, outcomes)
                 if stop:

@@ -17,7 +17,7 @@ from websockets.asyncio.server import ServerConnection as WsServerConnection
 from websockets.asyncio.server import serve
 
 from libchat import events as ev
-from libchat import protocol
+from libchat import limits, protocol
 from libchat.client import ClientConfig, ClientConnection
 from libchat.server import ServerConfig, ServerConnection
 
@@ -114,7 +114,7 @@ def test_websockets_client_against_the_server_engine() -> None:
         return welcome, ack
 
     welcome, ack = asyncio.run(asyncio.wait_for(scenario(), TIMEOUT))
-    assert welcome["type"] == "welcome" and welcome["protocol"] == "1.0.0"
+    assert welcome["type"] == "welcome" and welcome["protocol"] == limits.PROTOCOL_VERSION
     assert ack == {"type": "ack", "id": "c-1", "seq": 1, "ts": 2}
     assert seen[0] == ev.UpgradeRequest(token="tok.en", origin=None)
     assert protocol.Send(id="c-1", to="bob", body="hé") in seen

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from libchat.protocol import (
+    Ack,
     Delivered,
     DeliveredReceipt,
     Error,
     Message,
     PeerTyping,
     ProtocolViolation,
+    Read,
     ReadReceipt,
     Send,
+    Typing,
     decode_client_frame,
     decode_server_frame,
     encode_frame,
@@ -36,6 +41,11 @@ def test_send_is_parsed_and_recipient_lowered() -> None:
         ('{"type":"send","id":"c1","to":"bob"}', "invalid_frame", "c1"),
         ('{"type":"nope","id":"c1"}', "invalid_frame", "c1"),
         ('{"type":"delivered","seqs":[1,true]}', "invalid_frame", None),
+        ('{"type":"delivered","seqs":[18446744073709551615]}', "invalid_frame", None),
+        ('{"type":"delivered","seqs":[9223372036854775808]}', "invalid_frame", None),
+        ('{"type":"delivered","seqs":[-1]}', "invalid_frame", None),
+        ('{"type":"read","peer":"bob","up_to":9223372036854775808}', "invalid_frame", None),
+        ('{"type":"read","peer":"bob","up_to":-5}', "invalid_frame", None),
         ("[1]", "invalid_frame", None),
         ("{", "invalid_frame", None),
     ],
@@ -72,3 +82,58 @@ def test_server_frames_round_trip() -> None:
 )
 def test_welcome_names_the_lower_of_the_two_minors(spoken: str, welcomed: str) -> None:
     assert negotiated_version(spoken) == welcomed
+
+
+# --- integers: 0..2**63-1, the range of a signed 64-bit store column ---------------------
+
+
+def test_integers_at_the_edges_of_the_wire_range_are_accepted() -> None:
+    top = 2**63 - 1
+    assert decode_client_frame(f'{{"type":"delivered","seqs":[0,{top}]}}') == Delivered(
+        seqs=(0, top)
+    )
+    assert decode_client_frame(f'{{"type":"read","peer":"bob","up_to":{top}}}') == Read(
+        peer="bob", up_to=top
+    )
+
+
+def test_an_unknown_field_is_ignored_whatever_its_value() -> None:
+    raw = '{"type":"typing","to":"bob","n":-18446744073709551615,"m":[18446744073709551615]}'
+    assert decode_client_frame(raw) == Typing(to="bob")
+
+
+def test_an_out_of_range_integer_is_named_by_its_path() -> None:
+    with pytest.raises(ProtocolViolation) as info:
+        decode_client_frame('{"type":"delivered","seqs":[1,2,9223372036854775808]}')
+    assert "0..9223372036854775807" in info.value.message
+    assert "$.seqs[2]" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"type":"ack","id":"a","seq":1,"ts":18446744073709551615}',
+        '{"type":"welcome","user_id":-1,"username":"bob","protocol":"1.0.0","server_time":1}',
+        '{"type":"receipt","status":"delivered","id":"a","seq":9223372036854775808,"ts":1}',
+        '{"type":"error","code":"rate_limited","retry_after_ms":-1}',
+    ],
+)
+def test_a_client_refuses_out_of_range_integers_from_a_server(raw: str) -> None:
+    with pytest.raises(ProtocolViolation) as info:
+        decode_server_frame(raw)
+    assert info.value.code == "invalid_frame"
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Delivered(seqs=(1, 2**63)),
+        lambda: Delivered(seqs=(-1,)),
+        lambda: Read(peer="bob", up_to=2**63),
+        lambda: Ack(id="a", seq=-1, ts=1),
+        lambda: Message(id="a", seq=2**64 - 1, sender="a", recipient="b", body="x", ts=1),
+    ],
+)
+def test_out_of_range_integers_are_refused_when_built(build: Callable[[], object]) -> None:
+    with pytest.raises(ProtocolViolation):
+        build()

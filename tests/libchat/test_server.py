@@ -73,6 +73,10 @@ CREDS = b'{"username":"Alice","password":"correct horse"}'
             get("/v1/conversations/bob/messages?before=0&limit=200", AUTH),
             ev.HistoryRequest(token="abc.DEF-_~+/=", peer="bob", before=0, limit=200),
         ),
+        (
+            get("/v1/conversations/bob/messages?before=9223372036854775807", AUTH),
+            ev.HistoryRequest(token="abc.DEF-_~+/=", peer="bob", before=2**63 - 1, limit=50),
+        ),
         (get("/healthz"), ev.HealthRequest()),
         (get("/metrics"), ev.MetricsRequest()),
         (
@@ -275,6 +279,9 @@ def test_two_authorization_headers_are_401(raw: RawClient) -> None:
         "before=-1",
         "before=1.5",
         "before=" + "9" * 19,
+        "before=9223372036854775808",  # 2**63: past a signed 64-bit column
+        "before=18446744073709551615",
+        "before=" + "0" * 20 + "1",
     ],
 )
 def test_bad_history_query_is_invalid_query(raw: RawClient, query: str) -> None:
@@ -576,6 +583,13 @@ def test_frames_become_events(raw: RawClient) -> None:
         ('{"type":"send","id":"x1","to":"bob"}', "invalid_frame", "x1"),
         ('{"type":"send","id":"x1","to":"bob","body":5}', "invalid_frame", "x1"),
         ('{"type":"send","id":"bad id","to":"bob","body":""}', "invalid_frame", None),
+        # integers outside 0..2**63-1 would fail in the store's bind: refused here
+        ('{"type":"delivered","seqs":[18446744073709551615]}', "invalid_frame", None),
+        ('{"type":"delivered","seqs":[9223372036854775808]}', "invalid_frame", None),
+        ('{"type":"delivered","seqs":[1,-1]}', "invalid_frame", None),
+        ('{"type":"read","peer":"bob","up_to":18446744073709551615}', "invalid_frame", None),
+        ('{"type":"read","peer":"bob","up_to":-1}', "invalid_frame", None),
+        ('{"type":"read","peer":"bob","up_to":true}', "invalid_frame", None),
     ],
 )
 def test_bad_frames_get_an_error_and_stay_open(

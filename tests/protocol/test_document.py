@@ -57,7 +57,8 @@ def test_every_error_code_is_documented() -> None:
 
 def test_changelog_names_the_current_version() -> None:
     changelog = (PROTOCOL_DIR / "CHANGELOG.md").read_text(encoding="utf-8")
-    newest = re.search(r"^## (\d+\.\d+\.\d+)", changelog, flags=re.MULTILINE)
+    # the newest released version: "## 1.1.0 (unreleased)" collects changes until then
+    newest = re.search(r"^## (\d+\.\d+\.\d+)$", changelog, flags=re.MULTILINE)
     assert newest is not None
     assert newest.group(1) == limits.PROTOCOL_VERSION
     assert f"Version {limits.PROTOCOL_VERSION}." in DOCUMENT
@@ -81,6 +82,7 @@ def test_limits_table_matches_limits_module() -> None:
     password = f"{limits.MIN_PASSWORD_CHARS}..{limits.MAX_PASSWORD_CHARS} "
     assert rows["password"].startswith(password)
     assert rows["seqs in one `delivered`"] == f"1..{limits.MAX_SEQS_PER_DELIVERED}"
+    assert rows["every integer on the wire"].startswith(f"0..{limits.MAX_WIRE_INT} ")
     assert rows["users per search"] == str(limits.MAX_USERS_PER_SEARCH)
     history = f"1..{limits.MAX_HISTORY_LIMIT}, default {limits.DEFAULT_HISTORY_LIMIT}"
     assert rows["history page `limit`"] == history

@@ -7,6 +7,7 @@ async body gets a freshly opened store on an empty database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -388,6 +389,35 @@ def test_mark_delivered_many_with_nothing_to_mark(store: StoreHarness) -> None:
         assert await s.mark_delivered_many([], TS) == []
         assert await s.mark_delivered_many([(bob.id, []), (alice.id, [])], TS) == [[], []]
         assert await s.queue_depth(bob.id) == 1
+
+    store.run(body)
+
+
+def test_an_integer_past_64_bits_is_a_store_error_or_matches_nothing(
+    store: StoreHarness,
+) -> None:
+    """libchat refuses such integers; should one reach a store anyway, it must come out
+    as StoreError (the hub's answer to it is an error frame) or change nothing, never as
+    another exception, and the store keeps working."""
+
+    async def body(s: Store) -> None:
+        alice, bob = await users(s, "alice", "bob")
+        (message,) = await send(s, alice, bob, "b1")
+        huge = 2**64 - 1
+        calls = [
+            lambda: s.mark_delivered(bob.id, [huge], TS + 1),
+            lambda: s.mark_delivered_many([(alice.id, [message.seq]), (bob.id, [huge])], TS + 1),
+            lambda: s.mark_read(bob.id, alice.id, huge, TS + 1),
+            lambda: s.history(bob.id, alice.id, huge, 10),
+            lambda: s.messages_by_seq([huge]),
+        ]
+        for call in calls:
+            with contextlib.suppress(StoreError):
+                await call()
+        assert await s.queue_depth(bob.id) == 1
+        assert [m.seq for m in await s.mark_delivered(bob.id, [message.seq], TS + 2)] == [
+            message.seq
+        ]
 
     store.run(body)
 

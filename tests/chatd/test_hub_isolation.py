@@ -1,0 +1,235 @@
+"""One connection's failing store job never costs another connection its work.
+
+The hub batches a loop turn's sends (one ``submit``) and delivered marks (one
+``mark_delivered_many``) across connections. These tests run a real :class:`Hub` on a
+real SQLite store whose jobs fail for one chosen user, with sessions that record what
+the hub sends them, and check that the other users' work lands and that the failing
+connection alone hears ``internal_error``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from chatd.accounts import Accounts, Identity
+from chatd.auth import LoginLimiter, Passwords, RevocationCache, Tokens
+from chatd.config import Config
+from chatd.hub import Hub
+from chatd.observe.metrics import Metrics
+from chatd.store import NewMessage, StoreError, User
+from chatd.store.sqlite import SqliteStore
+from chatd.users import UserDirectory
+from libchat import protocol
+from libchat.protocol import Delivered, Error, Hello, Message, Read, Send, ServerFrame
+from tests.chatd.conftest import run_async
+
+TS = 1_700_000_000_000
+
+
+class FaultyStore(SqliteStore):
+    """A real SQLite store whose message jobs fail when they touch a ``failing`` user
+    (as the sender of a message, or as the one marking delivered or read)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, sync="normal")
+        self.failing: set[int] = set()
+        self.error: type[Exception] = StoreError  # or another type: a store's bug
+        self.calls: list[str] = []
+
+    def _check(self, op: str, user_ids: Sequence[int]) -> None:
+        self.calls.append(op)
+        if self.failing.intersection(user_ids):
+            raise self.error(f"injected failure in {op}")
+
+    async def submit(self, messages: Sequence[NewMessage]) -> list[Message]:
+        self._check("submit", [m.sender_id for m in messages])
+        return await super().submit(messages)
+
+    async def mark_delivered_many(
+        self, marks: Sequence[tuple[int, Sequence[int]]], now_ms: int
+    ) -> list[list[Message]]:
+        self._check("mark_delivered_many", [user_id for user_id, _ in marks])
+        return await super().mark_delivered_many(marks, now_ms)
+
+    async def mark_read(self, reader_id: int, peer_id: int, up_to: int, now_ms: int) -> Any:
+        self._check("mark_read", [reader_id])
+        return await super().mark_read(reader_id, peer_id, up_to, now_ms)
+
+
+@attrs.define
+class FakeSession:
+    """A WebSocket as the hub sees it; keeps every frame it was sent, decoded."""
+
+    conn_id: int
+    peer_ip: str = "127.0.0.1"
+    upgrade_token: str | None = None
+    identity: Identity | None = None
+    frames: list[ServerFrame] = attrs.field(factory=list)
+
+    def send_frame(self, frame: ServerFrame) -> None:
+        self.frames.append(frame)
+
+    def send_text(self, text: str) -> None:
+        self.frames.append(protocol.decode_server_frame(text))
+
+    def fail(self, code: str, close_code: int, message: str | None = None) -> None:
+        raise AssertionError(f"session failed: {code} {close_code} {message}")
+
+    async def drained(self) -> None:
+        return None
+
+    def of(self, kind: type[Any]) -> list[Any]:
+        return [frame for frame in self.frames if type(frame) is kind]
+
+
+@attrs.define
+class World:
+    hub: Hub
+    store: FaultyStore
+    tokens: Tokens
+    users: dict[str, User] = attrs.field(factory=dict)
+    sessions: dict[str, FakeSession] = attrs.field(factory=dict)
+
+    async def connect(self, *names: str) -> None:
+        for name in names:
+            user = await self.store.create_user(name, "hash", TS)
+            assert user is not None
+            token = self.tokens.issue(user.id, user.token_generation, TS / 1000).token
+            session = FakeSession(conn_id=len(self.sessions) + 1)
+            self.users[name], self.sessions[name] = user, session
+            self.hub.receive(session, [Hello(protocol="1.0", token=token)])
+        await self.hub.wait_idle()
+
+    async def send(self, sender: str, recipient: str, client_id: str) -> Message:
+        (message,) = await self.store.submit([NewMessage(
+            sender_id=self.users[sender].id, sender=sender,
+            recipient_id=self.users[recipient].id, recipient=recipient,
+            client_id=client_id, body="hi", ts=TS,
+        )])
+        return message
+
+
+@asynccontextmanager
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    store = FaultyStore(tmp_path / "chatd.db")
+    await store.migrate()
+    await store.open()
+    executor = ThreadPoolExecutor(max_workers=1)
+    try:
+        users = UserDirectory(store)
+        metrics = Metrics()
+        tokens = Tokens(secrets.token_bytes(32), 3600)
+        accounts = Accounts(
+            store, users, Passwords(executor), tokens, LoginLimiter(store),
+            RevocationCache(), metrics, clock=lambda: TS / 1000,
+        )
+        hub = Hub(Config(presence=False), store, users, accounts, metrics,
+                  clock=lambda: TS / 1000 + 1)
+        yield World(hub=hub, store=store, tokens=tokens)
+        await hub.wait_idle()
+    finally:
+        await store.close()
+        executor.shutdown()
+
+
+@pytest.mark.parametrize("error", [StoreError, OverflowError])
+@run_async
+async def test_a_failing_delivered_job_lands_the_other_connections_marks(
+    tmp_path: Path, error: type[Exception]
+) -> None:
+    async with world(tmp_path) as w:
+        await w.connect("alice", "bob", "carol", "dave")
+        to_bob = await w.send("alice", "bob", "m1")
+        to_dave = await w.send("carol", "dave", "m2")
+        w.store.failing.add(w.users["dave"].id)
+        w.store.error = error
+        # one loop turn: both marks go to the store in one job, which fails for dave
+        w.hub.receive(w.sessions["bob"], [Delivered(seqs=(to_bob.seq,))])
+        w.hub.receive(w.sessions["dave"], [Delivered(seqs=(to_dave.seq,))])
+        await w.hub.wait_idle()
+
+        assert [r.seq for r in w.sessions["alice"].of(protocol.DeliveredReceipt)] == [to_bob.seq]
+        assert await w.store.queue_depth(w.users["bob"].id) == 0
+        (error,) = w.sessions["dave"].of(Error)
+        assert (error.code, error.ref) == ("internal_error", None)
+        assert w.sessions["carol"].of(protocol.DeliveredReceipt) == []
+        assert await w.store.queue_depth(w.users["dave"].id) == 1
+        assert w.sessions["bob"].of(Error) == []
+        # one batch job, then one job per connection
+        assert w.store.calls.count("mark_delivered_many") == 3
+
+
+@run_async
+async def test_the_normal_case_is_one_delivered_job_per_turn(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        await w.connect("alice", "bob", "carol", "dave")
+        to_bob = await w.send("alice", "bob", "m1")
+        to_dave = await w.send("carol", "dave", "m2")
+        w.store.calls.clear()
+        w.hub.receive(w.sessions["bob"], [Delivered(seqs=(to_bob.seq,))])
+        w.hub.receive(w.sessions["dave"], [Delivered(seqs=(to_dave.seq,))])
+        await w.hub.wait_idle()
+        assert w.store.calls == ["mark_delivered_many"]
+        assert len(w.sessions["alice"].of(protocol.DeliveredReceipt)) == 1
+        assert len(w.sessions["carol"].of(protocol.DeliveredReceipt)) == 1
+
+
+@run_async
+async def test_a_lone_failing_delivered_job_gets_an_error_and_no_retry(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        await w.connect("alice", "bob")
+        to_bob = await w.send("alice", "bob", "m1")
+        w.store.failing.add(w.users["bob"].id)
+        w.store.calls.clear()
+        w.hub.receive(w.sessions["bob"], [Delivered(seqs=(to_bob.seq,))])
+        await w.hub.wait_idle()
+        assert [e.code for e in w.sessions["bob"].of(Error)] == ["internal_error"]
+        assert w.store.calls == ["mark_delivered_many"]
+        assert w.sessions["alice"].of(protocol.DeliveredReceipt) == []
+
+
+@run_async
+async def test_a_failing_send_job_still_acks_the_other_connections_sends(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path) as w:
+        await w.connect("alice", "bob", "carol", "dave")
+        w.store.failing.add(w.users["carol"].id)
+        # one loop turn: both sends go to the store in one submit, which fails for carol
+        w.hub.receive(w.sessions["alice"], [Send(id="a1", to="bob", body="hello")])
+        w.hub.receive(w.sessions["carol"], [Send(id="c1", to="dave", body="hello")])
+        await w.hub.wait_idle()
+
+        (ack,) = w.sessions["alice"].of(protocol.Ack)
+        assert ack.id == "a1"
+        assert [m.seq for m in w.sessions["bob"].of(Message)] == [ack.seq]
+        (error,) = w.sessions["carol"].of(Error)
+        assert (error.code, error.ref) == ("internal_error", "c1")
+        assert w.sessions["dave"].of(Message) == []
+        assert w.store.calls.count("submit") == 3  # the batch, then one per connection
+
+
+@run_async
+async def test_a_failing_read_gets_an_error_frame(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        await w.connect("alice", "bob")
+        to_bob = await w.send("alice", "bob", "m1")
+        w.store.failing.add(w.users["bob"].id)
+        w.hub.receive(w.sessions["bob"], [Read(peer="alice", up_to=to_bob.seq)])
+        await w.hub.wait_idle()
+        assert [(e.code, e.ref) for e in w.sessions["bob"].of(Error)] == [
+            ("internal_error", None)
+        ]
+        assert w.sessions["alice"].of(protocol.ReadReceipt) == []
+        w.store.failing.clear()
+        w.hub.receive(w.sessions["bob"], [Read(peer="alice", up_to=to_bob.seq)])
+        await w.hub.wait_idle()
+        assert [r.up_to for r in w.sessions["alice"].of(protocol.ReadReceipt)] == [to_bob.seq]
