@@ -3,6 +3,7 @@
 from chatd.store.base import (
     NewMessage,
     ReadResult,
+    Retirement,
     SchemaMismatch,
     Stats,
     Store,
@@ -10,4 +11,13 @@ from chatd.store.base import (
     User,
 )
 
-__all__ = ["NewMessage", "ReadResult", "SchemaMismatch", "Stats", "Store", "StoreError", "User"]
+__all__ = [
+    "NewMessage",
+    "ReadResult",
+    "Retirement",
+    "SchemaMismatch",
+    "Stats",
+    "Store",
+    "StoreError",
+    "User",
+]
