@@ -10,11 +10,20 @@ from collections.abc import Callable
 
 import attrs
 
-from chatd.auth import Claims, InvalidToken, LoginLimiter, Passwords, RevocationCache, Tokens
+from chatd.auth import (
+    Claims,
+    InvalidToken,
+    KeyFileError,
+    LoginLimiter,
+    Passwords,
+    RevocationCache,
+    Tokens,
+    UnknownKey,
+)
 from chatd.observe.logs import EventLogger
 from chatd.observe.metrics import Metrics
 from chatd.reply import UNAUTHORIZED, Reply
-from chatd.store import Store, User
+from chatd.store import Retirement, Store, StoreError, User
 from chatd.users import UserDirectory
 from libchat import limits
 from libchat.protocol import (
@@ -28,8 +37,22 @@ from libchat.protocol import (
 log = EventLogger(logging.getLogger(__name__))
 
 
+DEFAULT_REFRESH_GRACE = 60.0  # seconds a token retired by a rotating refresh stays usable
+
+
 class Unauthorized(Exception):
     """A token that is missing, malformed, expired, revoked or of a changed user."""
+
+
+class _Undecided(Exception):
+    """Only the async path can judge this token: its key may have been added since the
+    keyring was loaded, or it is a retired token used after its grace (a reuse, whose
+    family must be revoked in the store)."""
+
+    def __init__(self, claims: Claims | None = None, retirement: Retirement | None = None):
+        super().__init__()
+        self.claims = claims
+        self.retirement = retirement
 
 
 @attrs.frozen
@@ -50,6 +73,7 @@ class Accounts:
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.time,
+        refresh_grace: float = DEFAULT_REFRESH_GRACE,
     ) -> None:
         self._store = store
         self._users = users
@@ -59,35 +83,87 @@ class Accounts:
         self.revocations = revocations
         self._metrics = metrics
         self._clock = clock
+        self.refresh_grace = refresh_grace
         # Told of each logout (jti, expires_at): the hub closes that token's connections.
         self.on_revoked: Callable[[str, int], None] = lambda jti, expires_at: None
+        # Told of each retirement: the hub closes its connections when the grace ends.
+        self.on_retired: Callable[[Retirement], None] = lambda retirement: None
+        # Told of each family revocation (family, expires_at): the hub closes its
+        # connections here and tells the other nodes.
+        self.on_family_revoked: Callable[[str, int], None] = lambda family, expires_at: None
 
     # --- the check -------------------------------------------------------------------
 
-    def _claims(self, token: str) -> Claims:
-        now = self._clock()
+    def _claims(self, token: str, now: float) -> Claims:
+        """The claims of a live token. Raises Unauthorized, or _Undecided."""
         try:
             claims = self._tokens.decode(token, now)
+        except UnknownKey:
+            raise _Undecided from None
         except InvalidToken:
             raise Unauthorized from None
-        if self.revocations.is_revoked(claims.jti, now):
+        revocations = self.revocations
+        if revocations.is_revoked(claims.jti, now) or revocations.is_family_revoked(
+            claims.family, now
+        ):
             raise Unauthorized
+        retirement = revocations.retirement(claims.jti, now)
+        if retirement is not None and now >= retirement.grace_until:
+            raise _Undecided(claims, retirement)
         return claims
 
     def check_cached(self, token: str) -> Identity | None:
         """Validate without touching the store when the user is in the directory.
-        Raises Unauthorized; returns None when the user must be fetched first."""
-        claims = self._claims(token)
+        Raises Unauthorized; returns None when only :meth:`authenticate` can tell (the
+        user must be fetched, the keyring reloaded, or a reuse recorded)."""
+        try:
+            claims = self._claims(token, self._clock())
+        except _Undecided:
+            return None
         return self._match(claims, self._users.cached_by_id(claims.user_id))
 
     async def authenticate(self, token: str) -> Identity:
         """Raises Unauthorized for a bad, expired or revoked token or a changed user."""
-        claims = self._claims(token)
+        now = self._clock()
+        try:
+            claims = self._claims(token, now)
+        except _Undecided as undecided:
+            claims = await self._decide(token, undecided, now)
         user = self._users.cached_by_id(claims.user_id) or await self._users.by_id(claims.user_id)
         identity = self._match(claims, user)
         if identity is None:
             raise Unauthorized
         return identity
+
+    async def _decide(self, token: str, undecided: _Undecided, now: float) -> Claims:
+        if undecided.claims is not None and undecided.retirement is not None:
+            await self._revoke_family(
+                undecided.claims, undecided.retirement, now, "used after its grace"
+            )
+            raise Unauthorized
+        try:
+            await self._tokens.reload(now)
+        except (KeyFileError, StoreError) as exc:
+            log.error("keys.reload_failed", error=str(exc))
+        try:
+            return self._claims(token, now)
+        except _Undecided:
+            raise Unauthorized from None
+
+    def usable_until(self, claims: Claims) -> float:
+        """When a connection authenticated with ``claims`` must close: the token's
+        expiry, or the end of its grace once a rotating refresh retired it."""
+        retirement = self.revocations.retirement(claims.jti, self._clock())
+        if retirement is None:
+            return claims.expires_at
+        return min(float(claims.expires_at), retirement.grace_until)
+
+    async def reload_keys(self) -> None:
+        """Read the keyring again (the periodic poll: picks up ``chatd key rotate``)."""
+        try:
+            await self._tokens.reload(self._clock(), rate_limited=False)
+        except (KeyFileError, StoreError) as exc:
+            log.error("keys.reload_failed", error=str(exc))
 
     @staticmethod
     def _match(claims: Claims, user: User | None) -> Identity | None:
@@ -160,15 +236,52 @@ class Accounts:
         log.info("logout", user=identity.user.username, jti=claims.jti)
         return Reply(204)
 
-    async def refresh(self, token: str) -> Reply:
+    async def refresh(self, token: str, *, rotate: bool = False) -> Reply:
+        """A new token of the same family. With ``rotate`` the presented token is retired:
+        usable for :attr:`refresh_grace` seconds more, then refused. Refreshing a token
+        that is already retired is a reuse (a stolen copy, or the thief's): its whole
+        family is revoked."""
         try:
             identity = await self.authenticate(token)
         except Unauthorized:
             return UNAUTHORIZED
-        return Reply(200, self._grant(identity.user))
+        claims, user = identity.claims, identity.user
+        now = self._clock()
+        retired = self.revocations.retirement(claims.jti, now)
+        if retired is not None:
+            await self._revoke_family(claims, retired, now, "refreshed again")
+            return UNAUTHORIZED
+        if rotate:
+            retirement = Retirement(
+                jti=claims.jti,
+                family=claims.family,
+                expires_at=claims.expires_at,
+                grace_until=now + self.refresh_grace,
+            )
+            if not await self._store.retire_token(retirement, user.id):  # another node did
+                await self._revoke_family(claims, retirement, now, "refreshed again")
+                return UNAUTHORIZED
+            self.revocations.retire(retirement)
+            self.on_retired(retirement)
+        grant = self._grant(user, family=claims.family)
+        log.info("token.refresh", user=user.username, user_id=user.id, jti=claims.jti,
+                 rotate=rotate)
+        return Reply(200, grant)
 
-    def _grant(self, user: User) -> TokenGrant:
-        issued = self._tokens.issue(user.id, user.token_generation, self._clock())
+    async def _revoke_family(
+        self, claims: Claims, retirement: Retirement, now: float, why: str
+    ) -> None:
+        """A retired token was used again: every token of its family dies, here at once
+        and on the other nodes through the store and the bus."""
+        expires_at = int(max(now + self._tokens.ttl, claims.expires_at, retirement.expires_at))
+        if self.revocations.revoke_family(claims.family, expires_at):
+            self.on_family_revoked(claims.family, expires_at)
+        log.warning("token.reuse", user_id=claims.user_id, jti=claims.jti,
+                    family=claims.family, why=why)
+        await self._store.revoke_family(claims.family, claims.user_id, expires_at)
+
+    def _grant(self, user: User, *, family: str | None = None) -> TokenGrant:
+        issued = self._tokens.issue(user.id, user.token_generation, self._clock(), family=family)
         return TokenGrant(
             token=issued.token,
             expires_in=issued.expires_in,

@@ -38,6 +38,8 @@ class Config:
     reuse_port: bool = False
     backlog: int = 16384  # listen backlog: a reconnect storm must not overflow it
     slow_reader_timeout: float = 10.0  # seconds a paused (full) socket may stay paused
+    refresh_grace: float = 60.0  # seconds a token retired by a rotating refresh still works
+    token_key_file: Path | None = None  # the token keyring; None: data dir or database
 
     @property
     def db_url(self) -> str:
@@ -74,6 +76,10 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     add("--reuse-port", action="store_true", default=None,
         help="share the port with other chatd processes (SO_REUSEPORT)")
     add("--backlog", type=int, metavar="N", help="listen backlog (default 16384)")
+    add("--refresh-grace", type=float, metavar="SECONDS",
+        help="a token retired by a rotating refresh works this long more (default 60)")
+    add("--token-key-file", type=Path, metavar="FILE",
+        help="read the token keyring from FILE, not the data dir or database")
 
 
 def add_store_flags(parser: argparse.ArgumentParser) -> None:
@@ -117,7 +123,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _build(values: dict[str, Any]) -> Config:
-    for name in ("data_dir", "log_dir", "tls_cert", "tls_key"):
+    for name in ("data_dir", "log_dir", "tls_cert", "tls_key", "token_key_file"):
         if values.get(name) is not None:
             values[name] = Path(values[name])
     if "allowed_origins" in values:
@@ -126,4 +132,6 @@ def _build(values: dict[str, Any]) -> Config:
     config = Config(**values)
     if (config.tls_cert is None) != (config.tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together")
+    if not 0 <= config.refresh_grace <= config.token_ttl:
+        raise ValueError("--refresh-grace must be between 0 and --token-ttl seconds")
     return config
