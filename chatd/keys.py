@@ -153,9 +153,11 @@ class DatabaseKeys:
         self._store = store
         self._data_dir = data_dir
         self._legacy: bytes | None = None  # agreed once, never changes
+        self._document: bytes | None = None  # the keyring row as last loaded, if any
 
     async def load(self) -> Keyring:
         document = await self._store.token_keyring()
+        self._document = document
         if document is not None:
             try:
                 return Keyring.decode(bytes(document))
@@ -167,8 +169,8 @@ class DatabaseKeys:
         return Keyring.from_legacy(self._legacy)
 
     async def save(self, keyring: Keyring, previous: Keyring | None) -> None:
-        expected = None if previous is None else previous.encode()
-        if not await self._store.set_token_keyring(keyring.encode(), expected):
+        """Compare-and-set against the row :meth:`load` saw (none: the legacy key)."""
+        if not await self._store.set_token_keyring(keyring.encode(), self._document):
             raise KeyFileError(
                 "the database's token keyring changed meanwhile (another `chatd key rotate`?):"
                 " run it again"
