@@ -119,7 +119,7 @@ async def test_a_rotated_token_is_refused_after_the_grace(make_server: MakeServe
 async def test_without_rotate_the_old_token_keeps_working(make_server: MakeServer) -> None:
     """Protocol 1.0: a refresh leaves the old token valid until it expires."""
     server = make_server("--refresh-grace", "0.5")
-    alice, old = await anew_user(server)
+    _alice, old = await anew_user(server)
     peer = await ws_connect(server, old)
     first = await refresh(server, old)  # no body
     second = await refresh(server, old, {"rotate": False})
