@@ -13,6 +13,7 @@ import attrs
 from chatd.auth import (
     Claims,
     InvalidToken,
+    IssuedToken,
     KeyFileError,
     LoginLimiter,
     Passwords,
@@ -137,9 +138,7 @@ class Accounts:
 
     async def _decide(self, token: str, undecided: _Undecided, now: float) -> Claims:
         if undecided.claims is not None and undecided.retirement is not None:
-            await self._revoke_family(
-                undecided.claims, undecided.retirement, now, "used after its grace"
-            )
+            await self._revoke_family(undecided.claims, now, "used after its grace")
             raise Unauthorized
         try:
             await self._tokens.reload(now)
@@ -238,9 +237,10 @@ class Accounts:
 
     async def refresh(self, token: str, *, rotate: bool = False) -> Reply:
         """A new token of the same family. With ``rotate`` the presented token is retired:
-        usable for :attr:`refresh_grace` seconds more, then refused. Refreshing a token
-        that is already retired is a reuse (a stolen copy, or the thief's): its whole
-        family is revoked."""
+        usable for :attr:`refresh_grace` seconds more, then refused, and the new token
+        becomes the family's head. Refreshing a retired token, or, once a family has
+        rotated, any token but its head (a fork made by a refresh without rotate), is a
+        reuse (a stolen copy, or the thief's): the whole family is revoked."""
         try:
             identity = await self.authenticate(token)
         except Unauthorized:
@@ -249,39 +249,56 @@ class Accounts:
         now = self._clock()
         retired = self.revocations.retirement(claims.jti, now)
         if retired is not None:
-            await self._revoke_family(claims, retired, now, "refreshed again")
+            await self._revoke_family(claims, now, "refreshed again")
             return UNAUTHORIZED
+        issued = self._tokens.issue(user.id, user.token_generation, now, family=claims.family)
         if rotate:
+            # the family's row outlives its head by a lifetime: forks made from the head
+            # (refreshes without rotate) expire before it
+            head_until = issued.expires_at + self._tokens.ttl
             retirement = Retirement(
                 jti=claims.jti,
                 family=claims.family,
                 expires_at=claims.expires_at,
                 grace_until=now + self.refresh_grace,
             )
-            if not await self._store.retire_token(retirement, user.id):  # another node did
-                await self._revoke_family(claims, retirement, now, "refreshed again")
+            if not (
+                await self._store.advance_family(
+                    claims.family, claims.jti, issued.jti, user.id, head_until
+                )
+                and await self._store.retire_token(retirement, user.id)
+            ):
+                await self._revoke_family(claims, now, "not the newest token of its family")
                 return UNAUTHORIZED
             self.revocations.retire(retirement)
             self.on_retired(retirement)
-        grant = self._grant(user, family=claims.family)
+        else:
+            head = await self._store.family_head(claims.family)
+            if head is not None and head != claims.jti:
+                await self._revoke_family(claims, now, "not the newest token of its family")
+                return UNAUTHORIZED
         log.info("token.refresh", user=user.username, user_id=user.id, jti=claims.jti,
                  rotate=rotate)
-        return Reply(200, grant)
+        return Reply(200, self._grant_of(issued, user))
 
-    async def _revoke_family(
-        self, claims: Claims, retirement: Retirement, now: float, why: str
-    ) -> None:
-        """A retired token was used again: every token of its family dies, here at once
-        and on the other nodes through the store and the bus."""
-        expires_at = int(max(now + self._tokens.ttl, claims.expires_at, retirement.expires_at))
+    async def _revoke_family(self, claims: Claims, now: float, why: str) -> None:
+        """A token was reused: every token of its family dies, here at once and on the
+        other nodes through the store and the bus. The revocation lasts until every
+        token the family can hold has expired (a head's forks live up to a lifetime
+        more)."""
+        expires_at = int(max(now, claims.expires_at) + 2 * self._tokens.ttl)
         if self.revocations.revoke_family(claims.family, expires_at):
             self.on_family_revoked(claims.family, expires_at)
         log.warning("token.reuse", user_id=claims.user_id, jti=claims.jti,
                     family=claims.family, why=why)
         await self._store.revoke_family(claims.family, claims.user_id, expires_at)
 
-    def _grant(self, user: User, *, family: str | None = None) -> TokenGrant:
-        issued = self._tokens.issue(user.id, user.token_generation, self._clock(), family=family)
+    def _grant(self, user: User) -> TokenGrant:
+        issued = self._tokens.issue(user.id, user.token_generation, self._clock())
+        return self._grant_of(issued, user)
+
+    @staticmethod
+    def _grant_of(issued: IssuedToken, user: User) -> TokenGrant:
         return TokenGrant(
             token=issued.token,
             expires_in=issued.expires_in,

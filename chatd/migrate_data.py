@@ -205,6 +205,15 @@ TABLES: Final[tuple[_Table, ...]] = (
         python=(_text, _text, _text, _millis),
         on_conflict="ON CONFLICT DO NOTHING",
     ),
+    _Table(
+        name="token_families",
+        key="family",
+        order='family COLLATE "C"',
+        columns=("family", "head", "user_id", "expires_at"),
+        canonical=("family", "head", "user_id::text", "expires_at::text"),
+        python=(_text, _text, _text, _text),
+        on_conflict="ON CONFLICT DO NOTHING",
+    ),
 )
 
 

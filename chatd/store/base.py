@@ -165,6 +165,18 @@ class Store(Protocol):
         """Retirements recorded at or after ``since`` (Unix s) whose tokens have not
         expired, oldest first; ``since=0`` gives them all (to warm a cache)."""
 
+    async def advance_family(
+        self, family: str, presented: str, new_head: str, user_id: int, expires_at: int
+    ) -> bool:
+        """A rotating refresh of token ``presented`` made ``new_head`` the newest token of
+        ``family`` (kept until ``expires_at``). False when the family already has a newest
+        token and it is not ``presented``: a refresh of an older token or of a fork, which
+        the caller treats as a reuse. The first rotation of a family always succeeds."""
+
+    async def family_head(self, family: str) -> str | None:
+        """The newest token of ``family`` after its rotating refreshes (None: never
+        rotated, or expired)."""
+
     async def revoke_family(self, family: str, user_id: int, expires_at: int) -> None:
         """Revoke every token of ``family`` until ``expires_at`` (Unix s); idempotent, a
         later expiry extends the record."""

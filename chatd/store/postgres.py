@@ -123,6 +123,13 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         revoked_at double precision NOT NULL
     );
     CREATE INDEX revoked_families_revoked_at ON revoked_families (revoked_at);
+    -- The newest token of each family that has rotated: only it may be refreshed.
+    CREATE TABLE token_families (
+        family text PRIMARY KEY,
+        head text NOT NULL,
+        user_id bigint NOT NULL,
+        expires_at bigint NOT NULL
+    );
     """,
 )
 
@@ -464,6 +471,25 @@ class PostgresStore:
             for row in rows
         ]
 
+    async def advance_family(
+        self, family: str, presented: str, new_head: str, user_id: int, expires_at: int
+    ) -> bool:
+        row = await self._fetchone(
+            """INSERT INTO token_families (family, head, user_id, expires_at)
+            VALUES (%s, %s, %s, %s) ON CONFLICT (family) DO UPDATE
+            SET head = EXCLUDED.head, expires_at = EXCLUDED.expires_at
+            WHERE token_families.head = %s RETURNING family""",
+            (family, new_head, user_id, expires_at, presented),
+        )
+        return row is not None
+
+    async def family_head(self, family: str) -> str | None:
+        row = await self._fetchone(
+            "SELECT head FROM token_families WHERE family = %s AND expires_at > %s",
+            (family, time.time()),
+        )
+        return None if row is None else str(row[0])
+
     async def revoke_family(self, family: str, user_id: int, expires_at: int) -> None:
         await self._execute(
             """INSERT INTO revoked_families (family, user_id, expires_at, revoked_at)
@@ -494,7 +520,7 @@ class PostgresStore:
             return
         self._last_prune = now
         await self._execute("DELETE FROM login_failures WHERE at < %s", (now - LOGIN_FAILURE_TTL,))
-        for table in ("revoked_tokens", "retired_tokens", "revoked_families"):
+        for table in ("revoked_tokens", "retired_tokens", "revoked_families", "token_families"):
             await self._execute(f"DELETE FROM {table} WHERE expires_at < %s", (int(now) - 60,))
 
     async def login_failures(self, ip: str, since: float) -> list[float]:

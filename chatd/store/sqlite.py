@@ -121,6 +121,13 @@ MIGRATIONS: Final[dict[int, str]] = {
         revoked_at REAL NOT NULL
     );
     CREATE INDEX revoked_families_at ON revoked_families (revoked_at);
+    -- The newest token of each family that has rotated: only it may be refreshed.
+    CREATE TABLE token_families (
+        family TEXT PRIMARY KEY,
+        head TEXT NOT NULL,
+        user_id INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
     """,
 }
 SCHEMA_VERSION: Final = max(MIGRATIONS)
@@ -484,6 +491,24 @@ class SqliteStore:
             for row in rows
         ]
 
+    async def advance_family(
+        self, family: str, presented: str, new_head: str, user_id: int, expires_at: int
+    ) -> bool:
+        sql = (
+            "INSERT INTO token_families (family, head, user_id, expires_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (family) DO UPDATE SET head = excluded.head,"
+            " expires_at = excluded.expires_at WHERE token_families.head = ?"
+            " RETURNING family"
+        )
+        args = (family, new_head, user_id, expires_at, presented)
+        return bool(await self._write(lambda conn: _rows(conn, sql, args)))
+
+    async def family_head(self, family: str) -> str | None:
+        sql = "SELECT head FROM token_families WHERE family = ? AND expires_at > ?"
+        args = (family, time.time())
+        head = await self._read(lambda conn: _scalar(conn, sql, args))
+        return None if head is None else str(head)
+
     async def revoke_family(self, family: str, user_id: int, expires_at: int) -> None:
         sql = (
             "INSERT INTO revoked_families (family, user_id, expires_at, revoked_at)"
@@ -530,7 +555,7 @@ class SqliteStore:
             return
         self._last_prune = now
         conn.execute("DELETE FROM login_failures WHERE at < ?", (now - LOGIN_FAILURE_TTL,))
-        for table in ("revoked_tokens", "retired_tokens", "revoked_families"):
+        for table in ("revoked_tokens", "retired_tokens", "revoked_families", "token_families"):
             conn.execute(f"DELETE FROM {table} WHERE expires_at < ?", (int(now) - 60,))
 
     # --- messages -------------------------------------------------------------------

@@ -164,6 +164,26 @@ async def test_refreshing_a_retired_token_again_revokes_its_family(
 
 
 @run_async
+async def test_a_fork_made_without_rotate_cannot_outlive_a_rotation(
+    make_server: MakeServer,
+) -> None:
+    """The thief refreshes a stolen token without rotate (a 1.0 refresh) to get a token
+    of its own; once the victim's client rotates, only the newest token of the family
+    may be refreshed, so the thief's next refresh, either kind, gives both away."""
+    server = make_server()
+    _alice, stolen = await anew_user(server)
+    fork = await refresh(server, stolen)  # the thief's
+    victims = await refresh(server, stolen, {"rotate": True})
+    live = await ws_connect(server, victims)
+    for body in (None, {"rotate": True}):
+        answer = await ahttp(server, "POST", "/v1/token/refresh", body, token=fork)
+        assert answer.status == 401, answer
+    await closed_unauthorized(live)
+    for token in (stolen, fork, victims):
+        assert await status_with(server, token) == 401
+
+
+@run_async
 async def test_a_retired_token_used_after_its_grace_revokes_its_family(
     make_server: MakeServer,
 ) -> None:

@@ -207,6 +207,23 @@ def test_revoked_families(store: StoreHarness) -> None:
     store.run(body)
 
 
+def test_token_family_heads(store: StoreHarness) -> None:
+    async def body(s: Store) -> None:
+        (alice,) = await users(s, "alice")
+        later = int(time.time()) + 3600
+        assert await s.family_head("f") is None
+        assert await s.advance_family("f", "t1", "t2", alice.id, later) is True  # the first
+        assert await s.family_head("f") == "t2"
+        assert await s.advance_family("f", "t1", "t3", alice.id, later) is False  # not the head
+        assert await s.advance_family("f", "fork", "t4", alice.id, later) is False
+        assert await s.advance_family("f", "t2", "t5", alice.id, later) is True
+        assert await s.family_head("f") == "t5"
+        await s.advance_family("old", "a", "b", alice.id, int(time.time()) - 1)
+        assert await s.family_head("old") is None  # expired
+
+    store.run(body)
+
+
 def test_login_failures(store: StoreHarness) -> None:
     async def body(s: Store) -> None:
         now = time.time()
