@@ -270,6 +270,25 @@ def test_a_missing_or_bad_token_key_file_stops_serve(tmp_path: Path) -> None:
 
 @pytest.mark.pg
 @run_async
+async def test_retirement_and_reuse_close_connections_on_the_other_node(tmp_path: Path) -> None:
+    with pg_schema() as url:
+        a, b = start_nodes(tmp_path, url, "--refresh-grace", str(GRACE))
+        try:
+            _alice, old = await anew_user(a)
+            on_b = await ws_connect(b, old)  # never reauths
+            new = await refresh(a, old, {"rotate": True})
+            await closed_unauthorized(on_b)  # node B closes it when A's grace ends
+            newest_on_b = await ws_connect(b, await refresh(b, new, {"rotate": True}))
+            answer = await ahttp(a, "POST", "/v1/token/refresh", {"rotate": True}, token=new)
+            assert answer.status == 401  # a reuse on node A...
+            await closed_unauthorized(newest_on_b)  # ...closes the family's socket on B
+        finally:
+            _shut(a)
+            _shut(b)
+
+
+@pytest.mark.pg
+@run_async
 async def test_a_new_key_works_on_every_node_and_a_key_file_replaces_the_database(
     tmp_path: Path,
 ) -> None:
