@@ -57,7 +57,9 @@ def test_every_error_code_is_documented() -> None:
 
 def test_changelog_names_the_current_version() -> None:
     changelog = (PROTOCOL_DIR / "CHANGELOG.md").read_text(encoding="utf-8")
-    newest = re.search(r"^## (\d+\.\d+\.\d+)", changelog, flags=re.MULTILINE)
+    # the newest released version: "## 1.1.0 (unreleased)" collects changes until the
+    # lead bumps limits.PROTOCOL_VERSION
+    newest = re.search(r"^## (\d+\.\d+\.\d+)$", changelog, flags=re.MULTILINE)
     assert newest is not None
     assert newest.group(1) == limits.PROTOCOL_VERSION
     assert f"Version {limits.PROTOCOL_VERSION}." in DOCUMENT
