@@ -16,18 +16,21 @@ from chatd.admission import address_key
 from chatd.auth import (
     Claims,
     InvalidToken,
+    IssuedToken,
+    KeyFileError,
     LoginLimiter,
     LoginTicket,
     Passwords,
     PasswordsBusy,
     RevocationCache,
     Tokens,
+    UnknownKey,
 )
 from chatd.observe.logs import EventLogger
 from chatd.observe.metrics import Metrics
 from chatd.ratelimit import KeyedBuckets
 from chatd.reply import UNAUTHORIZED, Reply
-from chatd.store import Store, User
+from chatd.store import Retirement, Store, StoreError, User
 from chatd.users import UserDirectory
 from libchat import limits
 from libchat.protocol import (
@@ -57,8 +60,22 @@ REGISTRATION_CLOSED: Final = Reply.error(
 )
 
 
+DEFAULT_REFRESH_GRACE = 60.0  # seconds a token retired by a rotating refresh stays usable
+
+
 class Unauthorized(Exception):
     """A token that is missing, malformed, expired, revoked or of a changed user."""
+
+
+class _Undecided(Exception):
+    """Only the async path can judge this token: its key may have been added since the
+    keyring was loaded, or it is a retired token used after its grace (a reuse, whose
+    family must be revoked in the store)."""
+
+    def __init__(self, claims: Claims | None = None, retirement: Retirement | None = None):
+        super().__init__()
+        self.claims = claims
+        self.retirement = retirement
 
 
 @attrs.frozen
@@ -81,6 +98,7 @@ class Accounts:
         trusted: Container[str] = (),
         registration_open: bool = True,
         clock: Callable[[], float] = time.time,
+        refresh_grace: float = DEFAULT_REFRESH_GRACE,
     ) -> None:
         self._store = store
         self._trusted = trusted
@@ -94,35 +112,85 @@ class Accounts:
         self.revocations = revocations
         self._metrics = metrics
         self._clock = clock
+        self.refresh_grace = refresh_grace
         # Told of each logout (jti, expires_at): the hub closes that token's connections.
         self.on_revoked: Callable[[str, int], None] = lambda jti, expires_at: None
+        # Told of each retirement: the hub closes its connections when the grace ends.
+        self.on_retired: Callable[[Retirement], None] = lambda retirement: None
+        # Told of each family revocation (family, expires_at): the hub closes its
+        # connections here and tells the other nodes.
+        self.on_family_revoked: Callable[[str, int], None] = lambda family, expires_at: None
 
     # --- the check -------------------------------------------------------------------
 
-    def _claims(self, token: str) -> Claims:
-        now = self._clock()
+    def _claims(self, token: str, now: float) -> Claims:
+        """The claims of a live token. Raises Unauthorized, or _Undecided."""
         try:
             claims = self._tokens.decode(token, now)
+        except UnknownKey:
+            raise _Undecided from None
         except InvalidToken:
             raise Unauthorized from None
-        if self.revocations.is_revoked(claims.jti, now):
+        revocations = self.revocations
+        if revocations.is_revoked(claims.jti, now) or revocations.is_family_revoked(
+            claims.family, now
+        ):
             raise Unauthorized
+        retirement = revocations.retirement(claims.jti, now)
+        if retirement is not None and now >= retirement.grace_until:
+            raise _Undecided(claims, retirement)
         return claims
 
     def check_cached(self, token: str) -> Identity | None:
         """Validate without touching the store when the user is in the directory.
-        Raises Unauthorized; returns None when the user must be fetched first."""
-        claims = self._claims(token)
+        Raises Unauthorized; returns None when only :meth:`authenticate` can tell (the
+        user must be fetched, the keyring reloaded, or a reuse recorded)."""
+        try:
+            claims = self._claims(token, self._clock())
+        except _Undecided:
+            return None
         return self._match(claims, self._users.cached_by_id(claims.user_id))
 
     async def authenticate(self, token: str) -> Identity:
         """Raises Unauthorized for a bad, expired or revoked token or a changed user."""
-        claims = self._claims(token)
+        now = self._clock()
+        try:
+            claims = self._claims(token, now)
+        except _Undecided as undecided:
+            claims = await self._decide(token, undecided, now)
         user = self._users.cached_by_id(claims.user_id) or await self._users.by_id(claims.user_id)
         identity = self._match(claims, user)
         if identity is None:
             raise Unauthorized
         return identity
+
+    async def _decide(self, token: str, undecided: _Undecided, now: float) -> Claims:
+        if undecided.claims is not None and undecided.retirement is not None:
+            await self._revoke_family(undecided.claims, now, "used after its grace")
+            raise Unauthorized
+        try:
+            await self._tokens.reload(now)
+        except (KeyFileError, StoreError) as exc:
+            log.error("keys.reload_failed", error=str(exc))
+        try:
+            return self._claims(token, now)
+        except _Undecided:
+            raise Unauthorized from None
+
+    def usable_until(self, claims: Claims) -> float:
+        """When a connection authenticated with ``claims`` must close: the token's
+        expiry, or the end of its grace once a rotating refresh retired it."""
+        retirement = self.revocations.retirement(claims.jti, self._clock())
+        if retirement is None:
+            return claims.expires_at
+        return min(float(claims.expires_at), retirement.grace_until)
+
+    async def reload_keys(self) -> None:
+        """Read the keyring again (the periodic poll: picks up ``chatd key rotate``)."""
+        try:
+            await self._tokens.reload(self._clock(), rate_limited=False)
+        except (KeyFileError, StoreError) as exc:
+            log.error("keys.reload_failed", error=str(exc))
 
     @staticmethod
     def _match(claims: Claims, user: User | None) -> Identity | None:
@@ -241,15 +309,70 @@ class Accounts:
         log.info("logout", user=identity.user.username, jti=claims.jti)
         return Reply(204)
 
-    async def refresh(self, token: str) -> Reply:
+    async def refresh(self, token: str, *, rotate: bool = False) -> Reply:
+        """A new token of the same family. With ``rotate`` the presented token is retired:
+        usable for :attr:`refresh_grace` seconds more, then refused, and the new token
+        becomes the family's head. Refreshing a retired token, or, once a family has
+        rotated, any token but its head (a fork made by a refresh without rotate), is a
+        reuse (a stolen copy, or the thief's): the whole family is revoked."""
         try:
             identity = await self.authenticate(token)
         except Unauthorized:
             return UNAUTHORIZED
-        return Reply(200, self._grant(identity.user))
+        claims, user = identity.claims, identity.user
+        now = self._clock()
+        retired = self.revocations.retirement(claims.jti, now)
+        if retired is not None:
+            await self._revoke_family(claims, now, "refreshed again")
+            return UNAUTHORIZED
+        issued = self._tokens.issue(user.id, user.token_generation, now, family=claims.family)
+        if rotate:
+            # the family's row outlives its head by a lifetime: forks made from the head
+            # (refreshes without rotate) expire before it
+            head_until = issued.expires_at + self._tokens.ttl
+            retirement = Retirement(
+                jti=claims.jti,
+                family=claims.family,
+                expires_at=claims.expires_at,
+                grace_until=now + self.refresh_grace,
+            )
+            if not (
+                await self._store.advance_family(
+                    claims.family, claims.jti, issued.jti, user.id, head_until
+                )
+                and await self._store.retire_token(retirement, user.id)
+            ):
+                await self._revoke_family(claims, now, "not the newest token of its family")
+                return UNAUTHORIZED
+            self.revocations.retire(retirement)
+            self.on_retired(retirement)
+        else:
+            head = await self._store.family_head(claims.family)
+            if head is not None and head != claims.jti:
+                await self._revoke_family(claims, now, "not the newest token of its family")
+                return UNAUTHORIZED
+        log.info("token.refresh", user=user.username, user_id=user.id, jti=claims.jti,
+                 rotate=rotate)
+        return Reply(200, self._grant_of(issued, user))
+
+    async def _revoke_family(self, claims: Claims, now: float, why: str) -> None:
+        """A token was reused: every token of its family dies, here at once and on the
+        other nodes through the store and the bus. The revocation lasts until every
+        token the family can hold has expired (a head's forks live up to a lifetime
+        more)."""
+        expires_at = int(max(now, claims.expires_at) + 2 * self._tokens.ttl)
+        if self.revocations.revoke_family(claims.family, expires_at):
+            self.on_family_revoked(claims.family, expires_at)
+        log.warning("token.reuse", user_id=claims.user_id, jti=claims.jti,
+                    family=claims.family, why=why)
+        await self._store.revoke_family(claims.family, claims.user_id, expires_at)
 
     def _grant(self, user: User) -> TokenGrant:
         issued = self._tokens.issue(user.id, user.token_generation, self._clock())
+        return self._grant_of(issued, user)
+
+    @staticmethod
+    def _grant_of(issued: IssuedToken, user: User) -> TokenGrant:
         return TokenGrant(
             token=issued.token,
             expires_in=issued.expires_in,

@@ -338,26 +338,89 @@ def _user_passwd(args: argparse.Namespace) -> int:
 
 
 def _token_issue(args: argparse.Namespace) -> int:
-    from chatd.auth import KeyFileError, Tokens, signing_key  # PyJWT: only here
+    from chatd.auth import KeyFileError, Keyring, Tokens  # PyJWT: only here
+    from chatd.keys import key_source
 
     if args.ttl <= 0:
         raise AdminError("--ttl must be a positive number of seconds", EXIT_USAGE)
 
-    async def main() -> tuple[User, bytes]:
+    async def main() -> tuple[User, Keyring]:
         async with _opened(args) as store:
             user = await _user(store, args.name)
             if user.disabled:
                 raise AdminError(f"user {user.username!r} is disabled")
-            try:  # the server's key: the data dir's file, or PostgreSQL's shared one
-                return user, await signing_key(_data_dir(args), store)
+            try:  # the server's keyring: --token-key-file, the data dir's, or the database's
+                source = key_source(store, _data_dir(args), args.token_key_file)
+                return user, await source.load()
             except KeyFileError as exc:
                 raise AdminError(str(exc), EXIT_USAGE) from None
 
-    user, key = asyncio.run(main())
-    issued = Tokens(key, args.ttl).issue(user.id, user.token_generation, time.time())
+    user, keyring = asyncio.run(main())
+    issued = Tokens(keyring, args.ttl).issue(user.id, user.token_generation, time.time())
     _audit("admin.token_issue", user=user.username, user_id=user.id, jti=issued.jti,
-           expires_at=issued.expires_at)
+           expires_at=issued.expires_at, kid=keyring.signing.kid)
     print(issued.token)
+    return EXIT_OK
+
+
+# --- key ---------------------------------------------------------------------------------
+
+
+def _key_rotate(args: argparse.Namespace) -> int:
+    """Add a new signing key to the keyring and prune keys retired longer ago than
+    ``--token-ttl``. With ``--token-key-file`` naming a file that does not exist yet, the
+    new file starts with the keys used so far (data dir or database), so switching to a
+    key file logs nobody out."""
+    import secrets
+
+    from chatd.auth import KEY_BYTES, KEY_FILE, KeyFileError, Keyring, SigningKey
+    from chatd.keys import FileKeys, KeySource, key_source
+
+    if args.token_ttl <= 0:
+        raise AdminError("--token-ttl must be a positive number of seconds", EXIT_USAGE)
+    store = _new_store(args, create=False)  # checks --data-dir/--db even when unused
+    key_file: Path | None = args.token_key_file
+    data_dir = _data_dir(args)
+
+    async def main() -> tuple[Keyring, list[SigningKey], str]:
+        uses_db = hasattr(store, "shared_token_key") and (key_file is None or not key_file.exists())
+        if uses_db:
+            await store.open()
+        try:
+            default: KeySource = (
+                key_source(store, data_dir, None) if uses_db
+                else FileKeys(data_dir / KEY_FILE, create=False)
+            )
+            source = default if key_file is None else FileKeys(key_file, create=False)
+            previous: Keyring | None = None
+            if key_file is None or key_file.exists():
+                previous = await source.load()
+                current: Keyring | None = previous
+            elif uses_db or (data_dir / KEY_FILE).exists():
+                current = await default.load()  # a new key file starts from the keys in use
+            else:
+                current = None
+            now = time.time()
+            secret = secrets.token_bytes(KEY_BYTES)
+            pruned: list[SigningKey] = []
+            if current is None:
+                keyring = Keyring((SigningKey(secret=secret, created_at=int(now)),))
+            else:
+                keyring, pruned = current.rotated(secret, now, keep=args.token_ttl)
+            await source.save(keyring, previous)
+            return keyring, pruned, source.description
+        except (KeyFileError, ValueError) as exc:
+            raise AdminError(str(exc), EXIT_USAGE) from None
+        finally:
+            if uses_db:
+                await store.close()
+
+    keyring, pruned, where = asyncio.run(main())
+    kid = keyring.signing.kid
+    _audit("admin.key_rotate", kid=kid, keys=len(keyring.keys), pruned=[k.kid for k in pruned],
+           source=where)
+    print(f"new token signing key {kid} in {where}: {len(keyring.keys)} keys,"
+          f" {len(pruned)} pruned")
     return EXIT_OK
 
 
@@ -472,6 +535,7 @@ _HANDLERS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
     "user.enable": lambda args: _set_disabled(args, False),
     "user.passwd": _user_passwd,
     "token.issue": _token_issue,
+    "key.rotate": _key_rotate,
     "messages": _messages,
     "stats": _stats,
     "health": _health,

@@ -21,11 +21,20 @@ import prometheus_client
 
 from chatd.accounts import Accounts
 from chatd.admission import Admission, TrustedNetworks
-from chatd.auth import LoginLimiter, Passwords, RevocationCache, Tokens, signing_key
+from chatd.auth import (
+    KeyFileError,
+    Keyring,
+    KeyringLoader,
+    LoginLimiter,
+    Passwords,
+    RevocationCache,
+    Tokens,
+)
 from chatd.bus import Bus, PostgresBus
 from chatd.config import Config
 from chatd.http import HttpApi
 from chatd.hub import CHANGE_POLL_INTERVAL, Hub
+from chatd.keys import key_source
 from chatd.net import ChatProtocol
 from chatd.observe.health import HealthMonitor
 from chatd.observe.logs import EventLogger, LogHandle, configure_logging
@@ -66,7 +75,10 @@ class ListenError(Exception):
 class Server:
     """Everything one chatd process runs, built from one Config."""
 
-    def __init__(self, config: Config, store: Store, key: bytes) -> None:
+    def __init__(
+        self, config: Config, store: Store, keys: bytes | Keyring,
+        load_keys: KeyringLoader | None = None,
+    ) -> None:
         self.config = config
         self.store = store
         self.loop = asyncio.get_running_loop()
@@ -93,12 +105,13 @@ class Server:
             store,
             self.users,
             Passwords(self.executor),
-            Tokens(key, config.token_ttl),
+            Tokens(keys, config.token_ttl, loader=load_keys),
             LoginLimiter(store),
             self.revocations,
             self.metrics,
             trusted=self.trusted,
             registration_open=config.registration == "open",
+            refresh_grace=config.refresh_grace,
         )
         self.hub = Hub(config, store, self.users, self.accounts, self.metrics, bus=self._bus())
         self.health = HealthMonitor(config.data_dir, alert_pct=config.disk_alert_pct)
@@ -186,6 +199,10 @@ class Server:
     async def start(self) -> int:
         for jti, expires_at in await self.store.revoked_since(0):
             self.revocations.add(jti, expires_at)
+        for retirement in await self.store.retired_since(0):
+            self.revocations.retire(retirement)
+        for family, expires_at in await self.store.revoked_families_since(0):
+            self.revocations.revoke_family(family, expires_at)
         ssl_context = None
         if self.config.tls_cert is not None and self.config.tls_key is not None:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -254,7 +271,8 @@ class Server:
 
     async def _poll_changes(self) -> None:
         """See token revocations and user changes made by other processes (another
-        node, or ``chatd user disable`` on this machine) and close what they kill."""
+        node, or ``chatd user disable`` on this machine) and close what they kill; and
+        read the token keyring again (``chatd key rotate``)."""
         since_ms = int(time.time() * 1000)
         since_s = time.time()
         while True:
@@ -267,9 +285,16 @@ class Server:
                     if not self.revocations.is_revoked(jti, started):
                         self.revocations.add(jti, expires_at)
                         self.hub.revoke_token(jti)
+                for retirement in await self.store.retired_since(since_s - 5):
+                    if self.revocations.retire(retirement):
+                        self.hub.retire_token(retirement)
+                for family, expires_at in await self.store.revoked_families_since(since_s - 5):
+                    if self.revocations.revoke_family(family, expires_at):
+                        self.hub.revoke_family(family)
                 since_ms, since_s = int(started * 1000), started
             except StoreError:
                 log.exception("store.error", op="poll_changes")
+            await self.accounts.reload_keys()  # logs its own failures
 
     async def _update_gauges(self) -> None:
         while True:
@@ -296,8 +321,15 @@ async def serve(config: Config, logs: LogHandle | None = None) -> int:
         print(f"chatd: cannot open the database: {exc}", file=sys.stderr)
         log.error("server.refused", reason=str(exc))
         return 2
-    key = await signing_key(config.data_dir, store)
-    server = Server(config, store, key)
+    keys = key_source(store, config.data_dir, config.token_key_file)
+    try:
+        keyring = await keys.load()
+    except (KeyFileError, StoreError) as exc:
+        print(f"chatd: {exc}", file=sys.stderr)
+        log.error("server.refused", reason=str(exc))
+        await store.close()
+        return 2
+    server = Server(config, store, keyring, keys.load)
     try:
         port = await server.start()
     except ListenError as exc:

@@ -1,4 +1,4 @@
-"""Authentication: the token key file, argon2id passwords, JWTs, login limits, revocations.
+"""Authentication: the token keys, argon2id passwords, JWTs, login limits, revocations.
 
 Blocking work (argon2) runs in an executor handed in, never on the event loop. Time is
 passed in (``now``, Unix seconds) so every rule here is testable with a fake clock. Nothing
@@ -8,6 +8,9 @@ in this module logs a password, a hash or a token.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hashlib
 import heapq
 import logging
 import math
@@ -15,17 +18,19 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import attrs
 import jwt
+import orjson
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from chatd.store import LoginDecider
+from chatd.store.base import Retirement
 from libchat.protocol import normalize_username
 
 __all__ = [
@@ -36,13 +41,16 @@ __all__ = [
     "InvalidToken",
     "IssuedToken",
     "KeyFileError",
+    "Keyring",
     "LoginAdmission",
     "LoginLimiter",
     "LoginTicket",
     "Passwords",
     "PasswordsBusy",
     "RevocationCache",
+    "SigningKey",
     "Tokens",
+    "UnknownKey",
     "load_or_create_key",
 ]
 
@@ -59,22 +67,13 @@ ACCOUNT_FREE_FAILURES = 3  # failed logins against one account answered without 
 MAX_HASHES_QUEUED = 16
 # Longest wait in an account's line of logins: past it, 429 (a client gives up before long).
 ACCOUNT_MAX_WAIT = 20.0
+KEY_RELOAD_INTERVAL = 1.0  # seconds between keyring reloads caused by an unknown kid
 
 # --- the key file ------------------------------------------------------------------------
 
 
 class KeyFileError(Exception):
     """The token key file exists but cannot be used."""
-
-
-async def signing_key(data_dir: Path, store: object) -> bytes:
-    """The token key: the file in ``data_dir``, or, for a store shared by several nodes
-    (PostgreSQL), the one kept in the database so that every node signs alike."""
-    key = load_or_create_key(data_dir)
-    shared = getattr(store, "shared_token_key", None)
-    if shared is not None:
-        key = await shared(key)
-    return bytes(key)
 
 
 def load_or_create_key(data_dir: Path) -> bytes:
@@ -90,11 +89,11 @@ def load_or_create_key(data_dir: Path) -> bytes:
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / KEY_FILE
     if not path.exists():
-        _create_key(path)
+        create_key_file(path)
     return _read_key(path)
 
 
-def _create_key(path: Path) -> None:
+def create_key_file(path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
@@ -106,13 +105,13 @@ def _create_key(path: Path) -> None:
             os.link(tmp, path)
         except FileExistsError:
             return  # another process created it first: use theirs
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         log.info("created token key file %s", path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -133,6 +132,153 @@ def _read_key(path: Path) -> bytes:
             stat.S_IMODE(mode),
         )
     return key
+
+
+# --- the keyring -------------------------------------------------------------------------
+
+KEYRING_FORMAT: Final = 1  # the "chatd_keyring" version of the JSON keyring document
+MAX_KEYS: Final = 32  # keys in one keyring: each rotation adds one, pruning drops old ones
+
+
+def key_id(secret: bytes) -> str:
+    """A key's ``kid``: derived from the secret (so a legacy key file gets the same kid on
+    every node), and telling nothing about it."""
+    digest = hashlib.sha256(b"chatd token key id\x00" + secret).digest()
+    return base64.urlsafe_b64encode(digest[:12]).decode("ascii")
+
+
+@attrs.frozen(kw_only=True)
+class SigningKey:
+    """One HS256 key of the keyring."""
+
+    secret: bytes = attrs.field(repr=False)
+    created_at: int  # Unix s; 0 for a key that came from a legacy key file
+    retired_at: int | None = None  # Unix s when a newer key took over signing
+    legacy: bool = False  # verifies tokens without a kid (issued before keyrings existed)
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.secret) < KEY_BYTES:
+            raise ValueError(f"a token key must be at least {KEY_BYTES} bytes")
+
+    @property
+    def kid(self) -> str:
+        return key_id(self.secret)
+
+
+@attrs.frozen
+class Keyring:
+    """The token keys, oldest first: the last one signs, every one verifies.
+
+    Stored either as a legacy key file (exactly :data:`KEY_BYTES` raw bytes: one key,
+    which also verifies tokens without a kid) or as a JSON document, see :meth:`encode`.
+    """
+
+    keys: tuple[SigningKey, ...]
+
+    def __attrs_post_init__(self) -> None:
+        if not self.keys:
+            raise ValueError("a keyring needs at least one key")
+        if len({key.kid for key in self.keys}) != len(self.keys):
+            raise ValueError("a keyring holds the same key twice")
+
+    @classmethod
+    def from_legacy(cls, secret: bytes) -> Keyring:
+        return cls((SigningKey(secret=secret, created_at=0, legacy=True),))
+
+    @property
+    def signing(self) -> SigningKey:
+        return self.keys[-1]
+
+    def find(self, kid: str | None) -> SigningKey | None:
+        """The key for a token's ``kid`` header; None for a kid not in the ring. A token
+        without a kid is checked with the legacy key, if the ring still has one."""
+        for key in self.keys:
+            if (key.legacy and kid is None) or (kid is not None and key.kid == kid):
+                return key
+        return None
+
+    def rotated(self, secret: bytes, now: float, keep: float) -> tuple[Keyring, list[SigningKey]]:
+        """A keyring where ``secret`` signs and the current key is retired, without the
+        keys retired more than ``keep`` seconds (the longest token lifetime) ago, and
+        the keys pruned.
+
+        Raises:
+            ValueError: ``secret`` is already in the ring, or too short.
+        """
+        stamp = int(now)
+        kept: list[SigningKey] = []
+        pruned: list[SigningKey] = []
+        for key in self.keys:
+            if key.retired_at is None:
+                key = attrs.evolve(key, retired_at=stamp)
+            if key.retired_at is not None and key.retired_at + keep + IAT_SKEW < now:
+                pruned.append(key)
+            else:
+                kept.append(key)
+        kept.append(SigningKey(secret=secret, created_at=stamp))
+        if len(kept) > MAX_KEYS:
+            raise ValueError(f"more than {MAX_KEYS} keys would be kept: rotate less often")
+        return Keyring(tuple(kept)), pruned
+
+    def encode(self) -> bytes:
+        """The JSON keyring document (secrets in base64url)."""
+        return orjson.dumps(
+            {
+                "chatd_keyring": KEYRING_FORMAT,
+                "keys": [
+                    {
+                        "kid": key.kid,
+                        "secret": base64.urlsafe_b64encode(key.secret).decode("ascii"),
+                        "created_at": key.created_at,
+                        "retired_at": key.retired_at,
+                        "legacy": key.legacy,
+                    }
+                    for key in self.keys
+                ],
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Keyring:
+        """A keyring from a legacy key file's bytes or a JSON keyring document.
+
+        Raises:
+            KeyFileError: neither.
+        """
+        if len(data) == KEY_BYTES:
+            return cls.from_legacy(bytes(data))
+        try:
+            document = orjson.loads(data)
+            if document["chatd_keyring"] != KEYRING_FORMAT:
+                raise KeyFileError(f"unknown keyring format {document['chatd_keyring']!r}")
+            keys = tuple(_signing_key(entry) for entry in document["keys"])
+            return cls(keys)
+        except KeyFileError:
+            raise
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise KeyFileError(
+                f"neither a {KEY_BYTES}-byte key nor a keyring document ({type(exc).__name__})"
+            ) from None
+
+
+def _signing_key(entry: dict[str, Any]) -> SigningKey:
+    retired_at = entry["retired_at"]
+    key = SigningKey(
+        secret=base64.urlsafe_b64decode(entry["secret"].encode("ascii")),
+        created_at=_whole(entry["created_at"]),
+        retired_at=None if retired_at is None else _whole(retired_at),
+        legacy=entry.get("legacy", False) is True,
+    )
+    if entry["kid"] != key.kid:
+        raise ValueError("a kid does not match its secret")
+    return key
+
+
+def _whole(value: object) -> int:
+    if type(value) is not int:
+        raise TypeError("times are whole Unix seconds")
+    return value
 
 
 # --- passwords ---------------------------------------------------------------------------
@@ -247,6 +393,11 @@ class InvalidToken(Exception):
     why, for logs; clients only ever see ``unauthorized``."""
 
 
+class UnknownKey(InvalidToken):
+    """The token names a key (``kid``) this keyring does not hold: perhaps one added by
+    ``chatd key rotate`` since the keyring was loaded (see :meth:`Tokens.reload`)."""
+
+
 @attrs.frozen(kw_only=True)
 class IssuedToken:
     token: str
@@ -262,6 +413,10 @@ class Claims:
     issued_at: int  # Unix seconds
     expires_at: int  # Unix seconds
     generation: int  # the user's token generation when it was issued
+    # the jti of the login's token this one descends from (claim "fam"); itself by default
+    family: str = attrs.field(
+        default=attrs.Factory(lambda self: self.jti, takes_self=True)
+    )
 
 
 _REQUIRED: Final = ("sub", "jti", "iat", "exp", "gen")
@@ -274,35 +429,51 @@ _DECODE_OPTIONS: Final[Any] = {
     "verify_iat": False,
     "verify_nbf": False,
 }
+KeyringLoader = Callable[[], Awaitable[Keyring]]
 
 
 class Tokens:
-    """HS256 JWTs: ``sub`` (user id as a string), ``jti``, ``iat``, ``exp``, ``gen``."""
+    """HS256 JWTs: ``sub`` (user id as a string), ``jti``, ``iat``, ``exp``, ``gen``, and
+    ``fam`` for a refreshed token; the header's ``kid`` names the key that signed it.
 
-    def __init__(self, key: bytes, ttl: int) -> None:
-        if len(key) < KEY_BYTES:
-            raise ValueError(f"the token key must be at least {KEY_BYTES} bytes")
+    Args:
+        keys: the keyring (or one key, as a legacy keyring).
+        ttl: seconds a token lives.
+        loader: reads the keyring again (the key file or the database); used by
+            :meth:`reload`.
+    """
+
+    def __init__(self, keys: bytes | Keyring, ttl: int, *, loader: KeyringLoader | None = None):
         if ttl <= 0:
             raise ValueError("ttl must be positive")
-        self._key = key
+        self.keyring = keys if isinstance(keys, Keyring) else Keyring.from_legacy(keys)
         self.ttl = ttl
+        self._loader = loader
+        self._last_reload = -math.inf
+        self._reloading: asyncio.Future[bool] | None = None
         # Tokens whose signature and claims checked out, with their claims: a client
         # reconnecting (or a storm of them) skips the HMAC and the JSON. The time checks
-        # run on every use. Cleared when full: a cache, not a record.
+        # run on every use. Cleared when full, and when the keyring changes.
         self._verified: dict[str, Claims] = {}
 
-    def issue(self, user_id: int, generation: int, now: float) -> IssuedToken:
+    def issue(
+        self, user_id: int, generation: int, now: float, *, family: str | None = None
+    ) -> IssuedToken:
+        """A new token; ``family`` is the family of the token it replaces (a refresh)."""
         issued_at = int(now)
         expires_at = issued_at + self.ttl
         jti = secrets.token_urlsafe(16)
-        claims = {
+        claims: dict[str, Any] = {
             "sub": str(user_id),
             "jti": jti,
             "iat": issued_at,
             "exp": expires_at,
             "gen": generation,
         }
-        token = jwt.encode(claims, self._key, algorithm=ALGORITHM)
+        if family is not None:
+            claims["fam"] = family
+        key = self.keyring.signing
+        token = jwt.encode(claims, key.secret, algorithm=ALGORITHM, headers={"kid": key.kid})
         return IssuedToken(token=token, jti=jti, expires_at=expires_at, expires_in=self.ttl)
 
     def decode(self, token: str, now: float) -> Claims:
@@ -310,17 +481,12 @@ class Tokens:
         generation are the caller's to check.
 
         Raises:
+            UnknownKey: the token names a key this keyring does not hold.
             InvalidToken: for anything else (signature, algorithm, expiry, claims, garbage).
         """
         claims = self._verified.get(token)
         if claims is None:
-            try:
-                payload = jwt.decode(
-                    token, self._key, algorithms=[ALGORITHM], options=_DECODE_OPTIONS
-                )
-            except jwt.PyJWTError as exc:
-                raise InvalidToken(f"{type(exc).__name__}: {exc}") from None
-            claims = _claims(payload)
+            claims = self._verify(token)
             if len(self._verified) >= VERIFIED_TOKENS_KEPT:
                 self._verified.clear()
             self._verified[token] = claims
@@ -329,6 +495,63 @@ class Tokens:
         if claims.issued_at > now + IAT_SKEW:
             raise InvalidToken("the token was issued in the future")
         return claims
+
+    def _verify(self, token: str) -> Claims:
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"{type(exc).__name__}: {exc}") from None
+        if kid is not None and not isinstance(kid, str):
+            raise InvalidToken("kid is not a string")
+        key = self.keyring.find(kid)
+        if key is None:
+            if kid is None:
+                raise InvalidToken("a token without kid, and no legacy key")
+            raise UnknownKey("the token's kid is not in the keyring")
+        try:
+            payload = jwt.decode(token, key.secret, algorithms=[ALGORITHM], options=_DECODE_OPTIONS)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"{type(exc).__name__}: {exc}") from None
+        return _claims(payload)
+
+    def use(self, keyring: Keyring) -> bool:
+        """Sign and verify with ``keyring`` from now on; True when it differs."""
+        if keyring == self.keyring:
+            return False
+        self.keyring = keyring
+        self._verified.clear()  # a pruned key's tokens must not stay verified
+        return True
+
+    async def reload(self, now: float, *, rate_limited: bool = True) -> bool:
+        """Read the keyring again (at most once per :data:`KEY_RELOAD_INTERVAL` when
+        ``rate_limited``: a token can name any kid, and each unknown one asks for a
+        reload). Concurrent callers share one read. True when the keyring changed.
+
+        Raises:
+            KeyFileError: the keyring cannot be read; the current one stays in use.
+        """
+        if self._loader is None:
+            return False
+        if self._reloading is not None:
+            return await asyncio.shield(self._reloading)
+        if rate_limited and now - self._last_reload < KEY_RELOAD_INTERVAL:
+            return False
+        self._last_reload = now
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._reloading = future
+        try:
+            changed = self.use(await self._loader())
+            future.set_result(changed)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: nobody else may be waiting
+            raise
+        finally:
+            self._reloading = None
+        if changed:
+            log.info("token keyring reloaded: %d keys, signing with %s",
+                     len(self.keyring.keys), self.keyring.signing.kid)
+        return changed
 
 
 def _claims(payload: dict[str, Any]) -> Claims:
@@ -340,6 +563,9 @@ def _claims(payload: dict[str, Any]) -> Claims:
         raise InvalidToken("jti is not a non-empty string")
     if any(type(value) is not int for value in numbers):
         raise InvalidToken("iat, exp and gen must be integers")
+    family = payload.get("fam", jti)
+    if not isinstance(family, str) or not family:
+        raise InvalidToken("fam is not a non-empty string")
     issued_at, expires_at, generation = numbers
     return Claims(
         user_id=int(sub),
@@ -347,6 +573,7 @@ def _claims(payload: dict[str, Any]) -> Claims:
         issued_at=issued_at,
         expires_at=expires_at,
         generation=generation,
+        family=family,
     )
 
 
@@ -482,37 +709,91 @@ class LoginLimiter:
 # --- revocations -------------------------------------------------------------------------
 
 
-class RevocationCache:
-    """Revoked token ids held until their tokens expire (then they die on their own).
+V = TypeVar("V")
 
-    Filled from the store at startup (:meth:`load`) and kept current by the host on
-    logout and on every revocation another node announces.
-    """
+
+class _Expiring(Generic[V]):
+    """A map whose entries go once their ``expires_at`` has passed; a later expiry for the
+    same key replaces the entry, an earlier one changes nothing."""
 
     def __init__(self) -> None:
-        self._expiry: dict[str, float] = {}
+        self._entries: dict[str, tuple[float, V]] = {}
         self._heap: list[tuple[float, str]] = []
 
     def __len__(self) -> int:
-        return len(self._expiry)
+        return len(self._entries)
+
+    def put(self, key: str, expires_at: float, value: V) -> bool:
+        """True when this changed the map."""
+        current = self._entries.get(key)
+        if current is not None and current[0] >= expires_at:
+            return False
+        self._entries[key] = (expires_at, value)
+        heapq.heappush(self._heap, (expires_at, key))
+        return True
+
+    def get(self, key: str, now: float) -> V | None:
+        self.prune(now)
+        entry = self._entries.get(key)
+        return None if entry is None else entry[1]
+
+    def prune(self, now: float) -> None:
+        while self._heap and self._heap[0][0] <= now:
+            expires_at, key = heapq.heappop(self._heap)
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] == expires_at:
+                del self._entries[key]
+
+
+class RevocationCache:
+    """What this node knows of tokens that died before their expiry, each held until the
+    tokens concerned expire (then they die on their own):
+
+    - revoked token ids (logout);
+    - retired token ids (a rotating refresh), usable until their grace ends;
+    - revoked families (a retired token was reused: every token of its login dies).
+
+    Filled from the store at startup and kept current by the host on every local change
+    and on every change another node announces (bus) or the store shows (poll).
+    """
+
+    def __init__(self) -> None:
+        self._tokens: _Expiring[bool] = _Expiring()
+        self._families: _Expiring[bool] = _Expiring()
+        self._retired: _Expiring[Retirement] = _Expiring()
+
+    def __len__(self) -> int:
+        """Revoked token ids held."""
+        return len(self._tokens)
 
     def add(self, jti: str, expires_at: float) -> None:
-        if self._expiry.get(jti, -math.inf) >= expires_at:
-            return
-        self._expiry[jti] = expires_at
-        heapq.heappush(self._heap, (expires_at, jti))
+        self._tokens.put(jti, expires_at, True)
 
     def load(self, pairs: Iterable[tuple[str, float]]) -> None:
         for jti, expires_at in pairs:
             self.add(jti, expires_at)
 
     def is_revoked(self, jti: str, now: float) -> bool:
-        self.prune(now)
-        return jti in self._expiry
+        return self._tokens.get(jti, now) is not None
 
     def prune(self, now: float) -> None:
-        """Forget revocations of tokens expired at ``now``."""
-        while self._heap and self._heap[0][0] <= now:
-            expires_at, jti = heapq.heappop(self._heap)
-            if self._expiry.get(jti) == expires_at:
-                del self._expiry[jti]
+        """Forget what concerns tokens expired at ``now``."""
+        self._tokens.prune(now)
+        self._families.prune(now)
+        self._retired.prune(now)
+
+    def revoke_family(self, family: str, expires_at: float) -> bool:
+        """True when this is news (not already revoked until then or later)."""
+        return self._families.put(family, expires_at, True)
+
+    def is_family_revoked(self, family: str, now: float) -> bool:
+        return self._families.get(family, now) is not None
+
+    def retire(self, retirement: Retirement) -> bool:
+        """True when this is news."""
+        if self._retired.get(retirement.jti, -math.inf) is not None:
+            return False
+        return self._retired.put(retirement.jti, retirement.expires_at, retirement)
+
+    def retirement(self, jti: str, now: float) -> Retirement | None:
+        return self._retired.get(jti, now)

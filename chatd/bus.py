@@ -25,15 +25,19 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from chatd.store.base import Retirement
+
 __all__ = [
     "Bus",
     "BusEvent",
     "Delivered",
+    "FamilyRevoked",
     "LocalBus",
     "MessageStored",
     "PostgresBus",
     "Presence",
     "ReadUpTo",
+    "TokenRetired",
     "TokenRevoked",
     "Typing",
     "UserRevoked",
@@ -107,6 +111,33 @@ class TokenRevoked:
 
 
 @attrs.frozen(kw_only=True)
+class TokenRetired:
+    """A rotating refresh: token ``jti`` closes its connections when its grace ends."""
+
+    jti: str
+    family: str
+    expires_at: int
+    grace_until: float
+
+    @classmethod
+    def of(cls, retirement: Retirement) -> TokenRetired:
+        return cls(jti=retirement.jti, family=retirement.family,
+                   expires_at=retirement.expires_at, grace_until=retirement.grace_until)
+
+    def retirement(self) -> Retirement:
+        return Retirement(jti=self.jti, family=self.family, expires_at=self.expires_at,
+                          grace_until=self.grace_until)
+
+
+@attrs.frozen(kw_only=True)
+class FamilyRevoked:
+    """A retired token was reused: close every connection of the tokens of ``family``."""
+
+    family: str
+    expires_at: int
+
+
+@attrs.frozen(kw_only=True)
 class UserRevoked:
     """Password change or disable: close ``username``'s connections with older tokens."""
 
@@ -114,7 +145,17 @@ class UserRevoked:
     generation: int
 
 
-BusEvent = MessageStored | Delivered | ReadUpTo | Typing | Presence | TokenRevoked | UserRevoked
+BusEvent = (
+    MessageStored
+    | Delivered
+    | ReadUpTo
+    | Typing
+    | Presence
+    | TokenRevoked
+    | TokenRetired
+    | FamilyRevoked
+    | UserRevoked
+)
 
 # One short tag per event type, on the wire as "k"; the publishing node travels as "n".
 _TAGS: Final[dict[type[Any], str]] = {
@@ -124,6 +165,8 @@ _TAGS: Final[dict[type[Any], str]] = {
     Typing: "t",
     Presence: "p",
     TokenRevoked: "x",
+    TokenRetired: "y",
+    FamilyRevoked: "f",
     UserRevoked: "u",
 }
 _CLASSES: Final[dict[str, type[Any]]] = {tag: cls for cls, tag in _TAGS.items()}

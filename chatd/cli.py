@@ -27,6 +27,12 @@ def _add_log_dir(parser: argparse.ArgumentParser) -> None:
                         help="where the audit line goes: DIR/chatd.log (default ./logs)")
 
 
+def _add_token_key_file(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--token-key-file", type=Path, metavar="FILE",
+                        help="the token keyring file the servers use (chatd serve"
+                        " --token-key-file), instead of the data dir or database")
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -95,6 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("name", metavar="NAME")
     issue.add_argument("--ttl", type=_positive_int, default=86400, metavar="SECONDS",
                        help="token lifetime (default 86400)")
+    _add_token_key_file(issue)
+
+    key = commands.add_parser("key", help="manage the token signing keys",
+                              description="Manage the token signing keys.")
+    _add_version(key)
+    keys = key.add_subparsers(dest="key_command", metavar="ACTION", required=True)
+    rotate = command(keys, "rotate", "key.rotate",
+                     "add a new token signing key; prune keys retired longer than --token-ttl")
+    _add_token_key_file(rotate)
+    rotate.add_argument("--token-ttl", type=_positive_int, default=86400, metavar="SECONDS",
+                        help="the longest token lifetime in use (default 86400): keys retired"
+                        " longer ago are dropped")
 
     messages = command(commands, "messages", "messages",
                        "show the conversation between two users (audited)")

@@ -45,6 +45,8 @@ class Config:
     reuse_port: bool = False
     backlog: int = 16384  # listen backlog: a reconnect storm must not overflow it
     slow_reader_timeout: float = 10.0  # seconds a paused (full) socket may stay paused
+    refresh_grace: float = 60.0  # seconds a token retired by a rotating refresh still works
+    token_key_file: Path | None = None  # the token keyring; None: data dir or database
 
     @property
     def db_url(self) -> str:
@@ -112,6 +114,10 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     add("--reuse-port", action="store_true", default=None,
         help="share the port with other chatd processes (SO_REUSEPORT)")
     add("--backlog", type=int, metavar="N", help="listen backlog (default 16384)")
+    add("--refresh-grace", type=float, metavar="SECONDS",
+        help="a token retired by a rotating refresh works this long more (default 60)")
+    add("--token-key-file", type=Path, metavar="FILE",
+        help="read the token keyring from FILE, not the data dir or database")
 
 
 def add_store_flags(parser: argparse.ArgumentParser) -> None:
@@ -159,7 +165,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _build(values: dict[str, Any]) -> Config:
-    for name in ("data_dir", "log_dir", "tls_cert", "tls_key"):
+    for name in ("data_dir", "log_dir", "tls_cert", "tls_key", "token_key_file"):
         if values.get(name) is not None:
             values[name] = Path(values[name])
     for name in ("allowed_origins", "trusted_ips"):
@@ -187,4 +193,6 @@ def _build(values: dict[str, Any]) -> Config:
     for flag, value in budgets.items():
         if value < 1:
             raise ValueError(f"{flag} must be at least 1")
+    if not config.refresh_grace >= 0:
+        raise ValueError("--refresh-grace must be 0 or more seconds")
     return config

@@ -76,8 +76,8 @@ class HttpApi:
                 return await accounts.login(credentials, ip)
             case ev.LogoutRequest(token=token):
                 return await accounts.logout(token)
-            case ev.RefreshRequest(token=token):
-                return await accounts.refresh(token)
+            case ev.RefreshRequest(token=token, rotate=rotate):
+                return await accounts.refresh(token, rotate=rotate)
             case ev.UserSearchRequest(token=token, prefix=prefix):
                 me = (await accounts.authenticate(token)).user
                 names = await self._store.search_users(

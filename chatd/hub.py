@@ -23,7 +23,7 @@ from chatd.config import Config
 from chatd.observe.logs import EventLogger
 from chatd.observe.metrics import Metrics
 from chatd.ratelimit import TokenBucket
-from chatd.store import NewMessage, Store, StoreError, User
+from chatd.store import NewMessage, Retirement, Store, StoreError, User
 from chatd.users import UserDirectory
 from libchat import limits, protocol
 from libchat.events import SendRefused
@@ -156,6 +156,8 @@ class Hub:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[int, list[object]] = {}  # frames that arrived while a hello was checked
         accounts.on_revoked = self._logged_out
+        accounts.on_retired = self._retired_here
+        accounts.on_family_revoked = self._family_revoked_here
 
     # --- bookkeeping ------------------------------------------------------------------
 
@@ -278,7 +280,7 @@ class Hub:
         first_device = user.username not in self._by_user
         self._by_user.setdefault(user.username, []).append(online)
         self._by_jti.setdefault(online.jti, []).append(online)
-        self._arm_expiry(online, identity.claims.expires_at)
+        self._arm_expiry(online, self._accounts.usable_until(identity.claims))
         self._metrics.users_online.set(len(self._by_user))
         self._spawn(self._catch_up(online, first_device))
         return True
@@ -379,21 +381,56 @@ class Hub:
             if user.disabled or claims is None or claims.generation != user.token_generation:
                 online.session.fail("unauthorized", limits.CLOSE_UNAUTHORIZED, "token revoked")
 
+    def retire_token(self, retirement: Retirement) -> None:
+        """A rotating refresh retired this token: its connections that do not ``reauth``
+        with a newer token close (4001) when the grace ends."""
+        for online in self._by_jti.get(retirement.jti, ()):
+            identity = online.session.identity
+            if identity is not None:
+                self._arm_expiry(online, self._accounts.usable_until(identity.claims))
+
+    def revoke_family(self, family: str) -> None:
+        """Close every connection whose token belongs to ``family`` (a reused token)."""
+        for online in list(self._by_session.values()):
+            identity = online.session.identity
+            if identity is not None and identity.claims.family == family:
+                online.session.fail("unauthorized", limits.CLOSE_UNAUTHORIZED, "token revoked")
+
     def _reauth(self, online: _Online, frame: Reauth) -> None:
         try:
             identity = self._accounts.check_cached(frame.token)
         except Unauthorized:
-            identity = None
-        if identity is None or identity.user.id != online.user.id:
-            online.session.send_frame(
-                Error(code="unauthorized", message="reauth needs a valid token of this user")
-            )
+            self._refuse_reauth(online)
+            return
+        if identity is None:  # a key not loaded yet, or a reuse to record: the slow path
+            self._spawn(self._reauth_slow(online, frame.token))
+            return
+        self._reauthed(online, identity)
+
+    async def _reauth_slow(self, online: _Online, token: str) -> None:
+        try:
+            identity = await self._accounts.authenticate(token)
+        except Unauthorized:
+            self._refuse_reauth(online)
+            return
+        if self._by_session.get(online.session.conn_id) is online:
+            self._reauthed(online, identity)
+
+    @staticmethod
+    def _refuse_reauth(online: _Online) -> None:
+        online.session.send_frame(
+            Error(code="unauthorized", message="reauth needs a valid token of this user")
+        )
+
+    def _reauthed(self, online: _Online, identity: Identity) -> None:
+        if identity.user.id != online.user.id:
+            self._refuse_reauth(online)
             return
         _remove(self._by_jti, online.jti, online)
         online.jti = identity.claims.jti
         self._by_jti.setdefault(online.jti, []).append(online)
         online.session.identity = identity
-        self._arm_expiry(online, identity.claims.expires_at)
+        self._arm_expiry(online, self._accounts.usable_until(identity.claims))
         expires_in = max(0, int(identity.claims.expires_at - self._clock()))
         online.session.send_frame(Reauthed(expires_in=expires_in))
 
@@ -731,6 +768,13 @@ class Hub:
             case busmod.TokenRevoked(jti=jti, expires_at=expires_at):
                 self._accounts.revocations.add(jti, expires_at)
                 self.revoke_token(jti)
+            case busmod.TokenRetired():
+                retirement = event.retirement()
+                if self._accounts.revocations.retire(retirement):
+                    self.retire_token(retirement)
+            case busmod.FamilyRevoked(family=family, expires_at=expires_at):
+                if self._accounts.revocations.revoke_family(family, expires_at):
+                    self.revoke_family(family)
             case busmod.UserRevoked(username=username):
                 self._spawn(self._remote_user_change(username))
 
@@ -768,6 +812,14 @@ class Hub:
     def _logged_out(self, jti: str, expires_at: int) -> None:
         self.revoke_token(jti)
         self._publish(busmod.TokenRevoked(jti=jti, expires_at=expires_at))
+
+    def _retired_here(self, retirement: Retirement) -> None:
+        self.retire_token(retirement)
+        self._publish(busmod.TokenRetired.of(retirement))
+
+    def _family_revoked_here(self, family: str, expires_at: int) -> None:
+        self.revoke_family(family)
+        self._publish(busmod.FamilyRevoked(family=family, expires_at=expires_at))
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)

@@ -175,6 +175,45 @@ TABLES: Final[tuple[_Table, ...]] = (
         python=(_text, _text, _text, _millis),
         on_conflict="ON CONFLICT DO NOTHING",
     ),
+    _Table(
+        name="retired_tokens",
+        key="jti",
+        order='jti COLLATE "C"',
+        columns=("jti", "family", "user_id", "expires_at", "grace_until", "retired_at"),
+        canonical=(
+            "jti",
+            "family",
+            "user_id::text",
+            "expires_at::text",
+            "floor(grace_until * 1000)::bigint::text",
+            "floor(retired_at * 1000)::bigint::text",
+        ),
+        python=(_text, _text, _text, _text, _millis, _millis),
+        on_conflict="ON CONFLICT DO NOTHING",
+    ),
+    _Table(
+        name="revoked_families",
+        key="family",
+        order='family COLLATE "C"',
+        columns=("family", "user_id", "expires_at", "revoked_at"),
+        canonical=(
+            "family",
+            "user_id::text",
+            "expires_at::text",
+            "floor(revoked_at * 1000)::bigint::text",
+        ),
+        python=(_text, _text, _text, _millis),
+        on_conflict="ON CONFLICT DO NOTHING",
+    ),
+    _Table(
+        name="token_families",
+        key="family",
+        order='family COLLATE "C"',
+        columns=("family", "head", "user_id", "expires_at"),
+        canonical=("family", "head", "user_id::text", "expires_at::text"),
+        python=(_text, _text, _text, _text),
+        on_conflict="ON CONFLICT DO NOTHING",
+    ),
 )
 
 

@@ -758,8 +758,8 @@ class _Worker:
             else:
                 self.refresh_at = time.monotonic() + REFRESH_RETRY
 
-        token = session.token
-        self._http(lambda c, t: c.refresh(token, t), done)
+        token = session.token  # rotated: the server retires it after a short grace
+        self._http(lambda c, t: c.refresh(token, t, rotate=True), done)
 
     # --- results ------------------------------------------------------------------------------
 

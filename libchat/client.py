@@ -103,9 +103,16 @@ class ClientConnection(Engine[ClientEvent]):
         """``POST /v1/logout``; answered with 204 (body ``None``)."""
         self._queue_call("POST", "/v1/logout", None, token=token, body=b"")
 
-    def refresh(self, token: str, now: float) -> None:
-        """``POST /v1/token/refresh``; answered with a new ``TokenGrant``."""
-        self._queue_call("POST", "/v1/token/refresh", protocol.TokenGrant, token=token, body=b"")
+    def refresh(self, token: str, now: float, *, rotate: bool = True) -> None:
+        """``POST /v1/token/refresh``; answered with a new ``TokenGrant``.
+
+        With ``rotate`` (the default; protocol 1.1) the server retires ``token`` after a
+        short grace: switch to the new token at once, ``reauth`` live WebSockets with it,
+        and never refresh the old one again (that revokes every token of the login).
+        ``rotate=False`` keeps the 1.0 behaviour (the old token lives until it expires).
+        A 1.0 server ignores the body. Drain ``data_to_send()``."""
+        body = protocol.encode_body(protocol.RefreshOptions(rotate=True)) if rotate else b""
+        self._queue_call("POST", "/v1/token/refresh", protocol.TokenGrant, token=token, body=body)
 
     def search_users(self, token: str, prefix: str, now: float) -> None:
         """``GET /v1/users?prefix=``; answered with ``UserList``."""

@@ -47,6 +47,7 @@ class LogoutRequest:
 @attrs.frozen(kw_only=True)
 class RefreshRequest:
     token: str
+    rotate: bool = False  # the body asked to retire ``token`` (protocol 1.1)
 
 
 @attrs.frozen(kw_only=True)

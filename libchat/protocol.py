@@ -49,6 +49,7 @@ __all__ = [
     "ReadReceipt",
     "Reauth",
     "Reauthed",
+    "RefreshOptions",
     "Registered",
     "Send",
     "ServerFrame",
@@ -342,6 +343,15 @@ class Credentials:
 class Registered:
     user_id: int
     username: str
+
+
+@attrs.frozen(kw_only=True)
+class RefreshOptions:
+    """Optional body of ``POST /v1/token/refresh`` (protocol 1.1). ``rotate``: retire the
+    presented token once the refresh's grace period has passed; without it (or without a
+    body) the old token stays valid until it expires, as in 1.0."""
+
+    rotate: bool = False
 
 
 @attrs.frozen(kw_only=True)

@@ -172,7 +172,16 @@ def _logout(request: _Request) -> HttpRequestEvent:
 
 
 def _refresh(request: _Request) -> HttpRequestEvent:
-    return RefreshRequest(token=request.token())
+    """No body (or only whitespace): a 1.0 refresh. Otherwise a JSON object whose
+    optional ``rotate`` is a boolean (unknown fields ignored); else 400 ``invalid_body``."""
+    token = request.token()
+    if not request.body.strip():
+        return RefreshRequest(token=token)
+    try:
+        options = protocol.decode_body(request.body, protocol.RefreshOptions)
+    except protocol.ProtocolViolation as exc:
+        raise _Rejection(400, exc.code, exc.message) from None
+    return RefreshRequest(token=token, rotate=options.rotate)
 
 
 def _users(request: _Request) -> HttpRequestEvent:

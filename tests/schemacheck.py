@@ -61,6 +61,7 @@ FRAME_SCHEMAS: Final[Mapping[type[Any], str]] = {
 BODY_SCHEMAS: Final[Mapping[type[Any], str]] = {
     protocol.Credentials: "auth.json#/$defs/credentials",
     protocol.Registered: "auth.json#/$defs/registered",
+    protocol.RefreshOptions: "auth.json#/$defs/refresh_options",
     protocol.TokenGrant: "auth.json#/$defs/token_grant",
     protocol.UserList: "users.json#/$defs/user_list",
     protocol.ConversationList: "conversation.json#/$defs/conversation_list",

@@ -4,6 +4,7 @@ from chatd.store.base import (
     LoginDecider,
     NewMessage,
     ReadResult,
+    Retirement,
     SchemaMismatch,
     Stats,
     Store,
@@ -13,6 +14,12 @@ from chatd.store.base import (
 
 __all__ = [
     "LoginDecider",
-    "NewMessage", "ReadResult", "SchemaMismatch", "Stats", "Store", "StoreError",
+    "NewMessage",
+    "ReadResult",
+    "Retirement",
+    "SchemaMismatch",
+    "Stats",
+    "Store",
+    "StoreError",
     "User",
 ]

@@ -96,6 +96,17 @@ class ReadResult:
 
 
 @attrs.frozen(kw_only=True)
+class Retirement:
+    """A token retired by a rotating refresh: usable until ``grace_until``, after which
+    any use of it is a reuse that revokes its whole family."""
+
+    jti: str
+    family: str  # the jti of the login's token; a token without ``fam`` is its own family
+    expires_at: int  # Unix s: the token's own expiry; the record may go afterwards
+    grace_until: float  # Unix s
+
+
+@attrs.frozen(kw_only=True)
 class Stats:
     users: int
     messages: int
@@ -149,6 +160,34 @@ class Store(Protocol):
     async def revoked_since(self, since: float) -> list[tuple[str, int]]:
         """``(jti, expires_at)`` of revocations recorded at or after ``since`` (Unix s)
         that have not expired; ``since=0`` gives them all (to warm a cache)."""
+
+    async def retire_token(self, retirement: Retirement, user_id: int) -> bool:
+        """Record a rotating refresh of ``retirement.jti``; True when this call retired
+        it, False when it was already retired (the caller treats that as a reuse)."""
+
+    async def retired_since(self, since: float) -> list[Retirement]:
+        """Retirements recorded at or after ``since`` (Unix s) whose tokens have not
+        expired, oldest first; ``since=0`` gives them all (to warm a cache)."""
+
+    async def advance_family(
+        self, family: str, presented: str, new_head: str, user_id: int, expires_at: int
+    ) -> bool:
+        """A rotating refresh of token ``presented`` made ``new_head`` the newest token of
+        ``family`` (kept until ``expires_at``). False when the family already has a newest
+        token and it is not ``presented``: a refresh of an older token or of a fork, which
+        the caller treats as a reuse. The first rotation of a family always succeeds."""
+
+    async def family_head(self, family: str) -> str | None:
+        """The newest token of ``family`` after its rotating refreshes (None: never
+        rotated, or expired)."""
+
+    async def revoke_family(self, family: str, user_id: int, expires_at: int) -> None:
+        """Revoke every token of ``family`` until ``expires_at`` (Unix s); idempotent, a
+        later expiry extends the record."""
+
+    async def revoked_families_since(self, since: float) -> list[tuple[str, int]]:
+        """``(family, expires_at)`` of family revocations recorded at or after ``since``
+        that have not expired; ``since=0`` gives them all."""
 
     async def record_login_failure(self, ip: str, username: str, at: float) -> None: ...
 

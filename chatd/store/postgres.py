@@ -23,6 +23,7 @@ from chatd.store.base import (
     LoginDecider,
     NewMessage,
     ReadResult,
+    Retirement,
     SchemaMismatch,
     Stats,
     StoreError,
@@ -109,6 +110,32 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX login_failures_ip ON login_failures (ip, at);
     CREATE INDEX login_failures_username ON login_failures (username, at);
     CREATE TABLE settings (name text PRIMARY KEY, value bytea NOT NULL);
+    """,
+    """
+    -- Tokens retired by a rotating refresh, and families revoked after a reuse.
+    CREATE TABLE retired_tokens (
+        jti text PRIMARY KEY,
+        family text NOT NULL,
+        user_id bigint NOT NULL,
+        expires_at bigint NOT NULL,
+        grace_until double precision NOT NULL,
+        retired_at double precision NOT NULL
+    );
+    CREATE INDEX retired_tokens_retired_at ON retired_tokens (retired_at);
+    CREATE TABLE revoked_families (
+        family text PRIMARY KEY,
+        user_id bigint NOT NULL,
+        expires_at bigint NOT NULL,
+        revoked_at double precision NOT NULL
+    );
+    CREATE INDEX revoked_families_revoked_at ON revoked_families (revoked_at);
+    -- The newest token of each family that has rotated: only it may be refreshed.
+    CREATE TABLE token_families (
+        family text PRIMARY KEY,
+        head text NOT NULL,
+        user_id bigint NOT NULL,
+        expires_at bigint NOT NULL
+    );
     """,
 )
 
@@ -306,6 +333,28 @@ class PostgresStore:
         assert row is not None
         return bytes(row[0])
 
+    async def token_keyring(self) -> bytes | None:
+        """The keyring document ``chatd key rotate`` stored, if any (chatd.keys)."""
+        row = await self._fetchone("SELECT value FROM settings WHERE name = 'token_keyring'")
+        return None if row is None else bytes(row[0])
+
+    async def set_token_keyring(self, document: bytes, expected: bytes | None) -> bool:
+        """Store the keyring document if the stored one is still ``expected`` (None: no
+        keyring stored yet); False when another writer changed it first."""
+        if expected is None:
+            row = await self._fetchone(
+                "INSERT INTO settings (name, value) VALUES ('token_keyring', %s)"
+                " ON CONFLICT (name) DO NOTHING RETURNING name",
+                (document,),
+            )
+        else:
+            row = await self._fetchone(
+                "UPDATE settings SET value = %s WHERE name = 'token_keyring' AND value = %s"
+                " RETURNING name",
+                (document, expected),
+            )
+        return row is not None
+
     # --- small query helpers ----------------------------------------------------------
 
     async def _fetchall(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
@@ -407,6 +456,63 @@ class PostgresStore:
         )
         return [(row[0], row[1]) for row in rows]
 
+    async def retire_token(self, retirement: Retirement, user_id: int) -> bool:
+        r = retirement
+        row = await self._fetchone(
+            """INSERT INTO retired_tokens
+            (jti, family, user_id, expires_at, grace_until, retired_at)
+            VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (jti) DO NOTHING RETURNING jti""",
+            (r.jti, r.family, user_id, r.expires_at, r.grace_until, time.time()),
+        )
+        return row is not None
+
+    async def retired_since(self, since: float) -> list[Retirement]:
+        rows = await self._fetchall(
+            """SELECT jti, family, expires_at, grace_until FROM retired_tokens
+            WHERE retired_at >= %s AND expires_at > %s ORDER BY retired_at, jti""",
+            (since, time.time()),
+        )
+        return [
+            Retirement(jti=row[0], family=row[1], expires_at=row[2], grace_until=row[3])
+            for row in rows
+        ]
+
+    async def advance_family(
+        self, family: str, presented: str, new_head: str, user_id: int, expires_at: int
+    ) -> bool:
+        row = await self._fetchone(
+            """INSERT INTO token_families (family, head, user_id, expires_at)
+            VALUES (%s, %s, %s, %s) ON CONFLICT (family) DO UPDATE
+            SET head = EXCLUDED.head, expires_at = EXCLUDED.expires_at
+            WHERE token_families.head = %s RETURNING family""",
+            (family, new_head, user_id, expires_at, presented),
+        )
+        return row is not None
+
+    async def family_head(self, family: str) -> str | None:
+        row = await self._fetchone(
+            "SELECT head FROM token_families WHERE family = %s AND expires_at > %s",
+            (family, time.time()),
+        )
+        return None if row is None else str(row[0])
+
+    async def revoke_family(self, family: str, user_id: int, expires_at: int) -> None:
+        await self._execute(
+            """INSERT INTO revoked_families (family, user_id, expires_at, revoked_at)
+            VALUES (%s, %s, %s, %s) ON CONFLICT (family) DO UPDATE
+            SET expires_at = EXCLUDED.expires_at, revoked_at = EXCLUDED.revoked_at
+            WHERE EXCLUDED.expires_at > revoked_families.expires_at""",
+            (family, user_id, expires_at, time.time()),
+        )
+
+    async def revoked_families_since(self, since: float) -> list[tuple[str, int]]:
+        rows = await self._fetchall(
+            """SELECT family, expires_at FROM revoked_families
+            WHERE revoked_at >= %s AND expires_at > %s ORDER BY revoked_at, family""",
+            (since, time.time()),
+        )
+        return [(row[0], row[1]) for row in rows]
+
     async def record_login_failure(self, ip: str, username: str, at: float) -> None:
         await self._execute(
             "INSERT INTO login_failures (ip, username, at) VALUES (%s, %s, %s)",
@@ -420,7 +526,8 @@ class PostgresStore:
             return
         self._last_prune = now
         await self._execute("DELETE FROM login_failures WHERE at < %s", (now - LOGIN_FAILURE_TTL,))
-        await self._execute("DELETE FROM revoked_tokens WHERE expires_at < %s", (int(now) - 60,))
+        for table in ("revoked_tokens", "retired_tokens", "revoked_families", "token_families"):
+            await self._execute(f"DELETE FROM {table} WHERE expires_at < %s", (int(now) - 60,))
 
     async def login_failures(self, ip: str, since: float) -> list[float]:
         rows = await self._fetchall(

@@ -28,6 +28,7 @@ from chatd.store.base import (
     LoginDecider,
     NewMessage,
     ReadResult,
+    Retirement,
     SchemaMismatch,
     Stats,
     StoreError,
@@ -102,6 +103,32 @@ MIGRATIONS: Final[dict[int, str]] = {
     CREATE INDEX login_failures_ip ON login_failures (ip, at);
     CREATE INDEX login_failures_username ON login_failures (username, at);
     CREATE INDEX login_failures_at ON login_failures (at);
+    """,
+    2: """
+    -- Tokens retired by a rotating refresh, and families revoked after a reuse.
+    CREATE TABLE retired_tokens (
+        jti TEXT PRIMARY KEY,
+        family TEXT NOT NULL,
+        user_id INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        grace_until REAL NOT NULL,
+        retired_at REAL NOT NULL
+    );
+    CREATE INDEX retired_tokens_at ON retired_tokens (retired_at);
+    CREATE TABLE revoked_families (
+        family TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        revoked_at REAL NOT NULL
+    );
+    CREATE INDEX revoked_families_at ON revoked_families (revoked_at);
+    -- The newest token of each family that has rotated: only it may be refreshed.
+    CREATE TABLE token_families (
+        family TEXT PRIMARY KEY,
+        head TEXT NOT NULL,
+        user_id INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
     """,
 }
 SCHEMA_VERSION: Final = max(MIGRATIONS)
@@ -459,6 +486,66 @@ class SqliteStore:
         rows = await self._read(lambda conn: _rows(conn, sql, (since, time.time())))
         return [(row[0], row[1]) for row in rows]
 
+    async def retire_token(self, retirement: Retirement, user_id: int) -> bool:
+        sql = (
+            "INSERT INTO retired_tokens (jti, family, user_id, expires_at, grace_until,"
+            " retired_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (jti) DO NOTHING RETURNING jti"
+        )
+        r = retirement
+        args = (r.jti, r.family, user_id, r.expires_at, r.grace_until, time.time())
+        return bool(await self._write(lambda conn: _rows(conn, sql, args)))
+
+    async def retired_since(self, since: float) -> list[Retirement]:
+        sql = (
+            "SELECT jti, family, expires_at, grace_until FROM retired_tokens"
+            " WHERE retired_at >= ? AND expires_at > ? ORDER BY retired_at, jti"
+        )
+        rows = await self._read(lambda conn: _rows(conn, sql, (since, time.time())))
+        return [
+            Retirement(jti=row[0], family=row[1], expires_at=row[2], grace_until=row[3])
+            for row in rows
+        ]
+
+    async def advance_family(
+        self, family: str, presented: str, new_head: str, user_id: int, expires_at: int
+    ) -> bool:
+        sql = (
+            "INSERT INTO token_families (family, head, user_id, expires_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (family) DO UPDATE SET head = excluded.head,"
+            " expires_at = excluded.expires_at WHERE token_families.head = ?"
+            " RETURNING family"
+        )
+        args = (family, new_head, user_id, expires_at, presented)
+        return bool(await self._write(lambda conn: _rows(conn, sql, args)))
+
+    async def family_head(self, family: str) -> str | None:
+        sql = "SELECT head FROM token_families WHERE family = ? AND expires_at > ?"
+        args = (family, time.time())
+        head = await self._read(lambda conn: _scalar(conn, sql, args))
+        return None if head is None else str(head)
+
+    async def revoke_family(self, family: str, user_id: int, expires_at: int) -> None:
+        sql = (
+            "INSERT INTO revoked_families (family, user_id, expires_at, revoked_at)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (family) DO UPDATE"
+            " SET expires_at = excluded.expires_at, revoked_at = excluded.revoked_at"
+            " WHERE excluded.expires_at > revoked_families.expires_at"
+        )
+        args = (family, user_id, expires_at, time.time())
+
+        def job(conn: apsw.Connection) -> None:
+            conn.execute(sql, args)
+
+        await self._write(job)
+
+    async def revoked_families_since(self, since: float) -> list[tuple[str, int]]:
+        sql = (
+            "SELECT family, expires_at FROM revoked_families"
+            " WHERE revoked_at >= ? AND expires_at > ? ORDER BY revoked_at, family"
+        )
+        rows = await self._read(lambda conn: _rows(conn, sql, (since, time.time())))
+        return [(row[0], row[1]) for row in rows]
+
     async def record_login_failure(self, ip: str, username: str, at: float) -> None:
         sql = "INSERT INTO login_failures (ip, username, at) VALUES (?, ?, ?)"
 
@@ -509,7 +596,8 @@ class SqliteStore:
             return
         self._last_prune = now
         conn.execute("DELETE FROM login_failures WHERE at < ?", (now - LOGIN_FAILURE_TTL,))
-        conn.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (int(now) - 60,))
+        for table in ("revoked_tokens", "retired_tokens", "revoked_families", "token_families"):
+            conn.execute(f"DELETE FROM {table} WHERE expires_at < ?", (int(now) - 60,))
 
     # --- messages -------------------------------------------------------------------
 

@@ -18,11 +18,13 @@ from chatd.bus import (
     MAX_PAYLOAD_BYTES,
     BusEvent,
     Delivered,
+    FamilyRevoked,
     LocalBus,
     MessageStored,
     PostgresBus,
     Presence,
     ReadUpTo,
+    TokenRetired,
     TokenRevoked,
     Typing,
     UserRevoked,
@@ -42,6 +44,8 @@ EVENTS: list[BusEvent] = [
     Presence(user="alice", online=True),
     Presence(user="alice", online=False),
     TokenRevoked(jti="3f1c-9a", expires_at=1_700_003_600),
+    TokenRetired(jti="3f1c-9a", family="77aa", expires_at=1_700_003_600, grace_until=1.7e9 + 0.25),
+    FamilyRevoked(family="77aa", expires_at=1_700_003_600),
     UserRevoked(username="alice", generation=3),
 ]
 

@@ -181,8 +181,10 @@ async def test_migrate_data_then_serve_from_postgres(tmp_path: Path, url: str) -
     assert first.returncode == 0, first.stderr
     assert table_lines(first.stdout) == {
         "users": (22, 22, 22), "messages": (10000, 10000, 10000), "revoked_tokens": (2, 2, 2),
+        "retired_tokens": (0, 0, 0), "revoked_families": (0, 0, 0),
+        "token_families": (0, 0, 0),
     }, first.stdout
-    assert "verified: 3 tables, 10024 rows, counts and checksums match" in first.stdout
+    assert "verified: 6 tables, 10024 rows, counts and checksums match" in first.stdout
 
     with psycopg.connect(url) as conn:  # the URL's schema (search_path), not public
         assert conn.execute("SELECT count(*) FROM messages").fetchone() == (10000,)
@@ -191,6 +193,8 @@ async def test_migrate_data_then_serve_from_postgres(tmp_path: Path, url: str) -
     assert again.returncode == 0, again.stderr
     assert table_lines(again.stdout) == {
         "users": (22, 22, 0), "messages": (10000, 10000, 0), "revoked_tokens": (2, 2, 0),
+        "retired_tokens": (0, 0, 0), "revoked_families": (0, 0, 0),
+        "token_families": (0, 0, 0),
     }, again.stdout
 
     server = ChatdProcess(tmp_path / "pg-data", tmp_path / "pg-logs", db=url).start()

@@ -61,6 +61,16 @@ CREDS = b'{"username":"Alice","password":"correct horse"}'
         (post("/v1/logout", b"", AUTH), ev.LogoutRequest(token="abc.DEF-_~+/=")),
         (post("/v1/token/refresh", b"", AUTH), ev.RefreshRequest(token="abc.DEF-_~+/=")),
         (
+            post("/v1/token/refresh", b' {"rotate": true, "x": 1}', AUTH),
+            ev.RefreshRequest(token="abc.DEF-_~+/=", rotate=True),
+        ),
+        (
+            post("/v1/token/refresh", b'{"rotate": false}', AUTH),
+            ev.RefreshRequest(token="abc.DEF-_~+/="),
+        ),
+        (post("/v1/token/refresh", b"{}", AUTH), ev.RefreshRequest(token="abc.DEF-_~+/=")),
+        (post("/v1/token/refresh", b" \r\n", AUTH), ev.RefreshRequest(token="abc.DEF-_~+/=")),
+        (
             get("/v1/users?prefix=al%20x", AUTH),
             ev.UserSearchRequest(token="abc.DEF-_~+/=", prefix="al x"),
         ),
@@ -302,6 +312,20 @@ def test_user_search_needs_a_prefix(raw: RawClient, target: str) -> None:
 def test_bad_credentials_body_is_invalid_body(raw: RawClient, body: bytes) -> None:
     raw.feed(post("/v1/login", body, ("Content-Length", str(len(body)))))
     rejected(raw, 400, "invalid_body")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{", b"[]", b"null", b"true", b'{"rotate":1}', b'{"rotate":"yes"}', b'{"rotate":null}'],
+)
+def test_bad_refresh_body_is_invalid_body(raw: RawClient, body: bytes) -> None:
+    raw.feed(post("/v1/token/refresh", body, AUTH, ("Content-Length", str(len(body)))))
+    rejected(raw, 400, "invalid_body")
+
+
+def test_refresh_checks_the_token_before_the_body(raw: RawClient) -> None:
+    raw.feed(post("/v1/token/refresh", b"{", ("Content-Length", "1")))
+    rejected(raw, 401, "unauthorized")
 
 
 # --- the upgrade -----------------------------------------------------------------------

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from chatd.store.base import NewMessage, SchemaMismatch, Store, StoreError, User
+from chatd.store.base import NewMessage, Retirement, SchemaMismatch, Store, StoreError, User
 from libchat.protocol import Message
 from tests.store.conftest import StoreHarness
 
@@ -168,6 +168,59 @@ def test_revocations(store: StoreHarness) -> None:
         assert await s.revoked_since(start) == [("jti-1", later), ("jti-2", later + 1)]
         assert await s.revoked_since(middle) == [("jti-2", later + 1)]
         assert await s.revoked_since(time.time() + 3600) == []
+
+    store.run(body)
+
+
+def test_retired_tokens(store: StoreHarness) -> None:
+    async def body(s: Store) -> None:
+        (alice,) = await users(s, "alice")
+        later = int(time.time()) + 3600
+        first = Retirement(jti="j1", family="f1", expires_at=later, grace_until=time.time() + 60)
+        assert await s.retire_token(first, alice.id) is True
+        assert await s.retire_token(first, alice.id) is False  # the second retirement: a reuse
+        middle = time.time()
+        second = Retirement(jti="j2", family="j2", expires_at=later + 1, grace_until=middle)
+        assert await s.retire_token(second, alice.id) is True
+        gone = Retirement(jti="j3", family="f1", expires_at=int(time.time()) - 10, grace_until=0)
+        assert await s.retire_token(gone, alice.id) is True  # already expired: never listed
+        assert await s.retired_since(0) == [first, second]
+        assert await s.retired_since(middle) == [second]
+        assert await s.retired_since(time.time() + 3600) == []
+
+    store.run(body)
+
+
+def test_revoked_families(store: StoreHarness) -> None:
+    async def body(s: Store) -> None:
+        (alice,) = await users(s, "alice")
+        later = int(time.time()) + 3600
+        await s.revoke_family("f1", alice.id, later)
+        await s.revoke_family("f1", alice.id, later - 5)  # an earlier expiry changes nothing
+        middle = time.time()
+        await s.revoke_family("f2", alice.id, later)
+        await s.revoke_family("f0", alice.id, int(time.time()) - 10)
+        assert await s.revoked_families_since(0) == [("f1", later), ("f2", later)]
+        assert await s.revoked_families_since(middle) == [("f2", later)]
+        await s.revoke_family("f1", alice.id, later + 9)  # a later one extends it
+        assert ("f1", later + 9) in await s.revoked_families_since(0)
+
+    store.run(body)
+
+
+def test_token_family_heads(store: StoreHarness) -> None:
+    async def body(s: Store) -> None:
+        (alice,) = await users(s, "alice")
+        later = int(time.time()) + 3600
+        assert await s.family_head("f") is None
+        assert await s.advance_family("f", "t1", "t2", alice.id, later) is True  # the first
+        assert await s.family_head("f") == "t2"
+        assert await s.advance_family("f", "t1", "t3", alice.id, later) is False  # not the head
+        assert await s.advance_family("f", "fork", "t4", alice.id, later) is False
+        assert await s.advance_family("f", "t2", "t5", alice.id, later) is True
+        assert await s.family_head("f") == "t5"
+        await s.advance_family("old", "a", "b", alice.id, int(time.time()) - 1)
+        assert await s.family_head("old") is None  # expired
 
     store.run(body)
 
