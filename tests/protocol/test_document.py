@@ -57,7 +57,8 @@ def test_every_error_code_is_documented() -> None:
 
 def test_changelog_names_the_current_version() -> None:
     changelog = (PROTOCOL_DIR / "CHANGELOG.md").read_text(encoding="utf-8")
-    newest = re.search(r"^## (\d+\.\d+\.\d+)", changelog, flags=re.MULTILINE)
+    # the newest released version: "## 1.1.0 (unreleased)" collects changes until then
+    newest = re.search(r"^## (\d+\.\d+\.\d+)$", changelog, flags=re.MULTILINE)
     assert newest is not None
     assert newest.group(1) == limits.PROTOCOL_VERSION
     assert f"Version {limits.PROTOCOL_VERSION}." in DOCUMENT
@@ -87,4 +88,6 @@ def test_limits_table_matches_limits_module() -> None:
     assert rows["hello timeout"].startswith(f"{limits.HELLO_TIMEOUT:g} s")
     assert rows["ping interval"] == f"{limits.PING_INTERVAL:g} s"
     assert rows["idle timeout"].startswith(f"{limits.IDLE_TIMEOUT:g} s")
+    assert rows["HTTP request deadline"].startswith(f"{limits.REQUEST_TIMEOUT:g} s")
+    assert rows["HTTP keep-alive timeout"].startswith(f"{limits.KEEPALIVE_TIMEOUT:g} s")
     assert rows["close handshake timeout"] == f"{limits.CLOSE_TIMEOUT:g} s"
