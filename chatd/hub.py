@@ -5,6 +5,12 @@ push. The hub authenticates hellos, accepts sends (rate limit, recipient, store 
 then ack and push), streams catch-up, records delivered and read marks and sends their
 receipts, forwards typing, and pushes presence. It never touches sockets: it talks to
 :class:`Session` objects (one per WebSocket, implemented by ``chatd.net``).
+
+Typing goes only to users the sender shares a conversation with: the hub keeps, per user
+online on this node, the set of its conversation peers, loaded from the store once and
+grown by every message pushed (local sends and other nodes' alike). Typing and read
+frames are rate-limited per connection: typing over its rate is dropped silently (it is
+ephemeral), a read over its rate gets ``rate_limited`` with ``retry_after_ms``.
 """
 
 from __future__ import annotations
@@ -51,6 +57,10 @@ CATCH_UP_BATCH = 500  # undelivered messages read and written per step of a catc
 MAX_TRACKED_PUSHES = 10_000  # unconfirmed seqs remembered per connection
 CHANGE_POLL_INTERVAL = 2.0  # seconds between looks for users changed by another process
 PRESENCE_FRAMES_CACHED = 65_536  # encoded presence frames kept (two per user)
+TYPING_RATE = 1.0  # typing frames per second per connection: clients send one every 3 s
+TYPING_BURST = 5  # typing into a few conversations one after the other
+READ_RATE = 5.0  # read frames per second per connection: one per message seen, at most
+READ_BURST = 30  # after a reconnect a client sends one per conversation read offline
 
 
 class Session(Protocol):
@@ -86,8 +96,8 @@ class _Online:
     """Hub-side state of one authenticated session."""
 
     __slots__ = (
-        "catching_up", "deferred", "expiry", "jti", "presence_sent", "session", "unconfirmed",
-        "user",
+        "catching_up", "deferred", "expiry", "jti", "presence_sent", "read_bucket", "session",
+        "typing_bucket", "unconfirmed", "user",
     )
 
     def __init__(self, session: Session, user: User, jti: str) -> None:
@@ -102,6 +112,9 @@ class _Online:
         # seqs pushed to this connection as the recipient and not yet confirmed: a
         # repeated send pushes again only where its first push never went
         self.unconfirmed: set[int] = set()
+        # per-connection limits on typing and read frames, made at the first of each
+        self.typing_bucket: TokenBucket | None = None
+        self.read_bucket: TokenBucket | None = None
 
     def pushed(self, seq: int) -> None:
         if len(self.unconfirmed) >= MAX_TRACKED_PUSHES:
@@ -120,6 +133,18 @@ class _Online:
             self.deferred.append((seq, text, to_me))
         else:
             self.session.send_text(text)
+
+
+class _Peers:
+    """The usernames one online user shares a conversation with. Conversations are never
+    deleted, so the set only grows: what the store said, plus every message pushed since
+    the load began (``loaded`` is done once the store answered)."""
+
+    __slots__ = ("loaded", "names")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.names: set[str] = set()
+        self.loaded: asyncio.Future[None] = loop.create_future()
 
 
 class Hub:
@@ -153,6 +178,7 @@ class Hub:
         self._by_user: dict[str, list[_Online]] = {}
         self._by_jti: dict[str, list[_Online]] = {}
         self._buckets: dict[int, TokenBucket] = {}
+        self._peers: dict[str, _Peers] = {}  # per user online here: its conversation peers
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[int, list[object]] = {}  # frames that arrived while a hello was checked
         accounts.on_revoked = self._logged_out
@@ -202,7 +228,8 @@ class Hub:
             elif isinstance(frame, Delivered):
                 seqs.extend(frame.seqs)
             elif isinstance(frame, Read):
-                self._spawn(self._read(online, frame))
+                if self._read_allowed(online):
+                    self._spawn(self._read(online, frame))
             elif isinstance(frame, Typing):
                 self._typing(online, frame)
             elif isinstance(frame, Reauth):
@@ -323,10 +350,11 @@ class Hub:
                 self._publish(busmod.Presence(user=online.user.username, online=True))
 
     async def _announce(self, online: _Online, first_device: bool) -> None:
-        peers = await self._store.peers(online.user.id)
+        cache = self._peers_of(online.user)
+        await cache.loaded
         if self._by_session.get(online.session.conn_id) is not online:
             return
-        for peer in peers:
+        for peer in sorted(cache.names):
             peer_sessions = self._by_user.get(peer)
             if not peer_sessions:
                 continue
@@ -345,8 +373,10 @@ class Hub:
         _remove(self._by_jti, online.jti, online)
         last_device = _remove(self._by_user, online.user.username, online)
         self._metrics.users_online.set(len(self._by_user))
-        if last_device and self._config.presence:
-            self._spawn(self._announce_offline(online.user))
+        if last_device:
+            self._peers.pop(online.user.username, None)
+            if self._config.presence:
+                self._spawn(self._announce_offline(online.user))
 
     async def _announce_offline(self, user: User) -> None:
         if user.username in self._by_user:  # came back meanwhile
@@ -600,6 +630,7 @@ class Hub:
         """Send a stored message to the recipient's connections that do not have it
         yet, and (unless it is a ``repeat``) to the sender's other connections (its
         other devices)."""
+        self._learn_peers(message.sender, message.recipient)
         text = protocol.encode_frame(message)
         seq = message.seq
         pushed = 0
@@ -722,15 +753,83 @@ class Hub:
         self._publish(busmod.ReadUpTo(
             reader=online.user.username, peer=peer.username, up_to=result.up_to, ts=now_ms))
 
+    def _read_allowed(self, online: _Online) -> bool:
+        """Take one token from the connection's read bucket; over the rate, answer
+        ``rate_limited`` (without ``ref``: a read has no id) and say no."""
+        now = self._loop.time()
+        bucket = online.read_bucket
+        if bucket is None:
+            bucket = online.read_bucket = TokenBucket(READ_RATE, READ_BURST, now)
+        wait_ms = bucket.take(now)
+        if not wait_ms:
+            return True
+        self._metrics.errors_total.labels(code="rate_limited").inc()
+        online.session.send_frame(
+            Error(code="rate_limited", retry_after_ms=wait_ms, message="read marks too fast")
+        )
+        return False
+
     def _typing(self, online: _Online, frame: Typing) -> None:
-        if frame.to == online.user.username:
+        """Forward typing to a conversation peer. Dropped silently, as ephemeral signals
+        are: typing to oneself, to anyone else, and over the connection's rate."""
+        sender = online.user
+        to = frame.to
+        if to == sender.username:
             return
-        targets = self._by_user.get(frame.to)
+        now = self._loop.time()
+        bucket = online.typing_bucket
+        if bucket is None:
+            bucket = online.typing_bucket = TokenBucket(TYPING_RATE, TYPING_BURST, now)
+        if bucket.take(now):
+            return
+        peers = self._peers_of(sender)
+        if peers.loaded.done():
+            if to in peers.names:
+                self._forward_typing(sender.username, to)
+        else:
+            self._spawn(self._typing_when_loaded(sender.username, to, peers))
+
+    async def _typing_when_loaded(self, sender: str, to: str, peers: _Peers) -> None:
+        await peers.loaded
+        if to in peers.names:
+            self._forward_typing(sender, to)
+
+    def _forward_typing(self, sender: str, to: str) -> None:
+        targets = self._by_user.get(to)
         if targets:
-            signal = PeerTyping(sender=online.user.username)
+            signal = PeerTyping(sender=sender)
             for other in targets:
                 other.session.send_frame(signal)
-        self._publish(busmod.Typing(sender=online.user.username, to=frame.to))
+        self._publish(busmod.Typing(sender=sender, to=to))
+
+    # --- the peer cache ---------------------------------------------------------------
+
+    def _peers_of(self, user: User) -> _Peers:
+        """The conversation peers of a user online here; the first call loads them."""
+        peers = self._peers.get(user.username)
+        if peers is None:
+            peers = self._peers[user.username] = _Peers(self._loop)
+            self._spawn(self._load_peers(user, peers))
+        return peers
+
+    async def _load_peers(self, user: User, peers: _Peers) -> None:
+        try:
+            peers.names.update(await self._store.peers(user.id))
+        except StoreError:
+            log.exception("store.error", op="peers", user=user.username)
+            if self._peers.get(user.username) is peers:
+                del self._peers[user.username]  # the next call loads again
+        finally:
+            peers.loaded.set_result(None)
+
+    def _learn_peers(self, sender: str, recipient: str) -> None:
+        """A message between two users was stored: they are conversation peers now."""
+        peers = self._peers.get(sender)
+        if peers is not None:
+            peers.names.add(recipient)
+        peers = self._peers.get(recipient)
+        if peers is not None:
+            peers.names.add(sender)
 
     # --- other nodes ------------------------------------------------------------------
 
@@ -748,6 +847,7 @@ class Hub:
         """Something happened on another node: act for this node's connections."""
         match event:
             case busmod.MessageStored(recipient=recipient, sender=sender, seq=seq):
+                self._learn_peers(sender, recipient)
                 if recipient in self._by_user or sender in self._by_user:
                     if not self._remote_seqs:
                         self._spawn(self._push_remote())

@@ -25,6 +25,8 @@ DEFAULT_HISTORY_LIMIT = 50  # one screen of messages
 MAX_HISTORY_LIMIT = 200  # a page the client can render in one go
 
 HELLO_TIMEOUT = 10.0  # seconds from the upgrade to the hello frame
+REQUEST_TIMEOUT = 10.0  # seconds from a request's first byte to its last: 64 KiB at 6.4 KB/s
+KEEPALIVE_TIMEOUT = 15.0  # seconds an HTTP connection waits for a request: clients ask at once
 PING_INTERVAL = 30.0  # seconds between server pings
 IDLE_TIMEOUT = 75.0  # seconds without any inbound byte (pongs included) before closing
 CLOSE_TIMEOUT = 5.0  # seconds to wait for the peer's close frame before giving up

@@ -11,11 +11,15 @@ Nothing here reads a clock: every call takes ``now`` (seconds, any epoch, the sa
 clock every time). After any call, drain :meth:`ServerConnection.data_to_send` and
 re-arm one timer at :meth:`ServerConnection.next_deadline`.
 
-Timers: a ping every ``ping_interval`` while the WebSocket is open; close 4003 when no
+Timers: on HTTP, a request must arrive whole (head and body) within ``request_timeout``
+of its first byte, however the bytes trickle in (a slowloris peer): one whose head is in
+gets 408 ``request_timeout`` and the connection closes, one whose head is not is dropped
+(h11 cannot answer a request it has not parsed); a connection waiting for its next (or
+first) request is dropped after ``keepalive_timeout``. No HTTP timer runs while the host
+answers a request. On the WebSocket: a ping every ``ping_interval``; close 4003 when no
 hello arrived within ``hello_timeout``; close 1000 with reason ``"idle timeout"`` when
-no byte arrived for ``idle_timeout`` (an idle keep-alive HTTP connection with no request
-outstanding is dropped after the same time); after our close frame, the peer's is
-awaited for ``close_timeout``.
+no byte arrived for ``idle_timeout``; after our close frame, the peer's is awaited for
+``close_timeout``.
 """
 
 from __future__ import annotations
@@ -89,6 +93,8 @@ class ServerConfig:
     max_frame_bytes: int = limits.MAX_FRAME_BYTES
     max_header_bytes: int = limits.MAX_HEADER_BYTES
     hello_timeout: float = limits.HELLO_TIMEOUT
+    request_timeout: float = limits.REQUEST_TIMEOUT
+    keepalive_timeout: float = limits.KEEPALIVE_TIMEOUT
     ping_interval: float = limits.PING_INTERVAL
     idle_timeout: float = limits.IDLE_TIMEOUT
     close_timeout: float = limits.CLOSE_TIMEOUT
@@ -304,6 +310,8 @@ class ServerConnection(Engine[ServerEvent]):
         # bytes a pipelining client may send while a request awaits its answer
         self._max_buffered = config.max_header_bytes + config.max_body_bytes
         self._buffered = 0
+        # when the first byte of the request being read arrived; None between requests
+        self._request_started: float | None = None
         self._hello_deadline = 0.0
         self._next_ping = 0.0
 
@@ -323,6 +331,8 @@ class ServerConnection(Engine[ServerEvent]):
             else:
                 h.receive_data(data)
             return events
+        if self._request_started is None:
+            self._request_started = now
         h.receive_data(data)
         self._parse_http(events, now)
         return events
@@ -366,6 +376,10 @@ class ServerConnection(Engine[ServerEvent]):
             elif kind is h11.EndOfMessage:
                 self._dispatch(events, now)
             else:  # NEED_DATA (PAUSED and ConnectionClosed cannot come: see the loop guard)
+                if self._request_started is None and h.trailing_data[0]:
+                    # after an answer: part of a pipelined request is already here (h11
+                    # holds at most an unfinished head, so the copy is small)
+                    self._request_started = now
                 return
 
     def _reject_too_large(self, events: list[Any], now: float) -> None:
@@ -462,7 +476,8 @@ class ServerConnection(Engine[ServerEvent]):
         out.append(h.send(h11.EndOfMessage()) or b"")
         self._pending = False
         self._head = None
-        self._last_rx = now  # the HTTP idle clock restarts with each answer
+        self._last_rx = now  # the keep-alive clock restarts with each answer
+        self._request_started = None
         if upgrading:
             self._end(events, None, "upgrade refused", now, Trigger.REFUSE)
         elif h.our_state is h11.DONE and h.their_state is h11.DONE:
@@ -659,7 +674,10 @@ class ServerConnection(Engine[ServerEvent]):
         if state is ConnState.CLOSING:
             return self._close_deadline
         if state is ConnState.HTTP and not self._pending:
-            return self._last_rx + config.idle_timeout
+            started = self._request_started
+            if started is not None:
+                return started + config.request_timeout
+            return self._last_rx + config.keepalive_timeout
         if state is ConnState.CLOSED:
             return self._report_at
         return None  # UPGRADING, or HTTP with a request the host is answering
@@ -684,13 +702,27 @@ class ServerConnection(Engine[ServerEvent]):
         events: list[ServerEvent] = []
         if state is ConnState.CLOSED:
             return self._take_report()
-        if (
-            state is ConnState.HTTP
-            and not self._pending
-            and now >= self._last_rx + config.idle_timeout
-        ):
-            self._end(events, None, "idle timeout", now)
+        if state is ConnState.HTTP and not self._pending:
+            started = self._request_started
+            if started is None:
+                if now >= self._last_rx + config.keepalive_timeout:
+                    self._end(events, None, "keep-alive timeout", now)
+            elif now >= started + config.request_timeout:
+                self._request_timed_out(events, now)
         return events
+
+    def _request_timed_out(self, events: list[ServerEvent], now: float) -> None:
+        """A request not whole within ``request_timeout``: 408 when h11 has its head (it
+        can answer only a parsed request), then close; a bare close otherwise."""
+        h = self._h11
+        assert h is not None
+        self._set_cause(None, "request timeout")
+        if h.their_state is h11.SEND_BODY:
+            timeout = self._config.request_timeout
+            message = f"the request did not arrive whole within {timeout:g} s"
+            self._reject(events, 408, "request_timeout", message, now)
+        else:
+            self._end(events, None, "request timeout", now)
 
 
 def _phrase(status: int) -> bytes:

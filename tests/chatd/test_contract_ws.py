@@ -620,6 +620,7 @@ async def test_typing_is_forwarded_to_the_peers_connections(
     a = await connect(kind, server, alice_token)
     b1 = await connect(kind, server, bob_token)
     b2 = await connect(kind, server, bob_token)
+    await exchange(a, b1, bob)  # typing goes only to a conversation peer (since 1.1)
     await a.send({"type": "typing", "to": bob})
     for peer in (b1, b2):
         assert await peer.recv("typing") == {"type": "typing", "from": alice}

@@ -414,21 +414,99 @@ def test_pipelined_bytes_are_bounded_while_a_request_waits() -> None:
     assert raw.server.respond(200, b"late", now=1.0) == []  # the host raced the end: dropped
 
 
-def test_http_idle_connection_is_dropped(raw: RawClient) -> None:
-    assert raw.server.next_deadline() == limits.IDLE_TIMEOUT
-    assert raw.advance_to(limits.IDLE_TIMEOUT - 1) == []
-    assert raw.advance_to(limits.IDLE_TIMEOUT) == [
-        ev.ConnectionClosed(code=None, reason="idle timeout")
+# --- HTTP deadlines: keep-alive and whole requests --------------------------------------
+
+
+def test_a_connection_that_never_sends_a_byte_is_dropped(raw: RawClient) -> None:
+    assert raw.server.next_deadline() == limits.KEEPALIVE_TIMEOUT
+    assert raw.advance_to(limits.KEEPALIVE_TIMEOUT - 1) == []
+    assert raw.advance_to(limits.KEEPALIVE_TIMEOUT) == [
+        ev.ConnectionClosed(code=None, reason="keep-alive timeout")
     ]
     assert raw.server.is_closed
+    assert raw.server.data_to_send() == b""  # no request, nothing h11 could answer
     assert raw.server.next_deadline() is None
 
 
 def test_no_http_timer_while_the_host_answers(raw: RawClient) -> None:
     raw.feed(get("/healthz"))
+    assert raw.server.next_deadline() is None
     assert raw.advance_to(1000.0) == []
     raw.server.respond(200, b"", now=1000.0)
-    assert raw.server.next_deadline() == 1000.0 + limits.IDLE_TIMEOUT
+    assert raw.server.next_deadline() == 1000.0 + limits.KEEPALIVE_TIMEOUT
+
+
+def test_an_answered_connection_waits_keepalive_timeout_for_the_next_request(
+    raw: RawClient,
+) -> None:
+    raw.now = 3.0
+    raw.feed(get("/healthz"))
+    raw.server.respond(200, b"", now=4.0)
+    assert raw.server.next_deadline() == 4.0 + limits.KEEPALIVE_TIMEOUT
+    assert raw.advance_to(4.0 + limits.KEEPALIVE_TIMEOUT) == [
+        ev.ConnectionClosed(code=None, reason="keep-alive timeout")
+    ]
+
+
+def test_a_trickled_request_head_is_dropped_at_its_deadline() -> None:
+    """Slowloris: one byte a second keeps bytes flowing, but the deadline is measured
+    from the request's first byte and does not move."""
+    raw = RawClient()
+    start = 5.0
+    deadline = start + limits.REQUEST_TIMEOUT
+    head = get("/healthz")
+    for i, byte in enumerate(head[: int(limits.REQUEST_TIMEOUT)]):
+        raw.now = start + i
+        assert raw.feed(bytes([byte])) == []
+        assert raw.server.next_deadline() == deadline
+        assert raw.advance_to(raw.now) == []
+    assert raw.advance_to(deadline) == [ev.ConnectionClosed(code=None, reason="request timeout")]
+    assert raw.server.is_closed
+    assert raw.server.data_to_send() == b""  # h11 cannot answer an unparsed request
+    assert raw.server.receive_data(b"x", deadline + 1) == []
+
+
+def test_a_trickled_body_gets_408_at_the_deadline(raw: RawClient) -> None:
+    raw.now = 1.0
+    raw.feed(b'POST /v1/login HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\n\r\n{"username"')
+    for second in range(2, 11):
+        raw.now = float(second)
+        raw.feed(b" ")
+        assert raw.server.next_deadline() == 1.0 + limits.REQUEST_TIMEOUT
+    assert raw.advance_to(1.0 + limits.REQUEST_TIMEOUT) == [
+        ev.RequestRejected(status=408, code="request_timeout"),
+        ev.ConnectionClosed(code=None, reason="request timeout"),
+    ]
+    (response,) = raw.responses()
+    assert response.status == 408
+    assert response.headers["connection"] == "close"
+    assert response.json()["error"]["code"] == "request_timeout"
+    assert raw.server.is_closed
+
+
+def test_a_request_in_time_is_handed_over_and_its_timer_stops(raw: RawClient) -> None:
+    raw.feed(b"GET /hea")
+    assert raw.server.next_deadline() == limits.REQUEST_TIMEOUT
+    raw.now = limits.REQUEST_TIMEOUT - 0.5
+    assert raw.feed(b"lthz HTTP/1.1\r\nHost: x\r\n\r\n") == [ev.HealthRequest()]
+    assert raw.server.next_deadline() is None
+    assert raw.advance_to(100.0) == []
+
+
+def test_a_pipelined_partial_request_is_timed_from_the_answer(raw: RawClient) -> None:
+    assert raw.feed(get("/healthz") + b"GET /hea") == [ev.HealthRequest()]
+    raw.server.respond(200, b"", now=7.0)
+    assert raw.server.next_deadline() == 7.0 + limits.REQUEST_TIMEOUT
+    assert raw.advance_to(7.0 + limits.REQUEST_TIMEOUT) == [
+        ev.ConnectionClosed(code=None, reason="request timeout")
+    ]
+
+
+def test_http_deadlines_come_from_the_config() -> None:
+    raw = RawClient(config=ServerConfig(request_timeout=2.0, keepalive_timeout=3.0))
+    assert raw.server.next_deadline() == 3.0
+    raw.feed(b"G")
+    assert raw.server.next_deadline() == 2.0
 
 
 def test_eof_on_http_reports_closed(raw: RawClient) -> None:

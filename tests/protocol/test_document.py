@@ -89,4 +89,6 @@ def test_limits_table_matches_limits_module() -> None:
     assert rows["hello timeout"].startswith(f"{limits.HELLO_TIMEOUT:g} s")
     assert rows["ping interval"] == f"{limits.PING_INTERVAL:g} s"
     assert rows["idle timeout"].startswith(f"{limits.IDLE_TIMEOUT:g} s")
+    assert rows["HTTP request deadline"].startswith(f"{limits.REQUEST_TIMEOUT:g} s")
+    assert rows["HTTP keep-alive timeout"].startswith(f"{limits.KEEPALIVE_TIMEOUT:g} s")
     assert rows["close handshake timeout"] == f"{limits.CLOSE_TIMEOUT:g} s"
