@@ -28,7 +28,13 @@ from typing import Any, Final
 
 import orjson
 
-from chatd.observe.logs import LOG_FILE_NAME, EventLogger, JsonFormatter
+from chatd.files import make_private_dir
+from chatd.observe.logs import (
+    LOG_FILE_NAME,
+    EventLogger,
+    JsonFormatter,
+    PrivateFileHandler,
+)
 from chatd.store import SchemaMismatch, Store, StoreError, User
 from chatd.store.factory import open_store
 from chatd.store.sqlite import SqliteStore
@@ -109,7 +115,7 @@ def _new_store(args: argparse.Namespace, *, create: bool) -> Store:
         raise AdminError(str(exc), EXIT_USAGE) from None
     if isinstance(store, SqliteStore):
         if create:
-            store.path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(store.path.parent)
         elif not store.path.is_file():
             raise AdminError(
                 f"no database at {store.path}: check --data-dir or --db"
@@ -160,8 +166,8 @@ def _configure_audit_log(args: argparse.Namespace) -> Callable[[], None]:
     """
     log_dir: Path = getattr(args, "log_dir", None) or DEFAULT_LOG_DIR
     try:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_dir / LOG_FILE_NAME, encoding="utf-8")
+        make_private_dir(log_dir)
+        handler = PrivateFileHandler(log_dir / LOG_FILE_NAME, encoding="utf-8")
     except OSError as exc:
         raise AdminError(f"cannot write the audit log in {log_dir}: {exc}", EXIT_USAGE) from None
     handler.setFormatter(JsonFormatter())

@@ -17,17 +17,24 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from chatd.accounts import Accounts
-from chatd.auth import LoginLimiter, Passwords, RevocationCache, Tokens, signing_key
+from chatd.auth import KEY_FILE, LoginLimiter, Passwords, RevocationCache, Tokens, signing_key
 from chatd.bus import Bus, PostgresBus
 from chatd.config import Config
+from chatd.files import PRIVATE_FILE, make_private_dir, open_to_others, tighten
 from chatd.http import HttpApi
 from chatd.hub import CHANGE_POLL_INTERVAL, Hub
 from chatd.net import ChatProtocol
 from chatd.observe.health import HealthMonitor
-from chatd.observe.logs import EventLogger, LogHandle, configure_logging
+from chatd.observe.logs import (
+    LOG_FILE_NAME,
+    EventLogger,
+    LogHandle,
+    configure_logging,
+)
 from chatd.observe.metrics import Metrics
 from chatd.store import SchemaMismatch, Store, StoreError
 from chatd.store.factory import open_store, schema_from_url
+from chatd.store.sqlite import SqliteStore
 from chatd.users import UserDirectory
 from libchat import __version__, limits
 from libchat.server import ServerConfig
@@ -244,8 +251,9 @@ class Server:
 
 async def serve(config: Config, logs: LogHandle | None = None) -> int:
     """Run chatd until SIGTERM or SIGINT; returns the exit status."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(config.data_dir)
     store = open_store(config.db_url, sync=config.sync)
+    _secure_files(config, store)
     try:
         await store.open()
     except SchemaMismatch as exc:
@@ -280,6 +288,22 @@ async def serve(config: Config, logs: LogHandle | None = None) -> int:
     await server.stop()
     log.info("server.stop")
     return 0
+
+
+def _secure_files(config: Config, store: Store) -> None:
+    """Make the data files chatd owns by name private if an older chatd or an operator
+    left them open; only warn about directories and the log file (see chatd.files)."""
+    owned = [config.data_dir / KEY_FILE]
+    if isinstance(store, SqliteStore):
+        owned += [store.path, *(store.path.with_name(store.path.name + suffix)
+                                for suffix in ("-wal", "-shm"))]
+    for path, old_mode in tighten(owned):
+        log.warning("file.mode_tightened", path=path, old_mode=oct(old_mode),
+                    mode=oct(PRIVATE_FILE))
+    shared = [config.data_dir, config.log_dir, config.log_dir / LOG_FILE_NAME]
+    for path, mode in open_to_others(shared):
+        log.warning("file.mode_open", path=path, mode=oct(mode),
+                    hint="others may read or enter it: chmod go-rwx it")
 
 
 def run(config: Config) -> int:

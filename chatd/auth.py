@@ -25,6 +25,7 @@ import jwt
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from chatd.files import make_private_dir
 from libchat.protocol import normalize_username
 
 __all__ = [
@@ -77,7 +78,7 @@ def load_or_create_key(data_dir: Path) -> bytes:
     Raises:
         KeyFileError: the file has the wrong size.
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(data_dir)
     path = data_dir / KEY_FILE
     if not path.exists():
         _create_key(path)

@@ -33,8 +33,10 @@ few milliseconds so that a busy server costs at most :data:`WRITES_PER_SECOND` w
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import logging.handlers
+import os
 import queue
 import sys
 import threading
@@ -45,6 +47,8 @@ from typing import Final
 
 import orjson
 
+from chatd.files import PRIVATE_FILE, make_private_dir
+
 __all__ = [
     "REDACTED",
     "REDACTED_FIELDS",
@@ -52,6 +56,7 @@ __all__ = [
     "EventLogger",
     "JsonFormatter",
     "LogHandle",
+    "PrivateFileHandler",
     "configure_logging",
 ]
 
@@ -218,7 +223,7 @@ class DailyLogFileHandler(logging.handlers.TimedRotatingFileHandler):
     """
 
     def __init__(self, log_dir: Path, *, keep_days: int = 30) -> None:
-        log_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(log_dir)
         super().__init__(
             log_dir / LOG_FILE_NAME,
             when="midnight",
@@ -230,6 +235,9 @@ class DailyLogFileHandler(logging.handlers.TimedRotatingFileHandler):
     @property
     def path(self) -> Path:
         return Path(self.baseFilename)
+
+    def _open(self) -> io.TextIOWrapper:
+        return _open_private(self)
 
     def reopen(self) -> None:
         """Close the file and open ``chatd.log`` again (creating it if it was moved)."""
@@ -254,6 +262,20 @@ class DailyLogFileHandler(logging.handlers.TimedRotatingFileHandler):
             self.stream.flush()
         finally:
             self.release()
+
+
+class PrivateFileHandler(logging.FileHandler):
+    """A plain appending file handler whose file, when it creates it, is 0600."""
+
+    def _open(self) -> io.TextIOWrapper:
+        return _open_private(self)
+
+
+def _open_private(handler: logging.FileHandler) -> io.TextIOWrapper:
+    """What ``FileHandler._open`` does, but a new file gets mode 0600 whatever the umask."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    fd = os.open(handler.baseFilename, flags, PRIVATE_FILE)
+    return open(fd, "a", encoding=handler.encoding, errors=handler.errors)
 
 
 class _StreamLines(logging.StreamHandler):  # type: ignore[type-arg]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,6 +237,24 @@ def test_handler_keeps_only_keep_days_backups(tmp_path: Path) -> None:
         handler.close()
     names = sorted(p.name for p in tmp_path.glob("chatd.log.*"))
     assert names == ["chatd.log.2026-11-28", "chatd.log.2026-11-29"]
+
+
+def test_log_files_and_directory_are_private_under_an_open_umask(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        handler = DailyLogFileHandler(tmp_path / "var" / "logs")
+        handler.setFormatter(JsonFormatter())
+        _log_line(handler, "first")
+        handler.doRollover()  # the rotated file keeps its mode, the new one is private
+        _log_line(handler, "second")
+        handler.close()
+    finally:
+        os.umask(previous)
+    paths = [tmp_path / "var", handler.path.parent, handler.path,
+             *handler.path.parent.glob("chatd.log.*")]
+    assert [oct(stat.S_IMODE(p.stat().st_mode)) for p in paths] == [
+        "0o700", "0o700", "0o600", "0o600",
+    ]
 
 
 def test_reopen_follows_an_external_rotation(tmp_path: Path) -> None:

@@ -1,0 +1,131 @@
+"""Private files: what chatd writes to disk is its owner's alone."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.chatd.clients import new_user
+from tests.chatd.server import ChatdProcess
+
+BACKENDS = ("sqlite", "postgres")
+REPO = Path(__file__).resolve().parents[2]
+OPEN_UMASK = 0o022  # the usual default: files 0644 and directories 0755 unless told
+RUN_TIMEOUT = 60.0  # seconds one chatd command may take on a very busy machine
+WAIT = 15.0  # seconds for a log line to reach the file on a busy machine
+
+
+@contextlib.contextmanager
+def umask(mask: int) -> Iterator[None]:
+    """This process's umask for the block: a chatd started inside inherits it."""
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def chatd(*args: object) -> subprocess.CompletedProcess[str]:
+    """Run ``chatd ARGS`` in a new process under the open umask; it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "chatd", *map(str, args)], capture_output=True, text=True,
+        timeout=RUN_TIMEOUT, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+        umask=OPEN_UMASK,
+    )
+    assert done.returncode == 0, (args, done.stdout, done.stderr)
+    return done
+
+
+def store_flags(server: ChatdProcess, log_dir: Path) -> list[object]:
+    flags: list[object] = ["--data-dir", server.data_dir, "--log-dir", log_dir]
+    return flags + (["--db", server.db] if server.db is not None else [])
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {WAIT} s: {what}")
+        time.sleep(0.02)
+
+
+def log_events(server: ChatdProcess) -> list[dict[str, object]]:
+    path = server.log_dir / "chatd.log"
+    if not path.exists():
+        return []
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
+
+
+def logged(server: ChatdProcess, event: str, **fields: object) -> bool:
+    return any(
+        line["event"] == event and all(line.get(k) == v for k, v in fields.items())
+        for line in log_events(server)
+    )
+
+
+def test_created_files_and_directories_are_private(
+    make_server: Callable[..., ChatdProcess], backend: str, tmp_path: Path
+) -> None:
+    with umask(OPEN_UMASK):
+        server = make_server()
+    new_user(server)  # a write: the database, its WAL and the log file all exist now
+    wait_for(lambda: logged(server, "login.ok"), "the login line")
+
+    private_dirs = [server.data_dir, server.log_dir]
+    private_files = [server.data_dir / "token.key", server.log_dir / "chatd.log"]
+    if backend == "sqlite":
+        db = server.data_dir / "chatd.db"
+        private_files += [db, db.with_name("chatd.db-wal"), db.with_name("chatd.db-shm")]
+        backups = tmp_path / "backups"
+        backups.mkdir()  # the operator's directory: chatd only writes the file into it
+        chatd("backup", backups / "copy.db", *store_flags(server, tmp_path / "admin-logs"))
+        private_files.append(backups / "copy.db")
+        private_dirs.append(tmp_path / "admin-logs")
+        private_files.append(tmp_path / "admin-logs" / "chatd.log")
+    canary = tmp_path / "canary" / "canary.json"
+    chatd("health", "--url", server.url, "--canary", "--canary-file", canary)
+    private_dirs.append(canary.parent)
+    private_files.append(canary)
+
+    modes = {str(path): oct(mode(path)) for path in private_dirs + private_files}
+    assert modes == {
+        **{str(path): oct(0o700) for path in private_dirs},
+        **{str(path): oct(0o600) for path in private_files},
+    }
+
+
+def test_existing_open_data_files_are_tightened_at_startup(
+    make_server: Callable[..., ChatdProcess], backend: str
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("the database files are SQLite's; PostgreSQL keeps its own")
+    first = make_server()
+    new_user(first)
+    assert first.stop() == 0
+    db = first.data_dir / "chatd.db"
+    key = first.data_dir / "token.key"
+    db.chmod(0o644)
+    key.chmod(0o644)
+    first.data_dir.chmod(0o755)
+
+    second = make_server(data_dir=first.data_dir)
+    new_user(second)  # the restarted server still works on the tightened files
+    assert (mode(db), mode(key)) == (0o600, 0o600)
+    assert mode(first.data_dir) == 0o755  # a directory may be shared: only a warning
+    wait_for(lambda: logged(second, "file.mode_open", path=str(first.data_dir)),
+             "the warning about the open data directory")
+    assert logged(second, "file.mode_tightened", path=str(db), old_mode="0o644")
+    assert logged(second, "file.mode_tightened", path=str(key), old_mode="0o644")
