@@ -29,6 +29,7 @@ from chatd.observe.logs import (
     LOG_FILE_NAME,
     EventLogger,
     LogHandle,
+    Trusted,
     configure_logging,
 )
 from chatd.observe.metrics import Metrics
@@ -258,11 +259,11 @@ async def serve(config: Config, logs: LogHandle | None = None) -> int:
         await store.open()
     except SchemaMismatch as exc:
         print(f"chatd: {exc}", file=sys.stderr)
-        log.error("server.refused", reason=str(exc))
+        log.error("server.refused", reason=Trusted(str(exc)))
         return 2
     except StoreError as exc:
         print(f"chatd: cannot open the database: {exc}", file=sys.stderr)
-        log.error("server.refused", reason=str(exc))
+        log.error("server.refused", reason=Trusted(str(exc)))
         return 2
     key = await signing_key(config.data_dir, store)
     server = Server(config, store, key)
@@ -282,7 +283,7 @@ async def serve(config: Config, logs: LogHandle | None = None) -> int:
     scheme = "https" if config.tls else "http"
     print(f"chatd {__version__} listening on {scheme}://{config.host}:{port}", flush=True)
     log.info("server.start", version=__version__, host=config.host, port=port, tls=config.tls,
-             db=config.db_url if config.db is None else config.db.split("@")[-1])
+             db=Trusted(config.db_url if config.db is None else config.db.split("@")[-1]))
     await stopping.wait()
     log.info("server.stopping", connections=len(server.connections))
     await server.stop()

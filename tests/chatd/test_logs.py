@@ -1,4 +1,5 @@
-"""JSON-lines logging: formatter, redaction, daily file handler, configure_logging."""
+"""JSON-lines logging: formatter, redaction, bounds and escapes, daily file handler,
+configure_logging."""
 
 from __future__ import annotations
 
@@ -14,10 +15,15 @@ import orjson
 import pytest
 
 from chatd.observe.logs import (
+    MAX_FIELD_CHARS,
+    MAX_TRACEBACK_CHARS,
+    MAX_TRUSTED_CHARS,
     REDACTED,
     DailyLogFileHandler,
     EventLogger,
     JsonFormatter,
+    Trusted,
+    clean_text,
     configure_logging,
 )
 
@@ -356,3 +362,90 @@ def test_configured_events_from_many_threads_all_arrive_in_order(tmp_path: Path)
     assert error["level"] == "error"
     assert error["op"] == "submit"
     assert "ValueError: boom" in str(error["traceback"])
+
+
+# --- untrusted strings: bounded and escaped ------------------------------------------------
+
+
+def test_long_string_fields_are_cut_with_a_count(
+    captured: tuple[logging.Logger, ListHandler],
+) -> None:
+    logger, handler = captured
+    EventLogger(logger).warning("login.rate_limited", user="x" * (64 * 1024), ip="10.0.0.1")
+    obj = handler.objects()[0]
+    assert obj["user"] == "x" * MAX_FIELD_CHARS + f"...[{64 * 1024 - MAX_FIELD_CHARS} more chars]"
+    assert obj["ip"] == "10.0.0.1"
+    assert len(handler.lines[0]) < 400
+
+
+def test_control_characters_are_escaped_everywhere(
+    captured: tuple[logging.Logger, ListHandler],
+) -> None:
+    logger, handler = captured
+    EventLogger(logger).info(
+        "login.failed",
+        user="a\x1b[2Jb\x07c\x9bd\u202ee\r\n\ud800",
+        nested={"k\x1b": "v\x1b", "n": 1},
+        many=["\x1b"] * 40,
+        flag=True,
+    )
+    obj = handler.objects()[0]
+    assert obj["user"] == "a\\x1b[2Jb\\x07c\\x9bd\\u202ee\\x0d\\x0a\\ud800"
+    assert obj["nested"] == {"k\\x1b": "v\\x1b", "n": 1}
+    assert obj["many"] == ["\\x1b"] * 32 + ["...[8 more items]"]
+    assert obj["flag"] is True
+    line = handler.lines[0]
+    assert "\x1b" not in line and "\\u001b" not in line and "\u202e" not in line
+
+
+def test_trusted_values_and_paths_get_a_larger_bound(
+    captured: tuple[logging.Logger, ListHandler],
+) -> None:
+    logger, handler = captured
+    long_path = Path("/srv") / ("d" * 300) / "chatd.db"
+    reason = "cannot open the database: " + "y" * 300
+    EventLogger(logger).error("server.refused", reason=Trusted(reason), path=long_path,
+                              too_long=Trusted("z" * (MAX_TRUSTED_CHARS + 1)))
+    obj = handler.objects()[0]
+    assert obj["reason"] == reason
+    assert obj["path"] == str(long_path)
+    assert str(obj["too_long"]).endswith("...[1 more chars]")
+
+
+def test_tracebacks_and_library_messages_are_bounded(
+    captured: tuple[logging.Logger, ListHandler],
+) -> None:
+    logger, handler = captured
+    try:
+        raise ValueError("bad name " + "\x1b" + "n" * (64 * 1024))
+    except ValueError:
+        EventLogger(logger).exception("http.handler_failed")
+    logger.warning("a library says %s", "\x1b]0;title\x07" + "m" * (64 * 1024))
+    crashed, library = handler.objects()
+    traceback = str(crashed["traceback"])
+    assert traceback.startswith("Traceback (most recent call last):\n")
+    assert "ValueError: bad name \\x1bnnn" in traceback
+    assert len(traceback) < MAX_TRACEBACK_CHARS + 100
+    assert str(library["event"]).startswith("a library says \\x1b]0;title\\x07mmm")
+    assert len(str(library["event"])) < MAX_TRUSTED_CHARS + 100
+
+
+def test_stderr_lines_escape_control_characters(capsys: pytest.CaptureFixture[str]) -> None:
+    handle = configure_logging(None)
+    try:
+        EventLogger(logging.getLogger("chatd.accounts")).info("login.failed",
+                                                               user="\x1b[31mred")
+    finally:
+        handle.close()
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "\x1b" not in line and "\\u001b" not in line
+    assert orjson.loads(line)["user"] == "\\x1b[31mred"
+
+
+def test_clean_text() -> None:
+    assert clean_text("alice") == "alice"
+    assert clean_text("abcdef", 3) == "abc...[3 more chars]"
+    assert clean_text("a\x1bb", 2) == "a\\x1b...[1 more chars]"
+    assert clean_text("line\none\t", keep="\n") == "line\none\\x09"
+    assert clean_text("\U000e0001") == "\\U000e0001"  # a tag character: invisible
+    assert clean_text("ünïcode ✓ 😀") == "ünïcode ✓ 😀"

@@ -1,7 +1,9 @@
-"""Private files: what chatd writes to disk is its owner's alone."""
+"""Private files and safe output: what chatd writes to disk is its owner's alone, and
+no stored message reaches an operator's terminal raw through ``chatd messages``."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import stat
@@ -14,7 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.chatd.clients import new_user
+from tests.chatd.clients import new_user, unique_name, ws_connect
 from tests.chatd.server import ChatdProcess
 
 BACKENDS = ("sqlite", "postgres")
@@ -129,3 +131,27 @@ def test_existing_open_data_files_are_tightened_at_startup(
              "the warning about the open data directory")
     assert logged(second, "file.mode_tightened", path=str(db), old_mode="0o644")
     assert logged(second, "file.mode_tightened", path=str(key), old_mode="0o644")
+
+
+def test_messages_command_escapes_terminal_controls(server: ChatdProcess, tmp_path: Path
+                                                    ) -> None:
+    body = "look\x1b[2J\x1b]0;owned\x07 here\u009b31m\nsecond line"
+
+    async def send() -> tuple[str, str]:
+        (alice, alice_token), (bob, _) = new_user(server), new_user(server)
+        peer = await ws_connect(server, alice_token)
+        try:
+            await peer.send({"type": "send", "id": unique_name("m"), "to": bob, "body": body})
+            await peer.recv("ack")
+        finally:
+            await peer.close()
+        return alice, bob
+
+    alice, bob = asyncio.run(send())
+    shown = chatd("messages", alice, bob, *store_flags(server, tmp_path / "logs")).stdout
+    assert "\x1b" not in shown and "\x07" not in shown and "\u009b" not in shown
+    assert "look\\x1b[2J\\x1b]0;owned\\x07 here\\x9b31m\n    second line" in shown
+    as_json = chatd("messages", alice, bob, "--json",
+                    *store_flags(server, tmp_path / "logs")).stdout
+    assert "\x1b" not in as_json  # JSON escapes it; the body itself comes back exact
+    assert orjson.loads(as_json)["messages"][0]["body"] == body
