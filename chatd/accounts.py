@@ -128,7 +128,7 @@ class Accounts:
         retry_after = await self._limiter.retry_after(ip, now)
         if retry_after is not None:
             self._metrics.logins_total.labels(result="rate_limited").inc()
-            log.warning("login.rate_limited", ip=ip, user=username)
+            self._metrics.refusals.record(log, "login.rate_limited", key=ip, ip=ip, user=username)
             return Reply.error(
                 429, "rate_limited", "too many failed logins; try again later",
                 Retry_After=str(retry_after),
@@ -142,7 +142,8 @@ class Accounts:
         if not ok or user is None or user.disabled:
             await self._limiter.record_failure(ip, username, self._clock())
             self._metrics.logins_total.labels(result="failed").inc()
-            log.info("login.failed", ip=ip, user=username)
+            self._metrics.refusals.record(log, "login.failed", key=ip, level=logging.INFO, ip=ip,
+                                          user=username)
             return Reply.error(401, "invalid_credentials", "wrong username or password")
         self._metrics.logins_total.labels(result="ok").inc()
         log.info("login.ok", ip=ip, user=username, user_id=user.id)

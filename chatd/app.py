@@ -247,6 +247,7 @@ class Server:
             except StoreError:
                 log.exception("store.error", op="stats")
             self.metrics.disk_used_ratio.set(self.health.disk_pct() / 100)
+            self.metrics.refusals.flush()  # the summaries of quiet clients' windows
             await asyncio.sleep(GAUGE_INTERVAL)
 
 

@@ -219,12 +219,12 @@ class Hub:
             hello.token and session.upgrade_token and hello.token != session.upgrade_token
             and not self._same_user(hello.token, session.upgrade_token)
         ):
-            session.fail("unauthorized", limits.CLOSE_UNAUTHORIZED, "no valid token")
+            self._refuse_hello(session, "no valid token")
             return
         try:
             identity = self._accounts.check_cached(token)
         except Unauthorized:
-            session.fail("unauthorized", limits.CLOSE_UNAUTHORIZED, "invalid or expired token")
+            self._refuse_hello(session, "invalid or expired token")
             return
         if identity is not None:
             self._welcome(session, identity)
@@ -233,6 +233,12 @@ class Hub:
             return
         self._pending[session.conn_id] = list(rest)
         self._spawn(self._hello_slow(session, token))
+
+    def _refuse_hello(self, session: Session, message: str) -> None:
+        self._metrics.refusals.record(log, "token.refused", key=session.peer_ip,
+                                      level=logging.INFO, ip=session.peer_ip,
+                                      conn_id=session.conn_id, op="hello")
+        session.fail("unauthorized", limits.CLOSE_UNAUTHORIZED, message)
 
     def _same_user(self, first: str, second: str) -> bool:
         try:
@@ -247,7 +253,7 @@ class Hub:
             identity = await self._accounts.authenticate(token)
         except Unauthorized:
             self._pending.pop(session.conn_id, None)
-            session.fail("unauthorized", limits.CLOSE_UNAUTHORIZED, "invalid or expired token")
+            self._refuse_hello(session, "invalid or expired token")
             return
         rest = self._pending.pop(session.conn_id, [])
         self._welcome(session, identity)
@@ -371,6 +377,9 @@ class Hub:
         except Unauthorized:
             identity = None
         if identity is None or identity.user.id != online.user.id:
+            self._metrics.refusals.record(log, "token.refused", key=online.session.peer_ip,
+                                          level=logging.INFO, ip=online.session.peer_ip,
+                                          conn_id=online.session.conn_id, op="reauth")
             online.session.send_frame(
                 Error(code="unauthorized", message="reauth needs a valid token of this user")
             )

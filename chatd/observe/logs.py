@@ -34,6 +34,9 @@ call site can forget to (:func:`clean_text`):
   ``\\u202e``, so a decoded value (``jq -r``) cannot drive a terminal either; tracebacks
   keep their newlines.
 
+Repeated refusals (429s, bad tokens) go through :mod:`chatd.observe.refusals`, which
+logs a few lines per client and minute and counts every one in ``/metrics``.
+
 Only entry points call :func:`configure_logging`. It starts one writer thread that
 formats and writes every line, so logging never blocks the event loop on disk I/O or on
 JSON encoding. Once it is configured, :class:`EventLogger` hands its events straight to
@@ -282,6 +285,10 @@ class EventLogger:
 
     def error(self, event: str, /, **fields: object) -> None:
         self._log(logging.ERROR, event, fields)
+
+    def log(self, level: int, event: str, /, **fields: object) -> None:
+        """Log at a ``logging`` level chosen at run time."""
+        self._log(level, event, fields)
 
     def exception(self, event: str, /, **fields: object) -> None:
         """Log at ERROR with the exception being handled as a ``traceback`` field."""

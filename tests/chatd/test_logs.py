@@ -1,5 +1,5 @@
 """JSON-lines logging: formatter, redaction, bounds and escapes, daily file handler,
-configure_logging."""
+configure_logging; refusals logged at a bounded rate."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry, Counter
 
 from chatd.observe.logs import (
     MAX_FIELD_CHARS,
@@ -26,6 +27,7 @@ from chatd.observe.logs import (
     clean_text,
     configure_logging,
 )
+from chatd.observe.refusals import LINES_PER_WINDOW, WINDOW_S, LogThrottle, Refusals
 
 TS_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 DAY = 24 * 60 * 60
@@ -449,3 +451,102 @@ def test_clean_text() -> None:
     assert clean_text("line\none\t", keep="\n") == "line\none\\x09"
     assert clean_text("\U000e0001") == "\\U000e0001"  # a tag character: invisible
     assert clean_text("ünïcode ✓ 😀") == "ünïcode ✓ 😀"
+
+
+# --- refusals at a bounded rate ----------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _refusals(clock: FakeClock, **throttle: int) -> tuple[Refusals, CollectorRegistry]:
+    registry = CollectorRegistry()
+    counter = Counter("test_refusals", "refusals", ["reason"], registry=registry)
+    return Refusals(counter, LogThrottle(clock=clock, **throttle)), registry
+
+
+def _counted(registry: CollectorRegistry, reason: str) -> float | None:
+    return registry.get_sample_value("test_refusals_total", {"reason": reason})
+
+
+def _events(handler: ListHandler) -> list[tuple[object, ...]]:
+    return [(o["event"], o.get("ip"), o.get("of"), o.get("suppressed")) for o in handler.objects()]
+
+
+def test_refusals_log_a_few_lines_per_key_and_count_them_all(
+    captured: tuple[logging.Logger, ListHandler],
+) -> None:
+    logger, handler = captured
+    log = EventLogger(logger)
+    clock = FakeClock()
+    refusals, registry = _refusals(clock)
+    for _ in range(100):
+        refusals.record(log, "login.rate_limited", key="10.0.0.1", ip="10.0.0.1")
+        refusals.record(log, "login.rate_limited", key="10.0.0.2", ip="10.0.0.2")
+        refusals.record(log, "token.refused", key="10.0.0.1", level=logging.INFO,
+                        ip="10.0.0.1")
+    assert _counted(registry, "login.rate_limited") == 200
+    assert _counted(registry, "token.refused") == 100
+    assert _counted(registry, "login.failed") == 0  # exported before the first one
+    events = _events(handler)
+    assert len(events) == 3 * LINES_PER_WINDOW
+    assert events.count(("login.rate_limited", "10.0.0.1", None, None)) == LINES_PER_WINDOW
+    assert {o["level"] for o in handler.objects() if o["event"] == "token.refused"} == {"info"}
+
+    handler.lines.clear()
+    clock.now += WINDOW_S  # the windows end: one summary each, then lines again
+    refusals.record(log, "login.rate_limited", key="10.0.0.1", ip="10.0.0.1")
+    assert _events(handler) == [
+        ("log.suppressed", None, "login.rate_limited", 95),
+        ("log.suppressed", None, "login.rate_limited", 95),
+        ("log.suppressed", None, "token.refused", 95),
+        ("login.rate_limited", "10.0.0.1", None, None),
+    ]
+    assert [o["key"] for o in handler.objects()[:3]] == ["10.0.0.1", "10.0.0.2", "10.0.0.1"]
+
+
+def test_flush_writes_the_summary_of_a_quiet_client(
+    captured: tuple[logging.Logger, ListHandler],
+) -> None:
+    logger, handler = captured
+    clock = FakeClock()
+    refusals, _ = _refusals(clock, lines=1)
+    for _ in range(3):
+        refusals.record(EventLogger(logger), "token.refused", key="10.0.0.9", ip="10.0.0.9")
+    refusals.flush()
+    assert len(handler.lines) == 1  # the window has not ended yet
+    clock.now += WINDOW_S - 0.001
+    refusals.flush()
+    assert len(handler.lines) == 1
+    clock.now += 0.001
+    refusals.flush()
+    refusals.flush()  # once only
+    assert _events(handler)[1:] == [("log.suppressed", None, "token.refused", 2)]
+
+
+def test_throttle_memory_is_bounded(captured: tuple[logging.Logger, ListHandler]) -> None:
+    logger, handler = captured
+    log = EventLogger(logger)
+    clock = FakeClock()
+    throttle = LogThrottle(lines=1, max_keys=10, clock=clock)
+    allowed = [throttle.allow(log, "login.failed", f"10.0.{n}.1") for n in range(1000)]
+    assert allowed.count(True) == 11  # ten keys, then one line for the shared "*" window
+    assert len(throttle._windows) == 11
+    long_key = "k" * 10_000
+    clock.now += WINDOW_S
+    assert throttle.allow(log, "login.failed", long_key)
+    assert max(len(key) for _, key in throttle._windows) <= 64
+    summary = [o for o in handler.objects() if o["event"] == "log.suppressed"]
+    assert [(o["key"], o["suppressed"]) for o in summary] == [("*", 989)]
+
+
+def test_throttle_checks_its_arguments() -> None:
+    with pytest.raises(ValueError):
+        LogThrottle(lines=0)
+    with pytest.raises(ValueError):
+        LogThrottle(window=0)

@@ -1,11 +1,13 @@
-"""Private files and safe output: what chatd writes to disk is its owner's alone, and
-no stored message reaches an operator's terminal raw through ``chatd messages``."""
+"""Private files and bounded logs: what chatd writes to disk is its owner's alone, and a
+hostile client cannot fill the disk through the log or reach an operator's terminal
+through ``chatd messages``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -16,14 +18,19 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.chatd.clients import new_user, unique_name, ws_connect
+from libchat import limits
+from tests.chatd.clients import http, new_user, unique_name, ws_connect
 from tests.chatd.server import ChatdProcess
+from tests.hostile.conftest import REMOTE_IP
 
 BACKENDS = ("sqlite", "postgres")
 REPO = Path(__file__).resolve().parents[2]
 OPEN_UMASK = 0o022  # the usual default: files 0644 and directories 0755 unless told
 RUN_TIMEOUT = 60.0  # seconds one chatd command may take on a very busy machine
 WAIT = 15.0  # seconds for a log line to reach the file on a busy machine
+HUGE_NAME_CHARS = limits.MAX_BODY_BYTES - 200  # the largest username a request can carry
+REFUSED_LOGINS = 100
+LOG_GROWTH_LIMIT = 64 * 1024  # what 100 refused logins may add to the log, at most
 
 
 @contextlib.contextmanager
@@ -131,6 +138,37 @@ def test_existing_open_data_files_are_tightened_at_startup(
              "the warning about the open data directory")
     assert logged(second, "file.mode_tightened", path=str(db), old_mode="0o644")
     assert logged(second, "file.mode_tightened", path=str(key), old_mode="0o644")
+
+
+def test_huge_usernames_in_refused_logins_do_not_fill_the_log(
+    make_server: Callable[..., ChatdProcess],
+) -> None:
+    server = make_server()
+    wait_for(lambda: logged(server, "server.start"), "the start line")
+    log_file = server.log_dir / "chatd.log"
+    size_before = log_file.stat().st_size
+    statuses = []
+    for n in range(REFUSED_LOGINS):
+        huge = f"{n:03d}\x1b[31m" + "x" * HUGE_NAME_CHARS
+        answer = http(server, "POST", "/v1/login", {"username": huge, "password": "wrong pass"},
+                      source_ip=REMOTE_IP)
+        statuses.append(answer.status)
+    assert set(statuses) == {401, 429}, statuses
+    # A line logged after all of them: once it is in the file, theirs are too.
+    marker, _ = new_user(server)
+    wait_for(lambda: logged(server, "login.ok", user=marker), "the marker login")
+
+    growth = log_file.stat().st_size - size_before
+    assert growth < LOG_GROWTH_LIMIT, f"{growth} bytes for {REFUSED_LOGINS} refused logins"
+    text = log_file.read_text("utf-8")
+    assert "\x1b" not in text and "\\u001b" not in text  # escaped before JSON: "\\x1b"
+    refused = [line for line in log_events(server) if line["event"] == "login.rate_limited"]
+    assert refused and all(len(str(line["user"])) < 200 for line in refused)
+
+    metrics = http(server, "GET", "/metrics").raw.decode()
+    counted = re.search(r'chatd_refusals_total\{reason="login.rate_limited"\} (\d+)', metrics)
+    assert counted is not None, metrics
+    assert int(float(counted.group(1))) == statuses.count(429)
 
 
 def test_messages_command_escapes_terminal_controls(server: ChatdProcess, tmp_path: Path
