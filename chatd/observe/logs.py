@@ -148,6 +148,16 @@ def _escape(char: str) -> str:
 
 
 @functools.lru_cache(maxsize=512)
+def _field_key(name: object, limit: int = MAX_FIELD_CHARS) -> tuple[str, bool]:
+    """A field name as written (cleaned, ``field.``-prefixed if it clashes with a core
+    key), and whether its value is a secret. Names are few: the code's keywords."""
+    key = clean_text(str(name), limit)
+    if key in _CORE_KEYS:
+        key = "field." + key
+    return key, _is_secret(key)
+
+
+@functools.lru_cache(maxsize=512)
 def _is_secret(name: str) -> bool:
     lowered = name.lower()
     return lowered in REDACTED_FIELDS or any(
@@ -228,18 +238,28 @@ def format_line(
     stack: str | None = None,
 ) -> str:
     """One JSON line (without the newline) in the layout :class:`JsonFormatter` documents."""
+    # The common cases inline (short printable text, numbers): a line per message sent
+    # and delivered goes through here.
+    if len(event) > MAX_TRUSTED_CHARS or not event.isprintable():
+        event = clean_text(event, MAX_TRUSTED_CHARS)
     line: dict[str, object] = {
         "ts": _format_ts(created),
         "level": level_name.lower(),
-        "event": clean_text(event, MAX_TRUSTED_CHARS),
-        "logger": clean_text(logger_name, MAX_TRUSTED_CHARS),
+        "event": event,
+        "logger": _field_key(logger_name, MAX_TRUSTED_CHARS)[0],
     }
     if fields:
         for name, value in fields.items():
-            key = clean_text(str(name))
-            if key in _CORE_KEYS:
-                key = "field." + key
-            line[key] = REDACTED if _is_secret(key) else _clean(value)
+            key, secret = _field_key(name)
+            if secret:
+                line[key] = REDACTED
+            elif type(value) is str:
+                line[key] = (value if len(value) <= MAX_FIELD_CHARS and value.isprintable()
+                             else clean_text(value))
+            elif type(value) is int:
+                line[key] = value
+            else:
+                line[key] = _clean(value)
     if traceback:
         line["traceback"] = clean_text(traceback, MAX_TRACEBACK_CHARS, keep="\n")
     if stack:
