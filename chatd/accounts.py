@@ -219,7 +219,7 @@ class Accounts:
             )
         throttled = self._throttle(self._registrations, ip)
         if throttled is not None:
-            log.warning("register.rate_limited", ip=ip)
+            self._metrics.refusals.record(log, "register.rate_limited", key=ip, ip=ip)
             return Reply.error(
                 429, "rate_limited", "too many new accounts from your address; try again later",
                 Retry_After=str(throttled),
@@ -252,7 +252,7 @@ class Accounts:
             ticket = None
         if ticket is None:
             self._metrics.logins_total.labels(result="rate_limited").inc()
-            log.warning("login.rate_limited", ip=ip, user=username)
+            self._metrics.refusals.record(log, "login.rate_limited", key=ip, ip=ip, user=username)
             return Reply.error(
                 429, "rate_limited", "too many logins; try again later",
                 Retry_After=str(retry_after),
@@ -267,7 +267,8 @@ class Accounts:
             raise
         if user is None:  # the ticket stays: it is the failure on record
             self._metrics.logins_total.labels(result="failed").inc()
-            log.info("login.failed", ip=ip, user=username)
+            self._metrics.refusals.record(log, "login.failed", key=ip, level=logging.INFO,
+                                          ip=ip, user=username)
             return Reply.error(401, "invalid_credentials", "wrong username or password")
         await self._limiter.release(ticket)
         self._metrics.logins_total.labels(result="ok").inc()

@@ -28,7 +28,14 @@ from typing import Any, Final
 
 import orjson
 
-from chatd.observe.logs import LOG_FILE_NAME, EventLogger, JsonFormatter
+from chatd.files import make_private_dir
+from chatd.observe.logs import (
+    LOG_FILE_NAME,
+    EventLogger,
+    JsonFormatter,
+    PrivateFileHandler,
+    escape_unprintable,
+)
 from chatd.store import SchemaMismatch, Store, StoreError, User
 from chatd.store.factory import open_store
 from chatd.store.sqlite import SqliteStore
@@ -109,7 +116,7 @@ def _new_store(args: argparse.Namespace, *, create: bool) -> Store:
         raise AdminError(str(exc), EXIT_USAGE) from None
     if isinstance(store, SqliteStore):
         if create:
-            store.path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(store.path.parent)
         elif not store.path.is_file():
             raise AdminError(
                 f"no database at {store.path}: check --data-dir or --db"
@@ -144,6 +151,14 @@ def _iso(ms: int | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
+def _shown(text: str) -> str:
+    """Stored user text (a body, a name) as it may reach the operator's terminal: every
+    control character but newline and tab escaped (``\\x1b``), so no body can move the
+    cursor, retitle the window or hide a line. ``--json`` prints the exact text, which
+    JSON escapes."""
+    return escape_unprintable(text, keep="\n\t")
+
+
 def _print_json(value: Any) -> None:
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
 
@@ -160,8 +175,8 @@ def _configure_audit_log(args: argparse.Namespace) -> Callable[[], None]:
     """
     log_dir: Path = getattr(args, "log_dir", None) or DEFAULT_LOG_DIR
     try:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_dir / LOG_FILE_NAME, encoding="utf-8")
+        make_private_dir(log_dir)
+        handler = PrivateFileHandler(log_dir / LOG_FILE_NAME, encoding="utf-8")
     except OSError as exc:
         raise AdminError(f"cannot write the audit log in {log_dir}: {exc}", EXIT_USAGE) from None
     handler.setFormatter(JsonFormatter())
@@ -274,7 +289,8 @@ def _user_list(args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = [("ID", "USERNAME", "STATUS", "CREATED")]
     rows += [
-        (str(u.id), u.username, "disabled" if u.disabled else "enabled", _iso(u.created_at))
+        (str(u.id), _shown(u.username), "disabled" if u.disabled else "enabled",
+         _iso(u.created_at))
         for u in users
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -296,7 +312,7 @@ def _user_show(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(row)
         return EXIT_OK
-    print(f"username          {user.username}")
+    print(f"username          {_shown(user.username)}")
     print(f"id                {user.id}")
     print(f"status            {'disabled' if user.disabled else 'enabled'}")
     print(f"created           {_iso(user.created_at)}")
@@ -447,9 +463,9 @@ def _messages(args: argparse.Namespace) -> int:
         return EXIT_OK
     for message in page:
         status = "read" if message.read_at else "delivered" if message.delivered_at else "queued"
-        who = f"{message.sender} -> {message.recipient}"
+        who = f"{_shown(message.sender)} -> {_shown(message.recipient)}"
         head = f"{message.seq} {_iso(message.ts)} {who} [{status}]"
-        body = message.body.replace("\n", "\n    ")
+        body = _shown(message.body).replace("\n", "\n    ")
         print(f"{head} {body}")
     if has_more:
         oldest = page[0].seq if page else args.before
@@ -516,7 +532,7 @@ def _backup(args: argparse.Namespace) -> int:
             await store.close()
 
     asyncio.run(main())
-    _audit("admin.backup", source=str(store.path), dest=str(dest), bytes=dest.stat().st_size)
+    _audit("admin.backup", source=store.path, dest=dest, bytes=dest.stat().st_size)
     print(f"backed up {store.path} to {dest} ({dest.stat().st_size} bytes)")
     return EXIT_OK
 

@@ -22,6 +22,7 @@ import prometheus_client
 from chatd.accounts import Accounts
 from chatd.admission import Admission, TrustedNetworks
 from chatd.auth import (
+    KEY_FILE,
     KeyFileError,
     Keyring,
     KeyringLoader,
@@ -32,15 +33,23 @@ from chatd.auth import (
 )
 from chatd.bus import Bus, PostgresBus
 from chatd.config import Config
+from chatd.files import PRIVATE_FILE, make_private_dir, open_to_others, tighten
 from chatd.http import HttpApi
 from chatd.hub import CHANGE_POLL_INTERVAL, Hub
 from chatd.keys import key_source
 from chatd.net import ChatProtocol
 from chatd.observe.health import HealthMonitor
-from chatd.observe.logs import EventLogger, LogHandle, configure_logging
+from chatd.observe.logs import (
+    LOG_FILE_NAME,
+    EventLogger,
+    LogHandle,
+    Trusted,
+    configure_logging,
+)
 from chatd.observe.metrics import Metrics
 from chatd.store import SchemaMismatch, Store, StoreError
 from chatd.store.factory import open_store, schema_from_url
+from chatd.store.sqlite import SqliteStore
 from chatd.users import UserDirectory
 from libchat import __version__, limits
 from libchat.server import ServerConfig
@@ -145,6 +154,7 @@ class Server:
     def refused_connection(self, budget: str, ip: str) -> None:
         """A socket was over ``budget`` (see chatd.admission) and got 503."""
         self.metrics.connections_refused_total.labels(budget=budget).inc()
+        self.metrics.refusals.record(log, "connection.refused", key=ip, ip=ip, budget=budget)
 
     # --- plumbing used by the connections --------------------------------------------
 
@@ -304,22 +314,24 @@ class Server:
             except StoreError:
                 log.exception("store.error", op="stats")
             self.metrics.disk_used_ratio.set(self.health.disk_pct() / 100)
+            self.metrics.refusals.flush()  # the summaries of quiet clients' windows
             await asyncio.sleep(GAUGE_INTERVAL)
 
 
 async def serve(config: Config, logs: LogHandle | None = None) -> int:
     """Run chatd until SIGTERM or SIGINT; returns the exit status."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(config.data_dir)
     store = open_store(config.db_url, sync=config.sync)
+    _secure_files(config, store)
     try:
         await store.open()
     except SchemaMismatch as exc:
         print(f"chatd: {exc}", file=sys.stderr)
-        log.error("server.refused", reason=str(exc))
+        log.error("server.refused", reason=Trusted(str(exc)))
         return 2
     except StoreError as exc:
         print(f"chatd: cannot open the database: {exc}", file=sys.stderr)
-        log.error("server.refused", reason=str(exc))
+        log.error("server.refused", reason=Trusted(str(exc)))
         return 2
     keys = key_source(store, config.data_dir, config.token_key_file)
     try:
@@ -346,12 +358,28 @@ async def serve(config: Config, logs: LogHandle | None = None) -> int:
     scheme = "https" if config.tls else "http"
     print(f"chatd {__version__} listening on {scheme}://{config.host}:{port}", flush=True)
     log.info("server.start", version=__version__, host=config.host, port=port, tls=config.tls,
-             db=config.db_url if config.db is None else config.db.split("@")[-1])
+             db=Trusted(config.db_url if config.db is None else config.db.split("@")[-1]))
     await stopping.wait()
     log.info("server.stopping", connections=len(server.connections))
     await server.stop()
     log.info("server.stop")
     return 0
+
+
+def _secure_files(config: Config, store: Store) -> None:
+    """Make the data files chatd owns by name private if an older chatd or an operator
+    left them open; only warn about directories and the log file (see chatd.files)."""
+    owned = [config.data_dir / KEY_FILE]
+    if isinstance(store, SqliteStore):
+        owned += [store.path, *(store.path.with_name(store.path.name + suffix)
+                                for suffix in ("-wal", "-shm"))]
+    for path, old_mode in tighten(owned):
+        log.warning("file.mode_tightened", path=path, old_mode=oct(old_mode),
+                    mode=oct(PRIVATE_FILE))
+    shared = [config.data_dir, config.log_dir, config.log_dir / LOG_FILE_NAME]
+    for path, mode in open_to_others(shared):
+        log.warning("file.mode_open", path=path, mode=oct(mode),
+                    hint="others may read or enter it: chmod go-rwx it")
 
 
 def run(config: Config) -> int:

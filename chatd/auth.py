@@ -29,6 +29,7 @@ import orjson
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from chatd.files import make_private_dir
 from chatd.store import LoginDecider
 from chatd.store.base import Retirement
 from libchat.protocol import normalize_username
@@ -86,7 +87,7 @@ def load_or_create_key(data_dir: Path) -> bytes:
     Raises:
         KeyFileError: the file has the wrong size.
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(data_dir)
     path = data_dir / KEY_FILE
     if not path.exists():
         create_key_file(path)

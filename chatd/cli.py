@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from chatd.files import private_umask
 from libchat import __version__
 
 DEFAULT_HEALTH_URL = "http://127.0.0.1:8765"
@@ -153,8 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    with private_umask():  # every file chatd creates is 0600, every directory 0700
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "migrate-data":
         from chatd import migrate_data
 

@@ -57,15 +57,22 @@ class HttpApi:
 
     async def handle(self, request: object, ip: str) -> Reply:
         try:
-            return await self._dispatch(request, ip)
+            reply = await self._dispatch(request, ip)
         except Unauthorized:
-            return UNAUTHORIZED
+            reply = UNAUTHORIZED
         except StoreError:
             log.exception("store.error", op=type(request).__name__)
             return INTERNAL_ERROR
         except Exception:  # a bug: answer 500 rather than leave the client hanging
             log.exception("http.handler_failed", op=type(request).__name__)
             return INTERNAL_ERROR
+        if reply is UNAUTHORIZED:  # a missing, bad, expired or revoked token
+            self._refuse_token(ip, type(request).__name__)
+        return reply
+
+    def _refuse_token(self, ip: str, op: str) -> None:
+        self._metrics.refusals.record(log, "token.refused", key=ip, level=logging.INFO,
+                                      ip=ip, op=op)
 
     async def _dispatch(self, request: object, ip: str) -> Reply:
         accounts = self._accounts
@@ -119,7 +126,7 @@ class HttpApi:
         )
         return Reply(status, body)
 
-    async def check_upgrade(self, request: ev.UpgradeRequest) -> Reply | None:
+    async def check_upgrade(self, request: ev.UpgradeRequest, ip: str) -> Reply | None:
         """None to accept the upgrade, else the refusal."""
         if request.origin is not None and request.origin not in self._config.allowed_origins:
             return Reply.error(403, "origin_not_allowed", "this Origin may not open a WebSocket")
@@ -127,5 +134,6 @@ class HttpApi:
             try:
                 await self._accounts.authenticate(request.token)
             except Unauthorized:
+                self._refuse_token(ip, type(request).__name__)
                 return UNAUTHORIZED
         return None

@@ -251,12 +251,12 @@ class Hub:
             hello.token and session.upgrade_token and hello.token != session.upgrade_token
             and not self._same_user(hello.token, session.upgrade_token)
         ):
-            session.fail("unauthorized", limits.CLOSE_UNAUTHORIZED, "no valid token")
+            self._refuse_hello(session, "no valid token")
             return
         try:
             identity = self._accounts.check_cached(token)
         except Unauthorized:
-            session.fail("unauthorized", limits.CLOSE_UNAUTHORIZED, "invalid or expired token")
+            self._refuse_hello(session, "invalid or expired token")
             return
         version = protocol.negotiated_version(hello.protocol)
         if identity is not None:
@@ -265,6 +265,12 @@ class Hub:
             return
         self._pending[session.conn_id] = list(rest)
         self._spawn(self._hello_slow(session, token, version))
+
+    def _refuse_hello(self, session: Session, message: str) -> None:
+        self._metrics.refusals.record(log, "token.refused", key=session.peer_ip,
+                                      level=logging.INFO, ip=session.peer_ip,
+                                      conn_id=session.conn_id, op="hello")
+        session.fail("unauthorized", limits.CLOSE_UNAUTHORIZED, message)
 
     def _same_user(self, first: str, second: str) -> bool:
         try:
@@ -279,7 +285,7 @@ class Hub:
             identity = await self._accounts.authenticate(token)
         except Unauthorized:
             self._pending.pop(session.conn_id, None)
-            session.fail("unauthorized", limits.CLOSE_UNAUTHORIZED, "invalid or expired token")
+            self._refuse_hello(session, "invalid or expired token")
             return
         rest = self._pending.pop(session.conn_id, [])
         if self._welcome(session, identity, version) and rest:
@@ -292,6 +298,8 @@ class Hub:
         user = identity.user
         devices = self._by_user.get(user.username, ())
         if len(devices) >= self._config.max_connections_per_user:
+            self._metrics.refusals.record(log, "connection.too_many", key=session.peer_ip,
+                                          ip=session.peer_ip, user=user.username)
             session.fail(
                 "too_many_connections", limits.CLOSE_TOO_MANY_CONNECTIONS,
                 f"at most {self._config.max_connections_per_user} connections per user",
@@ -446,9 +454,12 @@ class Hub:
         if self._by_session.get(online.session.conn_id) is online:
             self._reauthed(online, identity)
 
-    @staticmethod
-    def _refuse_reauth(online: _Online) -> None:
-        online.session.send_frame(
+    def _refuse_reauth(self, online: _Online) -> None:
+        session = online.session
+        self._metrics.refusals.record(log, "token.refused", key=session.peer_ip,
+                                      level=logging.INFO, ip=session.peer_ip,
+                                      conn_id=session.conn_id, op="reauth")
+        session.send_frame(
             Error(code="unauthorized", message="reauth needs a valid token of this user")
         )
 

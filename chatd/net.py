@@ -181,7 +181,7 @@ class ChatProtocol(asyncio.Protocol):
             self.server.spawn(self._upgrade(request))
 
     async def _upgrade(self, request: ev.UpgradeRequest) -> None:
-        reply = await self.server.api.check_upgrade(request)
+        reply = await self.server.api.check_upgrade(request, self.peer_ip)
         if reply is not None:
             self.respond(reply)
             return

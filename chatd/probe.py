@@ -39,6 +39,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import orjson
 
+from chatd.files import make_private_dir
 from libchat import limits
 from libchat.client import ClientConfig, ClientConnection, ClientEvent
 from libchat.events import ConnectionClosed, HttpResponse, Upgraded
@@ -157,7 +158,7 @@ def _load_passwords(path: Path) -> tuple[dict[str, str], bool]:
         return {name: stored[name] for name in CANARY_USERS}, False
     passwords = {name: secrets.token_urlsafe(24) for name in CANARY_USERS}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from chatpad import __version__
+from chatpad.files import private_umask
 
 __all__ = ["build_parser", "main"]
 
@@ -31,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with private_umask():  # the profile's files are its user's alone
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=os.environ.get("CHATPAD_LOG", "WARNING").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")

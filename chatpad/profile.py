@@ -2,8 +2,9 @@
 
 Profiles live in ``platformdirs.user_data_dir("chatpad")/<name>`` (override the root with
 the ``CHATPAD_HOME`` environment variable, e.g. for tests or a portable install). The
-session file holds the token, so it is written with mode 0600 where the platform has
-modes, and removed on sign-out.
+folder is 0700 and its files 0600 where the platform has modes (:mod:`chatpad.files`):
+the database holds every message, and the session file the token, which is removed on
+sign-out.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import attrs
 import platformdirs
+
+from chatpad.files import make_private_dir
 
 __all__ = ["Profile", "Session", "parse_server"]
 
@@ -66,7 +69,7 @@ class Profile:
 
     def save_session(self, session: Session) -> None:
         """Write atomically, readable by the owner only."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.folder)
         data = json.dumps(attrs.asdict(session)).encode()
         tmp = self.session_file.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

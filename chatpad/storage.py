@@ -14,6 +14,7 @@ from pathlib import Path
 import apsw
 import attrs
 
+from chatpad.files import PRIVATE_FILE, create_private_file, make_private_dir, tighten
 from chatpad.items import STATUS_RANK, ChatItem, Summary
 from libchat.outbox import SEEN_CAPACITY, OutboxEntry, SeenSeqs
 
@@ -62,7 +63,10 @@ class LocalStore:
     """The profile's database file. Not thread-safe: one instance per thread."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
+        create_private_file(path)  # SQLite gives the WAL and SHM files the same mode
+        for suffix in ("-wal", "-shm"):  # left open by an older chatpad
+            tighten(path.with_name(path.name + suffix), PRIVATE_FILE)
         self.db = apsw.Connection(str(path))
         self.db.setbusytimeout(5000)
         self.db.execute("PRAGMA journal_mode=WAL")

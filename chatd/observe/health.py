@@ -111,7 +111,7 @@ class HealthMonitor:
             pct = UNKNOWN_DISK_PCT
             failed = True
             if not self._disk_failed.active:
-                self._log.warning("disk.check_failed", path=str(self.data_dir), error=str(exc))
+                self._log.warning("disk.check_failed", path=self.data_dir, error=str(exc))
         self._disk_failed.update(failed)
         if self._disk_high.update(pct >= self.alert_pct):
             if self._disk_high.active:

@@ -19,6 +19,24 @@ Never pass message bodies, passwords or tokens. As a safety net the formatter wr
 or ``authorization`` (case-insensitive, also as a ``_suffix`` such as ``refresh_token``,
 and inside nested dicts).
 
+Field values may come from the wire (a username, a client id, an exception message
+about a request), so the formatter bounds and escapes every string it writes, and no
+call site can forget to (:func:`clean_text`):
+
+- a string field keeps its first :data:`MAX_FIELD_CHARS` characters, then says how many
+  were cut: ``"xxxx...[65408 more chars]"``. A value wrapped in :class:`Trusted`, a
+  ``pathlib`` path (chatd's own files), the event of another library's record and the
+  logger name keep up to :data:`MAX_TRUSTED_CHARS`; a traceback up to
+  :data:`MAX_TRACEBACK_CHARS`. Lists keep :data:`MAX_ITEMS` items; other types are
+  written as ``str(value)`` under the same rules.
+- every character ``str.isprintable()`` rejects (ESC and the other C0 and C1 controls,
+  DEL, bidi overrides, lone surrogates) is written as a Python escape, ``\\x1b`` or
+  ``\\u202e``, so a decoded value (``jq -r``) cannot drive a terminal either; tracebacks
+  keep their newlines.
+
+Repeated refusals (429s, bad tokens) go through :mod:`chatd.observe.refusals`, which
+logs a few lines per client and minute and counts every one in ``/metrics``.
+
 Only entry points call :func:`configure_logging`. It starts one writer thread that
 formats and writes every line, so logging never blocks the event loop on disk I/O or on
 JSON encoding. Once it is configured, :class:`EventLogger` hands its events straight to
@@ -33,26 +51,37 @@ few milliseconds so that a busy server costs at most :data:`WRITES_PER_SECOND` w
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import logging.handlers
+import os
 import queue
 import sys
 import threading
 import time
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Final
 
 import orjson
 
+from chatd.files import PRIVATE_FILE, make_private_dir
+
 __all__ = [
+    "MAX_FIELD_CHARS",
+    "MAX_TRACEBACK_CHARS",
+    "MAX_TRUSTED_CHARS",
     "REDACTED",
     "REDACTED_FIELDS",
     "DailyLogFileHandler",
     "EventLogger",
     "JsonFormatter",
     "LogHandle",
+    "PrivateFileHandler",
+    "Trusted",
+    "clean_text",
     "configure_logging",
+    "escape_unprintable",
 ]
 
 LOG_FILE_NAME: Final = "chatd.log"
@@ -63,6 +92,71 @@ _DUMPS_OPTIONS: Final = orjson.OPT_NON_STR_KEYS
 WRITES_PER_SECOND: Final = 50  # the writer thread's most writes per second per handler
 
 
+MAX_FIELD_CHARS: Final = 128  # a string from the wire: any valid name, id or address fits
+MAX_TRUSTED_CHARS: Final = 4096  # chatd's own text: paths, startup errors, library messages
+MAX_TRACEBACK_CHARS: Final = 16 * 1024  # a deep stack fits; a 64 KiB request in it does not
+MAX_ITEMS: Final = 32  # items of a list or tuple field
+
+
+class Trusted(str):
+    """A field value chatd made or the operator gave, not a client (a configured path,
+    a startup error): logged up to :data:`MAX_TRUSTED_CHARS` characters instead of
+    :data:`MAX_FIELD_CHARS`. Its control characters are escaped all the same::
+
+        log.error("server.refused", reason=Trusted(str(exc)))
+    """
+
+    __slots__ = ()
+
+
+def clean_text(text: str, limit: int = MAX_FIELD_CHARS, *, keep: str = "") -> str:
+    """``text`` made safe for a log line or a terminal.
+
+    Args:
+        text: any string, e.g. a username a client sent.
+        limit: characters of ``text`` to keep; the rest is replaced by
+            ``...[N more chars]``.
+        keep: unprintable characters to leave as they are (``"\\n"`` for tracebacks).
+
+    Returns:
+        At most ``limit`` characters of ``text``, each one that ``str.isprintable()``
+        rejects (and ``keep`` does not hold) written as ``\\xNN``, ``\\uNNNN`` or
+        ``\\UNNNNNNNN``.
+    """
+    cut = len(text) - limit
+    if cut > 0:
+        return f"{escape_unprintable(text[:limit], keep)}...[{cut} more chars]"
+    return escape_unprintable(text, keep)
+
+
+def escape_unprintable(text: str, keep: str = "") -> str:
+    """``text`` with each character that ``str.isprintable()`` rejects, other than those
+    in ``keep``, written as ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``: nothing left
+    that a terminal obeys (ESC, CSI, BEL, CR, bidi overrides)."""
+    if text.isprintable():  # a fast scan in C: most text is printable
+        return text
+    return "".join(char if char.isprintable() or char in keep else _escape(char) for char in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+@functools.lru_cache(maxsize=512)
+def _field_key(name: object, limit: int = MAX_FIELD_CHARS) -> tuple[str, bool]:
+    """A field name as written (cleaned, ``field.``-prefixed if it clashes with a core
+    key), and whether its value is a secret. Names are few: the code's keywords."""
+    key = clean_text(str(name), limit)
+    if key in _CORE_KEYS:
+        key = "field." + key
+    return key, _is_secret(key)
+
+
 @functools.lru_cache(maxsize=512)
 def _is_secret(name: str) -> bool:
     lowered = name.lower()
@@ -71,18 +165,29 @@ def _is_secret(name: str) -> bool:
     )
 
 
-_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+_NUMBERS: Final = (int, float, type(None))  # bool is an int
 
 
-def _redact(value: object) -> object:
-    """Replace secret-named entries of nested mappings; other values pass through."""
-    if type(value) in _SCALARS:  # most fields: skip the slower ABC check below
+def _clean(value: object) -> object:
+    """A field value as it is written: strings bounded and escaped, secret-named
+    entries of nested mappings redacted, lists shortened, other types as strings."""
+    if type(value) is str:  # most fields: first, and without the slower checks below
+        return clean_text(value)
+    if isinstance(value, _NUMBERS):
         return value
+    if isinstance(value, Trusted | PurePath):
+        return clean_text(str(value), MAX_TRUSTED_CHARS)
     if isinstance(value, Mapping):
         return {
-            key: REDACTED if _is_secret(str(key)) else _redact(item) for key, item in value.items()
+            clean_text(str(key)): REDACTED if _is_secret(str(key)) else _clean(item)
+            for key, item in value.items()
         }
-    return value
+    if isinstance(value, list | tuple):
+        items = [_clean(item) for item in value[:MAX_ITEMS]]
+        if len(value) > MAX_ITEMS:
+            items.append(f"...[{len(value) - MAX_ITEMS} more items]")
+        return items
+    return clean_text(str(value))
 
 
 @functools.lru_cache(maxsize=4)
@@ -133,22 +238,32 @@ def format_line(
     stack: str | None = None,
 ) -> str:
     """One JSON line (without the newline) in the layout :class:`JsonFormatter` documents."""
+    # The common cases inline (short printable text, numbers): a line per message sent
+    # and delivered goes through here.
+    if len(event) > MAX_TRUSTED_CHARS or not event.isprintable():
+        event = clean_text(event, MAX_TRUSTED_CHARS)
     line: dict[str, object] = {
         "ts": _format_ts(created),
         "level": level_name.lower(),
         "event": event,
-        "logger": logger_name,
+        "logger": _field_key(logger_name, MAX_TRUSTED_CHARS)[0],
     }
     if fields:
         for name, value in fields.items():
-            key = str(name)
-            if key in _CORE_KEYS:
-                key = "field." + key
-            line[key] = REDACTED if _is_secret(key) else _redact(value)
+            key, secret = _field_key(name)
+            if secret:
+                line[key] = REDACTED
+            elif type(value) is str:
+                line[key] = (value if len(value) <= MAX_FIELD_CHARS and value.isprintable()
+                             else clean_text(value))
+            elif type(value) is int:
+                line[key] = value
+            else:
+                line[key] = _clean(value)
     if traceback:
-        line["traceback"] = traceback
+        line["traceback"] = clean_text(traceback, MAX_TRACEBACK_CHARS, keep="\n")
     if stack:
-        line["stack"] = stack
+        line["stack"] = clean_text(stack, MAX_TRACEBACK_CHARS, keep="\n")
     return _dumps(line)
 
 
@@ -191,6 +306,10 @@ class EventLogger:
     def error(self, event: str, /, **fields: object) -> None:
         self._log(logging.ERROR, event, fields)
 
+    def log(self, level: int, event: str, /, **fields: object) -> None:
+        """Log at a ``logging`` level chosen at run time."""
+        self._log(level, event, fields)
+
     def exception(self, event: str, /, **fields: object) -> None:
         """Log at ERROR with the exception being handled as a ``traceback`` field."""
         self._log(logging.ERROR, event, fields, exc_info=True)
@@ -218,7 +337,7 @@ class DailyLogFileHandler(logging.handlers.TimedRotatingFileHandler):
     """
 
     def __init__(self, log_dir: Path, *, keep_days: int = 30) -> None:
-        log_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(log_dir)
         super().__init__(
             log_dir / LOG_FILE_NAME,
             when="midnight",
@@ -230,6 +349,9 @@ class DailyLogFileHandler(logging.handlers.TimedRotatingFileHandler):
     @property
     def path(self) -> Path:
         return Path(self.baseFilename)
+
+    def _open(self) -> io.TextIOWrapper:
+        return _open_private(self)
 
     def reopen(self) -> None:
         """Close the file and open ``chatd.log`` again (creating it if it was moved)."""
@@ -254,6 +376,20 @@ class DailyLogFileHandler(logging.handlers.TimedRotatingFileHandler):
             self.stream.flush()
         finally:
             self.release()
+
+
+class PrivateFileHandler(logging.FileHandler):
+    """A plain appending file handler whose file, when it creates it, is 0600."""
+
+    def _open(self) -> io.TextIOWrapper:
+        return _open_private(self)
+
+
+def _open_private(handler: logging.FileHandler) -> io.TextIOWrapper:
+    """What ``FileHandler._open`` does, but a new file gets mode 0600 whatever the umask."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    fd = os.open(handler.baseFilename, flags, PRIVATE_FILE)
+    return open(fd, "a", encoding=handler.encoding, errors=handler.errors)
 
 
 class _StreamLines(logging.StreamHandler):  # type: ignore[type-arg]

@@ -27,6 +27,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from chatd.observe.refusals import Refusals
+
 __all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "LOGIN_RESULTS", "Metrics"]
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
@@ -62,6 +64,11 @@ class Metrics:
         errors_total{code}: error frames and error responses sent, by contract code.
         logins_total{result}: logins by result: ``ok``, ``failed``, ``rate_limited``.
         http_requests_total{route,status}: HTTP requests by route template and status.
+        refusals_total{reason}: refused requests and connections by reason (the event
+            name: ``login.rate_limited``, ``token.refused``...), fed by ``refusals``.
+        refusals: counts into ``refusals_total`` and logs at a bounded rate
+            (:class:`chatd.observe.refusals.Refusals`): ``metrics.refusals.record(log,
+            "login.rate_limited", key=ip, ip=ip)``.
         queue_depth: stored messages not yet confirmed delivered (set periodically).
         disk_used_ratio: used fraction (0..1) of the data directory's filesystem.
     """
@@ -144,6 +151,13 @@ class Metrics:
             ["route", "status"],
             registry=registry,
         )
+        self.refusals_total = Counter(
+            f"{_PREFIX}_refusals",
+            "Refused requests and connections by reason (429s, bad tokens, caps).",
+            ["reason"],
+            registry=registry,
+        )
+        self.refusals = Refusals(self.refusals_total)
         self.queue_depth = Gauge(
             f"{_PREFIX}_queue_depth",
             "Stored messages not yet confirmed delivered.",

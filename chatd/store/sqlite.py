@@ -13,6 +13,7 @@ proceed while the writer commits. Every connection is opened in the thread that 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -24,6 +25,7 @@ from typing import Any, Final, TypeVar
 
 import apsw
 
+from chatd.files import create_private_file
 from chatd.store.base import (
     LoginDecider,
     NewMessage,
@@ -238,6 +240,13 @@ def _check_schema(conn: apsw.Connection) -> None:
         _apply_migrations(conn)
         return
     raise SchemaMismatch(found, SCHEMA_VERSION)
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite does (SQLite gives its WAL, SHM and
+    journal files the database file's mode). An error is left for SQLite to report."""
+    with contextlib.suppress(OSError):
+        create_private_file(path)
 
 
 def _as_store_error(exc: Exception) -> Exception:
@@ -797,6 +806,8 @@ class SqliteStore:
         self._writer = None
 
     def _connect(self, *, create: bool) -> apsw.Connection:
+        if create:
+            _create_private(self.path)
         flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
         conn = apsw.Connection(str(self.path), flags=flags)
         conn.set_busy_timeout(BUSY_TIMEOUT_MS)
@@ -981,6 +992,7 @@ class SqliteStore:
         partial.unlink(missing_ok=True)
         source = self._connect(create=False)
         try:
+            _create_private(partial)  # the copy holds what the database holds: 0600 too
             target = apsw.Connection(str(partial))
             try:
                 source.execute("BEGIN")

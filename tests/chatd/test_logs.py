@@ -1,23 +1,33 @@
-"""JSON-lines logging: formatter, redaction, daily file handler, configure_logging."""
+"""JSON-lines logging: formatter, redaction, bounds and escapes, daily file handler,
+configure_logging; refusals logged at a bounded rate."""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry, Counter
 
 from chatd.observe.logs import (
+    MAX_FIELD_CHARS,
+    MAX_TRACEBACK_CHARS,
+    MAX_TRUSTED_CHARS,
     REDACTED,
     DailyLogFileHandler,
     EventLogger,
     JsonFormatter,
+    Trusted,
+    clean_text,
     configure_logging,
 )
+from chatd.observe.refusals import LINES_PER_WINDOW, WINDOW_S, LogThrottle, Refusals
 
 TS_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 DAY = 24 * 60 * 60
@@ -237,6 +247,24 @@ def test_handler_keeps_only_keep_days_backups(tmp_path: Path) -> None:
     assert names == ["chatd.log.2026-11-28", "chatd.log.2026-11-29"]
 
 
+def test_log_files_and_directory_are_private_under_an_open_umask(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        handler = DailyLogFileHandler(tmp_path / "var" / "logs")
+        handler.setFormatter(JsonFormatter())
+        _log_line(handler, "first")
+        handler.doRollover()  # the rotated file keeps its mode, the new one is private
+        _log_line(handler, "second")
+        handler.close()
+    finally:
+        os.umask(previous)
+    paths = [tmp_path / "var", handler.path.parent, handler.path,
+             *handler.path.parent.glob("chatd.log.*")]
+    assert [oct(stat.S_IMODE(p.stat().st_mode)) for p in paths] == [
+        "0o700", "0o700", "0o600", "0o600",
+    ]
+
+
 def test_reopen_follows_an_external_rotation(tmp_path: Path) -> None:
     handler = DailyLogFileHandler(tmp_path)
     handler.setFormatter(JsonFormatter())
@@ -336,3 +364,189 @@ def test_configured_events_from_many_threads_all_arrive_in_order(tmp_path: Path)
     assert error["level"] == "error"
     assert error["op"] == "submit"
     assert "ValueError: boom" in str(error["traceback"])
+
+
+# --- untrusted strings: bounded and escaped ------------------------------------------------
+
+
+def test_long_string_fields_are_cut_with_a_count(
+    captured: tuple[logging.Logger, ListHandler],
+) -> None:
+    logger, handler = captured
+    EventLogger(logger).warning("login.rate_limited", user="x" * (64 * 1024), ip="10.0.0.1")
+    obj = handler.objects()[0]
+    assert obj["user"] == "x" * MAX_FIELD_CHARS + f"...[{64 * 1024 - MAX_FIELD_CHARS} more chars]"
+    assert obj["ip"] == "10.0.0.1"
+    assert len(handler.lines[0]) < 400
+
+
+def test_control_characters_are_escaped_everywhere(
+    captured: tuple[logging.Logger, ListHandler],
+) -> None:
+    logger, handler = captured
+    EventLogger(logger).info(
+        "login.failed",
+        user="a\x1b[2Jb\x07c\x9bd\u202ee\r\n\ud800",
+        nested={"k\x1b": "v\x1b", "n": 1},
+        many=["\x1b"] * 40,
+        flag=True,
+    )
+    obj = handler.objects()[0]
+    assert obj["user"] == "a\\x1b[2Jb\\x07c\\x9bd\\u202ee\\x0d\\x0a\\ud800"
+    assert obj["nested"] == {"k\\x1b": "v\\x1b", "n": 1}
+    assert obj["many"] == ["\\x1b"] * 32 + ["...[8 more items]"]
+    assert obj["flag"] is True
+    line = handler.lines[0]
+    assert "\x1b" not in line and "\\u001b" not in line and "\u202e" not in line
+
+
+def test_trusted_values_and_paths_get_a_larger_bound(
+    captured: tuple[logging.Logger, ListHandler],
+) -> None:
+    logger, handler = captured
+    long_path = Path("/srv") / ("d" * 300) / "chatd.db"
+    reason = "cannot open the database: " + "y" * 300
+    EventLogger(logger).error("server.refused", reason=Trusted(reason), path=long_path,
+                              too_long=Trusted("z" * (MAX_TRUSTED_CHARS + 1)))
+    obj = handler.objects()[0]
+    assert obj["reason"] == reason
+    assert obj["path"] == str(long_path)
+    assert str(obj["too_long"]).endswith("...[1 more chars]")
+
+
+def test_tracebacks_and_library_messages_are_bounded(
+    captured: tuple[logging.Logger, ListHandler],
+) -> None:
+    logger, handler = captured
+    try:
+        raise ValueError("bad name " + "\x1b" + "n" * (64 * 1024))
+    except ValueError:
+        EventLogger(logger).exception("http.handler_failed")
+    logger.warning("a library says %s", "\x1b]0;title\x07" + "m" * (64 * 1024))
+    crashed, library = handler.objects()
+    traceback = str(crashed["traceback"])
+    assert traceback.startswith("Traceback (most recent call last):\n")
+    assert "ValueError: bad name \\x1bnnn" in traceback
+    assert len(traceback) < MAX_TRACEBACK_CHARS + 100
+    assert str(library["event"]).startswith("a library says \\x1b]0;title\\x07mmm")
+    assert len(str(library["event"])) < MAX_TRUSTED_CHARS + 100
+
+
+def test_stderr_lines_escape_control_characters(capsys: pytest.CaptureFixture[str]) -> None:
+    handle = configure_logging(None)
+    try:
+        EventLogger(logging.getLogger("chatd.accounts")).info("login.failed",
+                                                               user="\x1b[31mred")
+    finally:
+        handle.close()
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "\x1b" not in line and "\\u001b" not in line
+    assert orjson.loads(line)["user"] == "\\x1b[31mred"
+
+
+def test_clean_text() -> None:
+    assert clean_text("alice") == "alice"
+    assert clean_text("abcdef", 3) == "abc...[3 more chars]"
+    assert clean_text("a\x1bb", 2) == "a\\x1b...[1 more chars]"
+    assert clean_text("line\none\t", keep="\n") == "line\none\\x09"
+    assert clean_text("\U000e0001") == "\\U000e0001"  # a tag character: invisible
+    assert clean_text("ünïcode ✓ 😀") == "ünïcode ✓ 😀"
+
+
+# --- refusals at a bounded rate ----------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _refusals(clock: FakeClock, **throttle: int) -> tuple[Refusals, CollectorRegistry]:
+    registry = CollectorRegistry()
+    counter = Counter("test_refusals", "refusals", ["reason"], registry=registry)
+    return Refusals(counter, LogThrottle(clock=clock, **throttle)), registry
+
+
+def _counted(registry: CollectorRegistry, reason: str) -> float | None:
+    return registry.get_sample_value("test_refusals_total", {"reason": reason})
+
+
+def _events(handler: ListHandler) -> list[tuple[object, ...]]:
+    return [(o["event"], o.get("ip"), o.get("of"), o.get("suppressed")) for o in handler.objects()]
+
+
+def test_refusals_log_a_few_lines_per_key_and_count_them_all(
+    captured: tuple[logging.Logger, ListHandler],
+) -> None:
+    logger, handler = captured
+    log = EventLogger(logger)
+    clock = FakeClock()
+    refusals, registry = _refusals(clock)
+    for _ in range(100):
+        refusals.record(log, "login.rate_limited", key="10.0.0.1", ip="10.0.0.1")
+        refusals.record(log, "login.rate_limited", key="10.0.0.2", ip="10.0.0.2")
+        refusals.record(log, "token.refused", key="10.0.0.1", level=logging.INFO,
+                        ip="10.0.0.1")
+    assert _counted(registry, "login.rate_limited") == 200
+    assert _counted(registry, "token.refused") == 100
+    assert _counted(registry, "login.failed") == 0  # exported before the first one
+    events = _events(handler)
+    assert len(events) == 3 * LINES_PER_WINDOW
+    assert events.count(("login.rate_limited", "10.0.0.1", None, None)) == LINES_PER_WINDOW
+    assert {o["level"] for o in handler.objects() if o["event"] == "token.refused"} == {"info"}
+
+    handler.lines.clear()
+    clock.now += WINDOW_S  # the windows end: one summary each, then lines again
+    refusals.record(log, "login.rate_limited", key="10.0.0.1", ip="10.0.0.1")
+    assert _events(handler) == [
+        ("log.suppressed", None, "login.rate_limited", 95),
+        ("log.suppressed", None, "login.rate_limited", 95),
+        ("log.suppressed", None, "token.refused", 95),
+        ("login.rate_limited", "10.0.0.1", None, None),
+    ]
+    assert [o["key"] for o in handler.objects()[:3]] == ["10.0.0.1", "10.0.0.2", "10.0.0.1"]
+
+
+def test_flush_writes_the_summary_of_a_quiet_client(
+    captured: tuple[logging.Logger, ListHandler],
+) -> None:
+    logger, handler = captured
+    clock = FakeClock()
+    refusals, _ = _refusals(clock, lines=1)
+    for _ in range(3):
+        refusals.record(EventLogger(logger), "token.refused", key="10.0.0.9", ip="10.0.0.9")
+    refusals.flush()
+    assert len(handler.lines) == 1  # the window has not ended yet
+    clock.now += WINDOW_S - 0.001
+    refusals.flush()
+    assert len(handler.lines) == 1
+    clock.now += 0.001
+    refusals.flush()
+    refusals.flush()  # once only
+    assert _events(handler)[1:] == [("log.suppressed", None, "token.refused", 2)]
+
+
+def test_throttle_memory_is_bounded(captured: tuple[logging.Logger, ListHandler]) -> None:
+    logger, handler = captured
+    log = EventLogger(logger)
+    clock = FakeClock()
+    throttle = LogThrottle(lines=1, max_keys=10, clock=clock)
+    allowed = [throttle.allow(log, "login.failed", f"10.0.{n}.1") for n in range(1000)]
+    assert allowed.count(True) == 11  # ten keys, then one line for the shared "*" window
+    assert len(throttle._windows) == 11
+    long_key = "k" * 10_000
+    clock.now += WINDOW_S
+    assert throttle.allow(log, "login.failed", long_key)
+    assert max(len(key) for _, key in throttle._windows) <= 64
+    summary = [o for o in handler.objects() if o["event"] == "log.suppressed"]
+    assert [(o["key"], o["suppressed"]) for o in summary] == [("*", 989)]
+
+
+def test_throttle_checks_its_arguments() -> None:
+    with pytest.raises(ValueError):
+        LogThrottle(lines=0)
+    with pytest.raises(ValueError):
+        LogThrottle(window=0)

@@ -109,6 +109,36 @@ def test_session_file_is_private_and_cleared(tmp_path: Path) -> None:
     assert profile.load_session() is None
 
 
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_profile_files_are_private_under_an_open_umask(tmp_path: Path) -> None:
+    profile = Profile.named("work", tmp_path / "home")
+    previous = os.umask(0o022)
+    try:
+        store = LocalStore(profile.database)
+        store.set("k", "v")  # a write: the WAL and SHM files exist now
+        profile.save_session(Session(server="http://127.0.0.1:8765", username="alice",
+                                     token="t0k3n", expires_at=123.0))
+        db = profile.database
+        paths = [tmp_path / "home", profile.folder, db, db.with_name("chatpad.db-wal"),
+                 db.with_name("chatpad.db-shm"), profile.session_file]
+        modes = [oct(stat.S_IMODE(path.stat().st_mode)) for path in paths]
+        store.close()
+    finally:
+        os.umask(previous)
+    assert modes == ["0o700", "0o700", "0o600", "0o600", "0o600", "0o600"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_an_open_profile_is_tightened(tmp_path: Path) -> None:
+    profile = Profile.named("work", tmp_path)
+    LocalStore(profile.database).close()
+    profile.folder.chmod(0o755)
+    profile.database.chmod(0o644)
+    LocalStore(profile.database).close()
+    assert stat.S_IMODE(profile.folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(profile.database.stat().st_mode) == 0o600
+
+
 def test_profile_names_and_server_addresses() -> None:
     with pytest.raises(ValueError):
         Profile.named("../etc")
