@@ -240,13 +240,12 @@ class Accounts:
     async def login(self, credentials: Credentials, ip: str) -> Reply:
         """Every limit is counted before the password is checked, so logins that arrive
         together cannot pass one together: see :class:`chatd.auth.LoginLimiter`."""
-        now = self._clock()
         username = normalize_username(credentials.username)
         retry_after = self._throttle(self._logins, ip)
         if retry_after is None:
             if self._passwords.is_busy:
                 return PASSWORDS_BUSY
-            admission = await self._limiter.admit(address_key(ip), username, now)
+            admission = await self._limiter.admit(address_key(ip), username)
             ticket, retry_after = admission.ticket, admission.retry_after
         else:
             ticket = None
@@ -266,6 +265,7 @@ class Accounts:
             await self._limiter.release(ticket)  # a store fault, or shutdown: the same
             raise
         if user is None:  # the ticket stays: it is the failure on record
+            self._limiter.failed(ticket)
             self._metrics.logins_total.labels(result="failed").inc()
             self._metrics.refusals.record(log, "login.failed", key=ip, level=logging.INFO,
                                           ip=ip, user=username)

@@ -346,96 +346,166 @@ class MemoryFailureLog:
         self.rows.remove((at, ip, username))
 
 
-async def fail(limiter: LoginLimiter, ip: str, user: str, now: float) -> None:
-    """A login that is admitted and then fails (its ticket is kept)."""
-    assert (await limiter.admit(ip, user, now)).ticket is not None
+class Clock:
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def limiter_at(clock: Clock, **kwargs: Any) -> LoginLimiter:
+    return LoginLimiter(MemoryFailureLog(), clock=clock, **kwargs)
+
+
+async def fail(limiter: LoginLimiter, ip: str, user: str) -> None:
+    """A login that is admitted and then fails (its record is kept)."""
+    ticket = (await limiter.admit(ip, user)).ticket
+    assert ticket is not None
+    limiter.failed(ticket)
+
+
+async def retry_after(limiter: LoginLimiter, ip: str, user: str) -> int:
+    """The Retry-After of a refused login (0: it was admitted, and then failed)."""
+    admission = await limiter.admit(ip, user)
+    if admission.ticket is not None:
+        limiter.failed(admission.ticket)
+    return admission.retry_after
 
 
 def test_five_failures_then_refused_until_the_oldest_leaves() -> None:
     async def body() -> None:
-        limiter = LoginLimiter(MemoryFailureLog())
+        clock = Clock()
+        limiter = limiter_at(clock)
         ip = "203.0.113.9"
         for i in range(5):
-            await fail(limiter, ip, f"user{i}", now=NOW + i)
+            clock.now = NOW + i
+            await fail(limiter, ip, f"user{i}")
         # the sixth login, whatever its password: refused until NOW leaves the window
-        assert (await limiter.admit(ip, "alice", now=NOW + 10)).retry_after == 890
-        assert (await limiter.admit(ip, "alice", now=NOW + 10.2)).retry_after == 890
-        assert (await limiter.admit(ip, "alice", now=NOW + 899.5)).retry_after == 1
+        clock.now = NOW + 10
+        assert await retry_after(limiter, ip, "alice") == 890
+        clock.now = NOW + 10.2
+        assert await retry_after(limiter, ip, "alice") == 890
+        clock.now = NOW + 899.5
+        assert await retry_after(limiter, ip, "alice") == 1
         # the window slides: at NOW + 900 the first failure no longer counts
-        admission = await limiter.admit(ip, "alice", now=NOW + 900)
-        assert admission.ticket is not None and admission.retry_after == 0
-        # that one failed too: now NOW + 1 is the oldest
-        assert (await limiter.admit(ip, "alice", now=NOW + 900)).retry_after == 1
-        assert (await limiter.admit(ip, "bob", now=NOW + 901)).ticket is not None
+        clock.now = NOW + 900
+        assert await retry_after(limiter, ip, "alice") == 0  # admitted, and it failed
+        # now NOW + 1 is the oldest
+        assert await retry_after(limiter, ip, "alice") == 1
+        clock.now = NOW + 901
+        assert await retry_after(limiter, ip, "bob") == 0
         # other IPs are not affected
-        assert (await limiter.admit("198.51.100.1", "carol", now=NOW + 10)).ticket is not None
+        assert await retry_after(limiter, "198.51.100.1", "carol") == 0
 
     run(body())
 
 
 def test_logins_that_arrive_together_cannot_pass_the_limit_together() -> None:
     """The bug: the limit was checked before the password and the failure recorded after
-    it, so 40 logins sent at once were all checked. Attempts count when admitted."""
+    it, so 40 logins sent at once were all checked. Attempts count when admitted; the
+    ones after the fifth wait for the outcome of those in flight, which all fail."""
 
     async def body() -> list[LoginAdmission]:
-        limiter = LoginLimiter(MemoryFailureLog())
-        return list(await asyncio.gather(
-            *(limiter.admit("203.0.113.9", f"user{i}", NOW) for i in range(50))
-        ))
+        limiter = limiter_at(Clock())
+
+        async def wrong(index: int) -> LoginAdmission:
+            admission = await limiter.admit("203.0.113.9", f"user{index}")
+            if admission.ticket is not None:
+                await asyncio.sleep(0.01)  # the password check
+                limiter.failed(admission.ticket)
+            return admission
+
+        return list(await asyncio.gather(*(wrong(i) for i in range(50))))
 
     admissions = run(body())
     assert sum(a.ticket is not None for a in admissions) == 5
     assert all(a.retry_after == 900 for a in admissions if a.ticket is None)
 
 
+def test_honest_logins_that_arrive_together_are_served_in_turn() -> None:
+    """Twenty right passwords at once from one address: none is refused, since those in
+    flight turn out not to be failures."""
+
+    async def body() -> list[LoginAdmission]:
+        limiter = limiter_at(Clock())
+
+        async def right() -> LoginAdmission:
+            admission = await limiter.admit("203.0.113.9", "alice")
+            assert admission.ticket is not None
+            await asyncio.sleep(0.001)  # the password check
+            await limiter.release(admission.ticket)
+            return admission
+
+        return list(await asyncio.gather(*(right() for _ in range(20))))
+
+    assert all(a.ticket is not None and a.ticket.at == NOW for a in run(body()))
+
+
 def test_a_released_attempt_is_no_failure() -> None:
     async def body() -> None:
-        limiter = LoginLimiter(MemoryFailureLog())
+        clock = Clock()
+        limiter = limiter_at(clock)
         for i in range(4):
-            await fail(limiter, "ip", "alice", now=NOW + i)
-        success = (await limiter.admit("ip", "alice", now=NOW + 5)).ticket
+            clock.now = NOW + i
+            await fail(limiter, "ip", "alice")
+        clock.now = NOW + 5
+        success = (await limiter.admit("ip", "alice")).ticket
         assert success is not None
         await limiter.release(success)  # it succeeded: no reset, but no failure either
-        await fail(limiter, "ip", "alice", now=NOW + 6)
-        assert (await limiter.admit("ip", "alice", now=NOW + 7)).retry_after == 893
+        clock.now = NOW + 6
+        await fail(limiter, "ip", "alice")
+        clock.now = NOW + 7
+        assert await retry_after(limiter, "ip", "alice") == 893
 
     run(body())
 
 
 def test_more_failures_than_the_limit_wait_until_enough_have_left() -> None:
-    limiter = LoginLimiter(MemoryFailureLog(), max_failures=2, window=100.0)
+    limiter = limiter_at(Clock(), max_failures=2, window=100.0)
     # three failures on record (say, from before an upgrade): until NOW + 10 leaves
     failures = [NOW, NOW + 10.0, NOW + 20.0]
-    assert limiter.decide(failures, [], NOW + 30) == (None, 80)
-    assert limiter.decide(failures, [], NOW + 110) == (NOW + 110, 0)
+    assert limiter.decide(failures, [], NOW + 30).retry_after == 80
+    assert limiter.decide(failures, [], NOW + 110).at == NOW + 110
 
 
-def test_account_delays_grow_are_capped_and_stack() -> None:
-    """Failed and in-flight attempts against one account (from any IP) each wait their own
-    delay after the attempt before them: concurrent attempts pay one after another."""
+def test_concurrent_attempts_on_one_account_wait_in_line_and_pay_each() -> None:
+    """Each attempt against one account (from any IP) is admitted once the one before it
+    has its outcome, then waits its own delay: concurrent attempts pay one after another."""
 
     async def body() -> list[float]:
-        limiter = LoginLimiter(MemoryFailureLog(), account_max_wait=60.0)
-        waits = []
-        for i in range(9):  # all at once, from nine addresses
-            ticket = (await limiter.admit(f"10.0.0.{i}", "ALICE", now=NOW)).ticket
+        clock = Clock()
+        limiter = limiter_at(clock, account_max_wait=60.0)
+
+        async def wrong(index: int) -> float:
+            ticket = (await limiter.admit(f"10.0.0.{index}", "ALICE")).ticket
             assert ticket is not None
-            waits.append(ticket.at - NOW)
-        return waits
+            clock.now = max(clock.now, ticket.at)  # the host sleeps until then
+            limiter.failed(ticket)
+            return ticket.at - NOW
+
+        return list(await asyncio.gather(*(wrong(i) for i in range(9))))
 
     assert run(body()) == [0, 0, 0, 0.5, 1.5, 3.5, 7.5, 15.5, 23.5]
 
 
+def test_an_attempt_whose_turn_comes_too_late_is_refused() -> None:
+    """The line counts: arriving at NOW, a turn at NOW + 15.5 plus 8 s is over 20 s."""
+    limiter = limiter_at(Clock())
+    line = [NOW, NOW, NOW, NOW + 0.5, NOW + 1.5, NOW + 3.5, NOW + 7.5, NOW + 15.5]
+    assert limiter.decide([], line, NOW + 15.5, started=NOW).retry_after == 4
+
+
 def test_an_account_line_longer_than_the_max_wait_is_refused() -> None:
-    limiter = LoginLimiter(MemoryFailureLog())  # account_max_wait 20 s
+    limiter = limiter_at(Clock())  # account_max_wait 20 s
     # seven in line, the last to be checked at NOW + 12: the next waits 8 s after it
     line = [NOW, NOW, NOW, NOW + 0.5, NOW + 1.5, NOW + 3.5, NOW + 12.0]
-    assert limiter.decide([], line, NOW) == (NOW + 20.0, 0)  # 12 + 8: just fits
-    assert limiter.decide([], [*line, NOW + 20.0], NOW) == (None, 8)  # 28 s: come back in 8
+    assert limiter.decide([], line, NOW).at == NOW + 20.0  # 12 + 8: just fits
+    assert limiter.decide([], [*line, NOW + 20.0], NOW).retry_after == 8  # 28 s: in 8
 
 
 def test_account_delay_survives_huge_counts() -> None:
-    assert LoginLimiter(MemoryFailureLog()).account_delay(10**6) == 8.0
+    assert limiter_at(Clock()).account_delay(10**6) == 8.0
 
 
 @pytest.mark.parametrize(

@@ -74,6 +74,9 @@ class FakeSession:
     identity: Identity | None = None
     frames: list[ServerFrame] = attrs.field(factory=list)
 
+    def signed_in(self, identity: Identity) -> None:
+        self.identity = identity
+
     def send_frame(self, frame: ServerFrame) -> None:
         self.frames.append(frame)
 

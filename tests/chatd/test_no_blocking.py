@@ -70,8 +70,9 @@ BURST = 300  # connections opened at once: several turns' worth of upgrades (32 
 async def test_a_burst_of_connections_is_admitted_in_turns_and_all_welcomed(
     make_server: Any,
 ) -> None:
-    server: ChatdProcess = make_server()
-    _, token = await anew_user(server, "burst")  # one user, many devices
+    # one user, many devices: above the per-user cap, which is not on trial here
+    server: ChatdProcess = make_server("--max-connections-per-user", str(BURST))
+    _, token = await anew_user(server, "burst")
     peers = await asyncio.wait_for(
         asyncio.gather(*(ws_connect(server, token) for _ in range(BURST))), 60
     )
