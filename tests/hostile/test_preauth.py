@@ -13,14 +13,26 @@ import os
 import time
 from typing import Any
 
+from chatd.net import REFUSED_LINGER
+from libchat import limits
 from tests.chatd.clients import PASSWORD, WsPeer, login, register, ws_connect
 from tests.chatd.conftest import run_async
 from tests.chatd.server import ChatdProcess
 from tests.hostile.conftest import OTHER_REMOTE_IP, REMOTE_IP
-from tests.hostile.wire import request
+from tests.hostile.wire import RawSocket, request
 
 BACKENDS = ("sqlite", "postgres")
 FLOOD = 500  # anonymous sockets from one address
+
+
+def bare_upgrade_request(server: ChatdProcess) -> bytes:
+    """A WebSocket upgrade request; no hello ever follows it."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET /v1/ws HTTP/1.1\r\nHost: {server.host}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
 
 
 async def bare_upgrade(server: ChatdProcess, source_ip: str) -> tuple[Any, Any]:
@@ -28,17 +40,8 @@ async def bare_upgrade(server: ChatdProcess, source_ip: str) -> tuple[Any, Any]:
     reader, writer = await asyncio.open_connection(
         "127.0.0.1", server.port, local_addr=(source_ip, 0)
     )
-    key = base64.b64encode(os.urandom(16)).decode()  # what it asks: no hello ever follows
-    writer.write(
-        f"GET /v1/ws HTTP/1.1\r\nHost: {server.host}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
+    writer.write(bare_upgrade_request(server))
     return reader, writer
-
-
-async def idle_socket(server: ChatdProcess, source_ip: str) -> tuple[Any, Any]:
-    return await asyncio.open_connection("127.0.0.1", server.port, local_addr=(source_ip, 0))
 
 
 async def exchange(server: ChatdProcess, alice: str, bob: str, source_ip: str) -> None:
@@ -55,26 +58,48 @@ async def exchange(server: ChatdProcess, alice: str, bob: str, source_ip: str) -
     await bob_peer.close()
 
 
+# The longest a socket from the flood may stay: an accepted bare upgrade waits for its
+# hello, then for the close handshake; idle and slow HTTP ones have their own deadlines;
+# a refused one lingers a moment after its 503.
+DEADLINE = max(
+    limits.HELLO_TIMEOUT + limits.CLOSE_TIMEOUT,
+    limits.KEEPALIVE_TIMEOUT,
+    limits.REQUEST_TIMEOUT,
+    REFUSED_LINGER,
+)
+
+
+async def flood_socket(server: ChatdProcess, index: int) -> tuple[RawSocket, float]:
+    """One of the flood: a bare upgrade, an idle socket, or a slowloris, by turns."""
+    sock = await RawSocket.open(server, REMOTE_IP)
+    opened = time.monotonic()
+    kind = index % 5
+    if kind in (0, 1):
+        sock.writer.write(bare_upgrade_request(server))
+    elif kind == 4:
+        asyncio.get_running_loop().create_task(
+            sock.trickle(b"GET /healthz HTTP/1.1\r\nHost: chat.test\r\n")
+        )
+    return sock, opened
+
+
 @run_async
 async def test_an_anonymous_flood_from_one_address_leaves_room_for_a_real_user(
     server: ChatdProcess,
 ) -> None:
     alice, bob = register(server), register(server)
-    sockets = []
-    for i in range(FLOOD):  # bare upgrades and idle TCP, all from one address
-        opener = bare_upgrade if i % 2 else idle_socket
-        sockets.append(await opener(server, REMOTE_IP))
-    try:
-        started = time.monotonic()
-        await exchange(server, alice, bob, OTHER_REMOTE_IP)
-        assert time.monotonic() - started < 1.0
-        # the flood got its budget's worth and no more: the rest were told 503
-        answer = await request(server, "GET", "/healthz", source_ip=REMOTE_IP)
-        assert answer.status == 503 and answer.error_code == "server_busy"
-        assert answer.headers["retry-after"] == "5"
-    finally:
-        for _, writer in sockets:
-            writer.close()
+    flood = [await flood_socket(server, i) for i in range(FLOOD)]
+    started = time.monotonic()
+    await exchange(server, alice, bob, OTHER_REMOTE_IP)
+    assert time.monotonic() - started < 1.0
+    # the flood got its budget's worth and no more: the rest were told 503
+    answer = await request(server, "GET", "/healthz", source_ip=REMOTE_IP)
+    assert answer.status == 503 and answer.error_code == "server_busy"
+    assert answer.headers["retry-after"] == "5"
+    # and every one of its sockets is closed within the documented deadlines
+    await asyncio.gather(*(sock.closed_after(opened, DEADLINE) for sock, opened in flood))
+    refused = [sock for sock, _ in flood if sock.received.startswith(b"HTTP/1.1 503 ")]
+    assert len(refused) >= FLOOD - 32 - 1  # all but --max-anonymous-per-ip (and a freed slot)
 
 
 @run_async

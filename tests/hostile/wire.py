@@ -8,6 +8,7 @@ parse the answer with h11.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -75,16 +76,53 @@ async def timed(coro: Any) -> tuple[float, Any]:
     return time.monotonic(), result
 
 
-async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
-    """Whether the server closes the socket within ``seconds`` (anything it sends before
-    is read and dropped)."""
-    deadline = time.monotonic() + seconds
-    try:
-        while (left := deadline - time.monotonic()) > 0:
-            if not await asyncio.wait_for(reader.read(65536), left):
-                return True
-    except TimeoutError:
-        return False
-    except ConnectionError:  # reset: closed all the same
-        return True
-    return False
+PACE = 1.0  # seconds between the bytes of a slowloris client
+EARLY = 0.5  # the server's clock starts a little after the client's
+LATE = 3.0  # a timer firing late on a busy 2-core machine
+
+
+class RawSocket:
+    """A TCP connection from a chosen address that records when the server closed it."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.received = b""
+        self.closed_at: float | None = None
+        self.eof = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def open(cls, server: ChatdProcess, source_ip: str) -> RawSocket:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.port, local_addr=(source_ip, 0)
+        )
+        return cls(reader, writer)
+
+    async def _read(self) -> None:
+        try:
+            while chunk := await self.reader.read(65536):
+                self.received += chunk
+        except ConnectionError:
+            pass
+        self.closed_at = time.monotonic()
+
+    async def trickle(self, data: bytes) -> None:
+        """Send ``data`` one byte per PACE until the server closes the connection."""
+        for byte in data:
+            if self.eof.done():
+                return
+            try:
+                self.writer.write(bytes([byte]))
+                await self.writer.drain()
+            except ConnectionError:
+                return
+            with contextlib.suppress(TimeoutError):  # still open after PACE: next byte
+                await asyncio.wait_for(asyncio.shield(self.eof), PACE)
+
+    async def closed_after(self, start: float, deadline: float) -> float:
+        """Seconds from ``start`` until the server closed the connection; fails if it is
+        still open LATE seconds after ``deadline``."""
+        await asyncio.wait_for(asyncio.shield(self.eof), start + deadline + LATE - time.monotonic())
+        assert self.closed_at is not None
+        self.writer.close()
+        return self.closed_at - start
