@@ -180,7 +180,12 @@ class Server:
         dirty, self._dirty = self._dirty, []
         for proto in dirty:
             if proto._flush_queued:
-                proto.flush()
+                try:
+                    proto.flush()
+                except Exception:  # a bug: it must cost that connection, never the others
+                    log.exception("connection.flush_failed", conn_id=proto.conn_id)
+                    if proto.transport is not None:
+                        proto.transport.abort()
 
     def admit_upgrade(self, start: Callable[[], None]) -> None:
         """Call ``start`` (a connection's upgrade) in this loop turn or, once

@@ -256,6 +256,11 @@ class ChatProtocol(asyncio.Protocol):
         if transport is None:
             return
         data = self.conn.data_to_send()
+        if transport.is_closing():
+            # Closed under us: the peer reset it (connection_lost follows in this loop
+            # iteration) or we closed it. Nothing more can be written, and writing would
+            # raise in the middle of another connection's turn.
+            return
         if data:
             transport.write(data)
         if self.conn.is_closed:
