@@ -7,6 +7,7 @@ import collections
 import contextlib
 import gc
 import logging
+import os
 import random
 import signal
 import ssl
@@ -14,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -211,28 +213,16 @@ class Server:
 
     # --- lifecycle --------------------------------------------------------------------
 
-    async def start(self) -> int:
+    async def start(self, listener: asyncio.base_events.Server) -> int:
+        """Serve on ``listener`` (bound already, not serving yet: see :func:`serve`)."""
         for jti, expires_at in await self.store.revoked_since(0):
             self.revocations.add(jti, expires_at)
         for retirement in await self.store.retired_since(0):
             self.revocations.retire(retirement)
         for family, expires_at in await self.store.revoked_families_since(0):
             self.revocations.revoke_family(family, expires_at)
-        ssl_context = None
-        if self.config.tls_cert is not None and self.config.tls_key is not None:
-            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ssl_context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
-        try:
-            self._listener = await self.loop.create_server(
-                lambda: ChatProtocol(self),
-                self.config.host,
-                self.config.port,
-                ssl=ssl_context,
-                backlog=self.config.backlog,
-                reuse_port=self.config.reuse_port or None,
-            )
-        except OSError as exc:
-            raise ListenError(f"{self.config.host}:{self.config.port}", exc) from exc
+        self._listener = listener
+        await listener.start_serving()
         await self.hub.start_bus()
         metrics_address = self.config.metrics_address
         if metrics_address is not None:
@@ -323,8 +313,54 @@ class Server:
             await asyncio.sleep(GAUGE_INTERVAL)
 
 
-async def serve(config: Config, logs: LogHandle | None = None) -> int:
-    """Run chatd until SIGTERM or SIGINT; returns the exit status."""
+async def serve(config: Config) -> int:
+    """Run chatd until SIGTERM or SIGINT; returns the exit status.
+
+    What can fail for a reason the operator must fix is tried before anything is
+    created: the port is bound (not served yet) and the directories are checked first,
+    so a port in use or a bad directory leaves nothing behind. Each such failure is one
+    ``chatd:`` line on stderr and status 2.
+    """
+    loop = asyncio.get_running_loop()
+    servers: list[Server] = []  # the one Server, once built: the listener's protocols need it
+    try:
+        tls = _tls_context(config)
+    except (OSError, ssl.SSLError) as exc:
+        print(f"chatd: cannot load --tls-cert {config.tls_cert} and --tls-key"
+              f" {config.tls_key}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return 2
+    try:
+        listener = await loop.create_server(
+            lambda: ChatProtocol(servers[0]),
+            config.host,
+            config.port,
+            ssl=tls,
+            backlog=config.backlog,
+            reuse_port=config.reuse_port or None,
+            start_serving=False,
+        )
+    except OSError as exc:
+        print(f"chatd: {ListenError(f'{config.host}:{config.port}', exc)}", file=sys.stderr)
+        return 2
+    try:
+        for flag, directory in (("--data-dir", config.data_dir), ("--log-dir", config.log_dir)):
+            _check_dir(flag, directory)
+        logs = configure_logging(config.log_dir, keep_days=config.log_keep_days,
+                                 stderr=config.log_stderr)
+    except (OSError, ValueError) as exc:
+        listener.close()
+        print(f"chatd: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return await _serve(config, listener, servers, logs)
+    finally:
+        listener.close()
+        logs.close()
+
+
+async def _serve(
+    config: Config, listener: asyncio.base_events.Server, servers: list[Server], logs: LogHandle
+) -> int:
     make_private_dir(config.data_dir)
     store = open_store(config.db_url, sync=config.sync)
     _secure_files(config, store)
@@ -347,8 +383,9 @@ async def serve(config: Config, logs: LogHandle | None = None) -> int:
         await store.close()
         return 2
     server = Server(config, store, keyring, keys.load)
+    servers.append(server)
     try:
-        port = await server.start()
+        port = await server.start(listener)
     except ListenError as exc:
         print(f"chatd: {exc}", file=sys.stderr)
         await server.stop()
@@ -358,8 +395,7 @@ async def serve(config: Config, logs: LogHandle | None = None) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    if logs is not None:
-        loop.add_signal_handler(signal.SIGHUP, logs.reopen)
+    loop.add_signal_handler(signal.SIGHUP, logs.reopen)
     scheme = "https" if config.tls else "http"
     print(f"chatd {__version__} listening on {scheme}://{config.host}:{port}", flush=True)
     log.info("server.start", version=__version__, host=config.host, port=port, tls=config.tls,
@@ -369,6 +405,27 @@ async def serve(config: Config, logs: LogHandle | None = None) -> int:
     await server.stop()
     log.info("server.stop")
     return 0
+
+
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
+
+
+def _check_dir(flag: str, directory: Path) -> None:
+    """Raise ValueError unless ``directory`` is one, or can be made, and chatd may write
+    in it: checked before anything is created."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "" if existing == directory else f" ({existing} is a file)"
+        raise ValueError(f"{flag} {directory} is not a directory{where}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {directory}: {existing} is not writable")
 
 
 def _secure_files(config: Config, store: Store) -> None:
@@ -388,16 +445,11 @@ def _secure_files(config: Config, store: Store) -> None:
 
 
 def run(config: Config) -> int:
-    logs = configure_logging(config.log_dir, keep_days=config.log_keep_days,
-                             stderr=config.log_stderr)
     gc.freeze()  # what startup built (modules, classes) lives as long as the process
     gc.set_threshold(*GC_THRESHOLDS)
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     try:
-        try:
-            import uvloop
-        except ImportError:  # pragma: no cover - Windows has no uvloop
-            return asyncio.run(serve(config, logs))
-        return uvloop.run(serve(config, logs))
-    finally:
-        logs.close()
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows has no uvloop
+        return asyncio.run(serve(config))
+    return uvloop.run(serve(config))

@@ -11,9 +11,11 @@ import argparse
 import ipaddress
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import attrs
+
+from chatd.store.factory import check_db_url
 
 
 @attrs.frozen(kw_only=True)
@@ -137,41 +139,86 @@ _TOML_ALIASES = {
 
 
 def load_config(args: argparse.Namespace) -> Config:
-    """Merge defaults, the TOML file named by ``--config`` and the flags."""
+    """Merge defaults, the TOML file named by ``--config`` and the flags, and check every
+    setting before anything is created. Raises ValueError with one line naming the
+    setting (its flag, and its key and file when it came from the TOML file)."""
     values: dict[str, Any] = {}
     config_file = getattr(args, "config", None)
+    from_file: dict[str, str] = {}  # setting -> "key in FILE", for the messages
     if config_file is not None:
-        values.update(_read_toml(Path(config_file)))
+        path = Path(config_file)
+        for name, (key, value) in _read_toml(path).items():
+            values[name] = value
+            from_file[name] = f"{key} in {path}"
     for name in _FIELDS:
         flag = getattr(args, name, None)
         if flag is not None:
             values[name] = flag
-    return _build(values)
+            from_file.pop(name, None)
+    return _build(values, from_file)
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    with path.open("rb") as file:
-        raw = tomllib.load(file)
-    values: dict[str, Any] = {}
+def _read_toml(path: Path) -> dict[str, tuple[str, Any]]:
+    """Each setting of the file: its name, the key it was given as, and its value."""
+    try:
+        with path.open("rb") as file:
+            raw = tomllib.load(file)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    values: dict[str, tuple[str, Any]] = {}
     for key, value in raw.items():
         name = _TOML_ALIASES.get(key, key.replace("-", "_"))
         if name is None:
-            values["presence"] = not value
+            if not isinstance(value, bool):
+                raise ValueError(f"{path}: {key} must be true or false, not {value!r}")
+            values["presence"] = (key, not value)
             continue
         if name not in _FIELDS:
             raise ValueError(f"{path}: unknown setting {key!r}")
-        values[name] = value
+        values[name] = (key, value)
     return values
 
 
-def _build(values: dict[str, Any]) -> Config:
-    for name in ("data_dir", "log_dir", "tls_cert", "tls_key", "token_key_file"):
-        if values.get(name) is not None:
-            values[name] = Path(values[name])
-    for name in ("allowed_origins", "trusted_ips"):
-        if name in values:
-            listed = values[name]
-            values[name] = (listed,) if isinstance(listed, str) else tuple(listed)
+# What each setting must be: its kind, and the values it may take.
+_INTS: Final = {
+    "port": (0, 65535),
+    "log_keep_days": (0, 100_000),
+    "token_ttl": (1, 10 * 365 * 86400),
+    "max_connections": (1, 10_000_000),
+    "max_anonymous": (1, 10_000_000),
+    "max_anonymous_per_ip": (1, 10_000_000),
+    "max_connections_per_user": (1, 1_000_000),
+    "send_burst": (1, 1_000_000),
+    "max_queue": (1, 2**62),
+    "backlog": (1, 1_000_000),
+}
+_FLOATS: Final = {
+    "send_rate": (0.001, 1_000_000.0),
+    "disk_alert_pct": (0.0, 100.0),
+    "slow_reader_timeout": (0.1, 86400.0),
+    "refresh_grace": (0.0, 86400.0),
+}
+_CHOICES: Final = {"sync": ("full", "normal"), "registration": ("open", "closed")}
+_BOOLS: Final = ("log_stderr", "presence", "reuse_port")
+_STRINGS: Final = ("host", "db", "metrics_listen")
+_PATHS: Final = ("data_dir", "log_dir", "tls_cert", "tls_key", "token_key_file")
+_LISTS: Final = ("allowed_origins", "trusted_ips")
+
+
+def _build(values: dict[str, Any], from_file: dict[str, str] | None = None) -> Config:
+    from_file = from_file or {}
+
+    def where(name: str) -> str:
+        flag = "--" + name.replace("_", "-")
+        origin = from_file.get(name)
+        return flag if origin is None else f"{flag} ({origin})"
+
+    for name, value in list(values.items()):
+        if value is None:
+            continue
+        values[name] = _checked(name, value, where(name))
     config = Config(**values)
     if (config.tls_cert is None) != (config.tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together")
@@ -179,20 +226,55 @@ def _build(values: dict[str, Any]) -> Config:
         try:
             ipaddress.ip_network(entry, strict=False)
         except ValueError:
-            raise ValueError(f"--trusted-ip {entry!r} is not an address or network") from None
+            raise ValueError(
+                f"{where('trusted_ips')}: {entry!r} is not an address or network"
+            ) from None
     if config.metrics_listen is not None:
         _, colon, port = config.metrics_listen.rpartition(":")
         if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"--metrics-listen {config.metrics_listen!r} is not ADDR:PORT")
-    budgets = {
-        "--max-connections": config.max_connections,
-        "--max-anonymous": config.anonymous_cap,
-        "--max-anonymous-per-ip": config.max_anonymous_per_ip,
-        "--max-connections-per-user": config.max_connections_per_user,
-    }
-    for flag, value in budgets.items():
-        if value < 1:
-            raise ValueError(f"{flag} must be at least 1")
-    if not config.refresh_grace >= 0:
-        raise ValueError("--refresh-grace must be 0 or more seconds")
+            listen = config.metrics_listen
+            raise ValueError(f"{where('metrics_listen')}: {listen!r} is not ADDR:PORT")
+    if config.db is not None:
+        try:
+            check_db_url(config.db)
+        except ValueError as exc:
+            raise ValueError(f"{where('db')}: {exc}") from None
     return config
+
+
+def _checked(name: str, value: Any, where: str) -> Any:
+    """``value`` as setting ``name`` holds it, or ValueError saying what it must be."""
+    if name in _INTS:
+        low, high = _INTS[name]
+        if type(value) is not int or not low <= value <= high:
+            raise ValueError(f"{where} must be a whole number from {low} to {high}, not {value!r}")
+        return value
+    if name in _FLOATS:
+        low_f, high_f = _FLOATS[name]
+        if type(value) not in (int, float) or not low_f <= value <= high_f:
+            raise ValueError(f"{where} must be a number from {low_f} to {high_f}, not {value!r}")
+        return float(value)
+    if name in _CHOICES:
+        if value not in _CHOICES[name]:
+            raise ValueError(f"{where} must be one of {', '.join(_CHOICES[name])}, not {value!r}")
+        return value
+    if name in _BOOLS:
+        if type(value) is not bool:
+            raise ValueError(f"{where} must be true or false, not {value!r}")
+        return value
+    if name in _STRINGS:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{where} must be a non-empty string, not {value!r}")
+        return value
+    if name in _PATHS:
+        if not isinstance(value, str | Path) or not str(value):
+            raise ValueError(f"{where} must be a path, not {value!r}")
+        return Path(value)
+    if name in _LISTS:
+        listed = (value,) if isinstance(value, str) else value
+        if not isinstance(listed, list | tuple) or not all(
+            isinstance(item, str) and item for item in listed
+        ):
+            raise ValueError(f"{where} must be a string or a list of strings, not {value!r}")
+        return tuple(listed)
+    raise AssertionError(f"setting {name} has no rule")  # pragma: no cover

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 from chatd.store.base import Store
 from chatd.store.sqlite import SqliteStore
 
-__all__ = ["open_store", "schema_from_url"]
+__all__ = ["check_db_url", "open_store", "schema_from_url"]
 
 _SCHEME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _SYNC_MODES: Final = ("full", "normal")
@@ -27,22 +27,43 @@ def schema_from_url(url: str) -> str | None:
 
 
 def open_store(url: str, *, sync: str = "full") -> Store:
-    """The store for ``url``, not yet opened.
-
-    - ``sqlite:///abs/path.db``, ``sqlite:relative.db`` or a plain path: SQLite
-      (``sync`` is its ``synchronous`` mode, ``"full"`` or ``"normal"``);
-    - ``postgresql://...`` or ``postgres://...``: PostgreSQL, in the schema named by
-      the URL's ``options=-csearch_path=...`` if any, else ``public``.
+    """The store for ``url`` (see :func:`check_db_url`), not yet opened; ``sync`` is
+    SQLite's ``synchronous`` mode, ``"full"`` or ``"normal"``.
 
     Raises:
-        ValueError: for any other URL, an empty path or ``:memory:``.
+        ValueError: for a URL :func:`check_db_url` refuses, or another sync mode.
     """
     if sync not in _SYNC_MODES:
         raise ValueError(f"sync must be 'full' or 'normal', not {sync!r}")
-    if url.startswith(("postgresql://", "postgres://")):
+    check_db_url(url)
+    if _is_postgres(url):
         from chatd.store.postgres import PostgresStore  # psycopg only when asked for
 
         return PostgresStore(url, schema=schema_from_url(url))
+    return SqliteStore(_sqlite_path(url), sync=sync)
+
+
+def check_db_url(url: str) -> None:
+    """Accept a database URL, or raise ValueError saying what one looks like:
+
+    - ``postgresql://...`` or ``postgres://...``: PostgreSQL, in the schema named by the
+      URL's ``options=-csearch_path=...`` if any, else ``public``;
+    - ``sqlite:///abs/path.db``, ``sqlite:relative.db``, or a plain path that says it is
+      one (it holds a ``/`` or ends in ``.db``, ``.sqlite`` or ``.sqlite3``): SQLite.
+
+    Anything else (another scheme, a typo such as ``postgresq://``, a bare word) is
+    refused rather than taken for the name of a new SQLite file.
+    """
+    if _is_postgres(url):
+        return
+    _sqlite_path(url)
+
+
+def _is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def _sqlite_path(url: str) -> str:
     if url.startswith("sqlite:///"):
         path = url[len("sqlite://") :]
     elif url.startswith("sqlite://"):
@@ -51,13 +72,15 @@ def open_store(url: str, *, sync: str = "full") -> Store:
         )
     elif url.startswith("sqlite:"):
         path = url[len("sqlite:") :]
-    elif _SCHEME_RE.match(url):
+    elif _SCHEME_RE.match(url) or not (
+        "/" in url or url.endswith((".db", ".sqlite", ".sqlite3"))
+    ):
         raise ValueError(
-            f"unsupported database URL {url!r}: use sqlite:///path.db, a file path,"
-            " or postgresql://user@host/dbname"
+            f"{url!r} is not a database URL: use postgresql://user@host/dbname,"
+            " sqlite:///path.db or a path such as ./chatd.db"
         )
     else:
         path = url
     if not path or path == ":memory:":
         raise ValueError(f"bad database URL {url!r}: give the SQLite file's path")
-    return SqliteStore(path, sync=sync)
+    return path

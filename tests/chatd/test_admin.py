@@ -223,7 +223,7 @@ def test_commands_need_an_existing_database(dirs: Dirs, cli: InProcess, tmp_path
         assert "no database at" in cli.fails(2, *args, *dirs.logged)
     assert "no database at" in chatd("stats", *dirs.logged).stderr
     assert not dirs.data.exists()
-    assert "unsupported database URL" in cli.fails(2, "stats", "--db", "mysql://x/y",
+    assert "is not a database URL" in cli.fails(2, "stats", "--db", "mysql://x/y",
                                                    "--log-dir", dirs.logs)
     blocked = tmp_path / "file"
     blocked.write_text("")
