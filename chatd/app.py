@@ -35,6 +35,7 @@ from chatd.auth import (
 )
 from chatd.bus import Bus, PostgresBus
 from chatd.config import Config
+from chatd.datalock import DatabaseInUse, DataLock
 from chatd.files import PRIVATE_FILE, make_private_dir, open_to_others, tighten
 from chatd.http import HttpApi
 from chatd.hub import CHANGE_POLL_INTERVAL, Hub
@@ -363,6 +364,28 @@ async def _serve(
 ) -> int:
     make_private_dir(config.data_dir)
     store = open_store(config.db_url, sync=config.sync)
+    lock = None
+    if isinstance(store, SqliteStore):  # one process at a time on a SQLite file
+        try:
+            lock = DataLock.acquire(store.path)
+        except (DatabaseInUse, OSError) as exc:
+            print(f"chatd: {exc}", file=sys.stderr)
+            log.error("server.refused", reason=Trusted(str(exc)))
+            return 2
+    try:
+        return await _serve_store(config, listener, servers, logs, store)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+async def _serve_store(
+    config: Config,
+    listener: asyncio.base_events.Server,
+    servers: list[Server],
+    logs: LogHandle,
+    store: Store,
+) -> int:
     _secure_files(config, store)
     try:
         await store.open()

@@ -32,6 +32,7 @@ import apsw
 import attrs
 import psycopg
 
+from chatd.datalock import DatabaseInUse, DataLock
 from chatd.store.base import SchemaMismatch, StoreError
 from chatd.store.factory import schema_from_url
 from chatd.store.postgres import INSERT_LOCK, PostgresStore
@@ -395,6 +396,12 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     if not Path(args.source).is_file():  # before anything is created in PostgreSQL
         print(f"chatd: {args.source}: no such SQLite database", file=sys.stderr)
+        return EXIT_ERROR
+    try:  # a database a server writes to would change under the copy and its check
+        DataLock.check_free(Path(args.source))
+    except DatabaseInUse as exc:
+        print(f"chatd: {exc}: stop it first, or migrate from a `chatd backup` copy",
+              file=sys.stderr)
         return EXIT_ERROR
     try:
         report = asyncio.run(migrate_data(args.source, target, schema=schema_from_url(target)))
