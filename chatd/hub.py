@@ -128,11 +128,13 @@ class _Online:
             self.presence_sent[user] = online
             self.session.send_text(_presence_frame(user, online))
 
-    def push(self, seq: int, text: str, *, to_me: bool) -> None:
+    def push(self, seq: int, text: str, *, to_me: bool) -> bool:
+        """Write a push now (True), or hold it back until the catch-up is done (False)."""
         if self.catching_up:
             self.deferred.append((seq, text, to_me))
-        else:
-            self.session.send_text(text)
+            return False
+        self.session.send_text(text)
+        return True
 
 
 class _Peers:
@@ -346,12 +348,16 @@ class Hub:
         except StoreError:
             log.exception("catch_up.failed", user=online.user.username)
         online.catching_up = False
+        held_back = 0
         for seq, text, to_me in online.deferred:
             # The catch-up covered messages to this user up to `after`; copies of its
             # own messages (from its other devices) are never in it.
             if seq > after or not to_me:
                 session.send_text(text)
+                held_back += 1 if to_me else 0
         online.deferred.clear()
+        if held_back:  # counted now that they are written, once (not if the catch-up had them)
+            self._metrics.messages_pushed_total.inc(held_back)
         if self._config.presence and self._by_session.get(session.conn_id) is online:
             await self._announce(online, first_device)
             if first_device:
@@ -648,8 +654,7 @@ class Hub:
         for online in self._by_user.get(message.recipient, ()):
             if seq not in online.unconfirmed:
                 online.pushed(seq)
-                online.push(seq, text, to_me=True)
-                pushed += 1
+                pushed += online.push(seq, text, to_me=True)
         if pushed:
             self._metrics.messages_pushed_total.inc(pushed)
             self._metrics.push_latency_seconds.observe(

@@ -29,17 +29,21 @@ import logging
 
 log = EventLogger(logging.getLogger(__name__))
 
-_HTTP_EVENTS = (
-    ev.RegisterRequest,
-    ev.LoginRequest,
-    ev.LogoutRequest,
-    ev.RefreshRequest,
-    ev.UserSearchRequest,
-    ev.ConversationsRequest,
-    ev.HistoryRequest,
-    ev.HealthRequest,
-    ev.MetricsRequest,
-)
+# Each HTTP request event, with the route template it is counted under in /metrics.
+_ROUTES: dict[type, str] = {
+    ev.RegisterRequest: "/v1/register",
+    ev.LoginRequest: "/v1/login",
+    ev.LogoutRequest: "/v1/logout",
+    ev.RefreshRequest: "/v1/token/refresh",
+    ev.UserSearchRequest: "/v1/users",
+    ev.ConversationsRequest: "/v1/conversations",
+    ev.HistoryRequest: "/v1/conversations/{peer}/messages",
+    ev.HealthRequest: "/healthz",
+    ev.MetricsRequest: "/metrics",
+}
+_HTTP_EVENTS = tuple(_ROUTES)
+UPGRADE_ROUTE = "/v1/ws"
+UNROUTED = "other"  # requests the engine refused before routing them (404, 400, 413...)
 _ids = itertools.count(1)
 # What a socket over a budget gets before it is closed: no request of its is read.
 _REFUSAL_BODY = (
@@ -153,7 +157,10 @@ class ChatProtocol(asyncio.Protocol):
                 self.server.admit_upgrade(functools.partial(self._start_upgrade, event))
             elif isinstance(event, ev.ConnectionClosed):
                 self._closed_event(event)
-            elif isinstance(event, ev.FrameRejected | ev.RequestRejected):
+            elif isinstance(event, ev.RequestRejected):
+                self.server.metrics.errors_total.labels(code=event.code).inc()
+                self._count_request(UNROUTED, event.status)
+            elif isinstance(event, ev.FrameRejected):
                 self.server.metrics.errors_total.labels(code=event.code).inc()
             else:
                 frames.append(event)
@@ -162,7 +169,11 @@ class ChatProtocol(asyncio.Protocol):
 
     async def _answer(self, request: object) -> None:
         reply = await self.server.api.handle(request, self.peer_ip)
+        self._count_request(_ROUTES[type(request)], reply.status)
         self.respond(reply)
+
+    def _count_request(self, route: str, status: int) -> None:
+        self.server.metrics.http_requests_total.labels(route=route, status=str(status)).inc()
 
     def respond(self, reply: Reply) -> None:
         if self.conn.is_closed:
@@ -183,8 +194,10 @@ class ChatProtocol(asyncio.Protocol):
     async def _upgrade(self, request: ev.UpgradeRequest) -> None:
         reply = await self.server.api.check_upgrade(request, self.peer_ip)
         if reply is not None:
+            self._count_request(UPGRADE_ROUTE, reply.status)
             self.respond(reply)
             return
+        self._count_request(UPGRADE_ROUTE, 101)
         self.upgrade_token = request.token
         self.is_websocket = True
         self.server.websockets += 1

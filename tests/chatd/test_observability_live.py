@@ -62,6 +62,7 @@ async def test_metrics_move_by_what_was_exchanged(server: ChatdProcess) -> None:
     await a.recv("error", where=lambda f: f.get("ref") == "to-myself")
     assert (await ahttp(server, "POST", "/v1/login",
                         {"username": alice, "password": "not the password"})).status == 401
+    assert (await ahttp(server, "GET", "/no/such/path")).status == 404
     after = scrape(server)
     await a.close()
     await b.close()
@@ -83,6 +84,13 @@ async def test_metrics_move_by_what_was_exchanged(server: ChatdProcess) -> None:
     assert moved('chatd_errors_total{code="invalid_credentials"}') == 1
     assert after["chatd_connections"] >= 2
     assert after["chatd_users_online"] >= 2
+    # every HTTP request, by route template and status (issue 12: never incremented)
+    assert moved('chatd_http_requests_total{route="/v1/register",status="201"}') == 2
+    assert moved('chatd_http_requests_total{route="/v1/login",status="200"}') == 2
+    assert moved('chatd_http_requests_total{route="/v1/login",status="401"}') == 1
+    assert moved('chatd_http_requests_total{route="/v1/ws",status="101"}') == 2
+    assert moved('chatd_http_requests_total{route="/metrics",status="200"}') == 1  # before's
+    assert moved('chatd_http_requests_total{route="other",status="404"}') == 1
 
 
 def test_sighup_reopens_the_log_after_an_external_rotation(tmp_path: Path) -> None:
