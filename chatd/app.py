@@ -241,14 +241,17 @@ class Server:
         return port
 
     async def stop(self) -> None:
-        """Stop accepting, let in-flight commits finish (so every acked message is
-        stored), close WebSockets with 1001, then close the store."""
+        """Stop accepting connections and sends, let in-flight commits finish (so every
+        acked message is stored), answer the sends still waiting with an error, close
+        WebSockets with 1001, then close the store: every send gets an answer."""
         if self._listener is not None:
             self._listener.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+        self.hub.stop_accepting()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.hub.wait_idle(), SHUTDOWN_GRACE)
+        self.hub.refuse_uncommitted()
         for proto in list(self.connections.values()):
             if proto.is_websocket:
                 proto.close(limits.CLOSE_GOING_AWAY, "server shutting down")

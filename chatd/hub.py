@@ -183,6 +183,9 @@ class Hub:
         self._peers: dict[str, _Peers] = {}  # per user online here: its conversation peers
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[int, list[object]] = {}  # frames that arrived while a hello was checked
+        self._stopping = False  # shutting down: sends are refused, not accepted
+        # sends handed to the store and not yet answered, by (connection, client id)
+        self._committing: dict[tuple[int, str], _Online] = {}
         accounts.on_revoked = self._logged_out
         accounts.on_retired = self._retired_here
         accounts.on_family_revoked = self._family_revoked_here
@@ -199,11 +202,34 @@ class Hub:
         if not task.cancelled() and task.exception() is not None:
             log.logger.error("hub.task_failed", exc_info=task.exception())
 
+    def stop_accepting(self) -> None:
+        """Shutdown begins: every send from now on gets ``internal_error`` (send it again,
+        to another node or after the restart) instead of being accepted."""
+        self._stopping = True
+
+    def refuse_uncommitted(self) -> None:
+        """Shutdown, once the grace for commits is over: every send still waiting for its
+        commit gets its error now, before the connections close. (If the commit lands
+        after all, a resend gets the original ack.)"""
+        waiting, self._committing = self._committing, {}
+        for (_, client_id), online in waiting.items():
+            self._refuse_for_shutdown(online, client_id)
+
+    def _refuse_for_shutdown(self, online: _Online, client_id: str) -> None:
+        self._metrics.errors_total.labels(code="internal_error").inc()
+        online.session.send_frame(Error(
+            code="internal_error", ref=client_id,
+            message="the server is shutting down; send it again",
+        ))
+
     async def wait_idle(self) -> None:
         """Wait for every in-flight operation (sends awaiting their commit, receipts)."""
         while self._tasks or self._turn_scheduled:
             await asyncio.sleep(0)  # let this turn's sends reach the store
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            if self._tasks:
+                # asyncio.wait, not gather: a caller's timeout must not cancel them (the
+                # sends among them are answered by refuse_uncommitted)
+                await asyncio.wait(list(self._tasks))
 
     # --- frames -----------------------------------------------------------------------
 
@@ -226,7 +252,10 @@ class Hub:
             elif online is None:
                 continue  # the engine only hands frames over after a hello
             elif isinstance(frame, Send):
-                sends.append(frame)
+                if self._stopping:
+                    self._refuse_for_shutdown(online, frame.id)
+                else:
+                    sends.append(frame)
             elif isinstance(frame, Delivered):
                 seqs.extend(frame.seqs)
             elif isinstance(frame, Read):
@@ -602,11 +631,17 @@ class Hub:
         sends get ``internal_error``, the others their acks. Any exception counts: a
         store bug on one connection's values must not drop the others' messages.
         """
+        keys = [(online.session.conn_id, new.client_id) for online, new in batch]
+        for key, (online, _) in zip(keys, batch, strict=True):
+            self._committing[key] = online
         try:
             stored = await self._store.submit([new for _, new in batch])
         except Exception:
             log.exception("store.error", op="submit", count=len(batch))
             stored = None
+        finally:
+            for key in keys:
+                self._committing.pop(key, None)
         if stored is None:
             parts = _by_connection(batch)
             if split and len(parts) > 1:
