@@ -400,6 +400,13 @@ async def _serve_store(
         print(f"chatd: cannot open the database: {exc}", file=sys.stderr)
         log.error("server.refused", reason=Trusted(str(exc)))
         return 2
+    try:
+        await store.continue_seqs()
+    except (StoreError, OSError, ValueError) as exc:
+        print(f"chatd: cannot keep seqs moving forward: {exc}", file=sys.stderr)
+        log.error("server.refused", reason=Trusted(str(exc)))
+        await store.close()
+        return 2
     keys = key_source(store, config.data_dir, config.token_key_file)
     try:
         keyring = await keys.load()

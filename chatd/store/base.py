@@ -126,6 +126,12 @@ class Store(Protocol):
     async def migrate(self) -> int:
         """Create or upgrade the schema; returns the version now in place."""
 
+    async def continue_seqs(self) -> None:
+        """For the server, after :meth:`open`: new seqs stay above every seq this
+        database ever issued, even after its file was restored from an older backup
+        (SQLite keeps a lease beside the file; PostgreSQL's sequence is the operator's,
+        restored with the database)."""
+
     async def ping(self) -> None:
         """Raise :class:`StoreError` unless the database answers a trivial query."""
 

@@ -317,6 +317,9 @@ class PostgresStore:
         finally:
             await conn.close()
 
+    async def continue_seqs(self) -> None:
+        """Nothing to do: the sequence lives in the database (see the Store protocol)."""
+
     async def ping(self) -> None:
         await self._fetchone("SELECT 1")
 

@@ -38,6 +38,7 @@ from chatd.store.base import (
     message_from_row,
     user_from_row,
 )
+from chatd.store.seqlease import SeqLease
 from libchat.protocol import Message
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
@@ -201,6 +202,18 @@ _DELETE_ATTEMPT: Final = (
 )
 
 
+def _last_seq(conn: apsw.Connection) -> int:
+    """The last seq this database issued (AUTOINCREMENT never reuses one)."""
+    value = _scalar(conn, "SELECT seq FROM sqlite_sequence WHERE name = 'messages'")
+    return 0 if value is None else int(value)
+
+
+def _set_last_seq(conn: apsw.Connection, seq: int) -> None:
+    conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'messages'", (seq,))
+    if conn.changes() == 0:  # no message yet: the row comes with the first
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('messages', ?)", (seq,))
+
+
 def _rows(conn: apsw.Connection, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     """Every row of one statement, consumed fully (an open statement would block COMMIT)."""
     return [tuple(row) for row in conn.execute(sql, args)]
@@ -349,6 +362,7 @@ class SqliteStore:
         self._read_queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._reader_threads: list[threading.Thread] = []
         self._last_prune = 0.0  # writer thread only
+        self._lease: SeqLease | None = None  # set by continue_seqs(); writer thread only
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -382,9 +396,37 @@ class SqliteStore:
             thread.start()
         log.info("sqlite store open", extra={"path": str(self.path), "sync": self.sync})
 
+    async def continue_seqs(self) -> None:
+        """From now on keep ``<database>.seqs`` ahead of every seq committed, and if this
+        database's seqs are below it (the file was restored from an older backup), make
+        new seqs continue above it. The server calls it; admin commands do not."""
+
+        def job(conn: apsw.Connection) -> None:
+            lease = SeqLease(self.path)
+            last = _last_seq(conn)
+            if lease.value > last:
+                _set_last_seq(conn, lease.value)
+                log.warning(
+                    "sqlite store: seqs continue above %d, not %d (%s is ahead of the"
+                    " database: was it restored from a backup?)",
+                    lease.value, last, lease.path,
+                )
+            else:
+                lease.write(last)
+            self._lease = lease
+
+        await self._write(job)
+
     async def close(self) -> None:
         if self._writer is None:
             return
+        if self._lease is not None and not self._closing:
+            # the exact last seq: a clean restart leaves no gap
+            lease = self._lease
+            try:
+                await self._write(lambda conn: lease.write(_last_seq(conn)))
+            except (StoreError, OSError):
+                log.exception("sqlite store: could not record the last seq")
         await self._stop_writer()
         readers, self._reader_threads = self._reader_threads, []
         if readers:
@@ -887,8 +929,9 @@ class SqliteStore:
         seconds = time.perf_counter() - started
         self._call_loop(self._finish_batch, outcomes, self.last_batch_size, seconds)
 
-    @staticmethod
-    def _transaction(conn: apsw.Connection, jobs: list[_Job], *, isolated: bool) -> list[_Outcome]:
+    def _transaction(
+        self, conn: apsw.Connection, jobs: list[_Job], *, isolated: bool
+    ) -> list[_Outcome]:
         """Run the jobs in one transaction and commit it. Not ``isolated``: a failing
         job rolls everything back and raises :class:`_JobFailed` (savepoints around each
         job cost a fifth of the writer's time at 4,000 msg/s with 10,000 users; failures
@@ -914,6 +957,8 @@ class SqliteStore:
                 if isolated:
                     conn.execute("RELEASE job")
                 outcomes.append((job.future, result, None))
+        if self._lease is not None and any(job.messages for job in jobs):
+            self._lease.cover(_last_seq(conn))  # before the commit: an OSError undoes it
         conn.execute("COMMIT")
         return outcomes
 
