@@ -283,7 +283,7 @@ class Accounts:
         wait = ticket.at - self._clock()
         if wait > 0:
             await asyncio.sleep(wait)
-        user = await self._users.by_name(username) if is_valid_username(username) else None
+        user = await self._users.fresh(username) if is_valid_username(username) else None
         stored_hash = user.password_hash if user is not None else None
         ok = await self._passwords.verify(stored_hash, credentials.password)
         if not ok or user is None or user.disabled:

@@ -30,6 +30,15 @@ class UserDirectory:
                 self.remember(user)
         return user
 
+    async def fresh(self, username: str) -> User | None:
+        """The user as the store has it now, remembered: for a login, which must see a
+        password or an account changed a moment ago by ``chatd user`` (the poll that
+        tells the directory of such changes runs every couple of seconds)."""
+        user = await self._store.user_by_name(username)
+        if user is not None:
+            self.remember(user)
+        return user
+
     async def by_id(self, user_id: int) -> User | None:
         user = self._by_id.get(user_id)
         if user is None:

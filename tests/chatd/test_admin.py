@@ -489,6 +489,20 @@ def test_user_changes_reach_a_running_server(live: ChatdProcess, cli: InProcess)
     hello_eventually(live, token, time.monotonic() + CLOSE_DEADLINE).close()
 
 
+def test_a_login_right_after_a_password_change_sees_it(live: ChatdProcess) -> None:
+    """Issue 12: the server's user cache is refreshed by a poll every couple of seconds,
+    so right after `chatd user passwd` the old password still logged in and the new one
+    failed (and counted toward the address's limit). A login reads the user afresh."""
+    args = live_args(live)
+    ok("user", "add", "hal", *args, stdin="hal-password\n")
+    assert http_login(live, "hal", "hal-password") == 200  # cached now
+    ok("user", "passwd", "hal", *args, stdin="hal-new-password\n")
+    assert http_login(live, "hal", "hal-new-password") == 200
+    assert http_login(live, "hal", "hal-password") == 401
+    ok("user", "disable", "hal", *args)
+    assert http_login(live, "hal", "hal-new-password") == 401
+
+
 def test_backup_while_messages_stream(live: ChatdProcess, cli: InProcess, tmp_path: Path
                                       ) -> None:
     args = live_args(live)
