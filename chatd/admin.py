@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import getpass
 import logging
+import math
 import os
 import sys
 import time
@@ -28,6 +29,8 @@ from typing import Any, Final
 
 import orjson
 
+from chatd.admission import address_key
+from chatd.auth import LOGIN_MAX_FAILURES, LOGIN_WINDOW
 from chatd.files import make_private_dir
 from chatd.observe.logs import (
     LOG_FILE_NAME,
@@ -77,16 +80,23 @@ def run(args: argparse.Namespace) -> int:
             close_log = _configure_audit_log(args)
         return handler(args)
     except AdminError as exc:
-        return _fail(str(exc), exc.status)
+        return _failed(args, str(exc), exc.status)
     except SchemaMismatch as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return _failed(args, str(exc), EXIT_USAGE)
     except StoreError as exc:
-        return _fail(f"database error: {exc}", EXIT_USAGE)
+        return _failed(args, f"database error: {exc}", EXIT_USAGE)
     except KeyboardInterrupt:
-        return _fail("interrupted", EXIT_USAGE)
+        return _failed(args, "interrupted", EXIT_USAGE)
     finally:
         if close_log is not None:
             close_log()
+
+
+def _failed(args: argparse.Namespace, message: str, status: int) -> int:
+    """A refused or failed run: audited like the others (``admin.failed``), then told."""
+    if args.action != "health":
+        _audit("admin.failed", action=args.action, error=message, status=status)
+    return _fail(message, status)
 
 
 def _fail(message: str, status: int) -> int:
@@ -495,6 +505,61 @@ def _stats(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _limits_show(args: argparse.Namespace) -> int:
+    """The login limits' state: failures per address and per account in the window."""
+    now = time.time()
+
+    async def main() -> list[tuple[str, str, float]]:
+        async with _opened(args) as store:
+            return await store.recent_login_failures(now - LOGIN_WINDOW)
+
+    rows = asyncio.run(main())
+    _audit("admin.limits_show", failures=len(rows))
+    by_ip: dict[str, list[float]] = {}
+    by_user: dict[str, int] = {}
+    for ip, username, at in rows:
+        by_ip.setdefault(ip, []).append(at)
+        by_user[username] = by_user.get(username, 0) + 1
+    addresses = [
+        {"ip": ip, "failures": len(times), "refused": len(times) >= LOGIN_MAX_FAILURES,
+         "clears_in_s": max(0, math.ceil(min(times) + LOGIN_WINDOW - now))}
+        for ip, times in sorted(by_ip.items(), key=lambda item: -len(item[1]))
+    ]
+    accounts = [{"user": name, "failures": count}
+                for name, count in sorted(by_user.items(), key=lambda item: -item[1])]
+    if args.json:
+        _print_json({"window_s": LOGIN_WINDOW, "addresses": addresses, "accounts": accounts})
+        return EXIT_OK
+    print(f"failed logins in the last {LOGIN_WINDOW / 60:.0f} minutes"
+          f" (an address is refused at {LOGIN_MAX_FAILURES})")
+    for entry in addresses:
+        state = "REFUSED" if entry["refused"] else "ok"
+        print(f"address  {_shown(str(entry['ip'])):<40} {entry['failures']:>5}  {state}"
+              f"  (the oldest leaves in {entry['clears_in_s']} s)")
+    for entry in accounts:
+        print(f"account  {_shown(str(entry['user'])):<40} {entry['failures']:>5}")
+    if not rows:
+        print("none")
+    return EXIT_OK
+
+
+def _limits_clear(args: argparse.Namespace) -> int:
+    """Forget the failed logins of an address and/or an account: at once, on every node
+    (the limits are counted in the store)."""
+    if args.ip is None and args.user is None:
+        raise AdminError("give --ip ADDRESS, --user NAME or both", EXIT_USAGE)
+    ip = None if args.ip is None else address_key(args.ip)
+
+    async def main() -> int:
+        async with _opened(args) as store:
+            return await store.clear_login_failures(ip=ip, username=args.user)
+
+    cleared = asyncio.run(main())
+    _audit("admin.limits_clear", ip=ip, user=args.user, cleared=cleared)
+    print(f"cleared {cleared} failed login{'s' if cleared != 1 else ''}")
+    return EXIT_OK
+
+
 def _size(count: int) -> str:
     value = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -554,6 +619,8 @@ _HANDLERS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
     "key.rotate": _key_rotate,
     "messages": _messages,
     "stats": _stats,
+    "limits.show": _limits_show,
+    "limits.clear": _limits_clear,
     "health": _health,
     "migrate": _migrate,
     "backup": _backup,

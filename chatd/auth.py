@@ -63,6 +63,8 @@ KEY_FILE = "token.key"
 KEY_BYTES = 32  # HS256 wants a key at least as long as its 256-bit output
 ALGORITHM = "HS256"  # the only algorithm accepted: pinned against alg=none and key confusion
 IAT_SKEW = 60.0  # seconds a token's iat may lie in the future (clocks of several nodes)
+LOGIN_MAX_FAILURES = 5  # failed logins per address in a window: the contract's limit
+LOGIN_WINDOW = 900.0  # seconds, sliding: the contract's 15 minutes
 ACCOUNT_FREE_FAILURES = 3  # failed logins against one account answered without delay
 # Hashes and verifications queued for the argon2 threads at most (each ~20-50 ms on one
 # core): past it, 503. 16 keeps a login's wait for a thread under half a second.
@@ -647,8 +649,8 @@ class LoginLimiter:
         self,
         failures: FailureLog,
         *,
-        max_failures: int = 5,
-        window: float = 900.0,
+        max_failures: int = LOGIN_MAX_FAILURES,
+        window: float = LOGIN_WINDOW,
         account_base_delay: float = 0.5,
         account_max_delay: float = 8.0,
         account_max_wait: float = ACCOUNT_MAX_WAIT,

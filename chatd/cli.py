@@ -125,6 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
                           help="how many messages (default 50)")
     messages.add_argument("--json", action="store_true", help="print JSON")
 
+    limits_parser = commands.add_parser(
+        "limits", help="see or clear the login limits",
+        description="See or clear the failed-login limits (per address and per account).")
+    _add_version(limits_parser)
+    limit_actions = limits_parser.add_subparsers(dest="limits_command", metavar="ACTION",
+                                                 required=True)
+    show_limits = command(limit_actions, "show", "limits.show",
+                          "failed logins per address and per account in the window")
+    show_limits.add_argument("--json", action="store_true", help="print JSON")
+    clear_limits = command(limit_actions, "clear", "limits.clear",
+                           "forget the failed logins of an address and/or an account")
+    clear_limits.add_argument("--ip", metavar="ADDRESS",
+                              help="the client address (an IPv6 one: its /64)")
+    clear_limits.add_argument("--user", metavar="NAME", help="the account")
+
     stats = command(commands, "stats", "stats",
                     "users, messages, undelivered messages, database size")
     stats.add_argument("--json", action="store_true", help="print JSON")

@@ -48,6 +48,24 @@ class User:
     created_at: int  # Unix ms
 
 
+def failure_filter(
+    ip: str | None, username: str | None, placeholder: str
+) -> tuple[str, tuple[str, ...]]:
+    """The WHERE clause (and its arguments) of the login failures of ``ip`` and/or
+    ``username``; the two stores share it (``placeholder``: their parameter marker)."""
+    clauses: list[str] = []
+    args: list[str] = []
+    if ip is not None:
+        clauses.append(f"ip = {placeholder}")
+        args.append(ip)
+    if username is not None:
+        clauses.append(f"username = {placeholder}")
+        args.append(username.lower())
+    if not clauses:
+        raise ValueError("give an address, a username or both")
+    return " AND ".join(clauses), tuple(args)
+
+
 def user_from_row(row: Sequence[Any]) -> User:
     """A User from the columns both stores select, in this order: id, username,
     password_hash, disabled, token_generation, created_at."""
@@ -202,6 +220,15 @@ class Store(Protocol):
 
     async def account_failures(self, username: str, since: float) -> int:
         """How many failed logins against ``username`` at or after ``since``."""
+
+    async def recent_login_failures(self, since: float) -> list[tuple[str, str, float]]:
+        """``(ip, username, at)`` of the failed and in-flight logins at or after
+        ``since``, oldest first (``chatd limits show``)."""
+
+    async def clear_login_failures(self, *, ip: str | None = None,
+                                   username: str | None = None) -> int:
+        """Forget the failed logins from ``ip`` and/or against ``username`` (at least one
+        given); returns how many (``chatd limits clear``)."""
 
     async def reserve_login_attempt(
         self, ip: str, username: str, since: float, decide: LoginDecider

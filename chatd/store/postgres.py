@@ -28,6 +28,7 @@ from chatd.store.base import (
     Stats,
     StoreError,
     User,
+    failure_filter,
     message_from_row,
     user_from_row,
 )
@@ -544,6 +545,22 @@ class PostgresStore:
             (username.lower(), since),
         )
         return 0 if row is None else int(row[0])
+
+    async def recent_login_failures(self, since: float) -> list[tuple[str, str, float]]:
+        rows = await self._fetchall(
+            "SELECT ip, username, at FROM login_failures WHERE at >= %s ORDER BY at", (since,)
+        )
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    async def clear_login_failures(self, *, ip: str | None = None,
+                                   username: str | None = None) -> int:
+        where, args = failure_filter(ip, username, "%s")
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(f"DELETE FROM login_failures WHERE {where}", args)
+                return cur.rowcount
+        except psycopg.Error as exc:
+            raise StoreError(str(exc)) from exc
 
     async def reserve_login_attempt(
         self, ip: str, username: str, since: float, decide: LoginDecider

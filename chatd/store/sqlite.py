@@ -35,6 +35,7 @@ from chatd.store.base import (
     Stats,
     StoreError,
     User,
+    failure_filter,
     message_from_row,
     user_from_row,
 )
@@ -614,6 +615,21 @@ class SqliteStore:
         sql = "SELECT count(*) FROM login_failures WHERE username = ? AND at >= ?"
         args = (username.lower(), since)
         return int(await self._read(lambda conn: _scalar(conn, sql, args)))
+
+    async def recent_login_failures(self, since: float) -> list[tuple[str, str, float]]:
+        sql = "SELECT ip, username, at FROM login_failures WHERE at >= ? ORDER BY at"
+        rows = await self._read(lambda conn: _rows(conn, sql, (since,)))
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    async def clear_login_failures(self, *, ip: str | None = None,
+                                   username: str | None = None) -> int:
+        where, args = failure_filter(ip, username, "?")
+
+        def job(conn: apsw.Connection) -> int:
+            conn.execute(f"DELETE FROM login_failures WHERE {where}", args)
+            return int(conn.changes())
+
+        return await self._write(job)
 
     async def reserve_login_attempt(
         self, ip: str, username: str, since: float, decide: LoginDecider

@@ -212,6 +212,13 @@ def test_user_lifecycle(dirs: Dirs, cli: InProcess) -> None:
     ]
     assert all(line["os_user"] == getpass.getuser() for line in log_lines(dirs.logs)
                if str(line["event"]).startswith("admin."))
+    # refused runs are audited too (issue 12: the man page said every run was; they were not)
+    failed = [(line["action"], line["status"]) for line in log_lines(dirs.logs)
+              if line["event"] == "admin.failed"]
+    assert failed == [
+        ("user.add", 1), ("user.add", 2), ("user.add", 2), ("user.add", 2), ("user.passwd", 2),
+        ("user.show", 1), ("user.disable", 1), ("user.enable", 1), ("user.passwd", 1),
+    ]
     text = (dirs.logs / "chatd.log").read_text()
     for password in ("s3cret-alice", "s3cret-bob-pass", "n3w-password"):
         assert password not in text

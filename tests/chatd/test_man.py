@@ -97,7 +97,8 @@ def test_every_chatd_command_has_its_section_with_its_flags() -> None:
     leaves = _leaves(build_parser())
     assert set(leaves) == {
         "serve", "user add", "user list", "user show", "user disable", "user enable",
-        "user passwd", "token issue", "key rotate", "messages", "stats", "health", "migrate",
+        "user passwd", "token issue", "key rotate", "messages", "stats", "limits show",
+        "limits clear", "health", "migrate",
         "backup", "migrate-data",
     }
     synopsis = _synopsis_lines(sections["SYNOPSIS"])

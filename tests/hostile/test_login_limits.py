@@ -9,6 +9,9 @@ one account all waited the same delay once.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -62,3 +65,32 @@ async def test_concurrent_attempts_on_one_account_each_pay_the_slowdown(
     assert waits[3] >= 0.5 and waits[4] >= 1.5 and waits[5] >= 3.5, waits
     # slowed down, never locked: the owner still gets in, after the line
     assert (await login(server, name, PASSWORD, "127.0.1.9")).status == 200
+
+
+def chatd_admin(server: ChatdProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    store = ["--data-dir", str(server.data_dir), "--log-dir", str(server.log_dir)]
+    if server.db is not None:
+        store += ["--db", server.db]
+    return subprocess.run([sys.executable, "-m", "chatd", *args, *store],
+                          capture_output=True, text=True, timeout=60)
+
+
+@run_async
+async def test_an_operator_sees_and_clears_a_refused_address(make_server: Any) -> None:
+    """Issue 12: no command cleared a login limit (a locked-out office waited 15 min)."""
+    server = make_server()
+    name = register(server)
+    for _ in range(5):
+        assert (await login(server, name, "wrong password", "127.0.3.1")).status == 401
+    assert (await login(server, name, PASSWORD, "127.0.3.1")).status == 429
+    shown = chatd_admin(server, "limits", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    state = json.loads(shown.stdout)
+    assert {
+        key: value for key, value in state["addresses"][0].items() if key != "clears_in_s"
+    } == {"ip": "127.0.3.1", "failures": 5, "refused": True}
+    assert {"user": name, "failures": 5} in state["accounts"]
+    cleared = chatd_admin(server, "limits", "clear", "--ip", "127.0.3.1", "--user", name)
+    assert (cleared.returncode, cleared.stdout) == (0, "cleared 5 failed logins\n")
+    assert (await login(server, name, PASSWORD, "127.0.3.1")).status == 200  # at once
+    assert chatd_admin(server, "limits", "clear").returncode == 2
