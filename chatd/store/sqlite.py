@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import queue
@@ -203,6 +204,28 @@ _DELETE_ATTEMPT: Final = (
 )
 
 
+def _is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is SQLite's SQLITE_FULL or an ENOSPC."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, apsw.FullError) or getattr(cause, "errno", None) == errno.ENOSPC:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _release_wal(conn: apsw.Connection) -> None:
+    """The disk is full: copy the WAL into the database and truncate it to nothing, so
+    the space it held (up to the checkpoint interval's 40 MiB) is free for the next
+    commits at once, instead of being refilled by a WAL that only ever grows until a
+    checkpoint. Fails while there is no room to grow the database: then the next failed
+    commit tries again."""
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except apsw.Error as exc:
+        log.warning("sqlite: cannot checkpoint the WAL while the disk is full: %s", exc)
+
+
 def _last_seq(conn: apsw.Connection) -> int:
     """The last seq this database issued (AUTOINCREMENT never reuses one)."""
     value = _scalar(conn, "SELECT seq FROM sqlite_sequence WHERE name = 'messages'")
@@ -364,6 +387,9 @@ class SqliteStore:
         self._reader_threads: list[threading.Thread] = []
         self._last_prune = 0.0  # writer thread only
         self._lease: SeqLease | None = None  # set by continue_seqs(); writer thread only
+        # why the last transaction failed, while no later one has committed: ping() then
+        # fails too, so /healthz says 503 instead of "ok" while every write fails
+        self.write_failure: str | None = None
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -445,6 +471,9 @@ class SqliteStore:
     async def ping(self) -> None:
         if self._writer is None or not self._writer.is_alive():
             raise StoreError("the sqlite writer is not running")
+        failure = self.write_failure
+        if failure is not None:
+            raise StoreError(f"writes are failing: {failure}")
         await self._read(lambda conn: _scalar(conn, "SELECT 1"))
 
     async def backup(self, dest_path: str | Path) -> None:
@@ -932,15 +961,22 @@ class SqliteStore:
                 # only the failing job fails.
                 outcomes = self._transaction(conn, jobs, isolated=True)
         except Exception as exc:
-            log.error("sqlite commit failed, %d writes lost: %s", len(jobs), exc)
+            if self.write_failure is None:  # one line per outage, not one per commit
+                log.error("sqlite commit failed, %d writes lost: %s", len(jobs), exc)
             if not conn.get_autocommit():
                 try:
                     conn.execute("ROLLBACK")
                 except apsw.Error:
                     log.exception("sqlite rollback failed")
+            if _is_disk_full(exc):
+                _release_wal(conn)
+            self.write_failure = f"{type(exc).__name__}: {exc}"
             outcomes = [(job.future, None, StoreError(f"commit failed: {exc}")) for job in jobs]
         else:
             self.commits += 1
+            if self.write_failure is not None:
+                log.warning("sqlite commits work again after: %s", self.write_failure)
+                self.write_failure = None
         self.last_batch_size = sum(job.messages for job in jobs)
         seconds = time.perf_counter() - started
         self._call_loop(self._finish_batch, outcomes, self.last_batch_size, seconds)
