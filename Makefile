@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint typecheck bench bench-full man man-deps clean
+.PHONY: install run test lint typecheck bench bench-full faults man man-deps clean
 
 install: $(STAMP)
 
@@ -26,6 +26,15 @@ test: install man-deps
 	$(BIN)/python -m pytest tests/libchat tests/protocol --cov=libchat --cov-branch \
 		--cov-report=term --cov-fail-under=95 $(PYTEST_ARGS)
 	$(BIN)/python -m pytest tests --ignore=tests/libchat --ignore=tests/protocol $(PYTEST_ARGS)
+
+# The fault suite (docs/faults.md): real chatd processes through crashes, node loss,
+# shutdowns, resets, a full disk and a restore. `make test` runs it too; this runs it
+# alone, naming each run.
+FAULTS := tests/faults tests/chatd/test_crash.py tests/chatd/test_failover.py \
+	tests/chatd/test_shutdown.py
+
+faults: install
+	$(BIN)/python -m pytest $(FAULTS) -v $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check libchat chatd chatpad bench tests
