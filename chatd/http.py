@@ -6,6 +6,7 @@ query, bearer header); this module decides what the answer is.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 log = EventLogger(logging.getLogger(__name__))
 
+HEALTH_BOUND = 1.0  # seconds /healthz waits for the store: a store that slow is down
 INTERNAL_ERROR = Reply.error(500, "internal_error", "the server could not do that; try again")
 
 
@@ -116,9 +118,9 @@ class HttpApi:
 
     async def health(self) -> Reply:
         try:
-            await self._store.ping()
+            await asyncio.wait_for(self._store.ping(), HEALTH_BOUND)
             db_ok = True
-        except StoreError:
+        except (StoreError, TimeoutError):
             db_ok = False
         count = self._connection_count()
         status, body = self._health.status(

@@ -20,14 +20,15 @@ import functools
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol, TypeVar
 
 from chatd import bus as busmod
 from chatd.accounts import Accounts, Identity, Unauthorized
 from chatd.config import Config
 from chatd.observe.logs import EventLogger
 from chatd.observe.metrics import Metrics
+from chatd.observe.refusals import LogThrottle
 from chatd.ratelimit import TokenBucket
 from chatd.store import NewMessage, Retirement, Store, StoreError, User
 from chatd.users import UserDirectory
@@ -52,7 +53,11 @@ from libchat.protocol import (
 )
 
 log = EventLogger(logging.getLogger(__name__))
+T = TypeVar("T")
 
+# Seconds a send waits for its commit before it is answered internal_error anyway: the
+# contract's "every request is answered within a bound", even while the store is down.
+SUBMIT_BOUND = 2.0
 CATCH_UP_BATCH = 500  # undelivered messages read and written per step of a catch-up
 MAX_TRACKED_PUSHES = 10_000  # unconfirmed seqs remembered per connection
 CHANGE_POLL_INTERVAL = 2.0  # seconds between looks for users changed by another process
@@ -184,6 +189,8 @@ class Hub:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[int, list[object]] = {}  # frames that arrived while a hello was checked
         self._stopping = False  # shutting down: sends are refused, not accepted
+        # a store outage fails every turn's job: a few lines a minute say so, not thousands
+        self._store_log = LogThrottle(lines=3, window=60.0)
         # sends handed to the store and not yet answered, by (connection, client id)
         self._committing: dict[tuple[int, str], _Online] = {}
         accounts.on_revoked = self._logged_out
@@ -313,10 +320,16 @@ class Hub:
 
     async def _hello_slow(self, session: Session, token: str, version: str) -> None:
         try:
-            identity = await self._accounts.authenticate(token)
+            identity = await asyncio.wait_for(self._accounts.authenticate(token), SUBMIT_BOUND)
         except Unauthorized:
             self._pending.pop(session.conn_id, None)
             self._refuse_hello(session, "invalid or expired token")
+            return
+        except (TimeoutError, StoreError):
+            # the store cannot tell who this is now: say so, and to come back later
+            self._pending.pop(session.conn_id, None)
+            session.fail("internal_error", limits.CLOSE_TRY_AGAIN_LATER,
+                         "the server cannot check tokens right now; reconnect later")
             return
         rest = self._pending.pop(session.conn_id, [])
         if self._welcome(session, identity, version) and rest:
@@ -634,17 +647,25 @@ class Hub:
         keys = [(online.session.conn_id, new.client_id) for online, new in batch]
         for key, (online, _) in zip(keys, batch, strict=True):
             self._committing[key] = online
+        timed_out = False
         try:
-            stored = await self._store.submit([new for _, new in batch])
+            stored = await _bounded(self._store.submit([new for _, new in batch]), SUBMIT_BOUND)
+        except TimeoutError:
+            # The store is down or stuck: answer now (a resend gets the original ack if
+            # the commit lands after all), and do not queue per-connection retries.
+            if self._store_log.allow(log, "store.slow", "submit"):
+                log.error("store.slow", op="submit", count=len(batch), bound_s=SUBMIT_BOUND)
+            stored, timed_out = None, True
         except Exception:
-            log.exception("store.error", op="submit", count=len(batch))
+            if self._store_log.allow(log, "store.error", "submit"):
+                log.exception("store.error", op="submit", count=len(batch))
             stored = None
         finally:
             for key in keys:
                 self._committing.pop(key, None)
         if stored is None:
             parts = _by_connection(batch)
-            if split and len(parts) > 1:
+            if split and not timed_out and len(parts) > 1:
                 await asyncio.gather(*(self._commit(part, split=False) for part in parts))
                 return
             for online, new in batch:
@@ -995,6 +1016,22 @@ def _by_connection(
     for entry in batch:
         parts.setdefault(entry[0].session.conn_id, []).append(entry)
     return list(parts.values())
+
+
+async def _bounded(job: Awaitable[T], seconds: float) -> T:
+    """``job``'s result, or TimeoutError after ``seconds``; the job itself goes on (a
+    store job cannot be taken back), and its late outcome is dropped."""
+    task = asyncio.ensure_future(job)
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), seconds)
+    except TimeoutError:
+        task.add_done_callback(_drop_outcome)
+        raise
+
+
+def _drop_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: no "never retrieved" warning
 
 
 def _remove(index: dict[str, list[_Online]], key: str, online: _Online) -> bool:

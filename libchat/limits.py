@@ -41,4 +41,5 @@ CLOSE_TOO_BIG = 1009  # a message over MAX_FRAME_BYTES
 CLOSE_UNAUTHORIZED = 4001  # bad, expired or revoked token
 CLOSE_UNSUPPORTED_PROTOCOL = 4002  # hello with another major version
 CLOSE_HELLO_TIMEOUT = 4003  # no hello within HELLO_TIMEOUT
+CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455's registry: the server cannot serve it now
 CLOSE_TOO_MANY_CONNECTIONS = 4004  # the user already has the server's cap of connections

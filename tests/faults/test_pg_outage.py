@@ -1,0 +1,131 @@
+"""PostgreSQL refusing connections for 10 s: every request is answered within a bound,
+and acks resume within 5 s of its return (issue 12).
+
+The bug: with the database refusing connections, most sends got neither an ack nor an
+error until it came back (each batch waited up to 5 s for a connection, one batch at a
+time), a hello hung until the client gave up, and /healthz took 5 s to say 503.
+
+The outage is a TCP proxy in front of PostgreSQL that, on demand, cuts every connection
+and refuses new ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from tests.chatd.clients import ahttp, anew_user, ws_connect
+from tests.chatd.conftest import run_async
+from tests.chatd.pg import FAST, PG_DSN, pg_schema
+from tests.chatd.server import ChatdProcess
+
+OUTAGE = 10.0  # seconds
+SEND_BOUND = 2.0 + 0.5  # the bound, and room for a busy machine
+HEALTH_BOUND = 1.0 + 0.5
+RECOVERY = 5.0
+
+
+class Outage:
+    """A TCP proxy to PostgreSQL; ``down()`` cuts and refuses, ``up()`` lets through."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = 0
+        self.refusing = False
+        self._pipes: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> Outage:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._pipes |= {writer, up_writer}
+        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.transport.abort()
+        self._pipes.discard(writer)
+
+    def down(self) -> None:
+        self.refusing = True
+        for writer in list(self._pipes):
+            writer.transport.abort()
+        self._pipes.clear()
+
+    def up(self) -> None:
+        self.refusing = False
+
+    def close(self) -> None:
+        self.down()
+        if self._server is not None:
+            self._server.close()
+
+
+@run_async
+async def test_every_request_is_answered_while_postgres_is_down(tmp_path: Any) -> None:
+    host, _, port = PG_DSN.split("@", 1)[1].split("/", 1)[0].rpartition(":")
+    outage = await Outage((host, int(port))).start()
+    with pg_schema() as url:
+        proxied = url.replace(f"{host}:{port}", f"127.0.0.1:{outage.port}", 1)
+        server = ChatdProcess(tmp_path / "data", tmp_path / "logs", *FAST, db=proxied)
+        await asyncio.to_thread(server.start)
+        try:
+            _, token = await anew_user(server)
+            bob, _ = await anew_user(server)
+            peer = await ws_connect(server, token)
+            count = 0
+
+            async def send() -> tuple[str, float]:
+                nonlocal count
+                count += 1
+                client_id = f"m{count}"
+                started = time.monotonic()
+                await peer.send({"type": "send", "id": client_id, "to": bob, "body": "x"})
+                frame = await peer.recv(("ack", "error"), timeout=15,
+                                        where=lambda f: f.get("id", f.get("ref")) == client_id)
+                return frame["type"], time.monotonic() - started
+
+            assert (await send())[0] == "ack"
+            outage.down()
+            down_at = time.monotonic()
+            # a hello now is answered too: a welcome (the token and user are cached) or
+            # an error with close 1013, never silence
+            newcomer = await ws_connect(server, hello=False)
+            await newcomer.send({"type": "hello", "protocol": "1.0", "token": token})
+            answer = await newcomer.recv(("welcome", "error"), timeout=SEND_BOUND)
+            assert answer["type"] == "welcome" or await newcomer.wait_closed() == 1013
+            slow: list[float] = []
+            while time.monotonic() - down_at < OUTAGE:
+                _, took = await send()
+                if took > SEND_BOUND:
+                    slow.append(took)
+                started = time.monotonic()
+                health = await ahttp(server, "GET", "/healthz", timeout=5)
+                if time.monotonic() - started > HEALTH_BOUND or health.status == 200:
+                    slow.append(-(time.monotonic() - started))
+                await asyncio.sleep(0.3)  # a paced stream
+            assert slow == [], f"answers slower than the bound (s; negative: /healthz): {slow}"
+            outage.up()
+            up_at = time.monotonic()
+            while (await send())[0] != "ack":
+                assert time.monotonic() - up_at < RECOVERY, "no ack within 5 s of the return"
+            assert time.monotonic() - up_at < RECOVERY
+        finally:
+            outage.close()
+            await asyncio.to_thread(server.stop)
