@@ -15,13 +15,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.chatd.clients import WsPeer, ahttp, anew_user, ws_connect
+from tests.chatd.clients import ahttp, anew_user, ws_connect
 from tests.chatd.conftest import run_async
 from tests.chatd.server import ChatdProcess
+from tests.faults.senders import AnsweredSender
 
 DISK = "16m"
 RECOVERY = 5.0  # seconds from freeing space to the first ack: the issue's bound
@@ -59,11 +59,6 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-async def answer(peer: WsPeer, client_id: str) -> dict[str, Any]:
-    """The ack or the error the server gives ``client_id``."""
-    return await peer.recv(("ack", "error"), where=lambda f: f.get("id", f.get("ref")) == client_id)
-
-
 @run_async
 async def test_a_full_disk_is_reported_and_recovered_from(
     small_disk: Path, tmp_path: Path
@@ -72,26 +67,22 @@ async def test_a_full_disk_is_reported_and_recovered_from(
         _, token = await anew_user(server)
         bob, _ = await anew_user(server)
         peer = await ws_connect(server, token)
-        sent = 0
+        sender = AnsweredSender(peer, bob, body="x" * 2000)
 
-        async def send() -> dict[str, Any]:
-            nonlocal sent
-            sent += 1
-            client_id = f"m{sent}"
-            await peer.send({"type": "send", "id": client_id, "to": bob, "body": "x" * 2000})
-            return await answer(peer, client_id)
+        async def send() -> str:
+            return (await sender.send())[0]
 
-        assert (await send())["type"] == "ack"
+        assert await send() == "ack"
         filler = fill(small_disk)
         deadline = time.monotonic() + 30
-        while (await send())["type"] == "ack":  # the WAL may have had room left
+        while await send() == "ack":  # the WAL may have had room left
             assert time.monotonic() < deadline, "sends kept being acked on a full disk"
         health = await ahttp(server, "GET", "/healthz")
         assert health.status == 503 and health.json["db"] == "error", health
 
         filler.unlink()
         freed = time.monotonic()
-        while (await send())["type"] != "ack":
+        while await send() != "ack":
             assert time.monotonic() - freed < RECOVERY, "no ack within 5 s of freeing space"
         assert time.monotonic() - freed < RECOVERY
         assert (await ahttp(server, "GET", "/healthz")).status == 200

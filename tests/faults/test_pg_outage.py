@@ -20,6 +20,7 @@ from tests.chatd.clients import ahttp, anew_user, ws_connect
 from tests.chatd.conftest import run_async
 from tests.chatd.pg import FAST, PG_DSN, pg_schema
 from tests.chatd.server import ChatdProcess
+from tests.faults.senders import AnsweredSender
 
 OUTAGE = 10.0  # seconds
 SEND_BOUND = 2.0 + 0.5  # the bound, and room for a busy machine
@@ -89,18 +90,7 @@ async def test_every_request_is_answered_while_postgres_is_down(tmp_path: Any) -
             _, token = await anew_user(server)
             bob, _ = await anew_user(server)
             peer = await ws_connect(server, token)
-            count = 0
-
-            async def send() -> tuple[str, float]:
-                nonlocal count
-                count += 1
-                client_id = f"m{count}"
-                started = time.monotonic()
-                await peer.send({"type": "send", "id": client_id, "to": bob, "body": "x"})
-                frame = await peer.recv(("ack", "error"), timeout=15,
-                                        where=lambda f: f.get("id", f.get("ref")) == client_id)
-                return frame["type"], time.monotonic() - started
-
+            send = AnsweredSender(peer, bob).send
             assert (await send())[0] == "ack"
             outage.down()
             down_at = time.monotonic()
