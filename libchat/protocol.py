@@ -123,9 +123,7 @@ _MAX_INT: Final = limits.MAX_WIRE_INT
 
 def _wire_int(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
     if not 0 <= value <= _MAX_INT:
-        raise ProtocolViolation(
-            "invalid_frame", f"{attr.name} must be an integer 0..{_MAX_INT}"
-        )
+        raise ProtocolViolation("invalid_frame", f"{attr.name} must be an integer 0..{_MAX_INT}")
 
 
 def _non_empty(_inst: object, attr: attrs.Attribute[str], value: str) -> None:
