@@ -30,7 +30,7 @@ import orjson
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from chatd.files import make_private_dir
+from chatd.files import fsync_dir, make_private_dir
 from chatd.store import LoginDecider
 from chatd.store.base import Retirement
 from libchat.protocol import normalize_username
@@ -113,14 +113,6 @@ def create_key_file(path: Path) -> None:
         log.info("created token key file %s", path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read_key(path: Path) -> bytes:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,9 +30,11 @@ __all__ = [
     "PRIVATE_FILE",
     "PRIVATE_UMASK",
     "create_private_file",
+    "fsync_dir",
     "make_private_dir",
     "open_to_others",
     "private_umask",
+    "replace_durably",
     "tighten",
 ]
 
@@ -71,6 +74,34 @@ def create_private_file(path: Path) -> None:
     database's WAL, SHM and journal files the same mode."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
     os.close(fd)
+
+
+def replace_durably(path: Path, data: bytes) -> None:
+    """Make ``data`` the content of ``path``, mode 0600, whole or not at all, and on disk
+    when this returns: a private temporary file beside it, synced, renamed over it, and
+    the directory synced. Raises OSError (the old content is then left as it was)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def fsync_dir(directory: Path) -> None:
+    """Sync a directory, so a file just created or renamed in it stays after a crash."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def tighten(paths: Iterable[Path]) -> list[tuple[Path, int]]:

@@ -18,10 +18,8 @@ a JSON keyring (:meth:`chatd.auth.Keyring.encode`); rotation rewrites it atomica
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import secrets
 import stat
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,9 +29,9 @@ from chatd.auth import (
     KeyFileError,
     Keyring,
     create_key_file,
-    fsync_dir,
     load_or_create_key,
 )
+from chatd.files import replace_durably
 
 __all__ = ["DatabaseKeys", "FileKeys", "KeySource", "key_source"]
 
@@ -119,24 +117,11 @@ def write_keyring(path: Path, keyring: Keyring) -> None:
     Raises:
         KeyFileError: the directory is not writable, the disk is full...
     """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(keyring.encode())
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        replace_durably(path, keyring.encode())
     except OSError as exc:
         raise KeyFileError(f"cannot write token key file {path}: {exc.strerror or exc}") from None
-    finally:
-        try:
-            tmp.unlink()
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                log.warning("cannot remove %s: %s", tmp, exc)
 
 
 class DatabaseKeys:

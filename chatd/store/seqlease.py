@@ -11,11 +11,10 @@ restored file), new seqs continue above the lease.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Final
 
-from chatd.files import PRIVATE_FILE
+from chatd.files import replace_durably
 
 __all__ = ["LEASE_BLOCK", "SeqLease", "lease_path"]
 
@@ -51,17 +50,5 @@ class SeqLease:
 
     def write(self, value: int) -> None:
         """Replace the lease with ``value``, durably (temporary file, fsync, rename)."""
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, PRIVATE_FILE)
-        try:
-            os.write(fd, f"{value}\n".encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        replace_durably(self.path, f"{value}\n".encode("ascii"))
         self.value = value
