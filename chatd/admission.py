@@ -26,15 +26,25 @@ IPV6_PREFIX: Final = 64  # one IPv6 subscriber gets a /64: limits key on it
 def address_key(ip: str) -> str:
     """The key the per-address limits count ``ip`` under: IPv4 as it is (IPv4-mapped IPv6
     too), IPv6 as its /64 network. Anything unparsable (never from a real socket) as is."""
+    if ":" not in ip:  # IPv4 as a socket reports it: already canonical (every accept)
+        return ip
+    address = _parsed(ip)
+    if address is None:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, IPV6_PREFIX), strict=False))
+    return str(address)
+
+
+def _parsed(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``ip`` as an address, an IPv4-mapped IPv6 one as IPv4; None if it is not one."""
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
-        return ip
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, IPV6_PREFIX), strict=False))
-    return str(address)
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 class TrustedNetworks:
@@ -49,20 +59,12 @@ class TrustedNetworks:
             return False
         known = self._seen.get(ip)
         if known is None:
-            known = self._match(ip)
+            address = _parsed(ip)
+            known = address is not None and any(address in net for net in self._networks)
             if len(self._seen) >= 4096:  # a cache of recent answers, not a record
                 self._seen.clear()
             self._seen[ip] = known
         return known
-
-    def _match(self, ip: str) -> bool:
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self._networks)
 
 
 class Evictable(Protocol):
