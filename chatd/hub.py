@@ -29,7 +29,7 @@ from chatd.config import Config
 from chatd.observe.logs import EventLogger
 from chatd.observe.metrics import Metrics
 from chatd.observe.refusals import LogThrottle
-from chatd.ratelimit import TokenBucket
+from chatd.ratelimit import KeyedBuckets, TokenBucket
 from chatd.store import NewMessage, Retirement, Store, StoreError, User
 from chatd.users import UserDirectory
 from libchat import limits, protocol
@@ -184,7 +184,8 @@ class Hub:
         self._by_session: dict[int, _Online] = {}
         self._by_user: dict[str, list[_Online]] = {}
         self._by_jti: dict[str, list[_Online]] = {}
-        self._buckets: dict[int, TokenBucket] = {}
+        # per user, across its connections; idle ones are dropped when there are many
+        self._send_buckets = KeyedBuckets(config.send_rate, config.send_burst)
         self._peers: dict[str, _Peers] = {}  # per user online here: its conversation peers
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[int, list[object]] = {}  # frames that arrived while a hello was checked
@@ -526,17 +527,14 @@ class Hub:
     # --- messages ---------------------------------------------------------------------
 
     def _accept_sends(self, online: _Online, sends: list[Send]) -> None:
-        bucket = self._buckets.get(online.user.id)
         now = self._loop.time()
-        if bucket is None:
-            bucket = TokenBucket(self._config.send_rate, self._config.send_burst, now)
-            self._buckets[online.user.id] = bucket
+        user_id = online.user.id
         accepted: list[Send] = []
         for send in sends:
             if send.to == online.user.username:
                 self._reject(online, send.id, "invalid_recipient", "you cannot message yourself")
                 continue
-            wait_ms = bucket.take(now)
+            wait_ms = self._send_buckets.take(user_id, now)
             if wait_ms:
                 self._metrics.errors_total.labels(code="rate_limited").inc()
                 online.session.send_frame(

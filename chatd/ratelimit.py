@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 
 
 class TokenBucket:
@@ -43,12 +44,12 @@ class KeyedBuckets:
         self._rate = rate
         self._burst = burst
         self._max_keys = max_keys
-        self._buckets: dict[str, TokenBucket] = {}
+        self._buckets: dict[Hashable, TokenBucket] = {}
 
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def take(self, key: str, now: float) -> int:
+    def take(self, key: Hashable, now: float) -> int:
         """Take one token from ``key``'s bucket: 0 when allowed, else milliseconds to wait."""
         bucket = self._buckets.get(key)
         if bucket is None:
