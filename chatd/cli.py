@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the canary accounts' passwords (default ./data/canary.json)")
     health.add_argument("--timeout", type=_positive_float, default=5.0, metavar="SECONDS",
                         help="give up after this long (default 5)")
+    add_store_flags(health)  # where the canary may look up why its login was refused
 
     command(commands, "migrate", "migrate", "create or upgrade the database schema")
     backup = command(commands, "backup", "backup",

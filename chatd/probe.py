@@ -16,6 +16,13 @@ push round trip; b confirms delivery (also of any canary message an earlier, fai
 left behind) so nothing piles up. The two passwords are random and kept in a JSON file
 (``--canary-file``, default ``./data/canary.json``, mode 0600). If that file is lost,
 reset the accounts' passwords with ``chatd user passwd`` or give the file back.
+
+A canary must never lock its own address out: when a canary login is refused (the
+account disabled, or its password changed), the probe says which, if it can see the
+database (``--data-dir``/``--db``, as on the server's own machine), and then makes no
+more login attempts for :data:`REFUSED_PAUSE` seconds, so at most three of its failures
+fall in the login limit's 15-minute window of five. The pause is kept in the canary file
+(``"refused": {"user": ..., "at": ...}``); deleting that entry ends it.
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ from urllib.parse import SplitResult, urlsplit
 import orjson
 
 from chatd.files import make_private_dir
+from chatd.store import StoreError
+from chatd.store.factory import open_store
+from chatd.store.sqlite import SqliteStore
 from libchat import limits
 from libchat.client import ClientConfig, ClientConnection, ClientEvent
 from libchat.events import ConnectionClosed, HttpResponse, Upgraded
@@ -66,6 +76,7 @@ EXIT_DOWN: Final = 2
 CANARY_USERS: Final = ("canary-a", "canary-b")
 DEFAULT_CANARY_FILE: Final = Path("data") / "canary.json"
 HELLO_PROTOCOL: Final = "1.0"
+REFUSED_PAUSE: Final = 300.0  # seconds without canary logins after one was refused
 READ_CHUNK: Final = 65536  # bytes per socket read
 
 
@@ -90,13 +101,23 @@ def check_health(args: argparse.Namespace) -> int:
     if args.canary:
         path = args.canary_file if args.canary_file is not None else DEFAULT_CANARY_FILE
         try:
-            rtt = asyncio.run(_canary(base, path, timeout))
+            rtt = asyncio.run(_canary(base, path, timeout, _db_url(args)))
         except ProbeFailed as exc:
             return _report("DOWN", f"canary failed: {exc}; {summary}", EXIT_DOWN)
         summary += f" canary_rtt={rtt * 1000:.1f}ms"
     if health.status == "ok":
         return _report("OK", summary, EXIT_OK)
     return _report("DEGRADED", summary, EXIT_DEGRADED)
+
+
+def _db_url(args: argparse.Namespace) -> str | None:
+    """The database the canary may look its accounts up in: only one named by
+    ``--db`` or ``--data-dir`` (a monitor elsewhere has none)."""
+    db: str | None = getattr(args, "db", None)
+    data_dir: Path | None = getattr(args, "data_dir", None)
+    if db is not None:
+        return db
+    return None if data_dir is None else str(data_dir / "chatd.db")
 
 
 def _report(state: str, text: str, status: int) -> int:
@@ -142,31 +163,72 @@ def _describe(reason: object) -> str:
 # --- the canary --------------------------------------------------------------------------
 
 
-def _load_passwords(path: Path) -> tuple[dict[str, str], bool]:
-    """The canary passwords, and whether they were just made up (and saved)."""
-    try:
-        stored = orjson.loads(path.read_bytes())
-    except FileNotFoundError:
-        stored = None
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise ProbeFailed(f"cannot read {path}: {exc}") from None
-    if stored is not None:
+class _CanaryFile:
+    """The canary file: the two passwords and, after a refused login, whose and when.
+
+    Loading a missing file makes up the passwords and saves them (mode 0600)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fresh = False  # the passwords were just made up: register the accounts
+        self.refused: tuple[str, float] | None = None
+        try:
+            stored = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            self.passwords = {name: secrets.token_urlsafe(24) for name in CANARY_USERS}
+            self.fresh = True
+            self._save()
+            return
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise ProbeFailed(f"cannot read {path}: {exc}") from None
         if not isinstance(stored, dict) or not all(
             isinstance(stored.get(name), str) for name in CANARY_USERS
         ):
             raise ProbeFailed(f"{path} does not hold the canary passwords")
-        return {name: stored[name] for name in CANARY_USERS}, False
-    passwords = {name: secrets.token_urlsafe(24) for name in CANARY_USERS}
-    try:
-        make_private_dir(path.parent)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(orjson.dumps(passwords))
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise ProbeFailed(f"cannot write {path}: {exc}") from None
-    return passwords, True
+        self.passwords = {name: stored[name] for name in CANARY_USERS}
+        refused = stored.get("refused")
+        if isinstance(refused, dict) and isinstance(refused.get("at"), int | float):
+            self.refused = (str(refused.get("user", "?")), float(refused["at"]))
+
+    def check_pause(self, now: float) -> None:
+        """Raise ProbeFailed while the pause after a refused login lasts."""
+        if self.refused is None:
+            return
+        user, at = self.refused
+        if now < at + REFUSED_PAUSE:
+            raise ProbeFailed(
+                f"paused: {user}'s login was refused at {_clock(at)}; no canary logins"
+                f" until {_clock(at + REFUSED_PAUSE)} (or until the \"refused\" entry"
+                f" of {self.path} is deleted), so they never trip the login limit"
+            )
+
+    def record_refusal(self, user: str, now: float) -> None:
+        self.refused = (user, now)
+        self._save()
+
+    def clear_refusal(self) -> None:
+        if self.refused is not None:
+            self.refused = None
+            self._save()
+
+    def _save(self) -> None:
+        stored: dict[str, object] = dict(self.passwords)
+        if self.refused is not None:
+            stored["refused"] = {"user": self.refused[0], "at": round(self.refused[1], 3)}
+        path = self.path
+        try:
+            make_private_dir(path.parent)
+            tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(orjson.dumps(stored))
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise ProbeFailed(f"cannot write {path}: {exc}") from None
+
+
+def _clock(at: float) -> str:
+    return time.strftime("%H:%M:%S UTC", time.gmtime(at))
 
 
 class _Link:
@@ -289,25 +351,62 @@ async def _login(url: SplitResult, name: str, password: str) -> str | None:
     raise ProbeFailed(f"{name}: login answered {_error_code(response)}")
 
 
-async def _canary_token(url: SplitResult, name: str, password: str, path: Path,
-                        fresh: bool) -> str:
-    """Log in; register first when the account does not exist yet."""
-    if not fresh:
+async def _account_state(db_url: str | None, name: str) -> str | None:
+    """``disabled``, ``enabled`` or ``missing`` as the database says; None when there is
+    no database to ask (no ``--db``/``--data-dir``) or it cannot be read."""
+    if db_url is None:
+        return None
+    try:
+        store = open_store(db_url)
+    except ValueError:
+        return None
+    if isinstance(store, SqliteStore) and not store.path.is_file():
+        return None  # never create one
+    try:
+        await store.open()
+        try:
+            user = await store.user_by_name(name)
+        finally:
+            await store.close()
+    except (StoreError, OSError):
+        return None
+    if user is None:
+        return "missing"
+    return "disabled" if user.disabled else "enabled"
+
+
+async def _canary_token(url: SplitResult, name: str, canary: _CanaryFile,
+                        db_url: str | None) -> str:
+    """Log in; register first when the account does not exist yet. A disabled account
+    is not tried at all when the database says so; a refused login starts the pause."""
+    state = await _account_state(db_url, name)
+    if state == "disabled":
+        raise ProbeFailed(f"{name} is disabled: `chatd user enable {name}`")
+    password = canary.passwords[name]
+    if not canary.fresh and state != "missing":
         token = await _login(url, name, password)
         if token is not None:
+            canary.clear_refusal()
             return token
     credentials = Credentials(username=name, password=password)
     response = await _http(url, name, lambda conn, now: conn.register(credentials, now))
     if response.status == 409:
+        canary.record_refusal(name, time.time())
+        if state == "enabled":
+            why = f"{name}'s password is not the one in {canary.path}"
+        else:
+            why = (f"{name}'s login was refused: the account is disabled or its password"
+                   f" is not the one in {canary.path} (`chatd user show {name}` tells which)")
         raise ProbeFailed(
-            f"{name} exists with a password other than the one in {path}:"
-            f" set it with `chatd user passwd {name}`"
+            f"{why}: `chatd user enable {name}` or `chatd user passwd {name}`;"
+            f" no canary logins for {REFUSED_PAUSE / 60:g} minutes"
         )
     if response.status != 201:
         raise ProbeFailed(f"{name}: register answered {_error_code(response)}")
     token = await _login(url, name, password)
     if token is None:
         raise ProbeFailed(f"{name}: login refused right after registering")
+    canary.clear_refusal()
     return token
 
 
@@ -365,16 +464,17 @@ def _sender_problem(a: _Link) -> str:
     return ""
 
 
-async def _canary(base: str, path: Path, timeout: float) -> float:
+async def _canary(base: str, path: Path, timeout: float, db_url: str | None) -> float:
     url = urlsplit(base)
-    passwords, fresh = _load_passwords(path)
+    canary = _CanaryFile(path)
+    canary.check_pause(time.time())
     links: collections.deque[_Link] = collections.deque()
     phase = "logging in"
 
     async def steps() -> float:
         nonlocal phase
         tokens = [
-            await _canary_token(url, name, passwords[name], path, fresh) for name in CANARY_USERS
+            await _canary_token(url, name, canary, db_url) for name in CANARY_USERS
         ]
         phase = "opening the WebSockets"
         for name, token in zip(CANARY_USERS, tokens, strict=True):

@@ -591,8 +591,53 @@ def test_health_of_a_running_server(live: ChatdProcess, tmp_path: Path) -> None:
     stale.write_text(json.dumps({"canary-a": "not-the-password", "canary-b": "nor-this-one"}))
     done = chatd("health", "--url", live.url, "--canary", "--canary-file", stale)
     assert done.returncode == 2, done
-    assert done.stdout.startswith("CHATD DOWN - canary failed: canary-a exists with a password"
-                                  f" other than the one in {stale}: set it with `chatd user")
+    assert done.stdout.startswith(
+        "CHATD DOWN - canary failed: canary-a's login was refused: the account is disabled"
+        f" or its password is not the one in {stale} (`chatd user show canary-a` tells which)")
+
+
+def _canary_failures(server: ChatdProcess) -> int:
+    shown = json.loads(ok("limits", "show", "--json", *live_args(server)))
+    return sum(entry["failures"] for entry in shown["accounts"] if entry["user"] == "canary-a")
+
+
+def test_a_refused_canary_says_why_and_never_trips_the_login_limit(tmp_path: Path) -> None:
+    canary_file = tmp_path / "canary.json"
+    with ChatdProcess(tmp_path / "data", tmp_path / "logs") as server:
+        def canary(*flags: object) -> subprocess.CompletedProcess[str]:
+            return chatd("health", "--url", server.url, "--canary", "--canary-file",
+                         canary_file, *flags)
+
+        assert canary().returncode == 0
+        ok("user", "disable", "canary-a", *live_args(server))
+
+        # Where it can read the database, the canary knows and does not even try.
+        done = canary("--data-dir", server.data_dir)
+        assert done.returncode == 2, done
+        assert done.stdout.startswith(
+            "CHATD DOWN - canary failed: canary-a is disabled: `chatd user enable canary-a`")
+        assert _canary_failures(server) == 0
+
+        # From elsewhere, one refused login, then a pause instead of more of them.
+        done = canary()
+        assert done.returncode == 2, done
+        assert "canary-a's login was refused: the account is disabled or its password" in (
+            done.stdout)
+        for _ in range(6):  # a monitor's every-minute runs
+            done = canary()
+            assert done.returncode == 2, done
+            assert done.stdout.startswith("CHATD DOWN - canary failed: paused: canary-a's"
+                                          " login was refused at ")
+        assert _canary_failures(server) == 1
+
+        # Fixed, and the pause ended by hand: the canary passes and forgets the refusal.
+        ok("user", "enable", "canary-a", *live_args(server))
+        stored = json.loads(canary_file.read_text())
+        assert stored.pop("refused")["user"] == "canary-a"
+        canary_file.write_text(json.dumps(stored))
+        done = canary()
+        assert done.returncode == 0, done
+        assert "refused" not in json.loads(canary_file.read_text())
 
 
 def test_health_degraded_then_down(tmp_path: Path) -> None:
