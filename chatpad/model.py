@@ -76,6 +76,10 @@ class Model:
         self.typing_at: dict[str, float] = {}  # peer -> when the last typing signal came
         self.online: dict[str, bool] = {}  # peer -> presence, as far as the server told
 
+    def forget_auth_error(self) -> None:
+        """The sign-in screen has shown the last failure (or a new attempt began)."""
+        self.auth_error = None
+
     def thread(self, peer: str) -> Thread:
         thread = self.threads.get(peer)
         if thread is None:

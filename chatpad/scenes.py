@@ -1,11 +1,11 @@
 """The three screens. Each has ``handle(event)``, ``update(dt)``, ``draw(surface)``,
 ``layout(size)`` and ``close()``; none touches a socket: they read the model and send
-commands through the app."""
+commands through their host (the app), as :class:`SceneHost` describes it."""
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pygame
 import pygame_gui
@@ -13,13 +13,11 @@ from pygame_gui.core import ObjectID
 from pygame_gui.elements import UIButton, UILabel, UITextEntryBox, UITextEntryLine
 
 from chatpad import messages as m
-from chatpad.ui import STATUS_BAR_HEIGHT, Colors, ConversationList, MessageView
+from chatpad.model import Model
+from chatpad.ui import STATUS_BAR_HEIGHT, Colors, ConversationList, MessageView, Styles
 from libchat import limits
 
-if TYPE_CHECKING:
-    from chatpad.app import App
-
-__all__ = ["ConversationScene", "ConversationsScene", "LoginScene", "Scene"]
+__all__ = ["ConversationScene", "ConversationsScene", "LoginScene", "Scene", "SceneHost"]
 
 TYPING_EVERY = 3.0  # seconds between typing signals while the user writes
 
@@ -34,10 +32,33 @@ AUTH_MESSAGES = {
 }
 
 
+class SceneHost(Protocol):
+    """What a scene may use of the app that shows it: the model to read, commands to
+    submit, and the window."""
+
+    manager: pygame_gui.UIManager
+    styles: Styles
+    model: Model
+    mouse_pos: tuple[int, int]
+
+    @property
+    def screen_size(self) -> tuple[int, int]: ...
+
+    def submit(self, command: m.Command) -> None: ...
+
+    def has_focus(self) -> bool: ...
+
+    def open_conversation(self, peer: str) -> None: ...
+
+    def close_conversation(self) -> None: ...
+
+    def banner_text(self) -> str | None: ...
+
+
 class Scene:
     """Base: keyboard focus moves with Tab through ``focus_order``."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: SceneHost) -> None:
         self.app = app
         self.manager = app.manager
         self.focus_order: list[Any] = []
@@ -86,7 +107,7 @@ class LoginScene(Scene):
 
     CARD_W, CARD_H = 420, 440
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: SceneHost) -> None:
         super().__init__(app)
         mgr = self.manager
         r = pygame.Rect(0, 0, 420, 44)
@@ -161,10 +182,10 @@ class LoginScene(Scene):
             return
         if create and len(password) < limits.MIN_PASSWORD_CHARS:
             self.show_error(AUTH_MESSAGES["weak_password"])
-            self.app.model.auth_error = None
+            self.app.model.forget_auth_error()
             return
         self.busy = True
-        self.app.model.auth_error = None
+        self.app.model.forget_auth_error()
         self.show_error("Creating your account…" if create else "Signing in…")
         self.app.submit(m.SignIn(server=self.server.get_text().strip() or self.app.model.server,
                                  username=username, password=password, create=create))
@@ -198,7 +219,7 @@ class LoginScene(Scene):
         if failure.code == "rate_limited" and failure.retry_at is not None:
             seconds = max(0, int(failure.retry_at - time.monotonic() + 0.999))
             if seconds == 0:
-                self.app.model.auth_error = None
+                self.app.model.forget_auth_error()
                 text = "You can try again now."
             else:
                 text = f"Too many attempts. Try again in {seconds} s."
@@ -218,7 +239,7 @@ class LoginScene(Scene):
 class ConversationsScene(Scene):
     """The list of conversations, and the box that finds people to talk to."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: SceneHost) -> None:
         super().__init__(app)
         mgr = self.manager
         r = pygame.Rect(0, 0, 420, 44)
@@ -300,7 +321,7 @@ class ConversationScene(Scene):
 
     INPUT_H = 76
 
-    def __init__(self, app: App, peer: str) -> None:
+    def __init__(self, app: SceneHost, peer: str) -> None:
         super().__init__(app)
         self.peer = peer
         mgr = self.manager
