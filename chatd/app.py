@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import gc
 import logging
 import os
-import random
 import signal
 import ssl
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -40,7 +38,7 @@ from chatd.files import PRIVATE_FILE, make_private_dir, open_to_others, tighten
 from chatd.http import HttpApi
 from chatd.hub import CHANGE_POLL_INTERVAL, Hub
 from chatd.keys import key_source
-from chatd.net import ChatProtocol
+from chatd.net import Connections
 from chatd.observe.health import HealthMonitor
 from chatd.observe.logs import (
     LOG_FILE_NAME,
@@ -53,9 +51,9 @@ from chatd.observe.metrics import Metrics
 from chatd.store import SchemaMismatch, Store, StoreError
 from chatd.store.factory import open_store, schema_from_url
 from chatd.store.sqlite import SqliteStore
+from chatd.turn import LoopTurn
 from chatd.users import UserDirectory
 from libchat import __version__, limits
-from libchat.server import ServerConfig
 
 log = EventLogger(logging.getLogger(__name__))
 
@@ -71,10 +69,6 @@ GC_THRESHOLDS = (700, 10, 1000)
 # 10,000 users (--sync full) 1 ms kept the whole exchange's p99 at 71-197 ms in four runs
 # where 5 ms gave 164-978 ms (bench/RESULTS.md).
 GIL_SWITCH_INTERVAL = 0.001  # seconds
-# WebSocket upgrades started per loop turn. A reconnect storm queues the rest for the
-# next turns instead of running thousands of handshakes (upgrade, hello, catch-up) in
-# one turn while live traffic waits behind them.
-UPGRADES_PER_TURN = 32
 
 
 class ListenError(Exception):
@@ -94,13 +88,7 @@ class Server:
         self.config = config
         self.store = store
         self.loop = asyncio.get_running_loop()
-        self.engine_config = ServerConfig()
-        # One generator for every engine: seeding one per connection from os.urandom cost
-        # ~8% of the loop while 10,000 clients connected (the server engine draws nothing).
-        self.rng = random.Random()
-        self.websockets = 0  # open WebSockets, kept by chatd.net: a count, not a scan
-        self.connections: dict[int, ChatProtocol] = {}
-        self.paused: dict[int, ChatProtocol] = {}
+        self.turn = LoopTurn(self.loop)
         self.metrics = Metrics()
         self.trusted = TrustedNetworks(config.trusted_ips)
         self.admission = Admission(
@@ -125,16 +113,15 @@ class Server:
             registration_open=config.registration == "open",
             refresh_grace=config.refresh_grace,
         )
-        self.hub = Hub(config, store, self.users, self.accounts, self.metrics, bus=self._bus())
+        self.hub = Hub(config, store, self.users, self.accounts, self.metrics, turn=self.turn,
+                       bus=self._bus())
         self.health = HealthMonitor(config.data_dir, alert_pct=config.disk_alert_pct)
         self.api = HttpApi(
             config, store, self.users, self.accounts, self.metrics, self.health,
-            self.websocket_count,
+            self._websocket_count,
         )
-        self._dirty: list[ChatProtocol] = []
-        self._flush_scheduled = False
-        self._upgrades: collections.deque[Callable[[], None]] = collections.deque()
-        self._upgrades_scheduled = False
+        self.net = Connections(self.loop, self.turn, self.hub, self.api, self.admission,
+                               self.metrics, self.spawn)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listener: asyncio.base_events.Server | None = None
         self._metrics_server: WSGIServer | None = None  # --metrics-listen's, in a thread
@@ -151,15 +138,8 @@ class Server:
             return PostgresBus(url, channel=channel, on_resync=lambda: self.hub.resync())
         return None
 
-    def websocket_count(self) -> int:
-        return self.websockets
-
-    def refused_connection(self, budget: str, ip: str) -> None:
-        """A socket was over ``budget`` (see chatd.admission) and got 503."""
-        self.metrics.connections_refused_total.labels(budget=budget).inc()
-        self.metrics.refusals.record(log, "connection.refused", key=ip, ip=ip, budget=budget)
-
-    # --- plumbing used by the connections --------------------------------------------
+    def _websocket_count(self) -> int:
+        return self.net.websockets
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = self.loop.create_task(coro)
@@ -170,42 +150,6 @@ class Server:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.logger.error("task.failed", exc_info=task.exception())
-
-    def queue_flush(self, proto: ChatProtocol) -> None:
-        """Write a connection's output once at the end of this loop turn."""
-        self._dirty.append(proto)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush_all)
-
-    def _flush_all(self) -> None:
-        self._flush_scheduled = False
-        dirty, self._dirty = self._dirty, []
-        for proto in dirty:
-            if proto._flush_queued:
-                try:
-                    proto.flush()
-                except Exception:  # a bug: it must cost that connection, never the others
-                    log.exception("connection.flush_failed", conn_id=proto.conn_id)
-                    if proto.transport is not None:
-                        proto.transport.abort()
-
-    def admit_upgrade(self, start: Callable[[], None]) -> None:
-        """Call ``start`` (a connection's upgrade) in this loop turn or, once
-        :data:`UPGRADES_PER_TURN` have started in it, in a later one."""
-        self._upgrades.append(start)
-        if not self._upgrades_scheduled:
-            self._upgrades_scheduled = True
-            self.loop.call_soon(self._start_upgrades)
-
-    def _start_upgrades(self) -> None:
-        self._upgrades_scheduled = False
-        upgrades = self._upgrades
-        for _ in range(min(UPGRADES_PER_TURN, len(upgrades))):
-            upgrades.popleft()()
-        if upgrades:  # the rest after the socket reads that came in meanwhile
-            self._upgrades_scheduled = True
-            self.loop.call_soon(self._start_upgrades)
 
     def _on_commit(self, batch_size: int, seconds: float) -> None:
         self.metrics.store_commit_seconds.observe(seconds)
@@ -252,17 +196,11 @@ class Server:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.hub.wait_idle(), SHUTDOWN_GRACE)
         self.hub.refuse_uncommitted()
-        for proto in list(self.connections.values()):
-            if proto.is_websocket:
-                proto.close(limits.CLOSE_GOING_AWAY, "server shutting down")
-            elif proto.transport is not None:
-                proto.transport.close()
+        self.net.close_all(limits.CLOSE_GOING_AWAY, "server shutting down")
         deadline = self.loop.time() + 1.0
-        while self.connections and self.loop.time() < deadline:
+        while self.net.open and self.loop.time() < deadline:
             await asyncio.sleep(0.02)
-        for proto in list(self.connections.values()):
-            if proto.transport is not None:
-                proto.transport.abort()
+        self.net.abort_all()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -273,10 +211,7 @@ class Server:
     async def _sweep_slow_readers(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
-            now = self.loop.time()
-            for proto in list(self.paused.values()):
-                if proto.paused_for(now) > self.config.slow_reader_timeout:
-                    proto.abort()
+            self.net.abort_slow_readers(self.loop.time(), self.config.slow_reader_timeout)
 
     async def _poll_changes(self) -> None:
         """See token revocations and user changes made by other processes (another
@@ -335,7 +270,7 @@ async def serve(config: Config) -> int:
         return 2
     try:
         listener = await loop.create_server(
-            lambda: ChatProtocol(servers[0]),
+            lambda: servers[0].net.new_protocol(),
             config.host,
             config.port,
             ssl=tls,
@@ -434,7 +369,7 @@ async def _serve_store(
     log.info("server.start", version=__version__, host=config.host, port=port, tls=config.tls,
              db=Trusted(config.db_url if config.db is None else config.db.split("@")[-1]))
     await stopping.wait()
-    log.info("server.stopping", connections=len(server.connections))
+    log.info("server.stopping", connections=len(server.net.open))
     await server.stop()
     log.info("server.stop")
     return 0

@@ -31,6 +31,7 @@ from chatd.observe.metrics import Metrics
 from chatd.observe.refusals import LogThrottle
 from chatd.ratelimit import KeyedBuckets, TokenBucket
 from chatd.store import NewMessage, Retirement, Store, StoreError, User
+from chatd.turn import LoopTurn, TurnBatch
 from chatd.users import UserDirectory
 from libchat import limits, protocol
 from libchat.events import SendRefused
@@ -163,15 +164,19 @@ class Hub:
         accounts: Accounts,
         metrics: Metrics,
         *,
+        turn: LoopTurn,
         bus: busmod.Bus | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
         self._bus: busmod.Bus = bus or busmod.LocalBus()
         self._multi_node = not isinstance(self._bus, busmod.LocalBus)
-        self._turn_sends: list[tuple[_Online, NewMessage]] = []  # sends of this loop turn
-        self._turn_delivered: list[tuple[_Online, list[int]]] = []  # delivered marks, same
-        self._turn_scheduled = False  # _end_turn is due
+        # Every connection's sends of one loop turn go to the store in one submit, then
+        # their delivered marks in one job (sends first: a turn keeps frame order).
+        self._turn = turn
+        self._turn_sends: TurnBatch[tuple[_Online, NewMessage]] = turn.batch(self._commit_turn)
+        self._turn_delivered: TurnBatch[tuple[_Online, list[int]]] = turn.batch(
+            self._record_delivered)
         self._remote_seqs: list[int] = []  # MessageStored seqs from other nodes, to fetch
         # per recipient id: sends accepted under --max-queue and not yet committed
         self._queue_in_flight: dict[int, int] = {}
@@ -232,7 +237,7 @@ class Hub:
 
     async def wait_idle(self) -> None:
         """Wait for every in-flight operation (sends awaiting their commit, receipts)."""
-        while self._tasks or self._turn_scheduled:
+        while self._tasks or self._turn.pending:
             await asyncio.sleep(0)  # let this turn's sends reach the store
             if self._tasks:
                 # asyncio.wait, not gather: a caller's timeout must not cancel them (the
@@ -279,8 +284,7 @@ class Hub:
             if sends:
                 self._accept_sends(online, sends)
             if seqs:
-                self._turn_delivered.append((online, seqs))
-                self._schedule_turn()
+                self._turn_delivered.add((online, seqs))
 
     # --- hello, catch-up, presence ---------------------------------------------------
 
@@ -551,11 +555,9 @@ class Hub:
             if recipient is None or self._config.max_queue is not None:
                 slow.append(send)  # needs the store before it can be accepted
             else:
-                self._turn_sends.append((online, self._new_message(online, send, recipient)))
+                self._turn_sends.add((online, self._new_message(online, send, recipient)))
         if slow:
             self._spawn(self._submit(online, slow))
-        if self._turn_sends:
-            self._schedule_turn()
 
     def _new_message(self, online: _Online, send: Send, recipient: User) -> NewMessage:
         sender = online.user
@@ -565,21 +567,11 @@ class Hub:
             ts=self._now_ms(),
         )
 
-    def _schedule_turn(self) -> None:
-        if not self._turn_scheduled:
-            self._turn_scheduled = True
-            self._loop.call_soon(self._end_turn)
+    def _commit_turn(self, sends: list[tuple[_Online, NewMessage]]) -> None:
+        self._spawn(self._commit(sends))
 
-    def _end_turn(self) -> None:
-        """One store submit for every send of every connection in this loop turn, then
-        one store job for every delivered mark (sends first: a turn keeps frame order)."""
-        self._turn_scheduled = False
-        sends, self._turn_sends = self._turn_sends, []
-        marks, self._turn_delivered = self._turn_delivered, []
-        if sends:
-            self._spawn(self._commit(sends))
-        if marks:
-            self._spawn(self._delivered(marks))
+    def _record_delivered(self, marks: list[tuple[_Online, list[int]]]) -> None:
+        self._spawn(self._delivered(marks))
 
     def _reject(self, online: _Online, client_id: str, code: str, message: str) -> None:
         """Refuse a send, unless its id was already used: then it is a repeat, and a

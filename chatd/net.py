@@ -3,29 +3,32 @@
 Bytes go into the engine; its events go to the HTTP API or the hub; whatever the engine
 wants to write leaves through one ``transport.write`` per connection per loop turn
 (output is coalesced: many pushes in one turn become one write). The engine's single
-deadline drives one timer per connection.
+deadline drives one timer per connection. :class:`Connections` holds every socket of
+the process and what their glue shares.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import itertools
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import logging
+import random
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from chatd.accounts import Identity
-from chatd.admission import address_key
+from chatd.admission import Admission, address_key
+from chatd.http import HttpApi
+from chatd.hub import Hub
 from chatd.observe.logs import EventLogger
+from chatd.observe.metrics import Metrics
 from chatd.reply import Reply
+from chatd.turn import LoopTurn
 from libchat import events as ev
 from libchat import protocol
-from libchat.server import ServerConnection
-
-if TYPE_CHECKING:
-    from chatd.app import Server
-
-import logging
+from libchat.server import ServerConfig, ServerConnection
 
 log = EventLogger(logging.getLogger(__name__))
 
@@ -57,14 +60,113 @@ _REFUSAL = (
 # A refused socket's request is read and dropped for this long before the socket is
 # closed: closing with unread input would reset it, and the client might lose the 503.
 REFUSED_LINGER = 1.0  # seconds
+# WebSocket upgrades started per loop turn. A reconnect storm queues the rest for the
+# next turns instead of running thousands of handshakes (upgrade, hello, catch-up) in
+# one turn while live traffic waits behind them.
+UPGRADES_PER_TURN = 32
+
+
+class Connections:
+    """Every socket of this process, and what their glue shares: where frames and
+    requests go (the hub, the HTTP API), the socket budgets, the metrics, the one write
+    per connection at the end of a loop turn, and the pacing of WebSocket upgrades.
+
+    Args:
+        spawn: runs a connection's coroutine (an HTTP answer, an upgrade) as a task the
+            server cancels at shutdown.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, turn: LoopTurn, hub: Hub, api: HttpApi,
+        admission: Admission, metrics: Metrics,
+        spawn: Callable[[Coroutine[Any, Any, Any]], None],
+    ) -> None:
+        self.loop = loop
+        self.hub = hub
+        self.api = api
+        self.admission = admission
+        self.metrics = metrics
+        self.spawn = spawn
+        self.engine_config = ServerConfig()
+        # One generator for every engine: seeding one per connection from os.urandom cost
+        # ~8% of the loop while 10,000 clients connected (the server engine draws nothing).
+        self.rng = random.Random()
+        self.open: dict[int, ChatProtocol] = {}
+        self.paused: dict[int, ChatProtocol] = {}  # whose transport stopped taking output
+        self.websockets = 0  # open WebSockets: a count, not a scan
+        self._flushes = turn.batch(self._flush)
+        self._upgrades: collections.deque[Callable[[], None]] = collections.deque()
+        self._upgrades_scheduled = False
+
+    def new_protocol(self) -> ChatProtocol:
+        """The protocol factory for ``loop.create_server``."""
+        return ChatProtocol(self)
+
+    def websocket_count(self) -> int:
+        return self.websockets
+
+    def queue_flush(self, proto: ChatProtocol) -> None:
+        """Write a connection's output once at the end of this loop turn."""
+        self._flushes.add(proto)
+
+    def _flush(self, dirty: list[ChatProtocol]) -> None:
+        for proto in dirty:
+            if proto.flush_pending:
+                try:
+                    proto.flush()
+                except Exception:  # a bug: it must cost that connection, never the others
+                    log.exception("connection.flush_failed", conn_id=proto.conn_id)
+                    if proto.transport is not None:
+                        proto.transport.abort()
+
+    def admit_upgrade(self, start: Callable[[], None]) -> None:
+        """Call ``start`` (a connection's upgrade) in this loop turn or, once
+        :data:`UPGRADES_PER_TURN` have started in it, in a later one."""
+        self._upgrades.append(start)
+        if not self._upgrades_scheduled:
+            self._upgrades_scheduled = True
+            self.loop.call_soon(self._start_upgrades)
+
+    def _start_upgrades(self) -> None:
+        self._upgrades_scheduled = False
+        upgrades = self._upgrades
+        for _ in range(min(UPGRADES_PER_TURN, len(upgrades))):
+            upgrades.popleft()()
+        if upgrades:  # the rest after the socket reads that came in meanwhile
+            self._upgrades_scheduled = True
+            self.loop.call_soon(self._start_upgrades)
+
+    def refused(self, budget: str, ip: str) -> None:
+        """A socket was over ``budget`` (see chatd.admission) and got 503."""
+        self.metrics.connections_refused_total.labels(budget=budget).inc()
+        self.metrics.refusals.record(log, "connection.refused", key=ip, ip=ip, budget=budget)
+
+    def abort_slow_readers(self, now: float, timeout: float) -> None:
+        """Drop every connection whose output has been stuck longer than ``timeout``."""
+        for proto in list(self.paused.values()):
+            if proto.paused_for(now) > timeout:
+                proto.abort()
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Close every WebSocket with ``code`` and drop every plain HTTP connection."""
+        for proto in list(self.open.values()):
+            if proto.is_websocket:
+                proto.close(code, reason)
+            elif proto.transport is not None:
+                proto.transport.close()
+
+    def abort_all(self) -> None:
+        for proto in list(self.open.values()):
+            if proto.transport is not None:
+                proto.transport.abort()
 
 
 class ChatProtocol(asyncio.Protocol):
     """A socket's glue: it is also the hub's :class:`chatd.hub.Session`."""
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.loop = server.loop
+    def __init__(self, connections: Connections) -> None:
+        self.connections = connections
+        self.loop = connections.loop
         self.conn_id = next(_ids)
         self.peer_ip = ""
         self.peer_key = ""  # the address the per-address budgets count it under
@@ -76,7 +178,7 @@ class ChatProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._flush_queued = False
+        self.flush_pending = False
         self._paused_since: float | None = None
         self._drained: asyncio.Event | None = None
         self._opened_at = 0.0
@@ -93,15 +195,15 @@ class ChatProtocol(asyncio.Protocol):
             self.peer_ip = str(peername[0])
             self.peer = f"{peername[0]}:{peername[1]}"
         self.peer_key = address_key(self.peer_ip)
-        refused = self.server.admission.accept(self.peer_ip, self.peer_key, self)
+        refused = self.connections.admission.accept(self.peer_ip, self.peer_key, self)
         if refused is not None:
             self._refuse(refused)
             return
         self._admitted = True
         now = self.loop.time()
         self._opened_at = now
-        self.conn = ServerConnection(self.server.engine_config, self.server.rng, now)
-        self.server.connections[self.conn_id] = self
+        self.conn = ServerConnection(self.connections.engine_config, self.connections.rng, now)
+        self.connections.open[self.conn_id] = self
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -126,11 +228,11 @@ class ChatProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._paused_since = self.loop.time()
-        self.server.paused[self.conn_id] = self
+        self.connections.paused[self.conn_id] = self
 
     def resume_writing(self) -> None:
         self._paused_since = None
-        self.server.paused.pop(self.conn_id, None)
+        self.connections.paused.pop(self.conn_id, None)
         if self._drained is not None:
             self._drained.set()
             self._drained = None
@@ -138,7 +240,7 @@ class ChatProtocol(asyncio.Protocol):
     def _refuse(self, budget: str) -> None:
         """Answer 503 without reading a request, and close soon (see REFUSED_LINGER)."""
         self._refused = True
-        self.server.refused_connection(budget, self.peer_ip)
+        self.connections.refused(budget, self.peer_ip)
         transport = self.transport
         assert transport is not None
         transport.write(_REFUSAL)
@@ -152,34 +254,34 @@ class ChatProtocol(asyncio.Protocol):
         frames: list[object] = []
         for event in events:
             if isinstance(event, _HTTP_EVENTS):
-                self.server.spawn(self._answer(event))
+                self.connections.spawn(self._answer(event))
             elif isinstance(event, ev.UpgradeRequest):
-                self.server.admit_upgrade(functools.partial(self._start_upgrade, event))
+                self.connections.admit_upgrade(functools.partial(self._start_upgrade, event))
             elif isinstance(event, ev.ConnectionClosed):
                 self._closed_event(event)
             elif isinstance(event, ev.RequestRejected):
-                self.server.metrics.errors_total.labels(code=event.code).inc()
+                self.connections.metrics.errors_total.labels(code=event.code).inc()
                 self._count_request(UNROUTED, event.status)
             elif isinstance(event, ev.FrameRejected):
-                self.server.metrics.errors_total.labels(code=event.code).inc()
+                self.connections.metrics.errors_total.labels(code=event.code).inc()
             else:
                 frames.append(event)
         if frames:
-            self.server.hub.receive(self, frames)
+            self.connections.hub.receive(self, frames)
 
     async def _answer(self, request: object) -> None:
-        reply = await self.server.api.handle(request, self.peer_ip)
+        reply = await self.connections.api.handle(request, self.peer_ip)
         self._count_request(_ROUTES[type(request)], reply.status)
         self.respond(reply)
 
     def _count_request(self, route: str, status: int) -> None:
-        self.server.metrics.http_requests_total.labels(route=route, status=str(status)).inc()
+        self.connections.metrics.http_requests_total.labels(route=route, status=str(status)).inc()
 
     def respond(self, reply: Reply) -> None:
         if self.conn.is_closed:
             return
         if reply.status >= 400 and isinstance(reply.body, protocol.ErrorBody):
-            self.server.metrics.errors_total.labels(code=reply.body.error.code).inc()
+            self.connections.metrics.errors_total.labels(code=reply.body.error.code).inc()
         more = self.conn.respond(
             reply.status, reply.body, now=self.loop.time(), headers=reply.headers,
             content_type=reply.content_type,
@@ -189,10 +291,10 @@ class ChatProtocol(asyncio.Protocol):
 
     def _start_upgrade(self, request: ev.UpgradeRequest) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.server.spawn(self._upgrade(request))
+            self.connections.spawn(self._upgrade(request))
 
     async def _upgrade(self, request: ev.UpgradeRequest) -> None:
-        reply = await self.server.api.check_upgrade(request, self.peer_ip)
+        reply = await self.connections.api.check_upgrade(request, self.peer_ip)
         if reply is not None:
             self._count_request(UPGRADE_ROUTE, reply.status)
             self.respond(reply)
@@ -200,8 +302,8 @@ class ChatProtocol(asyncio.Protocol):
         self._count_request(UPGRADE_ROUTE, 101)
         self.upgrade_token = request.token
         self.is_websocket = True
-        self.server.websockets += 1
-        self.server.metrics.connections.inc()
+        self.connections.websockets += 1
+        self.connections.metrics.connections.inc()
         log.info("connection.open", conn_id=self.conn_id, peer=self.peer)
         self._handle(self.conn.accept_upgrade(self.loop.time()))
         self.flush()
@@ -211,9 +313,9 @@ class ChatProtocol(asyncio.Protocol):
             return
         self._closed = True
         if self.is_websocket:
-            self.server.hub.disconnected(self)
-            self.server.websockets -= 1
-            self.server.metrics.connections.dec()
+            self.connections.hub.disconnected(self)
+            self.connections.websockets -= 1
+            self.connections.metrics.connections.dec()
             user = self.identity.user.username if self.identity else None
             log.info(
                 "connection.close", conn_id=self.conn_id, peer=self.peer, user=user,
@@ -226,7 +328,7 @@ class ChatProtocol(asyncio.Protocol):
         """The hub accepted this connection's hello: it leaves the anonymous budgets."""
         self.identity = identity
         if self._admitted:
-            self.server.admission.signed_in(self.peer_key, self)
+            self.connections.admission.signed_in(self.peer_key, self)
 
     def send_frame(self, frame: protocol.ServerFrame) -> None:
         self.conn.send(frame, self.loop.time())
@@ -237,7 +339,7 @@ class ChatProtocol(asyncio.Protocol):
         self._queue_flush()
 
     def fail(self, code: str, close_code: int, message: str | None = None) -> None:
-        self.server.metrics.errors_total.labels(code=code).inc()
+        self.connections.metrics.errors_total.labels(code=code).inc()
         self.conn.fail(code, close_code, now=self.loop.time(), message=message)
         self._queue_flush()
 
@@ -246,7 +348,7 @@ class ChatProtocol(asyncio.Protocol):
         self._queue_flush()
 
     async def drained(self) -> None:
-        if self._flush_queued:
+        if self.flush_pending:
             # Output queued this loop turn is not in the transport yet, so the transport
             # cannot have paused for it: write it now, then look.
             self.flush()
@@ -257,14 +359,14 @@ class ChatProtocol(asyncio.Protocol):
         await self._drained.wait()
 
     def _queue_flush(self) -> None:
-        if not self._flush_queued:
-            self._flush_queued = True
-            self.server.queue_flush(self)
+        if not self.flush_pending:
+            self.flush_pending = True
+            self.connections.queue_flush(self)
 
     def flush(self) -> None:
         """Write what the engine has for the socket, close it when the engine is done,
         and re-arm the timer."""
-        self._flush_queued = False
+        self.flush_pending = False
         transport = self.transport
         if transport is None:
             return
@@ -311,7 +413,7 @@ class ChatProtocol(asyncio.Protocol):
         """An anonymous socket making room for a newcomer from a less crowded address
         (see chatd.admission): closed at once, whatever it was doing."""
         self._admitted = False  # the budgets forgot it already
-        self.server.metrics.connections_refused_total.labels(budget="evicted").inc()
+        self.connections.metrics.connections_refused_total.labels(budget="evicted").inc()
         if self.transport is not None:
             self.transport.abort()
 
@@ -327,14 +429,14 @@ class ChatProtocol(asyncio.Protocol):
     def _finish(self) -> None:
         if self._admitted:
             self._admitted = False
-            self.server.admission.closed(self.peer_key, self, anonymous=self.identity is None)
+            self.connections.admission.closed(self.peer_key, self, anonymous=self.identity is None)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if not self._closed:
             self._closed_event(ev.ConnectionClosed(code=1006, reason="connection lost"))
-        self.server.connections.pop(self.conn_id, None)
-        self.server.paused.pop(self.conn_id, None)
+        self.connections.open.pop(self.conn_id, None)
+        self.connections.paused.pop(self.conn_id, None)
         if self._drained is not None:
             self._drained.set()
             self._drained = None

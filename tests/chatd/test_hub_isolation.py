@@ -9,6 +9,7 @@ connection alone hears ``internal_error``.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from chatd.hub import Hub
 from chatd.observe.metrics import Metrics
 from chatd.store import NewMessage, StoreError, User
 from chatd.store.sqlite import SqliteStore
+from chatd.turn import LoopTurn
 from chatd.users import UserDirectory
 from libchat import protocol
 from libchat.protocol import Delivered, Error, Hello, Message, Read, Send, ServerFrame
@@ -135,7 +137,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             RevocationCache(), metrics, clock=lambda: TS / 1000,
         )
         hub = Hub(Config(presence=False), store, users, accounts, metrics,
-                  clock=lambda: TS / 1000 + 1)
+                  turn=LoopTurn(asyncio.get_running_loop()), clock=lambda: TS / 1000 + 1)
         yield World(hub=hub, store=store, tokens=tokens)
         await hub.wait_idle()
     finally:
