@@ -30,7 +30,7 @@ from chatd.observe.logs import EventLogger
 from chatd.observe.metrics import Metrics
 from chatd.ratelimit import KeyedBuckets
 from chatd.reply import UNAUTHORIZED, Reply
-from chatd.store import Retirement, Store, StoreError, User
+from chatd.store import Retirement, Store, StoreError, StoreUnavailable, User
 from chatd.users import UserDirectory
 from libchat import limits
 from libchat.protocol import (
@@ -170,6 +170,8 @@ class Accounts:
             raise Unauthorized
         try:
             await self._tokens.reload(now)
+        except StoreUnavailable:
+            raise  # a key we cannot read now: ask again later, not "unauthorized"
         except (KeyFileError, StoreError) as exc:
             log.error("keys.reload_failed", error=str(exc))
         try:
@@ -189,6 +191,8 @@ class Accounts:
         """Read the keyring again (the periodic poll: picks up ``chatd key rotate``)."""
         try:
             await self._tokens.reload(self._clock(), rate_limited=False)
+        except StoreUnavailable:
+            pass  # the store logs an outage once; the next poll reads again
         except (KeyFileError, StoreError) as exc:
             log.error("keys.reload_failed", error=str(exc))
 

@@ -48,7 +48,7 @@ from chatd.observe.logs import (
     configure_logging,
 )
 from chatd.observe.metrics import Metrics
-from chatd.store import SchemaMismatch, Store, StoreError
+from chatd.store import SchemaMismatch, Store, StoreError, StoreUnavailable
 from chatd.store.factory import open_store, schema_from_url
 from chatd.store.sqlite import SqliteStore
 from chatd.turn import LoopTurn
@@ -236,6 +236,8 @@ class Server:
                     if self.revocations.revoke_family(family, expires_at):
                         self.hub.revoke_family(family)
                 since_ms, since_s = int(started * 1000), started
+            except StoreUnavailable:
+                pass  # the store logs an outage once; the next poll looks again
             except StoreError:
                 log.exception("store.error", op="poll_changes")
             await self.accounts.reload_keys()  # logs its own failures
@@ -245,6 +247,8 @@ class Server:
             try:
                 stats = await self.store.stats()
                 self.metrics.queue_depth.set(stats.undelivered)
+            except StoreUnavailable:
+                pass  # the store logs an outage once
             except StoreError:
                 log.exception("store.error", op="stats")
             self.metrics.disk_used_ratio.set(self.health.disk_pct() / 100)

@@ -25,6 +25,8 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from chatd.observe.downtime import Downtime
+from chatd.observe.logs import EventLogger
 from chatd.store.base import Retirement
 
 __all__ = [
@@ -45,12 +47,12 @@ __all__ = [
     "encode_event",
 ]
 
-log = logging.getLogger(__name__)
+log = EventLogger(logging.getLogger(__name__))
 
 MAX_PAYLOAD_BYTES: Final = 7900  # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more
 MAX_SEQS_PER_EVENT: Final = 300  # 300 seqs of up to 19 digits stay well under the payload cap
 RECONNECT_MIN: Final = 0.1  # seconds before the first listener reconnect attempt
-RECONNECT_MAX: Final = 5.0  # cap of the doubling delay between reconnect attempts
+RECONNECT_MAX: Final = 2.0  # cap of the doubling delay: back within 2 s of the database
 CONNECT_TIMEOUT: Final = 5  # seconds for one connection attempt (libpq connect_timeout)
 
 
@@ -247,8 +249,11 @@ class PostgresBus:
     One dedicated autocommit connection listens on ``channel``; a second one publishes
     with ``pg_notify``. Events this node published come back to its listener and are
     skipped by node id. When the listening connection drops, it is reopened with a
-    growing delay, logged, and ``on_resync`` is called once listening again: events in
-    the gap are lost, so the host re-scans what its local users may have missed.
+    growing delay and ``on_resync`` is called once listening again: events in the gap
+    are lost, so the host re-scans what its local users may have missed. An outage is
+    logged twice, however long: ``bus.listener_lost`` (with the reason) when it starts
+    and ``bus.listener_restored`` (how long, how many attempts) when it ends; likewise
+    ``bus.publisher_lost`` and ``bus.publisher_restored`` for publishing.
 
     Args:
         dsn: a libpq connection string or URL.
@@ -274,6 +279,10 @@ class PostgresBus:
         self._listener: asyncio.Task[None] | None = None
         self._publisher: psycopg.AsyncConnection[Any] | None = None
         self._publish_lock = asyncio.Lock()
+        self._listener_down = Downtime(log, lost="bus.listener_lost",
+                                       restored="bus.listener_restored", channel=channel)
+        self._publisher_down = Downtime(log, lost="bus.publisher_lost",
+                                        restored="bus.publisher_restored", channel=channel)
 
     @property
     def listener_name(self) -> str:
@@ -302,14 +311,12 @@ class PostgresBus:
                         " AS t(p, i) ORDER BY i",
                         (self.channel, payloads),
                     )
+                    self._publisher_down.ok()
                     return
                 except psycopg.Error as exc:
                     await self._drop_publisher()
                     if attempt == 2:
-                        log.warning(
-                            "bus publish failed",
-                            extra={"event": type(event).__name__, "error": str(exc)},
-                        )
+                        self._publisher_down.failed(exc)
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -352,15 +359,12 @@ class PostgresBus:
                     conn = await self._listen()
                     self.reconnects += 1
                     delay = RECONNECT_MIN
-                    log.warning("bus listener reconnected", extra={"channel": self.channel})
+                    self._listener_down.ok()
                     self._resync()
                 async for notify in conn.notifies():
                     self._dispatch(notify.payload)
             except psycopg.Error as exc:
-                log.warning(
-                    "bus listener lost its connection",
-                    extra={"channel": self.channel, "error": str(exc), "retry_in": delay},
-                )
+                self._listener_down.failed(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX)
             finally:
@@ -372,14 +376,14 @@ class PostgresBus:
         try:
             node_id, event = decode_event(payload)
         except ValueError as exc:
-            log.warning("bus payload ignored", extra={"error": str(exc)})
+            log.warning("bus.payload_ignored", error=str(exc))
             return
         if node_id == self.node_id or self._handler is None:
             return
         try:
             self._handler(event)
         except Exception:
-            log.exception("bus handler failed", extra={"event": type(event).__name__})
+            log.exception("bus.handler_failed", kind=type(event).__name__)
 
     def _resync(self) -> None:
         if self.on_resync is None:
@@ -387,4 +391,4 @@ class PostgresBus:
         try:
             self.on_resync()
         except Exception:
-            log.exception("bus on_resync hook failed")
+            log.exception("bus.resync_failed")

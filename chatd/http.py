@@ -16,7 +16,7 @@ from chatd.observe.health import HealthMonitor
 from chatd.observe.logs import EventLogger
 from chatd.observe.metrics import Metrics
 from chatd.reply import UNAUTHORIZED, Reply
-from chatd.store import Store, StoreError
+from chatd.store import Store, StoreError, StoreUnavailable
 from chatd.users import UserDirectory
 from libchat import events as ev
 from libchat import limits
@@ -35,6 +35,11 @@ log = EventLogger(logging.getLogger(__name__))
 
 HEALTH_BOUND = 1.0  # seconds /healthz waits for the store: a store that slow is down
 INTERNAL_ERROR = Reply.error(500, "internal_error", "the server could not do that; try again")
+STORE_RETRY_AFTER_S = 2  # what a request answered while the store is down is told to wait
+STORE_UNAVAILABLE = Reply.error(
+    503, "server_busy", "the server cannot reach its database now; try again later",
+    Retry_After=str(STORE_RETRY_AFTER_S),
+)
 
 
 class HttpApi:
@@ -62,6 +67,8 @@ class HttpApi:
             reply = await self._dispatch(request, ip)
         except Unauthorized:
             reply = UNAUTHORIZED
+        except StoreUnavailable:  # the store logs the outage, once
+            return STORE_UNAVAILABLE
         except StoreError:
             log.exception("store.error", op=type(request).__name__)
             return INTERNAL_ERROR
@@ -138,4 +145,9 @@ class HttpApi:
             except Unauthorized:
                 self._refuse_token(ip, type(request).__name__)
                 return UNAUTHORIZED
+            except StoreUnavailable:
+                return STORE_UNAVAILABLE
+            except StoreError:
+                log.exception("store.error", op=type(request).__name__)
+                return INTERNAL_ERROR
         return None

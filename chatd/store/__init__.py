@@ -9,6 +9,7 @@ from chatd.store.base import (
     Stats,
     Store,
     StoreError,
+    StoreUnavailable,
     User,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "Stats",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "User",
 ]

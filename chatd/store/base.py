@@ -28,6 +28,12 @@ class StoreError(Exception):
     """The store cannot do its work (database gone, disk full, corrupt file)."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be reached now, or did not answer within its bound; it may be
+    back soon. The store logs the outage itself (once when it starts, once when it
+    ends), so callers need not log each of these."""
+
+
 class SchemaMismatch(StoreError):
     """The database's schema version is not the one this chatd knows."""
 

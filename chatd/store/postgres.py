@@ -9,16 +9,19 @@ only after COMMIT.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final
 
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from chatd.observe.downtime import Downtime
+from chatd.observe.logs import EventLogger
 from chatd.store.base import (
     LoginDecider,
     NewMessage,
@@ -27,6 +30,7 @@ from chatd.store.base import (
     SchemaMismatch,
     Stats,
     StoreError,
+    StoreUnavailable,
     User,
     failure_filter,
     message_from_row,
@@ -37,6 +41,10 @@ from libchat.protocol import Message
 __all__ = ["PostgresStore"]
 
 log = logging.getLogger(__name__)
+events = EventLogger(log)
+# The pool logs a warning per failed connection attempt, a flood while the database is
+# away; the store logs each outage itself, once when it starts and once when it ends.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 # Advisory lock classes (the first half of the two-int key; the second is the schema's
 # hashtext), so nodes on one schema serialize and tests on separate schemas do not.
@@ -46,6 +54,14 @@ NO_SEQ: Final = 2**63 - 1  # "before" when none is given: above every seq
 MAX_BATCH: Final = 2000  # messages per transaction: bounds one commit's size and latency
 POOL_OPEN_TIMEOUT: Final = 10.0  # seconds to get the first connections at open()
 POOL_TIMEOUT: Final = 5.0  # seconds to wait for a pooled connection before StoreError
+# Seconds one query (or short transaction) may take, waiting for a connection included,
+# before StoreUnavailable: every HTTP request is answered within a bound while the
+# database is away. The writer's commits are bounded by their callers instead.
+OP_BOUND: Final = 2.0
+# Seconds the pool retries a lost connection (with a doubling delay) before it gives up
+# and reconnects on the next demand instead: the pool's default, minutes of ever longer
+# waits, kept it away for up to a minute after the database came back.
+RECONNECT_TIMEOUT: Final = 2.0
 _LOGIN_LOCK: Final = 0x6C6F67696E  # advisory lock key ("login") of login reservations
 _IP_ATTEMPTS: Final = "SELECT at FROM login_failures WHERE ip = %s AND at >= %s ORDER BY at"
 _ACCOUNT_ATTEMPTS: Final = (
@@ -209,6 +225,7 @@ class PostgresStore:
             max_size=max_size,
             open=False,
             timeout=POOL_TIMEOUT,
+            reconnect_timeout=RECONNECT_TIMEOUT,
             check=AsyncConnectionPool.check_connection,  # a restarted server: reconnect
             kwargs={"autocommit": True, "application_name": self.application_name},
             configure=self._configure,
@@ -219,6 +236,7 @@ class PostgresStore:
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._last_prune = 0.0  # Unix s of this node's last prune
+        self._outage = Downtime(events, lost="store.unavailable", restored="store.restored")
 
     @property
     def application_name(self) -> str:
@@ -361,24 +379,47 @@ class PostgresStore:
 
     # --- small query helpers ----------------------------------------------------------
 
-    async def _fetchall(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+    @contextlib.asynccontextmanager
+    async def _connection(
+        self, bound: float | None = OP_BOUND
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection for one piece of work of at most ``bound`` seconds (None:
+        as long as it takes, a pooled connection within POOL_TIMEOUT).
+
+        psycopg's errors come out as StoreError; those of an unreachable database (and
+        the bound running out) as StoreUnavailable, counted in the outage log lines.
+        """
         try:
-            async with self._pool.connection() as conn:
-                cur = await conn.execute(query, params)
-                return await cur.fetchall()
+            async with asyncio.timeout(bound), self._pool.connection() as conn:
+                yield conn
+        except TimeoutError as exc:
+            raise self._unavailable(f"no answer within {bound} s") from exc
+        except psycopg.OperationalError as exc:  # PoolTimeout is one
+            raise self._unavailable(exc) from exc
         except psycopg.Error as exc:
             raise StoreError(str(exc)) from exc
+        self._outage.ok()
 
-    async def _fetchone(self, query: str, params: Any = None) -> tuple[Any, ...] | None:
-        rows = await self._fetchall(query, params)
+    def _unavailable(self, error: Exception | str) -> StoreUnavailable:
+        self._outage.failed(error)
+        return StoreUnavailable(str(error))
+
+    async def _fetchall(
+        self, query: str, params: Any = None, *, bound: float | None = OP_BOUND
+    ) -> list[tuple[Any, ...]]:
+        async with self._connection(bound) as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
+
+    async def _fetchone(
+        self, query: str, params: Any = None, *, bound: float | None = OP_BOUND
+    ) -> tuple[Any, ...] | None:
+        rows = await self._fetchall(query, params, bound=bound)
         return rows[0] if rows else None
 
     async def _execute(self, query: str, params: Any = None) -> None:
-        try:
-            async with self._pool.connection() as conn:
-                await conn.execute(query, params)
-        except psycopg.Error as exc:
-            raise StoreError(str(exc)) from exc
+        async with self._connection() as conn:
+            await conn.execute(query, params)
 
     # --- users and tokens -------------------------------------------------------------
 
@@ -555,34 +596,28 @@ class PostgresStore:
     async def clear_login_failures(self, *, ip: str | None = None,
                                    username: str | None = None) -> int:
         where, args = failure_filter(ip, username, "%s")
-        try:
-            async with self._pool.connection() as conn:
-                cur = await conn.execute(f"DELETE FROM login_failures WHERE {where}", args)
-                return cur.rowcount
-        except psycopg.Error as exc:
-            raise StoreError(str(exc)) from exc
+        async with self._connection() as conn:
+            cur = await conn.execute(f"DELETE FROM login_failures WHERE {where}", args)
+            return cur.rowcount
 
     async def reserve_login_attempt(
         self, ip: str, username: str, since: float, decide: LoginDecider
     ) -> float | None:
         name = username.lower()
-        try:
-            async with self._pool.connection() as conn, conn.transaction():
-                # One lock for every node's reservations: the look and the insert of one
-                # attempt never interleave with another's. Each holds it for a few ms.
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOGIN_LOCK,))
-                cur = await conn.execute(_IP_ATTEMPTS, (ip, since))
-                ip_times = [row[0] for row in await cur.fetchall()]
-                cur = await conn.execute(_ACCOUNT_ATTEMPTS, (name, since))
-                account_times = [row[0] for row in await cur.fetchall()]
-                at = decide(ip_times, account_times)
-                if at is not None:
-                    await conn.execute(
-                        "INSERT INTO login_failures (ip, username, at) VALUES (%s, %s, %s)",
-                        (ip, name, at),
-                    )
-        except psycopg.Error as exc:
-            raise StoreError(str(exc)) from exc
+        async with self._connection() as conn, conn.transaction():
+            # One lock for every node's reservations: the look and the insert of one
+            # attempt never interleave with another's. Each holds it for a few ms.
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOGIN_LOCK,))
+            cur = await conn.execute(_IP_ATTEMPTS, (ip, since))
+            ip_times = [row[0] for row in await cur.fetchall()]
+            cur = await conn.execute(_ACCOUNT_ATTEMPTS, (name, since))
+            account_times = [row[0] for row in await cur.fetchall()]
+            at = decide(ip_times, account_times)
+            if at is not None:
+                await conn.execute(
+                    "INSERT INTO login_failures (ip, username, at) VALUES (%s, %s, %s)",
+                    (ip, name, at),
+                )
         if at is not None:
             await self._maybe_prune(at)
         return at
@@ -639,8 +674,10 @@ class PostgresStore:
         """
         try:
             await self._commit(batch)
+        except psycopg.OperationalError as exc:  # unreachable: no retries one by one
+            self._fail(batch, self._unavailable(exc))
         except psycopg.Error as exc:
-            if len(batch) > 1 and not isinstance(exc, psycopg.OperationalError):
+            if len(batch) > 1:
                 for submit in batch:
                     await self._write_batch([submit])
                 return
@@ -655,6 +692,7 @@ class PostgresStore:
             stored = await self._insert_batch(conn, news)
         seconds = time.perf_counter() - started
         self.commits += 1
+        self._outage.ok()
         for submit in batch:
             if not submit.future.done():
                 submit.future.set_result(
@@ -668,8 +706,9 @@ class PostgresStore:
 
     @staticmethod
     def _fail(batch: list[_Submit], exc: Exception) -> None:
-        count = sum(len(submit.messages) for submit in batch)
-        log.error("message commit failed", extra={"batch": count, "error": str(exc)})
+        if not isinstance(exc, StoreUnavailable):  # an outage is logged as one
+            count = sum(len(submit.messages) for submit in batch)
+            events.error("store.commit_failed", batch=count, error=str(exc))
         error = exc if isinstance(exc, StoreError) else StoreError(f"commit failed: {exc}")
         for submit in batch:
             if not submit.future.done():
@@ -916,6 +955,7 @@ class PostgresStore:
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                  WHERE n.nspname = %s AND c.relkind = 'r')""",
             (self.schema,),
+            bound=None,  # counting a big table takes seconds; no request waits for it
         )
         assert row is not None
         return Stats(users=row[0], messages=row[1], undelivered=row[2], db_bytes=int(row[3]))

@@ -12,7 +12,6 @@ and refuses new ones.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
@@ -20,6 +19,7 @@ from tests.chatd.clients import ahttp, anew_user, ws_connect
 from tests.chatd.conftest import run_async
 from tests.chatd.pg import FAST, PG_DSN, pg_schema
 from tests.chatd.server import ChatdProcess
+from tests.faults.pgproxy import Outage
 from tests.faults.senders import AnsweredSender
 
 OUTAGE = 10.0  # seconds
@@ -28,62 +28,11 @@ HEALTH_BOUND = 1.0 + 0.5
 RECOVERY = 5.0
 
 
-class Outage:
-    """A TCP proxy to PostgreSQL; ``down()`` cuts and refuses, ``up()`` lets through."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = 0
-        self.refusing = False
-        self._pipes: set[asyncio.StreamWriter] = set()
-        self._server: asyncio.base_events.Server | None = None
-
-    async def start(self) -> Outage:
-        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.refusing:
-            writer.transport.abort()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._pipes |= {writer, up_writer}
-        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
-
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.transport.abort()
-        self._pipes.discard(writer)
-
-    def down(self) -> None:
-        self.refusing = True
-        for writer in list(self._pipes):
-            writer.transport.abort()
-        self._pipes.clear()
-
-    def up(self) -> None:
-        self.refusing = False
-
-    def close(self) -> None:
-        self.down()
-        if self._server is not None:
-            self._server.close()
-
-
 @run_async
 async def test_every_request_is_answered_while_postgres_is_down(tmp_path: Any) -> None:
-    host, _, port = PG_DSN.split("@", 1)[1].split("/", 1)[0].rpartition(":")
-    outage = await Outage((host, int(port))).start()
+    outage = await Outage.to(PG_DSN)
     with pg_schema() as url:
-        proxied = url.replace(f"{host}:{port}", f"127.0.0.1:{outage.port}", 1)
+        proxied = outage.route(url)
         server = ChatdProcess(tmp_path / "data", tmp_path / "logs", *FAST, db=proxied)
         await asyncio.to_thread(server.start)
         try:
