@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -83,13 +84,13 @@ class Server:
 
     def __init__(
         self, config: Config, store: Store, keys: bytes | Keyring,
-        load_keys: KeyringLoader | None = None,
+        load_keys: KeyringLoader | None = None, *, metrics: Metrics, health: HealthMonitor,
     ) -> None:
         self.config = config
         self.store = store
         self.loop = asyncio.get_running_loop()
         self.turn = LoopTurn(self.loop)
-        self.metrics = Metrics()
+        self.metrics = metrics
         self.trusted = TrustedNetworks(config.trusted_ips)
         self.admission = Admission(
             max_connections=config.max_connections,
@@ -115,7 +116,7 @@ class Server:
         )
         self.hub = Hub(config, store, self.users, self.accounts, self.metrics, turn=self.turn,
                        bus=self._bus())
-        self.health = HealthMonitor(config.data_dir, alert_pct=config.disk_alert_pct)
+        self.health = health
         self.api = HttpApi(
             config, store, self.users, self.accounts, self.metrics, self.health,
             self._websocket_count,
@@ -125,8 +126,6 @@ class Server:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listener: asyncio.base_events.Server | None = None
         self._metrics_server: WSGIServer | None = None  # --metrics-listen's, in a thread
-        if hasattr(store, "on_commit"):
-            store.on_commit = self._on_commit
 
     def _bus(self) -> Bus | None:
         """Several nodes share a PostgreSQL database and hear each other over it."""
@@ -135,7 +134,7 @@ class Server:
             # NOTIFY channels are per database: nodes on another schema must not hear us.
             schema = schema_from_url(url)
             channel = "chat" if schema in (None, "public") else f"chat.{schema}"[:63]
-            return PostgresBus(url, channel=channel, on_resync=lambda: self.hub.resync())
+            return PostgresBus(url, channel=channel)
         return None
 
     def _websocket_count(self) -> int:
@@ -150,11 +149,6 @@ class Server:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.logger.error("task.failed", exc_info=task.exception())
-
-    def _on_commit(self, batch_size: int, seconds: float) -> None:
-        self.metrics.store_commit_seconds.observe(seconds)
-        self.metrics.store_batch_size.observe(batch_size)
-        self.api.last_commit_seconds = seconds
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -305,7 +299,10 @@ async def _serve(
     config: Config, listener: asyncio.base_events.Server, servers: list[Server], logs: LogHandle
 ) -> int:
     make_private_dir(config.data_dir)
-    store = open_store(config.db_url, sync=config.sync)
+    metrics = Metrics()
+    health = HealthMonitor(config.data_dir, alert_pct=config.disk_alert_pct)
+    store = open_store(config.db_url, sync=config.sync,
+                       on_commit=functools.partial(_commit_seen, metrics, health))
     lock = None
     if isinstance(store, SqliteStore):  # one process at a time on a SQLite file
         try:
@@ -315,7 +312,7 @@ async def _serve(
             log.error("server.refused", reason=Trusted(str(exc)))
             return 2
     try:
-        return await _serve_store(config, listener, servers, logs, store)
+        return await _serve_store(config, listener, servers, logs, store, metrics, health)
     finally:
         if lock is not None:
             lock.release()
@@ -327,6 +324,8 @@ async def _serve_store(
     servers: list[Server],
     logs: LogHandle,
     store: Store,
+    metrics: Metrics,
+    health: HealthMonitor,
 ) -> int:
     _secure_files(config, store)
     try:
@@ -354,7 +353,7 @@ async def _serve_store(
         log.error("server.refused", reason=str(exc))
         await store.close()
         return 2
-    server = Server(config, store, keyring, keys.load)
+    server = Server(config, store, keyring, keys.load, metrics=metrics, health=health)
     servers.append(server)
     try:
         port = await server.start(listener)
@@ -377,6 +376,13 @@ async def _serve_store(
     await server.stop()
     log.info("server.stop")
     return 0
+
+
+def _commit_seen(metrics: Metrics, health: HealthMonitor, batch_size: int,
+                 seconds: float) -> None:
+    metrics.store_commit_seconds.observe(seconds)
+    metrics.store_batch_size.observe(batch_size)
+    health.commit_seen(seconds)
 
 
 def _tls_context(config: Config) -> ssl.SSLContext | None:

@@ -221,8 +221,11 @@ def _split(event: BusEvent) -> Iterator[BusEvent]:
 
 
 class Bus(Protocol):
-    async def start(self, handler: Callable[[BusEvent], None]) -> None:
-        """Begin calling ``handler`` on the loop for every event another node publishes."""
+    async def start(
+        self, handler: Callable[[BusEvent], None], on_resync: Callable[[], None] | None = None
+    ) -> None:
+        """Begin calling ``handler`` on the loop for every event another node publishes,
+        and ``on_resync`` whenever events may have been missed."""
 
     async def publish(self, event: BusEvent) -> None:
         """Tell the other nodes; never raises (a lost signal is healed by resync)."""
@@ -233,7 +236,9 @@ class Bus(Protocol):
 class LocalBus:
     """The single-node bus: every connection is local, so there is nobody to tell."""
 
-    async def start(self, handler: Callable[[BusEvent], None]) -> None:
+    async def start(
+        self, handler: Callable[[BusEvent], None], on_resync: Callable[[], None] | None = None
+    ) -> None:
         pass
 
     async def publish(self, event: BusEvent) -> None:
@@ -259,7 +264,6 @@ class PostgresBus:
         dsn: a libpq connection string or URL.
         channel: the NOTIFY channel; nodes of one cluster share it.
         node_id: this node's id in every payload (default: a random one).
-        on_resync: called on the loop after each listener reconnect.
     """
 
     def __init__(
@@ -268,12 +272,11 @@ class PostgresBus:
         *,
         channel: str = "chat",
         node_id: str | None = None,
-        on_resync: Callable[[], None] | None = None,
     ) -> None:
         self.dsn = dsn
         self.channel = channel
         self.node_id = node_id or uuid.uuid4().hex[:12]
-        self.on_resync = on_resync
+        self.on_resync: Callable[[], None] | None = None  # given to start()
         self.reconnects = 0  # listener reconnects since start, for metrics and tests
         self._handler: Callable[[BusEvent], None] | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -289,13 +292,17 @@ class PostgresBus:
         """The listening connection's ``application_name`` (visible in pg_stat_activity)."""
         return f"chatd-bus-listen-{self.node_id}"[:63]
 
-    async def start(self, handler: Callable[[BusEvent], None]) -> None:
+    async def start(
+        self, handler: Callable[[BusEvent], None], on_resync: Callable[[], None] | None = None
+    ) -> None:
         """Listen; returns once LISTEN is in place, so later publishes are heard.
+        ``on_resync`` is called on the loop after each listener reconnect.
 
         Raises:
             psycopg.OperationalError: the first connection failed.
         """
         self._handler = handler
+        self.on_resync = on_resync
         conn = await self._listen()
         self._listener = asyncio.create_task(self._listen_loop(conn), name="chatd-bus-listener")
 

@@ -60,7 +60,6 @@ class HttpApi:
         self._metrics = metrics
         self._health = health
         self._connection_count = connection_count
-        self.last_commit_seconds: float | None = None
 
     async def handle(self, request: object, ip: str) -> Reply:
         try:
@@ -131,7 +130,7 @@ class HttpApi:
             db_ok = False
         count = self._connection_count()
         status, body = self._health.status(
-            connections=count, db_ok=db_ok, last_commit_seconds=self.last_commit_seconds
+            connections=count, db_ok=db_ok, last_commit_seconds=self._health.last_commit_seconds
         )
         return Reply(status, body)
 

@@ -900,7 +900,7 @@ class Hub:
             self._spawn(self._bus.publish(event))
 
     async def start_bus(self) -> None:
-        await self._bus.start(self.on_bus_event)
+        await self._bus.start(self.on_bus_event, on_resync=self.resync)
 
     async def close_bus(self) -> None:
         await self._bus.close()

@@ -98,6 +98,11 @@ class HealthMonitor:
         self._disk_high = _Edge()
         self._disk_failed = _Edge()
         self._commit_slow = _Edge()
+        self.last_commit_seconds: float | None = None  # the latest commit's duration
+
+    def commit_seen(self, seconds: float) -> None:
+        """The store committed a batch of messages in ``seconds`` (see :meth:`status`)."""
+        self.last_commit_seconds = seconds
 
     def disk_pct(self) -> float:
         """Current disk use in percent (0..100); logs when it crosses ``alert_pct``.

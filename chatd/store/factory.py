@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -26,9 +27,12 @@ def schema_from_url(url: str) -> str | None:
     return None
 
 
-def open_store(url: str, *, sync: str = "full") -> Store:
+def open_store(
+    url: str, *, sync: str = "full", on_commit: Callable[[int, float], None] | None = None
+) -> Store:
     """The store for ``url`` (see :func:`check_db_url`), not yet opened; ``sync`` is
-    SQLite's ``synchronous`` mode, ``"full"`` or ``"normal"``.
+    SQLite's ``synchronous`` mode, ``"full"`` or ``"normal"``; ``on_commit(batch_size,
+    seconds)`` is called on the loop after each commit of messages.
 
     Raises:
         ValueError: for a URL :func:`check_db_url` refuses, or another sync mode.
@@ -39,8 +43,8 @@ def open_store(url: str, *, sync: str = "full") -> Store:
     if _is_postgres(url):
         from chatd.store.postgres import PostgresStore  # psycopg only when asked for
 
-        return PostgresStore(url, schema=schema_from_url(url))
-    return SqliteStore(_sqlite_path(url), sync=sync)
+        return PostgresStore(url, schema=schema_from_url(url), on_commit=on_commit)
+    return SqliteStore(_sqlite_path(url), sync=sync, on_commit=on_commit)
 
 
 def check_db_url(url: str) -> None:

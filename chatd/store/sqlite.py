@@ -355,7 +355,7 @@ class SqliteStore:
 
     Counters for metrics: ``commits`` and ``last_batch_size`` (messages inserted by the
     last transaction, as the PostgreSQL store counts); ``on_commit(batch_size, seconds)``,
-    when set, is called on the event loop after each commit.
+    if given, is called on the event loop after each commit.
     """
 
     schema_version: int = SCHEMA_VERSION
@@ -367,6 +367,7 @@ class SqliteStore:
         sync: str = "full",
         readers: int = 2,
         commit_interval: float = COMMIT_INTERVAL,
+        on_commit: Callable[[int, float], None] | None = None,
     ) -> None:
         if sync not in ("full", "normal"):
             raise ValueError(f"sync must be 'full' or 'normal', not {sync!r}")
@@ -378,7 +379,7 @@ class SqliteStore:
         self.commit_interval = commit_interval
         self.commits = 0
         self.last_batch_size = 0
-        self.on_commit: Callable[[int, float], None] | None = None
+        self.on_commit = on_commit
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None

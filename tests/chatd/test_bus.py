@@ -187,9 +187,9 @@ def test_listener_reconnects_after_its_connection_is_killed(channel: str) -> Non
     async def body() -> None:
         resyncs: list[None] = []
         heard: list[BusEvent] = []
-        bus_a = PostgresBus(DSN, channel=channel, on_resync=lambda: resyncs.append(None))
+        bus_a = PostgresBus(DSN, channel=channel)
         bus_b = PostgresBus(DSN, channel=channel)
-        await bus_a.start(heard.append)
+        await bus_a.start(heard.append, on_resync=lambda: resyncs.append(None))
         await bus_b.start(lambda _event: None)
         try:
             async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as admin:
