@@ -22,11 +22,9 @@ from websockets.protocol import State
 
 from libchat import protocol
 from libchat.outbox import MemoryOutboxStorage, Outbox
-from tests.chatd.clients import Frame, WsPeer, ws_connect
+from tests.chatd.clients import WsPeer, ws_connect
 from tests.chatd.server import ChatdProcess
 from tests.faults.tally import Tally
-
-ANSWER_TIMEOUT = 15.0  # seconds: longer than any bound a fault run asserts
 
 
 class AnsweredSender:
@@ -123,15 +121,16 @@ class SteadySender:
 class Receiver:
     """A recipient's connection: takes every pushed message into ``tally``, noting when
     each arrived (``arrived_at``, the first time), and confirms it with ``delivered``
-    when ``confirm``. :meth:`run` ends at :meth:`stop` or when the connection closes."""
+    when ``confirm``. :meth:`run` ends at :meth:`stop` (or when ``until`` is set) or when
+    the connection closes."""
 
-    def __init__(self, peer: WsPeer, tally: Tally, *, confirm: bool = True) -> None:
+    def __init__(self, peer: WsPeer, tally: Tally, *, confirm: bool = True,
+                 until: asyncio.Event | None = None) -> None:
         self.peer = peer
         self.tally = tally
         self.confirm = confirm
         self.arrived_at: dict[str, float] = {}
-        self.seqs: set[int] = set()
-        self._stopped = asyncio.Event()
+        self._stopped = until or asyncio.Event()
 
     def stop(self) -> None:
         self._stopped.set()
@@ -145,7 +144,6 @@ class Receiver:
                     return
                 continue
             self.arrived_at.setdefault(message["id"], time.monotonic())
-            self.seqs.add(message["seq"])
             self.tally.receive(message)
             if self.confirm:
                 try:
@@ -217,7 +215,3 @@ class OutboxSender:
                 await self.peer.send(orjson.loads(protocol.encode_frame(frame)))
             except ConnectionClosed:
                 return  # in flight on a dead connection: resent after the reconnect
-
-
-def frames_of(peer: WsPeer, kind: str) -> list[Frame]:
-    return [frame for frame in peer.frames if frame.get("type") == kind]

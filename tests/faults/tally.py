@@ -57,6 +57,11 @@ class Tally:
         for message in messages:
             self.receive(message)
 
+    def store(self, messages: Iterable[Frame]) -> None:
+        """Rows of the server's history: each client id must be stored under one seq."""
+        for message in messages:
+            self._seq(message["id"], message["seq"])
+
     def _seq(self, client_id: str, seq: int) -> None:
         self.seqs.setdefault(client_id, set()).add(seq)
 

@@ -45,7 +45,7 @@ class Load:
     after: float  # seconds of traffic after the stalled connection was closed
 
 
-SHORT = Load(2.0, 3, 0.05, "😀" * 2500, 8, 0.005, 0.5)  # within `make test`
+SHORT = Load(1.0, 2, 0.05, "😀" * 2500, 8, 0.0, 0.3)  # within `make test`
 LONG = Load(5.0, 8, 0.02, "😀" * 5000, 16, 0.0, 3.0)  # `make faults` only
 
 
