@@ -43,7 +43,7 @@ class Load:
     every: float  # seconds between rounds
 
 
-SHORT = Load(2, 0.02, 5, 0.5)  # within `make test`
+SHORT = Load(2, 0.02, 3, 0.5)  # within `make test`
 LONG = Load(6, 0.01, 40, 0.5)  # `make faults` only
 
 
