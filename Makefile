@@ -25,13 +25,15 @@ test: install man-deps
 	$(BIN)/mypy --strict libchat chatd
 	$(BIN)/python -m pytest tests/libchat tests/protocol --cov=libchat --cov-branch \
 		--cov-report=term --cov-fail-under=95 $(PYTEST_ARGS)
-	$(BIN)/python -m pytest tests --ignore=tests/libchat --ignore=tests/protocol $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests --ignore=tests/libchat --ignore=tests/protocol \
+		-m "not long_fault" $(PYTEST_ARGS)
 
-# The fault suite (docs/faults.md): real chatd processes through crashes, node loss,
-# shutdowns, resets, a full disk and a restore. `make test` runs it too; this runs it
-# alone, naming each run.
+# The fault suite (docs/faults.md): real chatd processes through crashes under load,
+# node loss, shutdowns, terminated database backends, resets, a reader that never reads,
+# a full disk and a restore. `make test` runs its short runs (not the `long_fault` ones);
+# this runs all of it, naming each run, with one tally line per run at the end.
 FAULTS := tests/faults tests/chatd/test_crash.py tests/chatd/test_failover.py \
-	tests/chatd/test_shutdown.py
+	tests/chatd/test_shutdown.py tests/chatd/test_hub_isolation.py
 
 faults: install
 	$(BIN)/python -m pytest $(FAULTS) -v $(PYTEST_ARGS)

@@ -943,7 +943,15 @@ class Hub:
     async def _push_remote(self) -> None:
         await asyncio.sleep(0)  # gather every seq announced in this loop turn
         seqs, self._remote_seqs = self._remote_seqs, []
-        for message in await self._store.messages_by_seq(seqs):
+        try:
+            messages = await self._store.messages_by_seq(seqs)
+        except StoreError:
+            # Announced but unreadable (a connection to the database died): catch the
+            # local connections up instead, or these pushes wait for a reconnect.
+            log.warning("bus.push_failed", count=len(seqs))
+            self.resync()
+            return
+        for message in messages:
             self.push(message)
 
     async def _remote_receipts(self, seqs: tuple[int, ...]) -> None:

@@ -226,7 +226,7 @@ class PostgresStore:
             open=False,
             timeout=POOL_TIMEOUT,
             reconnect_timeout=RECONNECT_TIMEOUT,
-            check=AsyncConnectionPool.check_connection,  # a restarted server: reconnect
+            check=self._check,  # a restarted server or killed backends: reconnect
             kwargs={"autocommit": True, "application_name": self.application_name},
             configure=self._configure,
             name=f"chatd-store-{self.schema}",
@@ -237,6 +237,7 @@ class PostgresStore:
         self._closing = False
         self._last_prune = 0.0  # Unix s of this node's last prune
         self._outage = Downtime(events, lost="store.unavailable", restored="store.restored")
+        self._sweep: asyncio.Task[None] | None = None  # the pool's check after a dead one
 
     @property
     def application_name(self) -> str:
@@ -247,6 +248,18 @@ class PostgresStore:
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+
+    async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """The pool's check of a connection it hands out. One found dead means the others
+        probably died with it (a restart, terminated backends): the pool waits 1 s, 2 s,
+        4 s... before each next try, so check every idle connection now, at once, and the
+        next try finds a live one instead of the next dead one."""
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except psycopg.Error:
+            if self._sweep is None or self._sweep.done():
+                self._sweep = asyncio.create_task(self._pool.check(), name="chatd-pg-sweep")
+            raise
 
     async def connect(self) -> psycopg.AsyncConnection[Any]:
         """A new autocommit connection outside the pool, ``search_path`` set like the
@@ -282,6 +295,8 @@ class PostgresStore:
         if self._writer is not None:
             await self._writer
             self._writer = None
+        if self._sweep is not None:
+            self._sweep.cancel()
         await self._pool.close()
 
     async def _found_version(self) -> int | None:

@@ -24,6 +24,7 @@ from tests.chatd.clients import (
 )
 from tests.chatd.conftest import run_async
 from tests.chatd.server import ChatdProcess
+from tests.faults.tally import Tally
 
 # The contract holds on both stores (see conftest.pytest_generate_tests).
 BACKENDS = ("sqlite", "postgres")
@@ -116,6 +117,14 @@ async def test_sigkill_mid_stream_loses_no_acked_message(make_server: Any) -> No
         # And the server's history agrees: one message per id, nothing else.
         history = await whole_history(restarted, bob_token, alice)
         assert sorted(m["id"] for m in history) == sorted(all_acks)
+        tally = Tally(f"sigkill mid-stream ({'sqlite' if server.db is None else 'postgres'})")
+        for cid in streamer.sent:  # the unacked ones were sent again, under the same id
+            tally.send(cid)
+        for ack in [*acked_before.values(), *resent.values()]:
+            tally.answer(ack)
+        tally.receive_all(received.values())
+        tally.store(history)
+        tally.check()
         await a.close()
         await b.close()
     finally:

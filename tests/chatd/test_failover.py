@@ -25,6 +25,7 @@ from tests.chatd.clients import TIMEOUT, WsPeer, ahttp, anew_user, ws_connect
 from tests.chatd.conftest import _shut, run_async
 from tests.chatd.pg import Nodes, frames, pg_schema, start_nodes, wait_until
 from tests.chatd.server import ChatdProcess
+from tests.faults.tally import Tally
 
 pytestmark = pytest.mark.pg
 
@@ -163,3 +164,11 @@ async def test_acked_messages_survive_a_killed_node_exactly_once(nodes: Nodes) -
     stored = {m["id"]: m["seq"] for m in page.json["messages"]}
     assert len(page.json["messages"]) == TOTAL
     assert stored == acked
+    tally = Tally("a node killed, its clients moved over")
+    for client_id, seqs in alice.acks.items():
+        tally.send(client_id)
+        for seq in seqs:
+            tally.answer({"type": "ack", "id": client_id, "seq": seq})
+    tally.receive_all({"id": client_id, "seq": seq} for seq, client_id in app_view.items())
+    tally.store(page.json["messages"])
+    tally.check()

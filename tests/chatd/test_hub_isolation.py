@@ -22,6 +22,7 @@ import pytest
 
 from chatd.accounts import Accounts, Identity
 from chatd.auth import LoginLimiter, Passwords, RevocationCache, Tokens
+from chatd.bus import MessageStored
 from chatd.config import Config
 from chatd.hub import Hub
 from chatd.observe.metrics import Metrics
@@ -238,3 +239,28 @@ async def test_a_failing_read_gets_an_error_frame(tmp_path: Path) -> None:
         w.hub.receive(w.sessions["bob"], [Read(peer="alice", up_to=to_bob.seq)])
         await w.hub.wait_idle()
         assert [r.up_to for r in w.sessions["alice"].of(protocol.ReadReceipt)] == [to_bob.seq]
+
+
+@run_async
+async def test_a_remote_message_that_cannot_be_read_reaches_its_recipient_anyway(
+    tmp_path: Path,
+) -> None:
+    """Another node stored a message for bob and announced it on the bus; reading it
+    failed (the database connection died, as when backends are terminated). The hub
+    must catch bob up rather than drop the push until his next connection."""
+    async with world(tmp_path) as w:
+        await w.connect("bob")
+        alice = await w.store.create_user("alice", "hash", TS)
+        assert alice is not None
+        w.users["alice"] = alice
+        message = await w.send("alice", "bob", "remote-1")
+        failing_read = w.store.messages_by_seq
+
+        async def unreadable(seqs: Sequence[int]) -> list[Message]:
+            w.store.messages_by_seq = failing_read  # type: ignore[method-assign]
+            raise StoreError("terminating connection due to administrator command")
+
+        w.store.messages_by_seq = unreadable  # type: ignore[method-assign]
+        w.hub.on_bus_event(MessageStored(recipient="bob", seq=message.seq, sender="alice"))
+        await w.hub.wait_idle()
+        assert [m.seq for m in w.sessions["bob"].of(Message)] == [message.seq]

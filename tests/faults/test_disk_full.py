@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.chatd.clients import ahttp, anew_user, ws_connect
+from tests.chatd.clients import ahttp, anew_user, whole_history, ws_connect
 from tests.chatd.conftest import run_async
 from tests.chatd.server import ChatdProcess
 from tests.faults.senders import AnsweredSender
+from tests.faults.tally import Tally
 
 DISK = "16m"
 RECOVERY = 5.0  # seconds from freeing space to the first ack: the bound
@@ -67,7 +68,8 @@ async def test_a_full_disk_is_reported_and_recovered_from(
         _, token = await anew_user(server)
         bob, _ = await anew_user(server)
         peer = await ws_connect(server, token)
-        sender = AnsweredSender(peer, bob, body="x" * 2000)
+        tally = Tally("a full disk")
+        sender = AnsweredSender(peer, bob, body="x" * 2000, tally=tally)
 
         async def send() -> str:
             return (await sender.send())[0]
@@ -86,5 +88,7 @@ async def test_a_full_disk_is_reported_and_recovered_from(
             assert time.monotonic() - freed < RECOVERY, "no ack within 5 s of freeing space"
         assert time.monotonic() - freed < RECOVERY
         assert (await ahttp(server, "GET", "/healthz")).status == 200
+        tally.receive_all(await whole_history(server, token, bob))
+        tally.check()
         with contextlib.suppress(Exception):
             await peer.close()

@@ -15,12 +15,13 @@ import asyncio
 import time
 from typing import Any
 
-from tests.chatd.clients import ahttp, anew_user, ws_connect
+from tests.chatd.clients import ahttp, anew_user, whole_history, ws_connect
 from tests.chatd.conftest import run_async
 from tests.chatd.pg import FAST, PG_DSN, pg_schema
 from tests.chatd.server import ChatdProcess
 from tests.faults.pgproxy import Outage
 from tests.faults.senders import AnsweredSender
+from tests.faults.tally import Tally
 
 OUTAGE = 10.0  # seconds
 SEND_BOUND = 2.0 + 0.5  # the bound, and room for a busy machine
@@ -39,7 +40,8 @@ async def test_every_request_is_answered_while_postgres_is_down(tmp_path: Any) -
             _, token = await anew_user(server)
             bob, _ = await anew_user(server)
             peer = await ws_connect(server, token)
-            send = AnsweredSender(peer, bob).send
+            tally = Tally("postgres cut off for 10 s")
+            send = AnsweredSender(peer, bob, tally=tally).send
             assert (await send())[0] == "ack"
             outage.down()
             down_at = time.monotonic()
@@ -65,6 +67,8 @@ async def test_every_request_is_answered_while_postgres_is_down(tmp_path: Any) -
             while (await send())[0] != "ack":
                 assert time.monotonic() - up_at < RECOVERY, "no ack within 5 s of the return"
             assert time.monotonic() - up_at < RECOVERY
+            tally.receive_all(await whole_history(server, token, bob))
+            tally.check()
         finally:
             outage.close()
             await asyncio.to_thread(server.stop)

@@ -16,6 +16,7 @@ import time
 from tests.chatd.clients import anew_user, login, register, ws_connect
 from tests.chatd.conftest import run_async
 from tests.chatd.server import ChatdProcess
+from tests.faults.tally import Tally
 
 STREAM = 60  # messages of the live stream, one every INTERVAL
 INTERVAL = 0.05  # seconds
@@ -42,9 +43,11 @@ async def test_resets_never_hold_back_other_connections_output(server: ChatdProc
     sender = await ws_connect(server, sender_token)
     acked_at: dict[str, float] = {}
     late: list[tuple[str, float]] = []
+    tally = Tally("clients vanishing with RST")  # the stream, not the quitters' sends
 
     async def stream() -> None:
         for index in range(STREAM):
+            tally.send(f"m{index}")
             await sender.send({"type": "send", "id": f"m{index}", "to": recipient, "body": "x"})
             await asyncio.sleep(INTERVAL)
 
@@ -52,6 +55,7 @@ async def test_resets_never_hold_back_other_connections_output(server: ChatdProc
         for _ in range(STREAM):
             ack = await sender.recv("ack")
             acked_at[ack["id"]] = time.monotonic()
+            tally.answer(ack)
 
     async def receive() -> None:
         seen = 0
@@ -60,6 +64,7 @@ async def test_resets_never_hold_back_other_connections_output(server: ChatdProc
             if message["from"] != sender_name:
                 continue  # the quitters' own messages
             seen += 1
+            tally.receive(message)
             arrived = time.monotonic()  # (no delivered: a reader that only reads)
             # the ack may be read just after the push: wait for it, briefly
             deadline = arrived + 2.0
@@ -76,6 +81,7 @@ async def test_resets_never_hold_back_other_connections_output(server: ChatdProc
         asyncio.gather(stream(), acks(), receive(), *(quitters(i) for i in range(4))), 60
     )
     assert late == [], f"pushed more than {LATE} s after their ack: {late}"
+    tally.check()
     # Whether a stall shows depends on the order of one loop turn's output; a write into
     # a reset socket in the middle of it is what caused it, and must never happen.
     log = (server.log_dir / "chatd.log").read_text()

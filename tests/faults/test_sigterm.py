@@ -18,6 +18,7 @@ import psycopg
 from tests.chatd.clients import TIMEOUT, anew_user, ws_connect
 from tests.chatd.conftest import run_async
 from tests.chatd.pg import FAST
+from tests.faults.tally import Tally
 
 BACKENDS = ("postgres",)
 SENDS = 5
@@ -52,6 +53,12 @@ async def test_sends_waiting_for_a_commit_are_answered_before_the_close(
         errors = [await peer.recv("error", timeout=15) for _ in range(SENDS)]
         assert sorted(error["ref"] for error in errors) == [f"held-{i}" for i in range(SENDS)]
         assert {error["code"] for error in errors} == {"internal_error"}
+        tally = Tally("SIGTERM while commits hang")
+        for index in range(SENDS):
+            tally.send(f"held-{index}")
+        for error in errors:
+            tally.answer(error)
+        tally.check()
         assert await peer.wait_closed() == 1001
         assert peer.untaken("ack") == []
         locker.rollback()
