@@ -60,7 +60,6 @@ T = TypeVar("T")
 SUBMIT_BOUND = 2.0
 CATCH_UP_BATCH = 500  # undelivered messages read and written per step of a catch-up
 MAX_TRACKED_PUSHES = 10_000  # unconfirmed seqs remembered per connection
-CHANGE_POLL_INTERVAL = 2.0  # seconds between looks for users changed by another process
 PRESENCE_FRAMES_CACHED = 65_536  # encoded presence frames kept (two per user)
 TYPING_RATE = 1.0  # typing frames per second per connection: clients send one every 3 s
 TYPING_BURST = 5  # typing into a few conversations one after the other
@@ -194,6 +193,8 @@ class Hub:
         self._store_log = LogThrottle(lines=3, window=60.0)
         # sends handed to the store and not yet answered, by (connection, client id)
         self._committing: dict[tuple[int, str], _Online] = {}
+        # the store was changed by another process (chatd.bus.StoreChanged): set by the server
+        self.on_store_changed: Callable[[], None] = lambda: None
         accounts.on_revoked = self._logged_out
         accounts.on_retired = self._retired_here
         accounts.on_family_revoked = self._family_revoked_here
@@ -947,6 +948,8 @@ class Hub:
                     self.revoke_family(family)
             case busmod.UserRevoked(username=username):
                 self._spawn(self._remote_user_change(username))
+            case busmod.StoreChanged():
+                self.on_store_changed()
 
     async def _push_remote(self) -> None:
         await asyncio.sleep(0)  # gather every seq announced in this loop turn

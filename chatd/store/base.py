@@ -153,6 +153,12 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise :class:`StoreError` unless the database answers a trivial query."""
 
+    async def changed_elsewhere(self) -> bool:
+        """Whether another process committed to the database since the last call: a
+        cheap look the server makes often, to see admin changes at once. SQLite asks
+        its writer connection; PostgreSQL always says False, since its changes of
+        users, tokens and keys announce themselves (``chatd.bus.StoreChanged``)."""
+
     # --- users and tokens ---
     async def create_user(self, username: str, password_hash: str, now_ms: int) -> User | None:
         """None when the username is taken."""

@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from chatd.bus import StoreChanged, channel_for, encode_event
 from chatd.store.base import (
     LoginDecider,
     NewMessage,
@@ -46,6 +47,8 @@ NO_SEQ: Final = 2**63 - 1  # "before" when none is given: above every seq
 MAX_BATCH: Final = 2000  # messages per transaction: bounds one commit's size and latency
 POOL_OPEN_TIMEOUT: Final = 10.0  # seconds to get the first connections at open()
 POOL_TIMEOUT: Final = 5.0  # seconds to wait for a pooled connection before StoreError
+# What the changes other nodes must see at once send, in their own transaction.
+_CHANGED_PAYLOAD: Final = encode_event(StoreChanged(), node_id="store")
 _LOGIN_LOCK: Final = 0x6C6F67696E  # advisory lock key ("login") of login reservations
 _IP_ATTEMPTS: Final = "SELECT at FROM login_failures WHERE ip = %s AND at >= %s ORDER BY at"
 _ACCOUNT_ATTEMPTS: Final = (
@@ -324,6 +327,10 @@ class PostgresStore:
     async def ping(self) -> None:
         await self._fetchone("SELECT 1")
 
+    async def changed_elsewhere(self) -> bool:
+        """Always False: the changes that matter announce themselves (:meth:`_announced`)."""
+        return False
+
     async def shared_token_key(self, candidate: bytes) -> bytes:
         """The token signing key every node of this database uses: ``candidate`` if
         no node has stored one yet, else the stored one (nodes must agree on it, or a
@@ -346,13 +353,13 @@ class PostgresStore:
         """Store the keyring document if the stored one is still ``expected`` (None: no
         keyring stored yet); False when another writer changed it first."""
         if expected is None:
-            row = await self._fetchone(
+            row = await self._announced(
                 "INSERT INTO settings (name, value) VALUES ('token_keyring', %s)"
                 " ON CONFLICT (name) DO NOTHING RETURNING name",
                 (document,),
             )
         else:
-            row = await self._fetchone(
+            row = await self._announced(
                 "UPDATE settings SET value = %s WHERE name = 'token_keyring' AND value = %s"
                 " RETURNING name",
                 (document, expected),
@@ -372,6 +379,21 @@ class PostgresStore:
     async def _fetchone(self, query: str, params: Any = None) -> tuple[Any, ...] | None:
         rows = await self._fetchall(query, params)
         return rows[0] if rows else None
+
+    async def _announced(self, query: str, params: Any = None) -> tuple[Any, ...] | None:
+        """Run a change of users, tokens or keys that every node must see at once (a
+        disabled user's connections close), with a NOTIFY on the nodes' bus channel
+        (:class:`chatd.bus.StoreChanged`) in the same transaction; the first row."""
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(query, params)
+                row = await cur.fetchone() if cur.description is not None else None
+                await conn.execute(
+                    "SELECT pg_notify(%s, %s)", (channel_for(self.schema), _CHANGED_PAYLOAD)
+                )
+                return row
+        except psycopg.Error as exc:
+            raise StoreError(str(exc)) from exc
 
     async def _execute(self, query: str, params: Any = None) -> None:
         try:
@@ -415,7 +437,7 @@ class PostgresStore:
         return [row[0] for row in rows]
 
     async def _update_user(self, user_id: int, assignments: str, params: dict[str, Any]) -> User:
-        row = await self._fetchone(
+        row = await self._announced(
             f"""UPDATE users SET {assignments}, changed_at = %(now_ms)s
             WHERE id = %(id)s RETURNING {USER_COLUMNS}""",
             {**params, "id": user_id, "now_ms": int(time.time() * 1000)},
@@ -446,7 +468,7 @@ class PostgresStore:
         return [user_from_row(row) for row in rows]
 
     async def revoke_token(self, jti: str, user_id: int, expires_at: int) -> None:
-        await self._execute(
+        await self._announced(
             """INSERT INTO revoked_tokens (jti, user_id, expires_at, revoked_at)
             VALUES (%s, %s, %s, %s) ON CONFLICT (jti) DO NOTHING""",
             (jti, user_id, expires_at, time.time()),
@@ -501,7 +523,7 @@ class PostgresStore:
         return None if row is None else str(row[0])
 
     async def revoke_family(self, family: str, user_id: int, expires_at: int) -> None:
-        await self._execute(
+        await self._announced(
             """INSERT INTO revoked_families (family, user_id, expires_at, revoked_at)
             VALUES (%s, %s, %s, %s) ON CONFLICT (family) DO UPDATE
             SET expires_at = EXCLUDED.expires_at, revoked_at = EXCLUDED.revoked_at

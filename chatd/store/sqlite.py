@@ -300,17 +300,20 @@ def _as_store_error(exc: Exception) -> Exception:
 class _Job:
     """One unit of work for the writer; ``fn`` is None for the stop marker."""
 
-    __slots__ = ("fn", "future", "messages")
+    __slots__ = ("bare", "fn", "future", "messages")
 
     def __init__(
         self,
         fn: Callable[[apsw.Connection], Any] | None,
         future: asyncio.Future[Any],
         messages: int = 0,
+        *,
+        bare: bool = False,
     ) -> None:
         self.fn = fn
         self.future = future
         self.messages = messages  # messages it inserts, for the batch-size metric
+        self.bare = bare  # a look at the connection outside any transaction
 
 
 _Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
@@ -386,6 +389,7 @@ class SqliteStore:
         self._read_queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._reader_threads: list[threading.Thread] = []
         self._last_prune = 0.0  # writer thread only
+        self._data_version = 0  # the writer's last PRAGMA data_version; writer thread only
         self._lease: SeqLease | None = None  # set by continue_seqs(); writer thread only
         # why the last transaction failed, while no later one has committed: ping() then
         # fails too, so /healthz says 503 instead of "ok" while every write fails
@@ -475,6 +479,17 @@ class SqliteStore:
         if failure is not None:
             raise StoreError(f"writes are failing: {failure}")
         await self._read(lambda conn: _scalar(conn, "SELECT 1"))
+
+    async def changed_elsewhere(self) -> bool:
+        """Asked of the writer's connection, whose ``PRAGMA data_version`` moves only
+        when another connection commits: this server's own writes never count."""
+
+        def look(conn: apsw.Connection) -> bool:
+            version = int(_scalar(conn, "PRAGMA data_version"))
+            changed, self._data_version = version != self._data_version, version
+            return changed
+
+        return await self._write(look, bare=True)
 
     async def backup(self, dest_path: str | Path) -> None:
         """Write a consistent copy of the live database to ``dest_path`` (replaced)."""
@@ -874,11 +889,13 @@ class SqliteStore:
 
     # --- the writer -----------------------------------------------------------------
 
-    async def _write(self, fn: Callable[[apsw.Connection], T], *, messages: int = 0) -> T:
+    async def _write(
+        self, fn: Callable[[apsw.Connection], T], *, messages: int = 0, bare: bool = False
+    ) -> T:
         if self._writer is None or self._closing or self._loop is None:
             raise StoreError("the sqlite store is not open")
         future: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put(_Job(fn, future, messages))
+        self._queue.put(_Job(fn, future, messages, bare=bare))
         return await future
 
     async def _stop_writer(self) -> None:
@@ -913,6 +930,7 @@ class SqliteStore:
             # Checkpoint every 10,000 WAL pages (40 MiB) instead of 1,000: each index page
             # that many commits rewrote is copied back once, with one fsync of the file.
             conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+            self._data_version = int(_scalar(conn, "PRAGMA data_version"))
         except BaseException:
             conn.close()
             raise
@@ -938,18 +956,34 @@ class SqliteStore:
         try:
             while not stop:
                 jobs = [self._queue.get()]
+                if jobs[0].bare:  # alone: no transaction, and no wait for a group
+                    self._run_bare(conn, jobs)
+                    continue
                 wait = last_start + self.commit_interval - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)  # let the others of this group join the commit
                 last_start = time.monotonic()
                 _take_more(self._queue, jobs, MAX_BATCH_JOBS)
                 stop = [job for job in jobs if job.fn is None]
-                work = [job for job in jobs if job.fn is not None]
+                self._run_bare(conn, [job for job in jobs if job.bare])
+                work = [job for job in jobs if job.fn is not None and not job.bare]
                 if work:
                     self._run_batch(conn, work)
         finally:
             conn.close()  # before waking close(): its join() must not wait on this
         self._call_loop(_settle, [(job.future, None, None) for job in stop])
+
+    def _run_bare(self, conn: apsw.Connection, jobs: list[_Job]) -> None:
+        """Run looks at the writer's connection outside any transaction."""
+        outcomes: list[_Outcome] = []
+        for job in jobs:
+            assert job.fn is not None
+            try:
+                outcomes.append((job.future, job.fn(conn), None))
+            except Exception as exc:
+                outcomes.append((job.future, None, _as_store_error(exc)))
+        if outcomes:
+            self._call_loop(_settle, outcomes)
 
     def _run_batch(self, conn: apsw.Connection, jobs: list[_Job]) -> None:
         started = time.perf_counter()

@@ -261,3 +261,26 @@ def test_messages_by_seq(tmp_path: Path) -> None:
             await store.close()
 
     run(body)
+
+
+def test_changed_elsewhere_sees_other_connections_only(tmp_path: Path) -> None:
+    """The server's cheap look for admin changes: its own commits never count, another
+    connection's (``chatd user disable``) do, once."""
+
+    async def body() -> None:
+        store = SqliteStore(tmp_path / "chat.db")
+        await store.open()
+        try:
+            alice, _ = await two_users(store)
+            assert not await store.changed_elsewhere()  # its own commits
+            await store.set_disabled(alice.id, True)
+            assert not await store.changed_elsewhere()
+            other = apsw.Connection(str(tmp_path / "chat.db"))
+            other.execute("UPDATE users SET disabled = 0 WHERE id = ?", (alice.id,))
+            other.close()
+            assert await store.changed_elsewhere()
+            assert not await store.changed_elsewhere()
+        finally:
+            await store.close()
+
+    run(body)
