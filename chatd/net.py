@@ -81,6 +81,7 @@ class ChatProtocol(asyncio.Protocol):
         self._drained: asyncio.Event | None = None
         self._opened_at = 0.0
         self._closed = False
+        self._cause: str | None = None  # why it ended, when the close event cannot say
         self._refused = False  # over a budget: answered 503, never counted
         self._admitted = False  # counted by the server's Admission until _finish
 
@@ -120,6 +121,8 @@ class ChatProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._refused:
             return
+        if exc is not None and self._cause is None:
+            self._cause = "reset" if isinstance(exc, ConnectionResetError) else type(exc).__name__
         if not self.conn.is_closed:
             self._handle(self.conn.receive_eof(self.loop.time()))
         self._finish()
@@ -211,7 +214,9 @@ class ChatProtocol(asyncio.Protocol):
             return
         self._closed = True
         if self.is_websocket:
-            self.server.hub.disconnected(self)
+            cause = self._cause or " ".join(
+                str(part) for part in ("closed", event.code, event.reason) if part)
+            self.server.hub.disconnected(self, cause)
             self.server.websockets -= 1
             self.server.metrics.connections.dec()
             user = self.identity.user.username if self.identity else None
@@ -318,6 +323,7 @@ class ChatProtocol(asyncio.Protocol):
     def abort(self) -> None:
         """Drop a peer that cannot keep up (its messages stay stored for next time)."""
         log.warning("connection.slow_reader", conn_id=self.conn_id, peer=self.peer)
+        self._cause = "slow reader aborted"
         if self.transport is not None:
             self.transport.abort()
 

@@ -3,6 +3,7 @@
 from chatd.store.base import (
     LoginDecider,
     NewMessage,
+    Queued,
     ReadResult,
     Retirement,
     SchemaMismatch,
@@ -15,6 +16,7 @@ from chatd.store.base import (
 __all__ = [
     "LoginDecider",
     "NewMessage",
+    "Queued",
     "ReadResult",
     "Retirement",
     "SchemaMismatch",

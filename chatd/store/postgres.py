@@ -23,6 +23,7 @@ from chatd.bus import StoreChanged, channel_for, encode_event
 from chatd.store.base import (
     LoginDecider,
     NewMessage,
+    Queued,
     ReadResult,
     Retirement,
     SchemaMismatch,
@@ -140,6 +141,11 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         user_id bigint NOT NULL,
         expires_at bigint NOT NULL
     );
+    """,
+    """
+    -- Pushes of the message that ended unconfirmed (their connection closed first):
+    -- the next push is attempt failed_pushes + 1.
+    ALTER TABLE messages ADD COLUMN failed_pushes integer NOT NULL DEFAULT 0;
     """,
 )
 
@@ -851,13 +857,24 @@ class PostgresStore:
         )
 
     async def undelivered(self, recipient_id: int, after_seq: int, limit: int) -> list[Message]:
+        return [queued.message for queued in await self.queued(recipient_id, after_seq, limit)]
+
+    async def queued(self, recipient_id: int, after_seq: int, limit: int) -> list[Queued]:
         rows = await self._fetchall(
-            _message_select()
+            _message_select(extra="m.failed_pushes, ")
             + """WHERE m.recipient_id = %s AND m.delivered_at IS NULL AND m.seq > %s
             ORDER BY m.seq LIMIT %s""",
             (recipient_id, after_seq, limit),
         )
-        return [message_from_row(row) for row in rows]
+        return [Queued(message=message_from_row(row[1:]), failed_pushes=row[0]) for row in rows]
+
+    async def count_failed_pushes(self, recipient_id: int, seqs: Sequence[int]) -> None:
+        if seqs:
+            await self._execute(
+                """UPDATE messages SET failed_pushes = failed_pushes + 1
+                WHERE seq = ANY(%s) AND recipient_id = %s AND delivered_at IS NULL""",
+                (sorted(set(seqs)), recipient_id),
+            )
 
     async def messages_by_seq(self, seqs: Sequence[int]) -> list[Message]:
         """The stored messages with these seqs, oldest first (for a node told by the bus)."""

@@ -30,6 +30,7 @@ from chatd.files import create_private_file
 from chatd.store.base import (
     LoginDecider,
     NewMessage,
+    Queued,
     ReadResult,
     Retirement,
     SchemaMismatch,
@@ -134,6 +135,11 @@ MIGRATIONS: Final[dict[int, str]] = {
         user_id INTEGER NOT NULL,
         expires_at INTEGER NOT NULL
     );
+    """,
+    3: """
+    -- Pushes of the message that ended unconfirmed (their connection closed first):
+    -- the next push is attempt failed_pushes + 1.
+    ALTER TABLE messages ADD COLUMN failed_pushes INTEGER NOT NULL DEFAULT 0;
     """,
 }
 SCHEMA_VERSION: Final = max(MIGRATIONS)
@@ -810,13 +816,31 @@ class SqliteStore:
         return await self._write(job)
 
     async def undelivered(self, recipient_id: int, after_seq: int, limit: int) -> list[Message]:
+        return [queued.message for queued in await self.queued(recipient_id, after_seq, limit)]
+
+    async def queued(self, recipient_id: int, after_seq: int, limit: int) -> list[Queued]:
         sql = (
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+            f"SELECT {_MESSAGE_COLUMNS}, messages.failed_pushes FROM messages"
             " WHERE recipient_id = ? AND delivered_at IS NULL AND seq > ? ORDER BY seq LIMIT ?"
         )
         args = (recipient_id, after_seq, limit)
         rows = await self._read(lambda conn: _rows(conn, sql, args))
-        return [message_from_row(row) for row in rows]
+        return [Queued(message=message_from_row(row), failed_pushes=row[8]) for row in rows]
+
+    async def count_failed_pushes(self, recipient_id: int, seqs: Sequence[int]) -> None:
+        args = [(seq, recipient_id) for seq in sorted(set(seqs))]
+        if not args:
+            return
+        sql = (
+            "UPDATE messages SET failed_pushes = failed_pushes + 1"
+            " WHERE seq = ? AND recipient_id = ? AND delivered_at IS NULL"
+        )
+
+        def count(conn: apsw.Connection) -> None:
+            for seq_and_recipient in args:
+                conn.execute(sql, seq_and_recipient)
+
+        await self._write(count)
 
     async def messages_by_seq(self, seqs: Sequence[int]) -> list[Message]:
         """The stored messages with these seqs, oldest first (same as the PostgreSQL store)."""
