@@ -3,7 +3,8 @@
 Each one opens the database named by ``--data-dir``/``--db`` with the same store the
 server uses, does one thing and exits; they are safe to run while a server runs on the
 same database (SQLite's WAL and busy timeout, or PostgreSQL). A running server sees
-their user changes within seconds (it polls ``users_changed_since``).
+their user changes at once (a key file within 2 s): on SQLite its writer connection
+notices another connection's commit, on PostgreSQL the store NOTIFYs the nodes.
 
 Exit statuses: 0 done, 1 refused or not found (unknown user, name taken...), 2 usage or
 configuration errors (bad flags, no database, wrong schema). Errors are one line on
@@ -342,7 +343,7 @@ def _set_disabled(args: argparse.Namespace, disabled: bool) -> int:
            user=user.username, user_id=user.id)
     if disabled:
         print(f"disabled {user.username}: its tokens are revoked; a running server closes"
-              " its connections within seconds")
+              " its connections at once")
     else:
         print(f"enabled {user.username}")
     return EXIT_OK

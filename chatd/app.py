@@ -32,12 +32,12 @@ from chatd.auth import (
     RevocationCache,
     Tokens,
 )
-from chatd.bus import Bus, PostgresBus
+from chatd.bus import Bus, PostgresBus, channel_for
 from chatd.config import Config
 from chatd.datalock import DatabaseInUse, DataLock
 from chatd.files import PRIVATE_FILE, make_private_dir, open_to_others, tighten
 from chatd.http import HttpApi
-from chatd.hub import CHANGE_POLL_INTERVAL, Hub
+from chatd.hub import Hub
 from chatd.keys import key_source
 from chatd.net import Connections
 from chatd.observe.health import HealthMonitor
@@ -60,6 +60,10 @@ log = EventLogger(logging.getLogger(__name__))
 
 SHUTDOWN_GRACE = 3.0  # seconds for in-flight commits and close handshakes at shutdown
 SWEEP_INTERVAL = 1.0  # seconds between looks for slow readers
+# Admin changes (a disabled user, a revoked token) reach open connections within about
+# this: the cheap "did another process commit?" look (one PRAGMA on SQLite's writer).
+CHANGE_CHECK_INTERVAL = 0.15  # seconds
+CHANGE_POLL_INTERVAL = 2.0  # seconds between full looks anyway (a lost NOTIFY, key files)
 GAUGE_INTERVAL = 15.0  # seconds between queue-depth and disk gauge updates
 # A full (generation 2) collection walks every connection's objects: ~150-200 ms with
 # 10,000 connected, and CPython's default (700, 10, 10) ran one every second or two under
@@ -114,8 +118,9 @@ class Server:
             registration_open=config.registration == "open",
             refresh_grace=config.refresh_grace,
         )
+        self._changes_announced = asyncio.Event()
         self.hub = Hub(config, store, self.users, self.accounts, self.metrics, turn=self.turn,
-                       bus=self._bus())
+                       bus=self._bus(), on_store_changed=self._changes_announced_now)
         self.health = health
         self.api = HttpApi(
             config, store, self.users, self.accounts, self.metrics, self.health,
@@ -131,11 +136,13 @@ class Server:
         """Several nodes share a PostgreSQL database and hear each other over it."""
         url = self.config.db_url
         if url.startswith(("postgresql://", "postgres://")):
-            # NOTIFY channels are per database: nodes on another schema must not hear us.
-            schema = schema_from_url(url)
-            channel = "chat" if schema in (None, "public") else f"chat.{schema}"[:63]
-            return PostgresBus(url, channel=channel)
+            return PostgresBus(url, channel=channel_for(schema_from_url(url)))
         return None
+
+    def _changes_announced_now(self) -> None:
+        """Another process says it changed users, tokens or keys (or the bus lost such
+        notices): poll at once."""
+        self._changes_announced.set()
 
     def _websocket_count(self) -> int:
         return self.net.websockets
@@ -210,11 +217,17 @@ class Server:
     async def _poll_changes(self) -> None:
         """See token revocations and user changes made by other processes (another
         node, or ``chatd user disable`` on this machine) and close what they kill; and
-        read the token keyring again (``chatd key rotate``)."""
+        read the token keyring again (``chatd key rotate``).
+
+        The look runs as soon as such a change is known: SQLite's writer connection
+        tells cheaply whether another connection committed (asked every
+        :data:`CHANGE_CHECK_INTERVAL`), and the PostgreSQL store announces each change
+        on the bus (:class:`chatd.bus.StoreChanged`). It also runs every
+        :data:`CHANGE_POLL_INTERVAL`, for a lost notice and the keyring file."""
         since_ms = int(time.time() * 1000)
         since_s = time.time()
         while True:
-            await asyncio.sleep(CHANGE_POLL_INTERVAL)
+            await self._wait_for_changes()
             try:
                 started = time.time()
                 for user in await self.store.users_changed_since(since_ms - 5000):
@@ -235,6 +248,21 @@ class Server:
             except StoreError:
                 log.exception("store.error", op="poll_changes")
             await self.accounts.reload_keys()  # logs its own failures
+
+    async def _wait_for_changes(self) -> None:
+        """Return once another process changed the store, or after
+        :data:`CHANGE_POLL_INTERVAL`."""
+        announced = self._changes_announced
+        deadline = self.loop.time() + CHANGE_POLL_INTERVAL
+        while (left := deadline - self.loop.time()) > 0 and not announced.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(announced.wait(), min(left, CHANGE_CHECK_INTERVAL))
+            try:
+                if await self.store.changed_elsewhere():
+                    break
+            except StoreError:
+                pass  # the look itself reports an unusable store, once per interval
+        announced.clear()  # before the look: a notice during it brings another one
 
     async def _update_gauges(self) -> None:
         while True:

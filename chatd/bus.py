@@ -39,10 +39,12 @@ __all__ = [
     "PostgresBus",
     "Presence",
     "ReadUpTo",
+    "StoreChanged",
     "TokenRetired",
     "TokenRevoked",
     "Typing",
     "UserRevoked",
+    "channel_for",
     "decode_event",
     "encode_event",
 ]
@@ -147,6 +149,13 @@ class UserRevoked:
     generation: int
 
 
+@attrs.frozen(kw_only=True)
+class StoreChanged:
+    """Another process (``chatd user ...``, another node) committed a user change, a
+    token revocation or a new keyring: look at the store now instead of at the next
+    poll. Sent by the PostgreSQL store in the transaction of the change itself."""
+
+
 BusEvent = (
     MessageStored
     | Delivered
@@ -157,6 +166,7 @@ BusEvent = (
     | TokenRetired
     | FamilyRevoked
     | UserRevoked
+    | StoreChanged
 )
 
 # One short tag per event type, on the wire as "k"; the publishing node travels as "n".
@@ -170,8 +180,15 @@ _TAGS: Final[dict[type[Any], str]] = {
     TokenRetired: "y",
     FamilyRevoked: "f",
     UserRevoked: "u",
+    StoreChanged: "c",
 }
 _CLASSES: Final[dict[str, type[Any]]] = {tag: cls for cls, tag in _TAGS.items()}
+
+
+def channel_for(schema: str | None) -> str:
+    """The NOTIFY channel of the nodes on ``schema``: channels are per database, and
+    nodes on another schema of it must not hear these."""
+    return "chat" if schema in (None, "public") else f"chat.{schema}"[:63]
 
 
 def encode_event(event: BusEvent, node_id: str) -> str:

@@ -61,7 +61,9 @@ T = TypeVar("T")
 SUBMIT_BOUND = 2.0
 CATCH_UP_BATCH = 500  # undelivered messages read and written per step of a catch-up
 MAX_TRACKED_PUSHES = 10_000  # unconfirmed seqs remembered per connection
-CHANGE_POLL_INTERVAL = 2.0  # seconds between looks for users changed by another process
+# why the last push of a message went unconfirmed, for the log line of its next push:
+# kept per node for this many messages (a few MB at most), the oldest forgotten first
+MAX_REMEMBERED_FAILURES = 100_000
 PRESENCE_FRAMES_CACHED = 65_536  # encoded presence frames kept (two per user)
 TYPING_RATE = 1.0  # typing frames per second per connection: clients send one every 3 s
 TYPING_BURST = 5  # typing into a few conversations one after the other
@@ -166,6 +168,7 @@ class Hub:
         *,
         turn: LoopTurn,
         bus: busmod.Bus | None = None,
+        on_store_changed: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
@@ -199,16 +202,24 @@ class Hub:
         self._store_log = LogThrottle(lines=3, window=60.0)
         # sends handed to the store and not yet answered, by (connection, client id)
         self._committing: dict[tuple[int, str], _Online] = {}
+        # seq -> why its last push went unconfirmed (see MAX_REMEMBERED_FAILURES)
+        self._push_failures: dict[int, str] = {}
+        # per user id: the store job counting its failed pushes, which a catch-up awaits
+        self._counting_failures: dict[int, asyncio.Task[None]] = {}
+        # the store was changed by another process (chatd.bus.StoreChanged), or such
+        # notices may have been lost (a bus resync): the server polls for the changes
+        self._on_store_changed = on_store_changed
         accounts.on_revoked = self._logged_out
         accounts.on_retired = self._retired_here
         accounts.on_family_revoked = self._family_revoked_here
 
     # --- bookkeeping ------------------------------------------------------------------
 
-    def _spawn(self, coro: object) -> None:
+    def _spawn(self, coro: object) -> asyncio.Task[None]:
         task: asyncio.Task[None] = self._loop.create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -372,23 +383,33 @@ class Hub:
     async def _catch_up(self, online: _Online, first_device: bool) -> None:
         session = online.session
         after = 0
+        counting = self._counting_failures.get(online.user.id)
+        if counting is not None:  # its last connection's failed pushes: counted first
+            await asyncio.wait([counting])
         try:
             while True:
-                batch = await self._store.undelivered(online.user.id, after, CATCH_UP_BATCH)
+                batch = await self._store.queued(online.user.id, after, CATCH_UP_BATCH)
                 now_ms = self._now_ms()
-                for message in batch:
+                redelivered = 0
+                for queued in batch:
+                    message = queued.message
                     online.pushed(message.seq)
                     session.send_text(protocol.encode_frame(message))
                     # from the store, on a new connection: queued while offline, or
-                    # pushed before and never confirmed
+                    # pushed before and never confirmed (then attempt > 1)
+                    attempt = queued.failed_pushes + 1
+                    redelivered += attempt > 1
+                    error = self._push_failures.get(message.seq)
                     log.info(
                         "message.redelivered", seq=message.seq, client_id=message.id,
                         sender=message.sender, recipient=message.recipient,
-                        conn_id=session.conn_id, age_ms=now_ms - message.ts,
+                        conn_id=session.conn_id, age_ms=now_ms - message.ts, attempt=attempt,
+                        **({} if error is None else {"last_error": error}),
                     )
                 if batch:
-                    after = batch[-1].seq
+                    after = batch[-1].message.seq
                     self._metrics.messages_pushed_total.inc(len(batch))
+                    self._metrics.messages_redelivered_total.inc(redelivered)
                 if len(batch) < CATCH_UP_BATCH:
                     break
                 await session.drained()
@@ -424,13 +445,16 @@ class Hub:
                 for other in peer_sessions:
                     other.tell_presence(online.user.username, True)
 
-    def disconnected(self, session: Session) -> None:
+    def disconnected(self, session: Session, cause: str = "closed") -> None:
+        """A session's connection is gone; ``cause`` says why (for the log)."""
         self._pending.pop(session.conn_id, None)
         online = self._by_session.pop(session.conn_id, None)
         if online is None:
             return
         if online.expiry is not None:
             online.expiry.cancel()
+        if online.unconfirmed:
+            self._push_unconfirmed(online, cause)
         _remove(self._by_jti, online.jti, online)
         last_device = _remove(self._by_user, online.user.username, online)
         self._metrics.users_online.set(len(self._by_user))
@@ -438,6 +462,41 @@ class Hub:
             self._peers.pop(online.user.username, None)
             if self._config.presence:
                 self._spawn(self._announce_offline(online.user))
+
+    def _push_unconfirmed(self, online: _Online, cause: str) -> None:
+        """A connection closed with pushes its user never confirmed: they are pushed
+        again from the store on a later connection. Remember why (that push's log line
+        says so) and count the failed attempts in the store, off the live path."""
+        seqs = sorted(online.unconfirmed)
+        log.info("message.push_unconfirmed", user=online.user.username,
+                 conn_id=online.session.conn_id, count=len(seqs), reason=cause)
+        failures = self._push_failures
+        for seq in seqs:
+            failures.pop(seq, None)  # the newest at the end: the oldest go first
+            failures[seq] = cause
+        while len(failures) > MAX_REMEMBERED_FAILURES:
+            del failures[next(iter(failures))]
+        user_id = online.user.id
+        task = self._spawn(
+            self._count_failed_pushes(user_id, seqs, self._counting_failures.get(user_id))
+        )
+        self._counting_failures[user_id] = task
+        task.add_done_callback(functools.partial(self._counted, user_id))
+
+    async def _count_failed_pushes(
+        self, user_id: int, seqs: list[int], previous: asyncio.Task[None] | None
+    ) -> None:
+        if previous is not None:  # done before this one: the latest covers them all
+            await asyncio.wait([previous])
+        try:
+            await self._store.count_failed_pushes(user_id, seqs)
+        except StoreError:
+            if self._store_log.allow(log, "store.error", "count_failed_pushes"):
+                log.exception("store.error", op="count_failed_pushes", count=len(seqs))
+
+    def _counted(self, user_id: int, task: asyncio.Task[None]) -> None:
+        if self._counting_failures.get(user_id) is task:
+            del self._counting_failures[user_id]
 
     async def _announce_offline(self, user: User) -> None:
         if user.username in self._by_user:  # came back meanwhile
@@ -733,9 +792,13 @@ class Hub:
                 self._not_recorded(marks[0][0], "delivered")
                 return
             marks, marked = await self._delivered_one_by_one(marks, now_ms)
+        failures = self._push_failures
         for online, seqs in marks:
             for device in self._by_user.get(online.user.username, ()):
                 device.unconfirmed.difference_update(seqs)
+            if failures:
+                for seq in seqs:
+                    failures.pop(seq, None)
         self._send_delivered_receipts(itertools.chain.from_iterable(marked), now_ms)
 
     async def _delivered_one_by_one(
@@ -900,7 +963,7 @@ class Hub:
             self._spawn(self._bus.publish(event))
 
     async def start_bus(self) -> None:
-        await self._bus.start(self.on_bus_event, on_resync=self.resync)
+        await self._bus.start(self.on_bus_event, on_resync=self._resynced)
 
     async def close_bus(self) -> None:
         await self._bus.close()
@@ -939,6 +1002,8 @@ class Hub:
                     self.revoke_family(family)
             case busmod.UserRevoked(username=username):
                 self._spawn(self._remote_user_change(username))
+            case busmod.StoreChanged():
+                self._on_store_changed()
 
     async def _push_remote(self) -> None:
         await asyncio.sleep(0)  # gather every seq announced in this loop turn
@@ -970,6 +1035,12 @@ class Hub:
         user = await self._store.user_by_name(username)
         if user is not None:
             self.revoke_user(user)
+
+    def _resynced(self) -> None:
+        """The bus listener reconnected: the events and change notices of the gap are
+        lost, so push again what local users may have missed and look for changes."""
+        self.resync()
+        self._on_store_changed()
 
     def resync(self) -> None:
         """The bus lost events: send every local connection its undelivered messages

@@ -6,7 +6,8 @@ missing there is filled in), so a second run after an interruption finishes the 
 a third one changes nothing. Seqs and user ids are kept as they are, then the
 PostgreSQL sequences are moved past them.
 
-Login failures are not moved: they only matter for a few minutes of rate limiting. The
+Login failures are not moved: they only matter for a few minutes of rate limiting, and
+neither are the messages' counts of failed pushes (a diagnostic, for log lines). The
 ``conversations`` table is rebuilt from the messages.
 
 Every table is verified afterwards: row counts and a checksum of the rows' canonical
@@ -288,7 +289,10 @@ async def _copy_table(
     """Copy one table through a temporary staging table; ``(source rows, copied, md5)``."""
     stage = f"stage_{table.name}"
     columns = ", ".join(table.columns)
-    await target.execute(f"CREATE TEMP TABLE {stage} (LIKE {table.name}) ON COMMIT DROP")
+    # with the defaults of the columns not copied (messages.failed_pushes starts at 0)
+    await target.execute(
+        f"CREATE TEMP TABLE {stage} (LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DROP"
+    )
     digest = hashlib.md5()
     count = 0
     after: Any = None

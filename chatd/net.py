@@ -102,9 +102,6 @@ class Connections:
         """The protocol factory for ``loop.create_server``."""
         return ChatProtocol(self)
 
-    def websocket_count(self) -> int:
-        return self.websockets
-
     def queue_flush(self, proto: ChatProtocol) -> None:
         """Write a connection's output once at the end of this loop turn."""
         self._flushes.add(proto)
@@ -183,6 +180,7 @@ class ChatProtocol(asyncio.Protocol):
         self._drained: asyncio.Event | None = None
         self._opened_at = 0.0
         self._closed = False
+        self._cause: str | None = None  # why it ended, when the close event cannot say
         self._refused = False  # over a budget: answered 503, never counted
         self._admitted = False  # counted by the server's Admission until _finish
 
@@ -222,6 +220,8 @@ class ChatProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._refused:
             return
+        if exc is not None and self._cause is None:
+            self._cause = "reset" if isinstance(exc, ConnectionResetError) else type(exc).__name__
         if not self.conn.is_closed:
             self._handle(self.conn.receive_eof(self.loop.time()))
         self._finish()
@@ -313,7 +313,9 @@ class ChatProtocol(asyncio.Protocol):
             return
         self._closed = True
         if self.is_websocket:
-            self.connections.hub.disconnected(self)
+            cause = self._cause or " ".join(
+                str(part) for part in ("closed", event.code, event.reason) if part)
+            self.connections.hub.disconnected(self, cause)
             self.connections.websockets -= 1
             self.connections.metrics.connections.dec()
             user = self.identity.user.username if self.identity else None
@@ -420,6 +422,7 @@ class ChatProtocol(asyncio.Protocol):
     def abort(self) -> None:
         """Drop a peer that cannot keep up (its messages stay stored for next time)."""
         log.warning("connection.slow_reader", conn_id=self.conn_id, peer=self.peer)
+        self._cause = "slow reader aborted"
         if self.transport is not None:
             self.transport.abort()
 

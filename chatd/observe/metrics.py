@@ -54,6 +54,8 @@ class Metrics:
         messages_accepted_total: messages committed and acked to their sender.
         messages_pushed_total: message frames written to a recipient's connection.
         messages_delivered_total: messages the recipient confirmed as delivered.
+        messages_redelivered_total: messages pushed again (from the store, on the
+            recipient's next connection) after an earlier push went unconfirmed.
         push_latency_seconds: accepted (commit done) -> pushed to the recipient's socket.
         delivery_latency_seconds: accepted -> confirmed delivered by the recipient.
         store_commit_seconds: duration of one store transaction (group commit).
@@ -97,6 +99,11 @@ class Metrics:
         self.messages_delivered_total = Counter(
             f"{_PREFIX}_messages_delivered",
             "Messages the recipient confirmed as delivered.",
+            registry=registry,
+        )
+        self.messages_redelivered_total = Counter(
+            f"{_PREFIX}_messages_redelivered",
+            "Messages pushed again after an earlier push to the recipient went unconfirmed.",
             registry=registry,
         )
         self.push_latency_seconds = Histogram(

@@ -3,6 +3,7 @@
 from chatd.store.base import (
     LoginDecider,
     NewMessage,
+    Queued,
     ReadResult,
     Retirement,
     SchemaMismatch,
@@ -16,6 +17,7 @@ from chatd.store.base import (
 __all__ = [
     "LoginDecider",
     "NewMessage",
+    "Queued",
     "ReadResult",
     "Retirement",
     "SchemaMismatch",

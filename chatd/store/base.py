@@ -114,6 +114,16 @@ class NewMessage:
 
 
 @attrs.frozen(kw_only=True)
+class Queued:
+    """An undelivered message, and how many of its pushes ended unconfirmed (their
+    connection closed before the recipient said ``delivered``): the next push is
+    attempt ``failed_pushes + 1``."""
+
+    message: Message
+    failed_pushes: int
+
+
+@attrs.frozen(kw_only=True)
 class ReadResult:
     up_to: int | None  # highest seq newly marked read; None when nothing changed
     newly_delivered: tuple[Message, ...]  # messages the read also marked delivered
@@ -158,6 +168,12 @@ class Store(Protocol):
 
     async def ping(self) -> None:
         """Raise :class:`StoreError` unless the database answers a trivial query."""
+
+    async def changed_elsewhere(self) -> bool:
+        """Whether another process committed to the database since the last call: a
+        cheap look the server makes often, to see admin changes at once. SQLite asks
+        its writer connection; PostgreSQL always says False, since its changes of
+        users, tokens and keys announce themselves (``chatd.bus.StoreChanged``)."""
 
     # --- users and tokens ---
     async def create_user(self, username: str, password_hash: str, now_ms: int) -> User | None:
@@ -284,6 +300,14 @@ class Store(Protocol):
 
     async def undelivered(self, recipient_id: int, after_seq: int, limit: int) -> list[Message]:
         """Messages to ``recipient_id`` not yet delivered, seq > ``after_seq``, oldest first."""
+
+    async def queued(self, recipient_id: int, after_seq: int, limit: int) -> list[Queued]:
+        """:meth:`undelivered`, each with its count of failed pushes (a catch-up)."""
+
+    async def count_failed_pushes(self, recipient_id: int, seqs: Sequence[int]) -> None:
+        """One more push of each of these messages to ``recipient_id`` ended unconfirmed
+        (delivered ones, and other recipients' messages, are left alone). Called only
+        when a connection closes with such pushes: never on the way of a live push."""
 
     async def history(
         self, user_id: int, peer_id: int, before: int | None, limit: int

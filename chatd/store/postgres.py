@@ -20,11 +20,13 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from chatd.bus import StoreChanged, channel_for, encode_event
 from chatd.observe.downtime import Downtime
 from chatd.observe.logs import EventLogger
 from chatd.store.base import (
     LoginDecider,
     NewMessage,
+    Queued,
     ReadResult,
     Retirement,
     SchemaMismatch,
@@ -62,6 +64,8 @@ OP_BOUND: Final = 2.0
 # and reconnects on the next demand instead: the pool's default, minutes of ever longer
 # waits, kept it away for up to a minute after the database came back.
 RECONNECT_TIMEOUT: Final = 2.0
+# What the changes other nodes must see at once send, in their own transaction.
+_CHANGED_PAYLOAD: Final = encode_event(StoreChanged(), node_id="store")
 _LOGIN_LOCK: Final = 0x6C6F67696E  # advisory lock key ("login") of login reservations
 _IP_ATTEMPTS: Final = "SELECT at FROM login_failures WHERE ip = %s AND at >= %s ORDER BY at"
 _ACCOUNT_ATTEMPTS: Final = (
@@ -153,6 +157,11 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         user_id bigint NOT NULL,
         expires_at bigint NOT NULL
     );
+    """,
+    """
+    -- Pushes of the message that ended unconfirmed (their connection closed first):
+    -- the next push is attempt failed_pushes + 1.
+    ALTER TABLE messages ADD COLUMN failed_pushes integer NOT NULL DEFAULT 0;
     """,
 )
 
@@ -357,6 +366,10 @@ class PostgresStore:
     async def ping(self) -> None:
         await self._fetchone("SELECT 1")
 
+    async def changed_elsewhere(self) -> bool:
+        """Always False: the changes that matter announce themselves (:meth:`_announced`)."""
+        return False
+
     async def shared_token_key(self, candidate: bytes) -> bytes:
         """The token signing key every node of this database uses: ``candidate`` if
         no node has stored one yet, else the stored one (nodes must agree on it, or a
@@ -379,13 +392,13 @@ class PostgresStore:
         """Store the keyring document if the stored one is still ``expected`` (None: no
         keyring stored yet); False when another writer changed it first."""
         if expected is None:
-            row = await self._fetchone(
+            row = await self._announced(
                 "INSERT INTO settings (name, value) VALUES ('token_keyring', %s)"
                 " ON CONFLICT (name) DO NOTHING RETURNING name",
                 (document,),
             )
         else:
-            row = await self._fetchone(
+            row = await self._announced(
                 "UPDATE settings SET value = %s WHERE name = 'token_keyring' AND value = %s"
                 " RETURNING name",
                 (document, expected),
@@ -432,6 +445,21 @@ class PostgresStore:
         rows = await self._fetchall(query, params, bound=bound)
         return rows[0] if rows else None
 
+    async def _announced(self, query: str, params: Any = None) -> tuple[Any, ...] | None:
+        """Run a change of users, tokens or keys that every node must see at once (a
+        disabled user's connections close), with a NOTIFY on the nodes' bus channel
+        (:class:`chatd.bus.StoreChanged`) in the same transaction; the first row."""
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(query, params)
+                row = await cur.fetchone() if cur.description is not None else None
+                await conn.execute(
+                    "SELECT pg_notify(%s, %s)", (channel_for(self.schema), _CHANGED_PAYLOAD)
+                )
+                return row
+        except psycopg.Error as exc:
+            raise StoreError(str(exc)) from exc
+
     async def _execute(self, query: str, params: Any = None) -> None:
         async with self._connection() as conn:
             await conn.execute(query, params)
@@ -471,7 +499,7 @@ class PostgresStore:
         return [row[0] for row in rows]
 
     async def _update_user(self, user_id: int, assignments: str, params: dict[str, Any]) -> User:
-        row = await self._fetchone(
+        row = await self._announced(
             f"""UPDATE users SET {assignments}, changed_at = %(now_ms)s
             WHERE id = %(id)s RETURNING {USER_COLUMNS}""",
             {**params, "id": user_id, "now_ms": int(time.time() * 1000)},
@@ -502,7 +530,7 @@ class PostgresStore:
         return [user_from_row(row) for row in rows]
 
     async def revoke_token(self, jti: str, user_id: int, expires_at: int) -> None:
-        await self._execute(
+        await self._announced(
             """INSERT INTO revoked_tokens (jti, user_id, expires_at, revoked_at)
             VALUES (%s, %s, %s, %s) ON CONFLICT (jti) DO NOTHING""",
             (jti, user_id, expires_at, time.time()),
@@ -557,7 +585,7 @@ class PostgresStore:
         return None if row is None else str(row[0])
 
     async def revoke_family(self, family: str, user_id: int, expires_at: int) -> None:
-        await self._execute(
+        await self._announced(
             """INSERT INTO revoked_families (family, user_id, expires_at, revoked_at)
             VALUES (%s, %s, %s, %s) ON CONFLICT (family) DO UPDATE
             SET expires_at = EXCLUDED.expires_at, revoked_at = EXCLUDED.revoked_at
@@ -883,13 +911,24 @@ class PostgresStore:
         )
 
     async def undelivered(self, recipient_id: int, after_seq: int, limit: int) -> list[Message]:
+        return [queued.message for queued in await self.queued(recipient_id, after_seq, limit)]
+
+    async def queued(self, recipient_id: int, after_seq: int, limit: int) -> list[Queued]:
         rows = await self._fetchall(
-            _message_select()
+            _message_select(extra="m.failed_pushes, ")
             + """WHERE m.recipient_id = %s AND m.delivered_at IS NULL AND m.seq > %s
             ORDER BY m.seq LIMIT %s""",
             (recipient_id, after_seq, limit),
         )
-        return [message_from_row(row) for row in rows]
+        return [Queued(message=message_from_row(row[1:]), failed_pushes=row[0]) for row in rows]
+
+    async def count_failed_pushes(self, recipient_id: int, seqs: Sequence[int]) -> None:
+        if seqs:
+            await self._execute(
+                """UPDATE messages SET failed_pushes = failed_pushes + 1
+                WHERE seq = ANY(%s) AND recipient_id = %s AND delivered_at IS NULL""",
+                (sorted(set(seqs)), recipient_id),
+            )
 
     async def messages_by_seq(self, seqs: Sequence[int]) -> list[Message]:
         """The stored messages with these seqs, oldest first (for a node told by the bus)."""

@@ -30,6 +30,7 @@ from chatd.files import create_private_file
 from chatd.store.base import (
     LoginDecider,
     NewMessage,
+    Queued,
     ReadResult,
     Retirement,
     SchemaMismatch,
@@ -134,6 +135,11 @@ MIGRATIONS: Final[dict[int, str]] = {
         user_id INTEGER NOT NULL,
         expires_at INTEGER NOT NULL
     );
+    """,
+    3: """
+    -- Pushes of the message that ended unconfirmed (their connection closed first):
+    -- the next push is attempt failed_pushes + 1.
+    ALTER TABLE messages ADD COLUMN failed_pushes INTEGER NOT NULL DEFAULT 0;
     """,
 }
 SCHEMA_VERSION: Final = max(MIGRATIONS)
@@ -300,17 +306,20 @@ def _as_store_error(exc: Exception) -> Exception:
 class _Job:
     """One unit of work for the writer; ``fn`` is None for the stop marker."""
 
-    __slots__ = ("fn", "future", "messages")
+    __slots__ = ("bare", "fn", "future", "messages")
 
     def __init__(
         self,
         fn: Callable[[apsw.Connection], Any] | None,
         future: asyncio.Future[Any],
         messages: int = 0,
+        *,
+        bare: bool = False,
     ) -> None:
         self.fn = fn
         self.future = future
         self.messages = messages  # messages it inserts, for the batch-size metric
+        self.bare = bare  # a look at the connection outside any transaction
 
 
 _Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
@@ -387,6 +396,7 @@ class SqliteStore:
         self._read_queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._reader_threads: list[threading.Thread] = []
         self._last_prune = 0.0  # writer thread only
+        self._data_version = 0  # the writer's last PRAGMA data_version; writer thread only
         self._lease: SeqLease | None = None  # set by continue_seqs(); writer thread only
         # why the last transaction failed, while no later one has committed: ping() then
         # fails too, so /healthz says 503 instead of "ok" while every write fails
@@ -476,6 +486,17 @@ class SqliteStore:
         if failure is not None:
             raise StoreError(f"writes are failing: {failure}")
         await self._read(lambda conn: _scalar(conn, "SELECT 1"))
+
+    async def changed_elsewhere(self) -> bool:
+        """Asked of the writer's connection, whose ``PRAGMA data_version`` moves only
+        when another connection commits: this server's own writes never count."""
+
+        def look(conn: apsw.Connection) -> bool:
+            version = int(_scalar(conn, "PRAGMA data_version"))
+            changed, self._data_version = version != self._data_version, version
+            return changed
+
+        return await self._write(look, bare=True)
 
     async def backup(self, dest_path: str | Path) -> None:
         """Write a consistent copy of the live database to ``dest_path`` (replaced)."""
@@ -796,13 +817,31 @@ class SqliteStore:
         return await self._write(job)
 
     async def undelivered(self, recipient_id: int, after_seq: int, limit: int) -> list[Message]:
+        return [queued.message for queued in await self.queued(recipient_id, after_seq, limit)]
+
+    async def queued(self, recipient_id: int, after_seq: int, limit: int) -> list[Queued]:
         sql = (
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+            f"SELECT {_MESSAGE_COLUMNS}, messages.failed_pushes FROM messages"
             " WHERE recipient_id = ? AND delivered_at IS NULL AND seq > ? ORDER BY seq LIMIT ?"
         )
         args = (recipient_id, after_seq, limit)
         rows = await self._read(lambda conn: _rows(conn, sql, args))
-        return [message_from_row(row) for row in rows]
+        return [Queued(message=message_from_row(row), failed_pushes=row[8]) for row in rows]
+
+    async def count_failed_pushes(self, recipient_id: int, seqs: Sequence[int]) -> None:
+        args = [(seq, recipient_id) for seq in sorted(set(seqs))]
+        if not args:
+            return
+        sql = (
+            "UPDATE messages SET failed_pushes = failed_pushes + 1"
+            " WHERE seq = ? AND recipient_id = ? AND delivered_at IS NULL"
+        )
+
+        def count(conn: apsw.Connection) -> None:
+            for seq_and_recipient in args:
+                conn.execute(sql, seq_and_recipient)
+
+        await self._write(count)
 
     async def messages_by_seq(self, seqs: Sequence[int]) -> list[Message]:
         """The stored messages with these seqs, oldest first (same as the PostgreSQL store)."""
@@ -875,11 +914,13 @@ class SqliteStore:
 
     # --- the writer -----------------------------------------------------------------
 
-    async def _write(self, fn: Callable[[apsw.Connection], T], *, messages: int = 0) -> T:
+    async def _write(
+        self, fn: Callable[[apsw.Connection], T], *, messages: int = 0, bare: bool = False
+    ) -> T:
         if self._writer is None or self._closing or self._loop is None:
             raise StoreError("the sqlite store is not open")
         future: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put(_Job(fn, future, messages))
+        self._queue.put(_Job(fn, future, messages, bare=bare))
         return await future
 
     async def _stop_writer(self) -> None:
@@ -914,6 +955,7 @@ class SqliteStore:
             # Checkpoint every 10,000 WAL pages (40 MiB) instead of 1,000: each index page
             # that many commits rewrote is copied back once, with one fsync of the file.
             conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+            self._data_version = int(_scalar(conn, "PRAGMA data_version"))
         except BaseException:
             conn.close()
             raise
@@ -939,18 +981,34 @@ class SqliteStore:
         try:
             while not stop:
                 jobs = [self._queue.get()]
+                if jobs[0].bare:  # alone: no transaction, and no wait for a group
+                    self._run_bare(conn, jobs)
+                    continue
                 wait = last_start + self.commit_interval - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)  # let the others of this group join the commit
                 last_start = time.monotonic()
                 _take_more(self._queue, jobs, MAX_BATCH_JOBS)
                 stop = [job for job in jobs if job.fn is None]
-                work = [job for job in jobs if job.fn is not None]
+                self._run_bare(conn, [job for job in jobs if job.bare])
+                work = [job for job in jobs if job.fn is not None and not job.bare]
                 if work:
                     self._run_batch(conn, work)
         finally:
             conn.close()  # before waking close(): its join() must not wait on this
         self._call_loop(_settle, [(job.future, None, None) for job in stop])
+
+    def _run_bare(self, conn: apsw.Connection, jobs: list[_Job]) -> None:
+        """Run looks at the writer's connection outside any transaction."""
+        outcomes: list[_Outcome] = []
+        for job in jobs:
+            assert job.fn is not None
+            try:
+                outcomes.append((job.future, job.fn(conn), None))
+            except Exception as exc:
+                outcomes.append((job.future, None, _as_store_error(exc)))
+        if outcomes:
+            self._call_loop(_settle, outcomes)
 
     def _run_batch(self, conn: apsw.Connection, jobs: list[_Job]) -> None:
         started = time.perf_counter()

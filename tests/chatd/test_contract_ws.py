@@ -1104,7 +1104,7 @@ LOGGED_EVENTS = {
     "logout": {"user", "jti"},
     "message.accepted": {"seq", "client_id", "sender", "recipient"},
     "message.delivered": {"seq", "client_id", "sender", "recipient", "latency_ms"},
-    "message.redelivered": {"seq", "client_id", "sender", "recipient", "age_ms"},
+    "message.redelivered": {"seq", "client_id", "sender", "recipient", "age_ms", "attempt"},
     "message.rejected": {"code", "client_id", "sender"},
 }
 

@@ -558,6 +558,30 @@ def test_undelivered_pages_oldest_first(store: StoreHarness) -> None:
     store.run(body)
 
 
+def test_failed_pushes_are_counted_per_undelivered_message(store: StoreHarness) -> None:
+    """A connection that closed with unconfirmed pushes counts them: the next catch-up
+    (``queued``) says which attempt its push is. Delivered messages, and messages to
+    someone else, are left alone."""
+
+    async def body(s: Store) -> None:
+        alice, bob = await users(s, "alice", "bob")
+        first, second, third = await send(s, alice, bob, "p1", "p2", "p3")
+        (to_alice,) = await send(s, bob, alice, "to-alice")
+        assert [(q.message, q.failed_pushes) for q in await s.queued(bob.id, 0, 10)] == [
+            (first, 0), (second, 0), (third, 0)]
+        await s.count_failed_pushes(bob.id, [first.seq, second.seq, first.seq, to_alice.seq])
+        await s.mark_delivered(bob.id, [second.seq], TS)
+        await s.count_failed_pushes(bob.id, [first.seq, second.seq])
+        await s.count_failed_pushes(bob.id, [])
+        assert [(q.message.id, q.failed_pushes) for q in await s.queued(bob.id, 0, 10)] == [
+            ("p1", 2), ("p3", 0)]
+        assert [(q.message.id, q.failed_pushes) for q in await s.queued(bob.id, first.seq, 1)
+                ] == [("p3", 0)]
+        assert [q.failed_pushes for q in await s.queued(alice.id, 0, 10)] == [0]
+
+    store.run(body)
+
+
 def test_history_pages_both_ways(store: StoreHarness) -> None:
     async def body(s: Store) -> None:
         alice, bob, carol = await users(s, "alice", "bob", "carol")

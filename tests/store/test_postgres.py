@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from chatd.store.base import SchemaMismatch, StoreError, User
-from chatd.store.postgres import PostgresStore
+from chatd.store.postgres import MIGRATIONS, PostgresStore
 from tests.store.test_contract import new
 
 pytestmark = pytest.mark.pg
@@ -294,6 +294,37 @@ def test_store_recovers_from_killed_connections(schema: str) -> None:
             stored = await store.submit([new(alice, bob, "after")])
             assert stored[0].id == "after"
             assert [m.id for m in await store.undelivered(bob.id, 0, 10)] == ["before", "after"]
+        finally:
+            await store.close()
+
+    run(body)
+
+
+def test_a_version_2_schema_migrates_to_count_failed_pushes(schema: str) -> None:
+    """Schema 3 adds messages.failed_pushes: a schema of version 2 with messages is
+    refused until migrated, and keeps every message (none failed yet)."""
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(f'SET search_path TO "{schema}"')
+        for migration in MIGRATIONS[:2]:
+            conn.execute(migration)
+        conn.execute("UPDATE schema_version SET version = 2")
+        conn.execute("INSERT INTO users (id, username, password_hash, created_at)"
+                     " VALUES (1, 'alice', 'h', 1), (2, 'bob', 'h', 2)")
+        conn.execute("INSERT INTO messages (sender_id, recipient_id, client_id, body, ts)"
+                     " VALUES (1, 2, 'old', 'hi', 3)")
+
+    async def body() -> None:
+        store = PostgresStore(DSN, schema=schema)
+        with pytest.raises(SchemaMismatch):
+            await store.open()
+        assert await store.migrate() == PostgresStore.schema_version == 3
+        await store.open()
+        try:
+            (queued,) = await store.queued(2, 0, 10)
+            assert (queued.message.id, queued.failed_pushes) == ("old", 0)
+            await store.count_failed_pushes(2, [queued.message.seq])
+            assert [q.failed_pushes for q in await store.queued(2, 0, 10)] == [1]
         finally:
             await store.close()
 

@@ -14,7 +14,7 @@ import apsw
 import pytest
 
 from chatd.store.base import SchemaMismatch, StoreError, User
-from chatd.store.sqlite import SCHEMA_VERSION, SqliteStore
+from chatd.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore
 from tests.store.test_contract import new
 
 T = TypeVar("T")
@@ -257,6 +257,60 @@ def test_messages_by_seq(tmp_path: Path) -> None:
             found = await store.messages_by_seq([sent[2].seq, sent[0].seq, 12345])
             assert found == [sent[0], sent[2]]
             assert await store.messages_by_seq([]) == []
+        finally:
+            await store.close()
+
+    run(body)
+
+
+def test_changed_elsewhere_sees_other_connections_only(tmp_path: Path) -> None:
+    """The server's cheap look for admin changes: its own commits never count, another
+    connection's (``chatd user disable``) do, once."""
+
+    async def body() -> None:
+        store = SqliteStore(tmp_path / "chat.db")
+        await store.open()
+        try:
+            alice, _ = await two_users(store)
+            assert not await store.changed_elsewhere()  # its own commits
+            await store.set_disabled(alice.id, True)
+            assert not await store.changed_elsewhere()
+            other = apsw.Connection(str(tmp_path / "chat.db"))
+            other.execute("UPDATE users SET disabled = 0 WHERE id = ?", (alice.id,))
+            other.close()
+            assert await store.changed_elsewhere()
+            assert not await store.changed_elsewhere()
+        finally:
+            await store.close()
+
+    run(body)
+
+
+def test_a_version_2_database_migrates_to_count_failed_pushes(tmp_path: Path) -> None:
+    """Schema 3 adds messages.failed_pushes: a database of schema 2 with messages is
+    refused until ``chatd migrate``, which keeps every message (none failed yet)."""
+    path = tmp_path / "chat.db"
+    conn = apsw.Connection(str(path))
+    for version in (1, 2):
+        conn.execute(MIGRATIONS[version])
+    conn.execute("PRAGMA user_version = 2")
+    conn.execute("INSERT INTO users (id, username, password_hash, created_at)"
+                 " VALUES (1, 'alice', 'h', 1), (2, 'bob', 'h', 2)")
+    conn.execute("INSERT INTO messages (sender_id, recipient_id, pair_lo, pair_hi, client_id,"
+                 " body, ts) VALUES (1, 2, 1, 2, 'old', 'hi', 3)")
+    conn.close()
+
+    async def body() -> None:
+        with pytest.raises(SchemaMismatch):
+            await SqliteStore(path).open()
+        store = SqliteStore(path)
+        assert await store.migrate() == SCHEMA_VERSION == 3
+        await store.open()
+        try:
+            (queued,) = await store.queued(2, 0, 10)
+            assert (queued.message.id, queued.failed_pushes) == ("old", 0)
+            await store.count_failed_pushes(2, [queued.message.seq])
+            assert [q.failed_pushes for q in await store.queued(2, 0, 10)] == [1]
         finally:
             await store.close()
 
