@@ -64,6 +64,12 @@ REFUSED_LINGER = 1.0  # seconds
 # next turns instead of running thousands of handshakes (upgrade, hello, catch-up) in
 # one turn while live traffic waits behind them.
 UPGRADES_PER_TURN = 32
+# Bytes of output a connection may have waiting in its transport. A reader that stopped
+# reading is dropped by the slow-reader timeout; one that many users write to could pile
+# up far more than this before then (10 MB in 1.5 s was seen), so past this it is
+# dropped at once. What it missed stays stored and comes with its next connection's
+# catch-up, which waits for the socket to drain and so never comes near this.
+OUTPUT_CAP = 8 << 20
 
 
 class Connections:
@@ -380,6 +386,11 @@ class ChatProtocol(asyncio.Protocol):
             return
         if data:
             transport.write(data)
+            if self._paused_since is not None and (
+                transport.get_write_buffer_size() > OUTPUT_CAP
+            ):
+                self.abort(f"over {OUTPUT_CAP >> 20} MiB unsent")
+                return
         if self.conn.is_closed:
             transport.close()
             self._finish()
@@ -419,9 +430,9 @@ class ChatProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def abort(self) -> None:
+    def abort(self, why: str = "paused too long") -> None:
         """Drop a peer that cannot keep up (its messages stay stored for next time)."""
-        log.warning("connection.slow_reader", conn_id=self.conn_id, peer=self.peer)
+        log.warning("connection.slow_reader", conn_id=self.conn_id, peer=self.peer, why=why)
         self._cause = "slow reader aborted"
         if self.transport is not None:
             self.transport.abort()

@@ -86,9 +86,10 @@ def closed_by_server(sock: socket.socket) -> bool:
     return True
 
 
-def slow_reader_closes(log: Path, peer: str) -> int:
+def slow_reader_closes(log: Path, peer: str, why: str = "") -> int:
     lines = log.read_text().splitlines() if log.exists() else []
-    return sum(1 for line in lines if "connection.slow_reader" in line and peer in line)
+    return sum(1 for line in lines
+               if "connection.slow_reader" in line and peer in line and why in line)
 
 
 @pytest.mark.parametrize("load", [
@@ -131,7 +132,8 @@ async def test_a_reader_that_never_reads_holds_back_nobody(
         assert not any(task.done() for task in tasks), "a client's run ended early"
         await asyncio.sleep(0.1)  # polling the log with a deadline
     closed_after = time.monotonic() - started
-    assert closed_after >= load.slow_reader_timeout
+    if slow_reader_closes(log, peer, why="paused too long"):
+        assert closed_after >= load.slow_reader_timeout
     assert await asyncio.to_thread(closed_by_server, stalled)
     stalled.close()
     await asyncio.sleep(load.after)  # live traffic goes on after the close
@@ -168,5 +170,54 @@ async def test_a_reader_that_never_reads_holds_back_nobody(
     tally.check()
     for client in [back.peer, heavy.peer, *(s.peer for s in senders),
                    *(r.peer for r in receivers)]:
+        with contextlib.suppress(Exception):
+            await client.close()
+
+
+@run_async
+async def test_output_piling_up_drops_the_reader_before_its_timeout(
+    make_server: Any, tmp_path: Path
+) -> None:
+    """However long the slow-reader timeout, a connection's unsent output stays under
+    chatd's cap (8 MiB): past it the connection is dropped at once, and its user still
+    gets every acked message on the next connection."""
+    config = tmp_path / "chatd.toml"
+    config.write_text("slow_reader_timeout = 600\n")
+    server: ChatdProcess = make_server("--config", str(config), *FAST)
+    tally = Tally("output cap")
+    loop = asyncio.get_running_loop()
+    stalled_name, stalled_token = await anew_user(server, "stall")
+    heavy = []
+    for index in range(4):
+        _, token = await anew_user(server, "heavy")
+        heavy.append(SteadySender(await ws_connect(server, token), stalled_name, f"h{index}",
+                                  tally, window=16, interval=0.0, body="😀" * 5000))
+    stalled = await asyncio.to_thread(stalled_session, server, stalled_token)
+    peer = f"127.0.0.1:{stalled.getsockname()[1]}"
+    tasks = [loop.create_task(sender.run()) for sender in heavy]
+    log = server.log_dir / "chatd.log"
+    deadline = time.monotonic() + 60
+    while not slow_reader_closes(log, peer, why="MiB unsent"):
+        assert time.monotonic() < deadline, "never dropped for its unsent output"
+        assert not any(task.done() for task in tasks), "a sender's run ended early"
+        await asyncio.sleep(0.1)  # polling the log with a deadline
+    assert await asyncio.to_thread(closed_by_server, stalled)
+    stalled.close()
+    for sender in heavy:
+        sender.stop()
+    await asyncio.wait_for(asyncio.gather(*tasks), 30)
+
+    back = Receiver(await ws_connect(server, stalled_token), tally)
+    reading = loop.create_task(back.run())
+    acked = {cid for sender in heavy for cid in sender.acked_at}
+    deadline = time.monotonic() + 60
+    while not acked <= set(back.arrived_at):
+        assert time.monotonic() < deadline, len(acked - set(back.arrived_at))
+        assert not reading.done(), "the reconnected reader was closed"
+        await asyncio.sleep(0.05)
+    back.stop()
+    await reading
+    tally.check()
+    for client in [back.peer, *(sender.peer for sender in heavy)]:
         with contextlib.suppress(Exception):
             await client.close()
