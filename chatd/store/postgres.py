@@ -449,16 +449,13 @@ class PostgresStore:
         """Run a change of users, tokens or keys that every node must see at once (a
         disabled user's connections close), with a NOTIFY on the nodes' bus channel
         (:class:`chatd.bus.StoreChanged`) in the same transaction; the first row."""
-        try:
-            async with self._pool.connection() as conn, conn.transaction():
-                cur = await conn.execute(query, params)
-                row = await cur.fetchone() if cur.description is not None else None
-                await conn.execute(
-                    "SELECT pg_notify(%s, %s)", (channel_for(self.schema), _CHANGED_PAYLOAD)
-                )
-                return row
-        except psycopg.Error as exc:
-            raise StoreError(str(exc)) from exc
+        async with self._connection() as conn, conn.transaction():
+            cur = await conn.execute(query, params)
+            row = await cur.fetchone() if cur.description is not None else None
+            await conn.execute(
+                "SELECT pg_notify(%s, %s)", (channel_for(self.schema), _CHANGED_PAYLOAD)
+            )
+            return row
 
     async def _execute(self, query: str, params: Any = None) -> None:
         async with self._connection() as conn:
