@@ -307,6 +307,8 @@ def _describe(exc: OSError) -> str:
     """``connection refused``, ``TLS handshake failed: ...``: the cause, lower case."""
     if isinstance(exc, ssl.SSLError):
         return f"TLS handshake failed: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError):  # asyncio's text names the address only
+        return "connection refused"
     if exc.strerror:
         return exc.strerror.lower()
     return str(exc) or type(exc).__name__
