@@ -126,9 +126,10 @@ class SessionConfig:
             retired after the server's grace period.
         http_timeout: seconds an HTTP call may take, connecting included.
         connect_timeout: seconds from opening the WebSocket's transport to the welcome.
-        auto_confirm: confirm every push addressed to this user (``delivered``) as soon
-            as it has been handed out by :meth:`Session.events`. Without it, confirm with
-            :meth:`Session.confirm` once the message is safely stored.
+        auto_confirm: confirm every push addressed to this user (``delivered``) as it
+            arrives, batched per read, before the application has seen it. Without it,
+            confirm with :meth:`Session.confirm` once the message is safely stored
+            (repeats of seqs already handed out are still confirmed by the session).
         backoff_base: ceiling of the first reconnect delay, in seconds.
         backoff_cap: largest reconnect delay, in seconds.
         user_agent: the ``User-Agent`` header.
