@@ -160,11 +160,11 @@ class AsyncClient:
         """See :meth:`Session.sign_out`; iteration ends once the logout is done."""
         self._act(lambda s, now: s.sign_out(now))
 
-    async def aclose(self) -> None:
-        """Close the session (the token stays valid), wait briefly for the close
-        handshake, and stop every connection and timer."""
+    async def aclose(self, timeout: float = CLOSE_WAIT) -> None:
+        """Close the session (the token stays valid), wait up to ``timeout`` seconds
+        for the close handshake, and stop every connection and timer."""
         self._act(lambda s, now: s.close(now))
-        deadline = self._loop.time() + CLOSE_WAIT
+        deadline = self._loop.time() + timeout
         while not self.session.is_finished and self._loop.time() < deadline:
             self._changed.clear()
             try:

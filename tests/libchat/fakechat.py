@@ -117,6 +117,8 @@ class FakeChat:
         if isinstance(event, ev.LoginRequest):
             if self.login_answer is not None:
                 status, code, headers = self.login_answer
+                if not code:  # a proxy's page, not the contract's error body
+                    return conn.respond(status, b"<h1>oops</h1>", now=now, content_type="text/html")
                 return conn.respond_error(status, code, "no", now=now, headers=headers)
             name = event.credentials.username
             if self.passwords.get(name) != event.credentials.password:

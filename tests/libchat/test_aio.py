@@ -4,6 +4,7 @@ TLS) against the fake chat server, itself served by asyncio streams."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import shutil
 import ssl
 import subprocess
@@ -25,6 +26,7 @@ from libchat import (
     SignedOut,
     SignInFailed,
 )
+from libchat.aio import _describe
 from tests.libchat.fakechat import PASSWORD, FakeChat
 
 ALICE = Credentials(username="alice", password=PASSWORD)
@@ -39,6 +41,7 @@ class ChatServer:
         self.writers: dict[int, asyncio.StreamWriter] = {}
         self.server: asyncio.Server | None = None
         self.port = 0
+        self.deaf = False  # read and ignore everything (a hung server)
         self._next = 1000
 
     async def start(self, ssl_context: ssl.SSLContext | None = None) -> ChatServer:
@@ -59,6 +62,8 @@ class ChatServer:
                 data = await reader.read(65536)
                 if not data:
                     break
+                if self.deaf:
+                    continue
                 self.chat.receive(tid, data, self.now())
                 self.flush()
         except OSError:
@@ -254,3 +259,31 @@ def test_tls_with_a_trusted_and_an_untrusted_certificate(tmp_path: Path) -> None
         await server.stop()
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+@run
+async def test_a_saved_token_resumes_and_a_silent_server_is_timed_out() -> None:
+    chat = FakeChat()
+    server = await ChatServer(chat).start()
+    grant = chat.grant("alice")
+    config = SessionConfig(host="127.0.0.1", http_timeout=0.2)
+    async with AsyncClient("127.0.0.1", server.port, config=config) as client:
+        client.resume(grant.token, expires_in=100)
+        connected = await client.next_event(TIMEOUT)
+        assert isinstance(connected, Connected) and client.now() > 0
+        chat.silent = True
+        call = client.conversations()
+        result = await client.next_event(TIMEOUT)
+        assert (result.call, result.response, result.reason) == (call, None, "timed out")
+        server.deaf = True
+        await client.aclose(timeout=0.1)  # a hung server never answers the close
+        assert not client.session.is_finished and not client._tasks
+    await server.stop()
+
+
+def test_errors_are_described_in_lower_case() -> None:
+    assert _describe(OSError(errno.ECONNRESET, "Connection reset by peer")) == (
+        "connection reset by peer"
+    )
+    assert _describe(OSError("odd")) == "odd"
+    assert _describe(OSError()) == "OSError"

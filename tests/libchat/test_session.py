@@ -115,6 +115,26 @@ def test_an_error_without_a_body_is_named_by_its_status() -> None:
     assert (failed.code, failed.retry_after) == ("server_busy", 60.0)
 
 
+def test_an_error_page_without_the_error_body_is_named_by_its_status() -> None:
+    net = Net(chat=FakeChat(login_answer=(502, "", ())))
+    net.sign_in()
+    assert net.take() == [
+        SignInFailed(status=502, code="http_502", message="the server answered 502")
+    ]
+
+
+def test_signing_out_before_the_websocket_opened_drops_its_transport() -> None:
+    session = Session(SessionConfig(host="h"), rng=random.Random(1))
+    session.resume("saved", 100, 0.0)
+    session.sign_out(0.0)
+    assert session.actions() == [
+        OpenTransport(id=1, kind="websocket"),
+        OpenTransport(id=2, kind="http"),
+        CloseTransport(id=1),
+    ]
+    assert session.events() == [SignedOut(reason="signed out")]
+
+
 def test_register_creates_the_account_then_logs_in() -> None:
     net = Net()
     carol = protocol.Credentials(username="carol", password=PASSWORD)
