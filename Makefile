@@ -39,7 +39,7 @@ faults: install
 	$(BIN)/python -m pytest $(FAULTS) -v $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check libchat chatd chatpad bench tests
+	$(BIN)/ruff check libchat chatd chatpad bench tests examples
 	$(BIN)/ruff format --check libchat
 
 typecheck: install

@@ -1,4 +1,5 @@
-"""libchat does no I/O and never waits: nothing in its import closure may do either.
+"""libchat does no I/O and never waits: nothing in its import closure may do either,
+except :mod:`libchat.aio`, the asyncio host, which is imported only on demand.
 
 Two checks. (1) An AST walk of every ``libchat/*.py`` file: libchat's own ``import``
 statements (at any depth, including inside functions) never name a module that does
@@ -56,6 +57,13 @@ FORBIDDEN: Final = frozenset(
 )
 # Loaded by dependencies for reasons given in the module docstring.
 TOLERATED_TRANSITIVELY: Final = frozenset({"threading", "time", "os", "io"})
+# The one module that does I/O, and all it may use for it.
+IO_MODULE: Final = "aio"
+IO_ALLOWED: Final = frozenset({"asyncio", "ssl"})
+
+
+def _sans_io_sources() -> list[Path]:
+    return sorted(p for p in LIBCHAT_DIR.glob("*.py") if p.stem != IO_MODULE)
 
 
 def _imports(path: Path) -> set[str]:
@@ -76,8 +84,15 @@ def _forbidden(name: str, names: frozenset[str] = FORBIDDEN) -> bool:
 
 
 def test_libchat_sources_import_nothing_that_does_io() -> None:
-    sources = sorted(LIBCHAT_DIR.glob("*.py"))
-    assert {p.stem for p in sources} >= {"server", "client", "states", "protocol", "events"}
+    sources = _sans_io_sources()
+    assert {p.stem for p in sources} >= {
+        "server",
+        "client",
+        "states",
+        "protocol",
+        "events",
+        "session",
+    }
     found = {
         f"{path.name}: {name}" for path in sources for name in _imports(path) if _forbidden(name)
     }
@@ -95,9 +110,11 @@ def test_the_walk_catches_a_forbidden_import(tmp_path: Path) -> None:
 
 
 def test_importing_libchat_loads_nothing_that_does_io() -> None:
-    modules = sorted(f"libchat.{p.stem}" for p in LIBCHAT_DIR.glob("*.py") if p.stem != "__init__")
+    modules = sorted(f"libchat.{p.stem}" for p in _sans_io_sources() if p.stem != "__init__")
     code = (
         "import sys\n"
+        "import libchat\n"
+        "assert set(libchat.__all__) <= set(dir(libchat)) | {'AsyncClient'}\n"
         f"for name in {modules!r}:\n"
         "    __import__(name)\n"
         "print('\\n'.join(sorted(sys.modules)))\n"
@@ -118,3 +135,23 @@ def test_importing_libchat_loads_nothing_that_does_io() -> None:
     assert "libchat.server" in loaded and "libchat.client" in loaded
     bad = sorted(name for name in loaded if _forbidden(name, FORBIDDEN - TOLERATED_TRANSITIVELY))
     assert not bad, f"importing libchat loads: {bad}"
+
+
+def test_aio_is_the_only_io_module_and_uses_only_asyncio_and_ssl() -> None:
+    path = LIBCHAT_DIR / f"{IO_MODULE}.py"
+    found = {name for name in _imports(path) if _forbidden(name)}
+    assert found, "libchat.aio should do the I/O"
+    assert {name for name in found if not _forbidden(name, IO_ALLOWED)} == set()
+
+
+def test_the_host_is_exported_lazily() -> None:
+    from libchat.aio import AsyncClient
+
+    assert libchat.AsyncClient is AsyncClient
+    assert "AsyncClient" in libchat.__all__
+    try:
+        _ = libchat.NoSuchThing  # type: ignore[attr-defined]
+    except AttributeError as exc:
+        assert "NoSuchThing" in str(exc)
+    else:
+        raise AssertionError("an unknown name must raise AttributeError")
