@@ -19,7 +19,7 @@ from chatd.admission import address_key
 from chatd.observe.logs import EventLogger
 from chatd.reply import Reply
 from libchat import events as ev
-from libchat import protocol
+from libchat import limits, protocol
 from libchat.server import ServerConnection
 
 if TYPE_CHECKING:
@@ -332,7 +332,8 @@ class ChatProtocol(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         if not self._closed:
-            self._closed_event(ev.ConnectionClosed(code=1006, reason="connection lost"))
+            lost = ev.ConnectionClosed(code=limits.CLOSE_ABNORMAL, reason="connection lost")
+            self._closed_event(lost)
         self.server.connections.pop(self.conn_id, None)
         self.server.paused.pop(self.conn_id, None)
         if self._drained is not None:
