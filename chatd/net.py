@@ -27,7 +27,7 @@ from chatd.observe.metrics import Metrics
 from chatd.reply import Reply
 from chatd.turn import LoopTurn
 from libchat import events as ev
-from libchat import protocol
+from libchat import limits, protocol
 from libchat.server import ServerConfig, ServerConnection
 
 log = EventLogger(logging.getLogger(__name__))
@@ -448,7 +448,8 @@ class ChatProtocol(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         if not self._closed:
-            self._closed_event(ev.ConnectionClosed(code=1006, reason="connection lost"))
+            lost = ev.ConnectionClosed(code=limits.CLOSE_ABNORMAL, reason="connection lost")
+            self._closed_event(lost)
         self.connections.open.pop(self.conn_id, None)
         self.connections.paused.pop(self.conn_id, None)
         if self._drained is not None:

@@ -3,62 +3,40 @@
 :class:`Engine` owns the output buffer, the state (moved only through
 :func:`libchat.states.transition`), the wsproto connection, message reassembly with the
 size limit checked as bytes arrive, ping/pong, the close handshake, and the one
-``ConnectionClosed`` event each connection reports. The roles add HTTP on top and say
-what a complete text message means (:meth:`Engine._on_text`).
+``ConnectionClosed`` event each connection reports. Plain text frames take the fast path
+of :mod:`libchat.frames`; what the host may send when is :mod:`libchat.states`' rulebook.
+The roles add HTTP on top and say what a complete text message means
+(:meth:`Engine._on_text`).
 """
 
 from __future__ import annotations
 
-import struct
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 
 from libchat.events import ConnectionClosed
-from libchat.states import ConnState, Role, Trigger, transition
-
-__all__ = ["WS_LIVE", "Engine", "text_frame"]
-
-# States in which the WebSocket is open and we have not sent a close frame.
-WS_LIVE = frozenset(
-    {
-        ConnState.AWAITING_HELLO,
-        ConnState.AUTHENTICATING,
-        ConnState.AWAITING_WELCOME,
-        ConnState.OPEN,
-    }
+from libchat.frames import FrameCutter
+from libchat.limits import CLOSE_ABNORMAL, CLOSE_NORMAL, CLOSE_TOO_BIG
+from libchat.states import (
+    ENDING,
+    LIVE,
+    SENDS,
+    ConnState,
+    Outgoing,
+    Role,
+    Trigger,
+    may_send,
+    transition,
 )
-CLOSE_ABNORMAL = 1006  # RFC 6455: the transport ended without a close frame
-_FIN: Final = 0x80  # first header byte: the last frame of a message
-_OPCODE: Final = 0x0F  # first header byte: the opcode (0: continuation)
-_FIN_TEXT: Final = _FIN | 0x1  # a whole text message in one frame, no extension bits
-_HEADER_16: Final = struct.Struct("!BBH")  # payloads of 126 to 65,535 bytes
-_HEADER_64: Final = struct.Struct("!BBQ")  # larger payloads
+
+__all__ = ["Engine"]
+
 _OPEN: Final = ConnState.OPEN
 _CLOSED: Final = ConnState.CLOSED
+_NOTHING: Final[frozenset[Outgoing]] = frozenset()
 EventT = TypeVar("EventT")
-
-
-def text_frame(payload: bytes) -> bytes:
-    """One unmasked FIN text frame without extension bits (RFC 6455 5.2): what a server
-    sends; a client's frames must be masked, so wsproto builds those."""
-    size = len(payload)
-    if size < 126:
-        return bytes((_FIN_TEXT, size)) + payload
-    if size < 65_536:
-        return _HEADER_16.pack(_FIN_TEXT, 126, size) + payload
-    return _HEADER_64.pack(_FIN_TEXT, 127, size) + payload
-
-
-def _unmask(payload: bytes, key: bytes) -> bytes:
-    """XOR the payload with the repeated 4-byte masking key (RFC 6455 5.3), as integers."""
-    size = len(payload)
-    if not size:
-        return payload
-    mask = (key * (size // 4 + 1))[:size]
-    value = int.from_bytes(payload, "little") ^ int.from_bytes(mask, "little")
-    return value.to_bytes(size, "little")
 
 
 class Engine(Generic[EventT]):
@@ -67,8 +45,15 @@ class Engine(Generic[EventT]):
     _ROLE: ClassVar[Role]
     _WS_TYPE: ClassVar[ConnectionType]
 
-    def __init__(self, *, max_frame_bytes: int, close_timeout: float, now: float) -> None:
+    def __init__(
+        self, *, max_frame_bytes: int, close_timeout: float, fast_frames: bool, now: float
+    ) -> None:
         self._state = ConnState.HTTP
+        # this role's rules (libchat.states): where close frames, pings and idle timers
+        # apply; what may be sent per state, and in the current one (kept by _move)
+        self._live = LIVE[self._ROLE]
+        self._sends = SENDS[self._ROLE]
+        self._sendable = self._sends.get(self._state, _NOTHING)
         self._out: list[bytes] = []
         self._ws: Connection | None = None
         self._max_frame = max_frame_bytes
@@ -85,10 +70,13 @@ class Engine(Generic[EventT]):
         self.close_reason = ""
         self._report: ConnectionClosed | None = None  # ended where no event list was
         self._report_at: float | None = None
-        # Inbound frames are cut here (see _receive_ws); wsproto gets all but plain ones.
-        self._carry = b""  # the start of a frame that has not fully arrived
-        self._cutting = True  # False once wsproto holds a partial message for good
-        self._peer_mask_bit = 0  # what the peer's frames must have in the mask bit
+        # plain text frames are read (and, by a server, written) by libchat.frames
+        self._fast_frames = fast_frames
+        self._cutter = FrameCutter(
+            peer_masks=self._WS_TYPE is ConnectionType.SERVER,
+            max_frame_bytes=max_frame_bytes,
+            enabled=fast_frames,
+        )
 
     # --- public, shared ------------------------------------------------------------
 
@@ -122,16 +110,16 @@ class Engine(Generic[EventT]):
         Returns the ``ConnectionClosed`` event unless one was already reported."""
         return self._eof(now)
 
-    def close(self, code: int = 1000, reason: str = "", *, now: float) -> None:
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "", *, now: float) -> None:
         """Close: a WebSocket starts the close handshake (``ConnectionClosed`` comes when
         the peer answers or ``close_timeout`` passes); a connection without one ends at
         once (its ``ConnectionClosed`` comes from the next call that returns events, at
         ``next_deadline()`` at the latest); a closing one is left alone. Drain
         ``data_to_send()`` afterwards."""
         state = self._state
-        if state in WS_LIVE:
+        if state in self._live:
             self._send_close(code, reason, now)
-        elif state is ConnState.HTTP or state is ConnState.UPGRADING:
+        elif state not in ENDING:  # no WebSocket yet: nothing to hand-shake
             self._end(None, None, reason or "closed by host", now)
 
     def data_to_send(self) -> bytes:
@@ -145,7 +133,15 @@ class Engine(Generic[EventT]):
     # --- state and ending ------------------------------------------------------------
 
     def _move(self, trigger: Trigger) -> None:
-        self._state = transition(self._ROLE, self._state, trigger)
+        self._state = state = transition(self._ROLE, self._state, trigger)
+        self._sendable = self._sends.get(state, _NOTHING)
+
+    def _may_send(self, outgoing: Outgoing, what: str) -> bool:
+        """Whether ``outgoing`` goes out now, by :func:`libchat.states.may_send`: True;
+        False (dropped: the connection is ending); or :class:`LocalProtocolError` (``what``
+        names the send). Per-frame sends first test ``outgoing in self._sendable`` (what
+        this state allows, kept by :meth:`_move`), which answers the common case at once."""
+        return may_send(self._ROLE, self._state, outgoing, what)
 
     def _set_cause(self, code: int | None, reason: str) -> None:
         if not self._has_cause:
@@ -195,8 +191,6 @@ class Engine(Generic[EventT]):
     def _start_ws(self, now: float) -> None:
         self._ws = Connection(self._WS_TYPE)
         self._last_rx = now
-        # RFC 6455 5.1: a client masks every frame, a server none.
-        self._peer_mask_bit = 0x80 if self._WS_TYPE is ConnectionType.SERVER else 0
 
     def _send_text(self, text: str) -> None:
         assert self._ws is not None
@@ -218,73 +212,14 @@ class Engine(Generic[EventT]):
         return events
 
     def _receive_ws(self, data: bytes) -> list[Any]:
-        """Cut the bytes into frames; decode a whole, unfragmented text frame here and
-        hand every other frame, whole, to wsproto (the hot path).
-
-        Most reads are one or more whole chat frames, and wsproto's general parser
-        cost about 12 us per frame. wsproto is only ever given whole frames here, so
-        between them it holds no partial state and frames may skip it. A frame that has
-        not fully arrived, one over the size limit, or one that begins a fragmented
-        message leaves wsproto holding state: from then on every byte goes through it
-        (as before; exact, only slower). Only the first bytes of a plain text frame's
-        header wait in ``_carry`` (at most 13 bytes): wsproto, given them, would wait too.
-        ``tests/libchat/test_fuzz.py`` checks both paths say and write the same.
-        """
-        if not self._cutting:
+        """Turn WebSocket bytes into events: plain text frames decoded by the cutter
+        (:mod:`libchat.frames`, the hot path), every other frame by wsproto."""
+        cutter = self._cutter
+        if not cutter.cutting:
             return self._receive_wsproto(data)
-        if self._carry:
-            data = self._carry + data
-            self._carry = b""
         ws = self._ws
         assert ws is not None
-        events: list[Any] = []
-        end = len(data)
-        pos = 0
-        while end - pos >= 2:
-            first = data[pos]
-            second = data[pos + 1]
-            masked = second & 0x80
-            plain = first == _FIN_TEXT and masked == self._peer_mask_bit
-            size = second & 0x7F
-            length_end = pos + (4 if size == 126 else 10 if size == 127 else 2)
-            if length_end <= end and size >= 126:
-                size = int.from_bytes(data[pos + 2 : length_end], "big")
-                # a longer length form than the size needs is refused
-                plain = plain and size > (125 if length_end == pos + 4 else 0xFFFF)
-            head = length_end + (4 if masked else 0)
-            if head > end:  # the header is not all here yet
-                if plain:
-                    break  # wsproto would wait too: keep it for the next bytes
-                return self._stop_cutting(data[pos:], events)  # wsproto may refuse it now
-            frame_end = head + size
-            if frame_end > end or size > self._max_frame:
-                # Part of a frame, or one over the limit: wsproto reads the part as it
-                # comes (and checks it, so errors come as early as they always did).
-                return self._stop_cutting(data[pos:], events)
-            if plain and ws.state is ConnectionState.OPEN:
-                payload = data[head:frame_end]
-                if masked:
-                    payload = _unmask(payload, data[head - 4 : head])
-                try:
-                    text = payload.decode()
-                except UnicodeDecodeError:
-                    events.extend(self._receive_wsproto(data[pos:frame_end]))  # it says 1007
-                else:
-                    self._on_text(text, events)
-            else:
-                events.extend(self._receive_wsproto(data[pos:frame_end]))
-                if not first & _FIN or not first & _OPCODE:  # a fragment: wsproto keeps it
-                    return self._stop_cutting(data[frame_end:], events)
-            pos = frame_end
-        if pos < end:
-            self._carry = data[pos:]
-        return events
-
-    def _stop_cutting(self, rest: bytes, events: list[Any]) -> list[Any]:
-        """From here on wsproto holds state between reads: it gets every byte."""
-        self._cutting = False
-        events.extend(self._receive_wsproto(rest))
-        return events
+        return cutter.cut(data, ws, self._on_text, self._receive_wsproto)
 
     def _receive_wsproto(self, data: bytes) -> list[Any]:
         """Feed bytes to wsproto and turn what it parsed into events."""
@@ -318,14 +253,14 @@ class Engine(Generic[EventT]):
         return events
 
     def _too_big(self, size: int, events: list[Any]) -> bool:
-        """Close with 1009 if a message has grown past the limit; say whether it did."""
+        """Close (1009) if a message has grown past the limit; say whether it did."""
         if size <= self._max_frame:
             return False
         self._parts = None
         self._part_bytes = 0
-        if self._state in WS_LIVE:
+        if self._state in self._live:
             self._on_too_big(events)
-            self._send_close(1009, "message too big", self._last_rx)
+            self._send_close(CLOSE_TOO_BIG, "message too big", self._last_rx)
         return True
 
     def _on_part(self, text: str, finished: bool, events: list[Any]) -> None:
@@ -350,7 +285,7 @@ class Engine(Generic[EventT]):
             return
         if event.message_finished:
             self._part_bytes = 0
-            if self._state in WS_LIVE:
+            if self._state in self._live:
                 self._on_binary(events)
         else:
             self._part_bytes = size

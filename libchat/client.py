@@ -27,9 +27,9 @@ from wsproto.connection import ConnectionType
 from wsproto.utilities import generate_accept_token
 
 from libchat import limits, protocol
-from libchat._engine import WS_LIVE, Engine
+from libchat._engine import Engine
 from libchat.events import ConnectionClosed, HttpResponse, Upgraded
-from libchat.states import ConnState, LocalProtocolError, Role, Trigger
+from libchat.states import ConnState, LocalProtocolError, Outgoing, Role, Trigger
 
 __all__ = ["ClientConfig", "ClientConnection", "ClientEvent", "LocalProtocolError"]
 
@@ -37,7 +37,8 @@ _log = logging.getLogger(__name__)
 
 ClientEvent = HttpResponse | Upgraded | ConnectionClosed | protocol.ServerFrame
 
-_OPEN: Final = ConnState.OPEN
+_HELLO: Final = Outgoing.HELLO  # enum members read once: attribute lookups cost per send
+_FRAME: Final = Outgoing.FRAME
 _RAW: Final = object()  # the response body is handed over as bytes (/metrics)
 
 
@@ -49,6 +50,9 @@ class ClientConfig:
     user_agent: str = "libchat/0.1"
     close_timeout: float = limits.CLOSE_TIMEOUT
     max_response_bytes: int = limits.MAX_RESPONSE_BYTES
+    # Plain text frames read by libchat.frames; False: wsproto reads every frame (slower,
+    # same events: the reference the fuzz tests compare with).
+    fast_frames: bool = True
 
 
 @attrs.frozen
@@ -71,7 +75,10 @@ class ClientConnection(Engine[ClientEvent]):
 
     def __init__(self, config: ClientConfig, rng: random.Random) -> None:
         super().__init__(
-            max_frame_bytes=config.max_frame_bytes, close_timeout=config.close_timeout, now=0.0
+            max_frame_bytes=config.max_frame_bytes,
+            close_timeout=config.close_timeout,
+            fast_frames=config.fast_frames,
+            now=0.0,
         )
         self._config = config
         self._rng = rng
@@ -351,25 +358,23 @@ class ClientConnection(Engine[ClientEvent]):
         _log.debug("the server sent a message over %d bytes", self._max_frame)
 
     def send(self, frame: protocol.ClientFrame, now: float) -> None:
-        """Send one frame: ``Hello`` right after ``Upgraded``, the others once the
-        welcome came. Dropped silently once the connection is closing. Drain
-        ``data_to_send()`` afterwards."""
-        state = self._state
-        is_hello = type(frame) is protocol.Hello
-        if state is _OPEN and not is_hello:
+        """Send one frame, as :data:`libchat.states.SENDS` allows: ``Hello`` right after
+        ``Upgraded``, the others once the welcome came. Dropped silently once the
+        connection is closing. Drain ``data_to_send()`` afterwards."""
+        kind = type(frame)
+        is_hello = kind is protocol.Hello
+        outgoing = _HELLO if is_hello else _FRAME
+        if outgoing in self._sendable or self._may_send(outgoing, kind.__name__):
             self._send_text(protocol.encode_frame(frame))
-        elif state is ConnState.AWAITING_HELLO and is_hello:
-            self._send_text(protocol.encode_frame(frame))
-            self._move(Trigger.HELLO)
-        elif state is not ConnState.CLOSING and state is not ConnState.CLOSED:
-            raise LocalProtocolError(f"cannot send {type(frame).__name__} in state {state.value}")
+            if is_hello:
+                self._move(Trigger.HELLO)
 
     # --- timers ----------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` should next be called, or ``None``."""
         state = self._state
-        if state in WS_LIVE:
+        if state in self._live:
             return self._last_rx + self._config.idle_timeout
         if state is ConnState.CLOSING:
             return self._close_deadline
@@ -384,6 +389,6 @@ class ClientConnection(Engine[ClientEvent]):
             return self._closing_timer(now)
         if state is ConnState.CLOSED:
             return self._take_report()
-        if state in WS_LIVE and now >= self._last_rx + self._config.idle_timeout:
+        if state in self._live and now >= self._last_rx + self._config.idle_timeout:
             self._send_close(limits.CLOSE_NORMAL, "idle timeout", now)
         return []

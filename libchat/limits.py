@@ -32,10 +32,11 @@ IDLE_TIMEOUT = 75.0  # seconds without any inbound byte (pongs included) before 
 CLOSE_TIMEOUT = 5.0  # seconds to wait for the peer's close frame before giving up
 CLIENT_IDLE_TIMEOUT = 90.0  # a client gives up on a server silent for three ping intervals
 
-# WebSocket close codes used by the contract.
+# WebSocket close codes used by the contract: the only place they are spelled as numbers.
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_ABNORMAL = 1006  # never sent: reported when the transport ended without a close frame
 CLOSE_POLICY = 1008  # a frame before hello
 CLOSE_TOO_BIG = 1009  # a message over MAX_FRAME_BYTES
 CLOSE_UNAUTHORIZED = 4001  # bad, expired or revoked token

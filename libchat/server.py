@@ -40,7 +40,7 @@ from wsproto.events import Ping
 from wsproto.utilities import generate_accept_token
 
 from libchat import limits, protocol
-from libchat._engine import WS_LIVE, Engine, text_frame
+from libchat._engine import Engine
 from libchat.events import (
     ConnectionClosed,
     ConversationsRequest,
@@ -58,7 +58,8 @@ from libchat.events import (
     UpgradeRequest,
     UserSearchRequest,
 )
-from libchat.states import ConnState, LocalProtocolError, Role, Trigger
+from libchat.frames import text_frame
+from libchat.states import ConnState, LocalProtocolError, Outgoing, Role, Trigger
 
 # A send refused for its body is handed to the host, which answers it: with the original
 # ack when the id was used before (the contract acks a repeat whatever its body).
@@ -76,6 +77,14 @@ ServerEvent = (
 )
 
 _OPEN: Final = ConnState.OPEN
+# The frames the rulebook (libchat.states.SENDS) names; every other one is a plain FRAME.
+# (Enum members are read once here: class attribute lookups cost on the hot path.)
+_WELCOME: Final = Outgoing.WELCOME
+_FRAME: Final = Outgoing.FRAME
+_OUTGOING: Final[dict[type, Outgoing]] = {
+    protocol.Welcome: _WELCOME,
+    protocol.Error: Outgoing.ERROR,
+}
 _BEARER_RE: Final = re.compile(rb"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9._~+/-]+=*) *")
 _INT_RE: Final = re.compile(r"[0-9]{1,19}")  # and at most limits.MAX_WIRE_INT
 _VERSION_RE: Final = re.compile(r"([0-9]{1,9})(\.[0-9]{1,9})*")
@@ -85,6 +94,7 @@ _PING: Final = Ping(payload=b"")
 # upgrade proposal, a malformed request, a body left unread (413).
 _MIGHT_SWITCH: Final = h11.MIGHT_SWITCH_PROTOCOL  # type: ignore[attr-defined]  # not in __all__
 _HANG_UP_AFTER: Final = frozenset({_MIGHT_SWITCH, h11.ERROR, h11.SEND_BODY})
+_WS_OPEN: Final = ConnectionState.OPEN  # wsproto's open state, read once (hot path)
 
 
 @attrs.frozen(kw_only=True)
@@ -99,6 +109,9 @@ class ServerConfig:
     idle_timeout: float = limits.IDLE_TIMEOUT
     close_timeout: float = limits.CLOSE_TIMEOUT
     server_header: str = "chatd"
+    # Plain text frames read and written by libchat.frames; False: wsproto does every
+    # frame (slower, same bytes and events: the reference the fuzz tests compare with).
+    fast_frames: bool = True
 
 
 class _Rejection(Exception):
@@ -293,7 +306,10 @@ class ServerConnection(Engine[ServerEvent]):
 
     def __init__(self, config: ServerConfig, rng: random.Random, now: float) -> None:
         super().__init__(
-            max_frame_bytes=config.max_frame_bytes, close_timeout=config.close_timeout, now=now
+            max_frame_bytes=config.max_frame_bytes,
+            close_timeout=config.close_timeout,
+            fast_frames=config.fast_frames,
+            now=now,
         )
         self._config = config
         self._rng = rng  # the server engine draws nothing random today
@@ -613,53 +629,42 @@ class ServerConnection(Engine[ServerEvent]):
     # --- frames out --------------------------------------------------------------------
 
     def _send_text(self, text: str) -> None:
-        """One text frame, built here instead of by wsproto while the WebSocket is open.
-
-        A server's frames are unmasked and this engine negotiates no extension, so a frame
-        is a FIN text header and the UTF-8 payload (RFC 6455 section 5.2); wsproto's
-        general path cost several times as much, on every ack, push and receipt. Outside
-        the open state wsproto still decides (it refuses data after a close).
-        """
+        """One text frame, built by :func:`libchat.frames.text_frame` instead of by
+        wsproto while the WebSocket is open (on every ack, push and receipt: wsproto's
+        general path costs several times as much). Outside the open state wsproto still
+        decides (it refuses data after a close)."""
         ws = self._ws
         assert ws is not None
-        if ws.state is not ConnectionState.OPEN:
+        if ws.state is not _WS_OPEN or not self._fast_frames:
             super()._send_text(text)
             return
         self._out.append(text_frame(text.encode()))
 
     def send(self, frame: protocol.ServerFrame, now: float) -> None:
-        """Send one frame. ``Welcome`` opens an authenticating connection; other frames
-        need it open (``Error`` may also answer a hello). Dropped silently once the
-        connection is closing. Drain ``data_to_send()`` afterwards."""
-        state = self._state
+        """Send one frame, as :data:`libchat.states.SENDS` allows: ``Welcome`` (or an
+        ``Error``) answers the hello and opens the connection; other frames need it open.
+        Dropped silently once the connection is closing. Drain ``data_to_send()``
+        afterwards."""
         kind = type(frame)
-        if state is _OPEN and kind is not protocol.Welcome:
+        outgoing = _OUTGOING.get(kind, _FRAME)
+        if outgoing in self._sendable or self._may_send(outgoing, kind.__name__):
             self._send_text(protocol.encode_frame(frame))
-        elif state is ConnState.AUTHENTICATING and kind in (protocol.Welcome, protocol.Error):
-            self._send_text(protocol.encode_frame(frame))
-            if kind is protocol.Welcome:
+            if outgoing is _WELCOME:
                 self._move(Trigger.WELCOME)
-        elif state is not ConnState.CLOSING and state is not ConnState.CLOSED:
-            raise LocalProtocolError(f"cannot send {kind.__name__} in state {state.value}")
 
     def send_encoded(self, text: str, now: float) -> None:
         """``send()`` for a frame already encoded with ``protocol.encode_frame`` (one
         push encoded once, sent to many connections). Needs an open connection."""
-        state = self._state
-        if state is _OPEN:
+        if _FRAME in self._sendable or self._may_send(_FRAME, "an encoded frame"):
             self._send_text(text)
-        elif state is not ConnState.CLOSING and state is not ConnState.CLOSED:
-            raise LocalProtocolError(f"cannot send in state {state.value}")
 
     def fail(self, code: str, close_code: int, *, now: float, message: str | None = None) -> None:
         """Send an error frame with ``code``, then close with ``close_code`` (e.g.
-        ``unauthorized`` and 4001). Drain ``data_to_send()`` afterwards."""
-        state = self._state
-        if state in WS_LIVE:
+        ``unauthorized`` and 4001): wherever a close frame may go out. Drain
+        ``data_to_send()`` afterwards."""
+        if self._may_send(Outgoing.CLOSE, "a close (fail())"):
             self._send_text(protocol.encode_frame(protocol.Error(code=code, message=message)))
             self._send_close(close_code, code, now)
-        elif state is not ConnState.CLOSING and state is not ConnState.CLOSED:
-            raise LocalProtocolError(f"fail() needs a WebSocket; the state is {state.value}")
 
     # --- timers ----------------------------------------------------------------------
 
@@ -689,7 +694,7 @@ class ServerConnection(Engine[ServerEvent]):
         config = self._config
         if state is ConnState.CLOSING:
             return self._closing_timer(now)
-        if state in WS_LIVE:
+        if state in self._live:
             if state is ConnState.AWAITING_HELLO and now >= self._hello_deadline:
                 self._send_close(limits.CLOSE_HELLO_TIMEOUT, "hello timeout", now)
             elif now >= self._last_rx + config.idle_timeout:

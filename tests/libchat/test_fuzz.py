@@ -11,6 +11,7 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
+import attrs
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -423,8 +424,9 @@ def test_server_survives_random_frames(
 # --- the client ---------------------------------------------------------------------------
 
 
-def fresh_client() -> ClientConnection:
-    return ClientConnection(ClientConfig(host="x", max_frame_bytes=512), random.Random(0))
+def fresh_client(*, fast_frames: bool = True) -> ClientConnection:
+    config = ClientConfig(host="x", max_frame_bytes=512, fast_frames=fast_frames)
+    return ClientConnection(config, random.Random(0))
 
 
 def run_client(client: ClientConnection, data: bytes, sizes: list[int], steps: list[float]) -> None:
@@ -496,8 +498,8 @@ def test_client_survives_random_frames(
 # --- frame cutting: the engines' own frame path against wsproto's ---------------------------
 #
 # The engines decode whole, unfragmented text frames themselves and hand every other frame
-# to wsproto (libchat._engine.Engine._receive_ws). Fed the same bytes in the same pieces,
-# an engine doing that and one whose every byte goes through wsproto must give the same
+# to wsproto (libchat.frames). Fed the same bytes in the same pieces, an engine doing that
+# and one whose every frame goes through wsproto (``fast_frames=False``) must give the same
 # events and write the same bytes, for any input: frames wsproto itself would send, and
 # hand-made ones it must refuse (unmasked from a client, reserved bits or opcodes,
 # lengths in more bytes than needed, bad UTF-8, fragments out of place).
@@ -574,11 +576,6 @@ def _trace(
     return trace
 
 
-def _through_wsproto(conn: Any) -> Any:
-    conn._cutting = False  # the reference: every byte goes through wsproto
-    return conn
-
-
 @settings(max_examples=2500, deadline=None, suppress_health_check=SLOW)
 @given(
     hello=st.booleans(),
@@ -591,8 +588,9 @@ def test_server_cuts_frames_as_wsproto_parses_them(
 ) -> None:
     chunks = list(split(frames_on_wire(Connection(ConnectionType.CLIENT), frames), sizes))
     cutting, _ = open_server(hello=hello)
-    reference, _ = open_server(hello=hello)
-    assert _trace(cutting, chunks, steps) == _trace(_through_wsproto(reference), chunks, steps)
+    # the reference: every byte goes through wsproto
+    reference, _ = open_server(attrs.evolve(SMALL, fast_frames=False), hello=hello)
+    assert _trace(cutting, chunks, steps) == _trace(reference, chunks, steps)
 
 
 @pytest.mark.schema_exempt(reason="feeds deliberately invalid server output to the client")
@@ -605,7 +603,7 @@ def test_client_cuts_frames_as_wsproto_parses_them(
 
     data = frames_on_wire(Connection(ConnectionType.SERVER), frames)
     traces = []
-    for engine in (fresh_client(), _through_wsproto(fresh_client())):
+    for engine in (fresh_client(), fresh_client(fast_frames=False)):
         # A client masks what it writes with random keys: compare what a server reads.
         reader = Connection(ConnectionType.SERVER)
 
