@@ -41,7 +41,7 @@ async def apoll(condition: Callable[[], T | Awaitable[T]], what: What, *,
         if inspect.isawaitable(result):
             result = await result
         if result:
-            return result  # type: ignore[return-value]
+            return result
         _check(deadline, timeout, what)
         await asyncio.sleep(interval)  # the poll interval, not a wait for the state
 
