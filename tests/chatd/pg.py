@@ -6,43 +6,26 @@ the nodes' bus listens on a channel named after it, so tests running at once (ot
 test processes on the same database) neither see each other's rows nor hear each
 other's events.
 
-PostgreSQL is at ``CHATD_TEST_PG_DSN``. When it does not answer, the test is skipped,
-except with ``CI=true``: there PostgreSQL is part of the environment and the test fails.
+PostgreSQL is at ``CHATD_TEST_PG_DSN``; tests/support/pg.py skips the test when it does
+not answer (or fails it, with ``CI=true``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-import psycopg
-import pytest
-
-from tests.chatd.clients import TIMEOUT, Frame, WsPeer
+from tests.chatd.clients import Frame, WsPeer
 from tests.chatd.conftest import _shut
 from tests.chatd.server import ChatdProcess
+from tests.support.pg import PG_DSN, fresh_schema
 
-PG_DSN = os.environ.get("CHATD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 # Above the default per-user send limits, so a test's stream is never refused.
 FAST = ("--send-rate", "1000", "--send-burst", "1000")
 
 Nodes = tuple[ChatdProcess, ChatdProcess]
-
-
-def require_postgres() -> None:
-    """Skip (or, in CI, fail) unless PostgreSQL answers at ``PG_DSN``."""
-    try:
-        psycopg.connect(PG_DSN, connect_timeout=3).close()
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and PostgreSQL is not reachable at CHATD_TEST_PG_DSN: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at CHATD_TEST_PG_DSN: {exc}")
 
 
 def url_with_schema(schema: str) -> str:
@@ -54,13 +37,8 @@ def url_with_schema(schema: str) -> str:
 @contextlib.contextmanager
 def pg_schema() -> Iterator[str]:
     """A fresh schema's URL; the schema is dropped afterwards (chatd creates it)."""
-    require_postgres()
-    schema = f"test_{uuid.uuid4().hex}"
-    try:
+    with fresh_schema() as schema:
         yield url_with_schema(schema)
-    finally:
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def start_nodes(tmp: Path, url: str, *args: str, port: int = 0) -> Nodes:
@@ -73,15 +51,6 @@ def start_nodes(tmp: Path, url: str, *args: str, port: int = 0) -> Nodes:
         _shut(a)
         raise
     return a, b
-
-
-async def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def frames(peer: WsPeer, kind: str, **fields: object) -> list[Frame]:

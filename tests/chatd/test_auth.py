@@ -33,6 +33,7 @@ from chatd.auth import (
     Tokens,
     load_or_create_key,
 )
+from tests.support.aio import run
 
 T = TypeVar("T")
 KEY = bytes(range(32))
@@ -122,10 +123,6 @@ def passwords(executor: CountingExecutor) -> Passwords:
     return Passwords(executor)
 
 
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
 def test_hash_and_verify_in_the_executor(passwords: Passwords, executor: CountingExecutor) -> None:
     async def body() -> tuple[str, bool, bool]:
         hashed = await passwords.hash("correct horse")
@@ -136,7 +133,7 @@ def test_hash_and_verify_in_the_executor(passwords: Passwords, executor: Countin
         )
 
     executor.calls.clear()
-    hashed, right, wrong = run(body())
+    hashed, right, wrong = run(body)
     assert right is True
     assert wrong is False
     assert executor.calls == ["hash", "_check", "_check"]
@@ -149,7 +146,7 @@ def test_unknown_user_costs_a_real_verification(
 ) -> None:
     executor.calls.clear()
     dummy_password = "whatever it is"
-    assert run(passwords.verify(None, dummy_password)) is False
+    assert run(lambda: passwords.verify(None, dummy_password)) is False
     assert executor.calls == ["_check"]
     # the dummy hash is a real argon2id hash at the configured cost
     assert passwords._dummy_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
@@ -159,7 +156,7 @@ def test_verify_refuses_a_hash_that_is_not_argon2(
     passwords: Passwords, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="chatd.auth"):
-        assert run(passwords.verify("not a hash", "password1")) is False
+        assert run(lambda: passwords.verify("not a hash", "password1")) is False
     assert "not a valid argon2 hash" in caplog.text
     assert "password1" not in caplog.text
     assert passwords.needs_rehash("not a hash")
@@ -175,7 +172,7 @@ def test_a_full_hashing_queue_refuses_more_work(executor: CountingExecutor) -> N
             return_exceptions=True,
         ))
 
-    results = run(body())
+    results = run(body)
     assert results.count(False) == 2 and isinstance(results[2], PasswordsBusy)
     assert not passwords.is_busy  # the queue drained
 
@@ -183,7 +180,7 @@ def test_a_full_hashing_queue_refuses_more_work(executor: CountingExecutor) -> N
 def test_weaker_hashes_need_a_rehash(passwords: Passwords) -> None:
     old = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash("password1")
     assert passwords.needs_rehash(old)
-    assert run(passwords.verify(old, "password1")) is True  # still usable to log in
+    assert run(lambda: passwords.verify(old, "password1")) is True  # still usable to log in
 
 
 def test_parameters_below_the_floor_are_refused(executor: CountingExecutor) -> None:
@@ -398,7 +395,7 @@ def test_five_failures_then_refused_until_the_oldest_leaves() -> None:
         # other IPs are not affected
         assert await retry_after(limiter, "198.51.100.1", "carol") == 0
 
-    run(body())
+    run(body)
 
 
 def test_logins_that_arrive_together_cannot_pass_the_limit_together() -> None:
@@ -418,7 +415,7 @@ def test_logins_that_arrive_together_cannot_pass_the_limit_together() -> None:
 
         return list(await asyncio.gather(*(wrong(i) for i in range(50))))
 
-    admissions = run(body())
+    admissions = run(body)
     assert sum(a.ticket is not None for a in admissions) == 5
     assert all(a.retry_after == 900 for a in admissions if a.ticket is None)
 
@@ -439,7 +436,7 @@ def test_honest_logins_that_arrive_together_are_served_in_turn() -> None:
 
         return list(await asyncio.gather(*(right() for _ in range(20))))
 
-    assert all(a.ticket is not None and a.ticket.at == NOW for a in run(body()))
+    assert all(a.ticket is not None and a.ticket.at == NOW for a in run(body))
 
 
 def test_a_released_attempt_is_no_failure() -> None:
@@ -458,7 +455,7 @@ def test_a_released_attempt_is_no_failure() -> None:
         clock.now = NOW + 7
         assert await retry_after(limiter, "ip", "alice") == 893
 
-    run(body())
+    run(body)
 
 
 def test_more_failures_than_the_limit_wait_until_enough_have_left() -> None:
@@ -486,7 +483,7 @@ def test_concurrent_attempts_on_one_account_wait_in_line_and_pay_each() -> None:
 
         return list(await asyncio.gather(*(wrong(i) for i in range(9))))
 
-    assert run(body()) == [0, 0, 0, 0.5, 1.5, 3.5, 7.5, 15.5, 23.5]
+    assert run(body) == [0, 0, 0, 0.5, 1.5, 3.5, 7.5, 15.5, 23.5]
 
 
 def test_an_attempt_whose_turn_comes_too_late_is_refused() -> None:

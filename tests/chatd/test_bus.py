@@ -5,11 +5,7 @@ Each PostgresBus test uses its own NOTIFY channel, so tests running at once stay
 
 from __future__ import annotations
 
-import asyncio
-import os
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import psycopg
 import pytest
@@ -31,10 +27,10 @@ from chatd.bus import (
     decode_event,
     encode_event,
 )
-
-DSN = os.environ.get("CHATD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-DEADLINE = 10.0  # seconds to wait for a notification on a busy machine
-T = TypeVar("T")
+from tests.support.aio import run
+from tests.support.pg import PG_DSN as DSN
+from tests.support.pg import require_postgres
+from tests.support.poll import apoll
 
 EVENTS: list[BusEvent] = [
     MessageStored(recipient="bob", seq=42, sender="alice"),
@@ -50,30 +46,10 @@ EVENTS: list[BusEvent] = [
 ]
 
 
-def run(body: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        return await body()
-
-    return asyncio.run(main())
-
-
 @pytest.fixture
 def channel() -> str:
-    try:
-        psycopg.connect(DSN, connect_timeout=3).close()
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI") == "true":
-            raise  # in CI PostgreSQL is part of the environment: never skip
-        pytest.skip(f"PostgreSQL not reachable at CHATD_TEST_PG_DSN: {exc}")
+    require_postgres()
     return f"chat_{uuid.uuid4().hex}"
-
-
-async def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + DEADLINE
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 # --- codec --------------------------------------------------------------------------------
@@ -144,10 +120,10 @@ def test_events_reach_the_other_node_and_not_their_own(channel: str) -> None:
                 await bus_a.publish(event)
             marker = Presence(user="b-done", online=True)
             await bus_b.publish(marker)
-            await wait_for(lambda: len(at_b) == len(EVENTS), "B to hear all of A's events")
+            await apoll(lambda: len(at_b) == len(EVENTS), "B to hear all of A's events")
             # A hears B's marker, published after A's own events: had A not skipped its
             # own, they would be in front of it.
-            await wait_for(lambda: bool(at_a), "A to hear B's marker")
+            await apoll(lambda: bool(at_a), "A to hear B's marker")
             assert at_b == EVENTS
             assert at_a == [marker]
         finally:
@@ -172,7 +148,7 @@ def test_a_large_delivered_is_split_and_arrives_whole(channel: str) -> None:
             def received() -> list[int]:
                 return [s for e in heard if isinstance(e, Delivered) for s in e.seqs]
 
-            await wait_for(lambda: len(received()) == len(seqs), "all the seqs")
+            await apoll(lambda: len(received()) == len(seqs), "all the seqs")
             assert received() == seqs
             assert len(heard) > 1
         finally:
@@ -199,11 +175,11 @@ def test_listener_reconnects_after_its_connection_is_killed(channel: str) -> Non
                     (bus_a.listener_name,),
                 )
                 assert [row[0] for row in await cur.fetchall()] == [True]
-            await wait_for(lambda: bool(resyncs), "the listener to reconnect")
+            await apoll(lambda: bool(resyncs), "the listener to reconnect")
             assert bus_a.reconnects == 1
             event = MessageStored(recipient="bob", seq=7, sender="alice")
             await bus_b.publish(event)
-            await wait_for(lambda: bool(heard), "an event after the reconnect")
+            await apoll(lambda: bool(heard), "an event after the reconnect")
             assert heard == [event]
         finally:
             await bus_a.close()
@@ -231,7 +207,7 @@ def test_publish_survives_a_killed_publishing_connection(channel: str) -> None:
                 )
             second = Typing(sender="alice", to="carol")
             await bus_a.publish(second)
-            await wait_for(lambda: len(heard) == 2, "both events")
+            await apoll(lambda: len(heard) == 2, "both events")
             assert heard == [first, second]
         finally:
             await bus_a.close()
@@ -257,7 +233,7 @@ def test_handler_errors_do_not_stop_the_listener(channel: str) -> None:
         try:
             await bus_a.publish(EVENTS[0])
             await bus_a.publish(EVENTS[1])
-            await wait_for(lambda: len(heard) == 2, "both events")
+            await apoll(lambda: len(heard) == 2, "both events")
             assert heard == EVENTS[:2]
         finally:
             await bus_a.close()

@@ -23,9 +23,10 @@ from libchat import protocol
 from libchat.outbox import MemoryOutboxStorage, Outbox
 from tests.chatd.clients import TIMEOUT, WsPeer, ahttp, anew_user, ws_connect
 from tests.chatd.conftest import _shut, run_async
-from tests.chatd.pg import Nodes, frames, pg_schema, start_nodes, wait_until
+from tests.chatd.pg import Nodes, frames, pg_schema, start_nodes
 from tests.chatd.server import ChatdProcess
 from tests.faults.tally import Tally
+from tests.support.poll import apoll
 
 pytestmark = pytest.mark.pg
 
@@ -138,14 +139,14 @@ async def test_acked_messages_survive_a_killed_node_exactly_once(nodes: Nodes) -
     await bob.send({"type": "delivered", "seqs": sorted(live)})
     alice_on_b = alice.peer
     assert alice_on_b is not None
-    await wait_until(
+    await apoll(
         lambda: len(frames(alice_on_b, "receipt", status="delivered")) >= len(live),
         "delivered receipts at alice",
     )
     await bob.close()
     again = await ws_connect(b, bob_token)
     try:
-        await wait_until(
+        await apoll(
             lambda: set(live) | {f["seq"] for f in again.frames if f["type"] == "message"}
             >= set(acked.values()),
             "every acked message at bob", timeout=TIMEOUT,

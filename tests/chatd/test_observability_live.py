@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -14,8 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.chatd.clients import ahttp, anew_user, http, unique_name, ws_connect
 from tests.chatd.conftest import run_async
 from tests.chatd.server import ChatdProcess
-
-DEADLINE = 10.0  # seconds for something a running server does in the background
+from tests.support.poll import poll
 
 
 def scrape(server: ChatdProcess) -> dict[str, float]:
@@ -30,13 +29,6 @@ def scrape(server: ChatdProcess) -> dict[str, float]:
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
             samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return samples
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def log_events(path: Path) -> list[str]:
@@ -98,7 +90,7 @@ def test_sighup_reopens_the_log_after_an_external_rotation(tmp_path: Path) -> No
     logs = tmp_path / "logs"
     with ChatdProcess(tmp_path / "data", logs) as server:
         current = logs / "chatd.log"
-        wait_for(lambda: "server.start" in log_events(current), "the start line")
+        poll(lambda: "server.start" in log_events(current), "the start line")
         rotated = logs / "chatd.log.1"
         current.rename(rotated)
         assert server.proc is not None
@@ -106,14 +98,17 @@ def test_sighup_reopens_the_log_after_an_external_rotation(tmp_path: Path) -> No
         # SIGHUP is handled on the event loop: poll until a request's line lands anew.
         name = unique_name("hup")
         http(server, "POST", "/v1/register", {"username": name, "password": "password1"})
-        wait_for(lambda: current.exists(), "a new chatd.log")
-        for attempt in range(50):
+        poll(lambda: current.exists(), "a new chatd.log")
+        attempts = itertools.count()
+
+        def registered_anew() -> bool:
             if "register" in log_events(current):
-                break
+                return True
             http(server, "POST", "/v1/register",
-                 {"username": f"{name}x{attempt}", "password": "password1"})
-            time.sleep(0.05)
-        assert "register" in log_events(current)
+                 {"username": f"{name}x{next(attempts)}", "password": "password1"})
+            return False
+
+        poll(registered_anew, "a register line in the new chatd.log", interval=0.05)
         assert "server.start" in log_events(rotated)
         assert "server.start" not in log_events(current)
 
@@ -130,7 +125,7 @@ def test_the_log_is_rotated_daily_and_old_files_are_pruned(tmp_path: Path) -> No
     for day in ("2020-01-01", "2020-01-02", "2020-01-03"):
         (logs / f"chatd.log.{day}").write_text("{}\n")
     with ChatdProcess(tmp_path / "data", logs, "--log-keep-days", "2"):
-        wait_for(lambda: "server.start" in log_events(current), "the start line")
+        poll(lambda: "server.start" in log_events(current), "the start line")
         day = time.strftime("%Y-%m-%d", time.gmtime(two_days_ago))
         rotated = logs / f"chatd.log.{day}"
         assert log_events(rotated) == ["yesterday"]

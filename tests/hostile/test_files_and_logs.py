@@ -11,7 +11,6 @@ import re
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from libchat import limits
 from tests.chatd.clients import http, new_user, unique_name, ws_connect
 from tests.chatd.server import ChatdProcess
 from tests.hostile.conftest import REMOTE_IP
+from tests.support.poll import poll
 
 BACKENDS = ("sqlite", "postgres")
 REPO = Path(__file__).resolve().parents[2]
@@ -63,14 +63,6 @@ def store_flags(server: ChatdProcess, log_dir: Path) -> list[object]:
     return flags + (["--db", server.db] if server.db is not None else [])
 
 
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {WAIT} s: {what}")
-        time.sleep(0.02)
-
-
 def log_events(server: ChatdProcess) -> list[dict[str, object]]:
     path = server.log_dir / "chatd.log"
     if not path.exists():
@@ -91,7 +83,7 @@ def test_created_files_and_directories_are_private(
     with umask(OPEN_UMASK):
         server = make_server()
     new_user(server)  # a write: the database, its WAL and the log file all exist now
-    wait_for(lambda: logged(server, "login.ok"), "the login line")
+    poll(lambda: logged(server, "login.ok"), "the login line", timeout=WAIT)
 
     private_dirs = [server.data_dir, server.log_dir]
     private_files = [server.data_dir / "token.key", server.log_dir / "chatd.log"]
@@ -134,8 +126,8 @@ def test_existing_open_data_files_are_tightened_at_startup(
     new_user(second)  # the restarted server still works on the tightened files
     assert (mode(db), mode(key)) == (0o600, 0o600)
     assert mode(first.data_dir) == 0o755  # a directory may be shared: only a warning
-    wait_for(lambda: logged(second, "file.mode_open", path=str(first.data_dir)),
-             "the warning about the open data directory")
+    poll(lambda: logged(second, "file.mode_open", path=str(first.data_dir)),
+         "the warning about the open data directory", timeout=WAIT)
     assert logged(second, "file.mode_tightened", path=str(db), old_mode="0o644")
     assert logged(second, "file.mode_tightened", path=str(key), old_mode="0o644")
 
@@ -144,7 +136,7 @@ def test_huge_usernames_in_refused_logins_do_not_fill_the_log(
     make_server: Callable[..., ChatdProcess],
 ) -> None:
     server = make_server()
-    wait_for(lambda: logged(server, "server.start"), "the start line")
+    poll(lambda: logged(server, "server.start"), "the start line", timeout=WAIT)
     log_file = server.log_dir / "chatd.log"
     size_before = log_file.stat().st_size
     statuses = []
@@ -156,7 +148,7 @@ def test_huge_usernames_in_refused_logins_do_not_fill_the_log(
     assert set(statuses) == {401, 429}, statuses
     # A line logged after all of them: once it is in the file, theirs are too.
     marker, _ = new_user(server)
-    wait_for(lambda: logged(server, "login.ok", user=marker), "the marker login")
+    poll(lambda: logged(server, "login.ok", user=marker), "the marker login", timeout=WAIT)
 
     growth = log_file.stat().st_size - size_before
     assert growth < LOG_GROWTH_LIMIT, f"{growth} bytes for {REFUSED_LOGINS} refused logins"

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import apsw
 import psycopg
@@ -18,33 +14,19 @@ from chatd.migrate_data import migrate_data
 from chatd.store.base import NewMessage, SchemaMismatch, Store, StoreError, User
 from chatd.store.postgres import PostgresStore
 from chatd.store.sqlite import SqliteStore
+from tests.support.aio import run
+from tests.support.pg import PG_DSN as DSN
+from tests.support.pg import fresh_schema
 
 pytestmark = pytest.mark.pg
 
-DSN = os.environ.get("CHATD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-T = TypeVar("T")
 BODIES = ["hi", "pipes | and\nnewlines\\", "émoji 😀 ok", "x" * 5000, "-", "3:abc"]
 
 
 @pytest.fixture
 def schema() -> Iterator[str]:
-    try:
-        psycopg.connect(DSN, connect_timeout=3).close()
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI") == "true":
-            raise  # in CI PostgreSQL is part of the environment: never skip
-        pytest.skip(f"PostgreSQL not reachable at CHATD_TEST_PG_DSN: {exc}")
-    name = f"test_{uuid.uuid4().hex}"
-    yield name
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
-
-
-def run(body: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        return await body()
-
-    return asyncio.run(main())
+    with fresh_schema() as name:
+        yield name
 
 
 def new(sender: User, recipient: User, client_id: str, body: str) -> NewMessage:

@@ -7,10 +7,7 @@ Each test works in its own schema, dropped afterwards.
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -18,38 +15,17 @@ import pytest
 from chatd.store.base import SchemaMismatch, StoreError, User
 from chatd.store.postgres import MIGRATIONS, PostgresStore
 from tests.store.test_contract import new
+from tests.support.aio import run
+from tests.support.pg import PG_DSN as DSN
+from tests.support.pg import fresh_schema
 
 pytestmark = pytest.mark.pg
-
-DSN = os.environ.get("CHATD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-T = TypeVar("T")
-
-
-def _require_pg() -> None:
-    try:
-        psycopg.connect(DSN, connect_timeout=3).close()
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI") == "true":
-            raise  # in CI PostgreSQL is part of the environment: never skip
-        pytest.skip(f"PostgreSQL not reachable at CHATD_TEST_PG_DSN: {exc}")
 
 
 @pytest.fixture
 def schema() -> Iterator[str]:
-    _require_pg()
-    name = f"test_{uuid.uuid4().hex}"
-    yield name
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-
-
-def run(body: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        return await body()
-
-    return asyncio.run(main())
-
-
+    with fresh_schema() as name:
+        yield name
 
 
 async def two_users(store: PostgresStore) -> tuple[User, User]:

@@ -6,9 +6,7 @@ The behaviour shared with the PostgreSQL store is in the contract suite (test_co
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 import apsw
 import pytest
@@ -16,17 +14,9 @@ import pytest
 from chatd.store.base import SchemaMismatch, StoreError, User
 from chatd.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore
 from tests.store.test_contract import new
+from tests.support.aio import run
 
-T = TypeVar("T")
 TS = 1_700_000_000_000
-
-
-def run(body: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        return await body()
-
-    return asyncio.run(main())
-
 
 
 
