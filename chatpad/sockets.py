@@ -84,9 +84,11 @@ class SocketHost:
         acted = False
         while actions := self.session.actions():
             acted = True
+            closed = {a.id for a in actions if isinstance(a, CloseTransport)}
             for action in actions:
                 if isinstance(action, OpenTransport):
-                    self._open(action.id)
+                    if action.id not in closed:  # else given up already: never opened
+                        self._open(action.id)
                 elif isinstance(action, WriteTransport):
                     self._write(action.id, action.data)
                 elif isinstance(action, CloseTransport):
@@ -215,9 +217,6 @@ class SocketHost:
         sock = stream.sock
         try:
             data = sock.recv(READ_SIZE)
-            # TLS may hold decrypted bytes that the selector cannot see: take them now
-            while data and isinstance(sock, ssl.SSLSocket) and sock.pending():
-                data += sock.recv(sock.pending())
         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return True
         except ssl.SSLZeroReturnError:
@@ -228,6 +227,12 @@ class SocketHost:
         if not data:
             self._broken(tid, "connection closed by the server")
             return False
+        # TLS may hold decrypted bytes that the selector cannot see: take them now
+        while isinstance(sock, ssl.SSLSocket) and sock.pending():
+            try:
+                data += sock.recv(sock.pending())
+            except OSError:
+                break  # the next read reports it
         self.session.receive_data(tid, data, time.monotonic())
         return tid in self._streams
 

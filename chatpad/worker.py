@@ -160,11 +160,11 @@ class Worker:
         while busy:
             busy = False
             for host in list(self.hosts):
-                busy |= host.act()
-                events = host.session.events()
+                events = host.session.events()  # first: they may make actions moot
                 if events:
                     busy = True
                     self._route(host, events, time.monotonic())
+                busy |= host.act()
         for host in [h for h in self.hosts if h.session.is_finished]:
             host.close()
             self.hosts.remove(host)
