@@ -24,7 +24,7 @@ from chatd.accounts import Accounts, Identity
 from chatd.auth import LoginLimiter, Passwords, RevocationCache, Tokens
 from chatd.bus import MessageStored
 from chatd.config import Config
-from chatd.hub import Hub
+from chatd.hub import Hub, Publisher, Sessions
 from chatd.observe.metrics import Metrics
 from chatd.store import NewMessage, StoreError, User
 from chatd.store.sqlite import SqliteStore
@@ -133,11 +133,16 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         users = UserDirectory(store)
         metrics = Metrics()
         tokens = Tokens(secrets.token_bytes(32), 3600)
+        revocations = RevocationCache()
+        publisher = Publisher()
+        sessions = Sessions(revocations, users, metrics, publisher.publish,
+                            clock=lambda: TS / 1000 + 1)
         accounts = Accounts(
             store, users, Passwords(executor), tokens, LoginLimiter(store),
-            RevocationCache(), metrics, clock=lambda: TS / 1000,
+            revocations, metrics, news=sessions, clock=lambda: TS / 1000,
         )
         hub = Hub(Config(presence=False), store, users, accounts, metrics,
+                  sessions=sessions, publisher=publisher,
                   turn=LoopTurn(asyncio.get_running_loop()), clock=lambda: TS / 1000 + 1)
         yield World(hub=hub, store=store, tokens=tokens)
         await hub.wait_idle()
