@@ -217,7 +217,9 @@ class SignIn:
             session.fail("internal_error", limits.CLOSE_TRY_AGAIN_LATER,
                          "the server cannot check tokens right now; reconnect later")
             return
-        rest = self.pending.pop(session.conn_id, [])
+        rest = self.pending.pop(session.conn_id, None)
+        if rest is None:  # the connection closed while its token was checked
+            return
         if self._welcome(session, identity, version) and rest:
             self._receive(session, rest)
 
