@@ -8,7 +8,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Container
-from typing import Final
+from typing import Final, Protocol
 
 import attrs
 
@@ -78,6 +78,21 @@ class _Undecided(Exception):
         self.retirement = retirement
 
 
+class TokenNews(Protocol):
+    """Told of each token that dies here before its expiry, to close the connections
+    it holds and tell the other nodes (:class:`chatd.hub.sessions.Sessions`). Made
+    before :class:`Accounts`, which is handed it: no back-edge set after construction."""
+
+    def revoked(self, jti: str, expires_at: int) -> None:
+        """A logout revoked the token ``jti``."""
+
+    def retired(self, retirement: Retirement) -> None:
+        """A rotating refresh retired a token: usable until its grace ends."""
+
+    def family_revoked(self, family: str, expires_at: int) -> None:
+        """A reused token revoked its whole family."""
+
+
 @attrs.frozen
 class Identity:
     user: User
@@ -95,6 +110,7 @@ class Accounts:
         revocations: RevocationCache,
         metrics: Metrics,
         *,
+        news: TokenNews,
         trusted: Container[str] = (),
         registration_open: bool = True,
         clock: Callable[[], float] = time.time,
@@ -113,13 +129,7 @@ class Accounts:
         self._metrics = metrics
         self._clock = clock
         self.refresh_grace = refresh_grace
-        # Told of each logout (jti, expires_at): the hub closes that token's connections.
-        self.on_revoked: Callable[[str, int], None] = lambda jti, expires_at: None
-        # Told of each retirement: the hub closes its connections when the grace ends.
-        self.on_retired: Callable[[Retirement], None] = lambda retirement: None
-        # Told of each family revocation (family, expires_at): the hub closes its
-        # connections here and tells the other nodes.
-        self.on_family_revoked: Callable[[str, int], None] = lambda family, expires_at: None
+        self._news = news
 
     # --- the check -------------------------------------------------------------------
 
@@ -178,14 +188,6 @@ class Accounts:
             return self._claims(token, now)
         except _Undecided:
             raise Unauthorized from None
-
-    def usable_until(self, claims: Claims) -> float:
-        """When a connection authenticated with ``claims`` must close: the token's
-        expiry, or the end of its grace once a rotating refresh retired it."""
-        retirement = self.revocations.retirement(claims.jti, self._clock())
-        if retirement is None:
-            return claims.expires_at
-        return min(float(claims.expires_at), retirement.grace_until)
 
     async def reload_keys(self) -> None:
         """Read the keyring again (the periodic poll: picks up ``chatd key rotate``)."""
@@ -310,7 +312,7 @@ class Accounts:
         claims = identity.claims
         await self._store.revoke_token(claims.jti, claims.user_id, int(claims.expires_at))
         self.revocations.add(claims.jti, claims.expires_at)
-        self.on_revoked(claims.jti, int(claims.expires_at))
+        self._news.revoked(claims.jti, int(claims.expires_at))
         log.info("logout", user=identity.user.username, jti=claims.jti)
         return Reply(204)
 
@@ -350,7 +352,7 @@ class Accounts:
                 await self._revoke_family(claims, now, "not the newest token of its family")
                 return UNAUTHORIZED
             self.revocations.retire(retirement)
-            self.on_retired(retirement)
+            self._news.retired(retirement)
         else:
             head = await self._store.family_head(claims.family)
             if head is not None and head != claims.jti:
@@ -367,7 +369,7 @@ class Accounts:
         more)."""
         expires_at = int(max(now, claims.expires_at) + 2 * self._tokens.ttl)
         if self.revocations.revoke_family(claims.family, expires_at):
-            self.on_family_revoked(claims.family, expires_at)
+            self._news.family_revoked(claims.family, expires_at)
         log.warning("token.reuse", user_id=claims.user_id, jti=claims.jti,
                     family=claims.family, why=why)
         await self._store.revoke_family(claims.family, claims.user_id, expires_at)

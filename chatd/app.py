@@ -37,7 +37,7 @@ from chatd.config import Config
 from chatd.datalock import DatabaseInUse, DataLock
 from chatd.files import PRIVATE_FILE, make_private_dir, open_to_others, tighten
 from chatd.http import HttpApi
-from chatd.hub import Hub
+from chatd.hub import Hub, Publisher, Sessions
 from chatd.keys import key_source
 from chatd.net import Connections
 from chatd.observe.health import HealthMonitor
@@ -106,6 +106,9 @@ class Server:
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="argon2")
         self.users = UserDirectory(store)
         self.revocations = RevocationCache()
+        # made before the accounts, which tell the sessions of each token that dies here
+        publisher = Publisher(self._bus())
+        sessions = Sessions(self.revocations, self.users, self.metrics, publisher.publish)
         self.accounts = Accounts(
             store,
             self.users,
@@ -114,13 +117,15 @@ class Server:
             LoginLimiter(store),
             self.revocations,
             self.metrics,
+            news=sessions,
             trusted=self.trusted,
             registration_open=config.registration == "open",
             refresh_grace=config.refresh_grace,
         )
         self._changes_announced = asyncio.Event()
-        self.hub = Hub(config, store, self.users, self.accounts, self.metrics, turn=self.turn,
-                       bus=self._bus(), on_store_changed=self._changes_announced_now)
+        self.hub = Hub(config, store, self.users, self.accounts, self.metrics,
+                       sessions=sessions, publisher=publisher, turn=self.turn,
+                       on_store_changed=self._changes_announced_now)
         self.health = health
         self.api = HttpApi(
             config, store, self.users, self.accounts, self.metrics, self.health,

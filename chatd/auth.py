@@ -875,3 +875,11 @@ class RevocationCache:
 
     def retirement(self, jti: str, now: float) -> Retirement | None:
         return self._retired.get(jti, now)
+
+    def usable_until(self, claims: Claims, now: float) -> float:
+        """When a connection authenticated with ``claims`` must close: the token's
+        expiry, or the end of its grace once a rotating refresh retired it."""
+        retirement = self.retirement(claims.jti, now)
+        if retirement is None:
+            return claims.expires_at
+        return min(float(claims.expires_at), retirement.grace_until)

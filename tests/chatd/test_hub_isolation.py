@@ -24,7 +24,7 @@ from chatd.accounts import Accounts, Identity
 from chatd.auth import LoginLimiter, Passwords, RevocationCache, Tokens
 from chatd.bus import MessageStored
 from chatd.config import Config
-from chatd.hub import Hub
+from chatd.hub import Hub, Publisher, Sessions
 from chatd.observe.metrics import Metrics
 from chatd.store import NewMessage, StoreError, User
 from chatd.store.sqlite import SqliteStore
@@ -124,7 +124,7 @@ class World:
 
 
 @asynccontextmanager
-async def world(tmp_path: Path) -> AsyncIterator[World]:
+async def world(tmp_path: Path, config: Config | None = None) -> AsyncIterator[World]:
     store = FaultyStore(tmp_path / "chatd.db")
     await store.migrate()
     await store.open()
@@ -133,11 +133,16 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         users = UserDirectory(store)
         metrics = Metrics()
         tokens = Tokens(secrets.token_bytes(32), 3600)
+        revocations = RevocationCache()
+        publisher = Publisher()
+        sessions = Sessions(revocations, users, metrics, publisher.publish,
+                            clock=lambda: TS / 1000 + 1)
         accounts = Accounts(
             store, users, Passwords(executor), tokens, LoginLimiter(store),
-            RevocationCache(), metrics, clock=lambda: TS / 1000,
+            revocations, metrics, news=sessions, clock=lambda: TS / 1000,
         )
-        hub = Hub(Config(presence=False), store, users, accounts, metrics,
+        hub = Hub(config or Config(presence=False), store, users, accounts, metrics,
+                  sessions=sessions, publisher=publisher,
                   turn=LoopTurn(asyncio.get_running_loop()), clock=lambda: TS / 1000 + 1)
         yield World(hub=hub, store=store, tokens=tokens)
         await hub.wait_idle()
@@ -264,3 +269,26 @@ async def test_a_remote_message_that_cannot_be_read_reaches_its_recipient_anyway
         w.hub.on_bus_event(MessageStored(recipient="bob", seq=message.seq, sender="alice"))
         await w.hub.wait_idle()
         assert [m.seq for m in w.sessions["bob"].of(Message)] == [message.seq]
+
+
+@run_async
+async def test_a_connection_closed_while_its_token_is_checked_is_not_left_online(
+    tmp_path: Path,
+) -> None:
+    """A hello whose token needs the store (its user not in memory yet) from a
+    connection that closes before the store answers: the hub must not welcome the
+    closed connection, or it would count against its user's connections for good."""
+    async with world(tmp_path, Config(presence=False, max_connections_per_user=1)) as w:
+        bob = await w.store.create_user("bob", "hash", TS)
+        assert bob is not None
+        token = w.tokens.issue(bob.id, bob.token_generation, TS / 1000).token
+        gone = FakeSession(conn_id=1)
+        w.hub.receive(gone, [Hello(protocol="1.0", token=token)])
+        w.hub.disconnected(gone, "closed")  # before the store answered
+        await w.hub.wait_idle()
+        assert gone.frames == []
+
+        again = FakeSession(conn_id=2)  # FakeSession.fail raises: no 4004 expected
+        w.hub.receive(again, [Hello(protocol="1.0", token=token)])
+        await w.hub.wait_idle()
+        assert len(again.of(protocol.Welcome)) == 1

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from chatd.hub import READ_BURST, READ_RATE, TYPING_BURST, TYPING_RATE
+from chatd.hub.presence import TYPING_BURST, TYPING_RATE
+from chatd.hub.receipts import READ_BURST, READ_RATE
 from tests.chatd.clients import Frame, Peer, WsPeer, anew_user, exchange, ws_connect
 from tests.chatd.conftest import _shut, run_async
 from tests.chatd.pg import pg_schema, start_nodes

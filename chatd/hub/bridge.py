@@ -1,0 +1,130 @@
+"""The hub's side of the bus between nodes (:mod:`chatd.bus`).
+
+:class:`Publisher` tells the other nodes what happened here (a no-op on a single node);
+it is made before the hub, since :class:`chatd.hub.sessions.Sessions` publishes token
+deaths. :class:`Bridge` acts on what the other nodes publish, for this node's
+connections, through the parts that own each kind of event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from chatd import bus as busmod
+from chatd.auth import RevocationCache
+from chatd.hub.common import Tasks
+from chatd.hub.messaging import Messaging
+from chatd.hub.presence import Presence
+from chatd.hub.receipts import Receipts
+from chatd.hub.sessions import Sessions
+from chatd.observe.logs import EventLogger
+from chatd.store import Store, StoreError
+
+log = EventLogger(logging.getLogger(__name__))
+
+
+class Publisher:
+    """Publishes bus events as background jobs (waited for at shutdown)."""
+
+    def __init__(self, bus: busmod.Bus | None = None) -> None:
+        self.bus: busmod.Bus = bus or busmod.LocalBus()
+        self._multi_node = not isinstance(self.bus, busmod.LocalBus)
+        self.tasks = Tasks(asyncio.get_running_loop())
+
+    def publish(self, event: busmod.BusEvent) -> None:
+        if self._multi_node:
+            self.tasks.spawn(self.bus.publish(event))
+
+
+class Bridge:
+    """Other nodes' events, acted on for this node's connections."""
+
+    def __init__(
+        self,
+        store: Store,
+        tasks: Tasks,
+        *,
+        sessions: Sessions,
+        messaging: Messaging,
+        receipts: Receipts,
+        presence: Presence,
+        resync: Callable[[], None],
+        on_store_changed: Callable[[], None],
+    ) -> None:
+        self._store = store
+        self._spawn = tasks.spawn
+        self._sessions = sessions
+        self._messaging = messaging
+        self._receipts = receipts
+        self._presence = presence
+        self._revocations: RevocationCache = sessions.revocations
+        self._by_user = sessions.roster.by_user
+        self._resync = resync  # push every local connection its undelivered messages again
+        # the store was changed by another process (chatd.bus.StoreChanged), or such
+        # notices may have been lost (a bus resync): the server polls for the changes
+        self._on_store_changed = on_store_changed
+        self._remote_seqs: list[int] = []  # MessageStored seqs from other nodes, to fetch
+
+    def on_event(self, event: busmod.BusEvent) -> None:
+        """Something happened on another node: act for this node's connections."""
+        match event:
+            case busmod.MessageStored(recipient=recipient, sender=sender, seq=seq):
+                self._presence.learn_peers(sender, recipient)
+                if recipient in self._by_user or sender in self._by_user:
+                    if not self._remote_seqs:
+                        self._spawn(self._push_remote())
+                    self._remote_seqs.append(seq)
+            case busmod.Delivered(sender=sender, seqs=seqs):
+                if sender in self._by_user:
+                    self._spawn(self._remote_receipts(seqs))
+            case busmod.ReadUpTo(reader=reader, peer=peer, up_to=up_to, ts=ts):
+                self._receipts.read_receipt(reader, peer, up_to, ts)
+            case busmod.Typing(sender=sender, to=to):
+                self._presence.typing_elsewhere(sender, to)
+            case busmod.Presence(user=user, online=is_online):
+                self._presence.changed_elsewhere(user, is_online)
+            case busmod.TokenRevoked(jti=jti, expires_at=expires_at):
+                self._revocations.add(jti, expires_at)
+                self._sessions.revoke_token(jti)
+            case busmod.TokenRetired():
+                retirement = event.retirement()
+                if self._revocations.retire(retirement):
+                    self._sessions.retire_token(retirement)
+            case busmod.FamilyRevoked(family=family, expires_at=expires_at):
+                if self._revocations.revoke_family(family, expires_at):
+                    self._sessions.revoke_family(family)
+            case busmod.UserRevoked(username=username):
+                self._spawn(self._remote_user_change(username))
+            case busmod.StoreChanged():
+                self._on_store_changed()
+
+    def resynced(self) -> None:
+        """The bus listener reconnected: the events and change notices of the gap are
+        lost, so push again what local users may have missed and look for changes."""
+        self._resync()
+        self._on_store_changed()
+
+    async def _push_remote(self) -> None:
+        await asyncio.sleep(0)  # gather every seq announced in this loop turn
+        seqs, self._remote_seqs = self._remote_seqs, []
+        try:
+            messages = await self._store.messages_by_seq(seqs)
+        except StoreError:
+            # Announced but unreadable (a connection to the database died): catch the
+            # local connections up instead, or these pushes wait for a reconnect.
+            log.warning("bus.push_failed", count=len(seqs))
+            self._resync()
+            return
+        for message in messages:
+            self._messaging.push(message)
+
+    async def _remote_receipts(self, seqs: tuple[int, ...]) -> None:
+        marked = [m for m in await self._store.messages_by_seq(seqs) if m.delivered_at]
+        self._receipts.send_delivered_receipts(marked, 0, local_only=True)
+
+    async def _remote_user_change(self, username: str) -> None:
+        user = await self._store.user_by_name(username)
+        if user is not None:
+            self._sessions.revoke_user(user)

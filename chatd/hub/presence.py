@@ -1,0 +1,196 @@
+"""Presence and typing, and the conversation-peer cache they both use.
+
+Presence and typing go only to users one shares a conversation with: per user online on
+this node the hub keeps the set of its conversation peers, loaded from the store once
+and grown by every message pushed (local sends and other nodes' alike); it is dropped
+with the user's last connection. Typing is rate-limited per connection and dropped
+silently over its rate (it is ephemeral).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+
+from chatd import bus as busmod
+from chatd.hub.common import Common
+from chatd.hub.online import Online
+from chatd.observe.logs import EventLogger
+from chatd.ratelimit import TokenBucket
+from chatd.store import StoreError, User
+from libchat import protocol
+from libchat.protocol import PeerTyping, Typing
+
+log = EventLogger(logging.getLogger(__name__))
+
+PRESENCE_FRAMES_CACHED = 65_536  # encoded presence frames kept (two per user)
+TYPING_RATE = 1.0  # typing frames per second per connection: clients send one every 3 s
+TYPING_BURST = 5  # typing into a few conversations one after the other
+
+
+@functools.lru_cache(maxsize=PRESENCE_FRAMES_CACHED)
+def _presence_frame(user: str, online: bool) -> str:
+    """A presence frame, encoded once for all who get it: a user coming online or going
+    offline is told to each of its peers' connections (hundreds of frames for a user
+    with many conversations, millions in a reconnect storm)."""
+    return protocol.encode_frame(protocol.Presence(user=user, online=online))
+
+
+def tell_presence(online: Online, user: str, is_online: bool) -> None:
+    """Push a peer's presence unless this connection already has that state: a
+    newcomer's snapshot of who is online can overlap the peer's own announcement."""
+    if online.presence_sent.get(user) is not is_online:
+        online.presence_sent[user] = is_online
+        online.session.send_text(_presence_frame(user, is_online))
+
+
+class _Peers:
+    """The usernames one online user shares a conversation with. Conversations are never
+    deleted, so the set only grows: what the store said, plus every message pushed since
+    the load began (``loaded`` is done once the store answered)."""
+
+    __slots__ = ("loaded", "names")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.names: set[str] = set()
+        self.loaded: asyncio.Future[None] = loop.create_future()
+
+
+class Presence:
+    """Who is told that whom is online, and typing forwarded to conversation peers."""
+
+    def __init__(self, common: Common) -> None:
+        self._enabled = common.config.presence
+        self._store = common.store
+        self._users = common.users
+        self._roster = common.roster
+        self._by_user = common.roster.by_user
+        self._spawn = common.tasks.spawn
+        self._publish = common.publish
+        self._loop = common.loop
+        self._peers: dict[str, _Peers] = {}  # per user online here: its conversation peers
+
+    # --- presence ---------------------------------------------------------------------
+
+    async def arrived(self, online: Online, first_device: bool) -> None:
+        """A connection finished its catch-up: tell it who of its peers is online, and
+        (for its user's first connection) tell them, here and on the other nodes."""
+        if not self._enabled or not self._roster.is_current(online):
+            return
+        await self._announce(online, first_device)
+        if first_device:
+            self._publish(busmod.Presence(user=online.user.username, online=True))
+
+    async def _announce(self, online: Online, first_device: bool) -> None:
+        cache = self._peers_of(online.user)
+        await cache.loaded
+        if not self._roster.is_current(online):
+            return
+        by_user = self._by_user
+        username = online.user.username
+        for peer in sorted(cache.names):
+            peer_sessions = by_user.get(peer)
+            if not peer_sessions:
+                continue
+            tell_presence(online, peer, True)
+            if first_device:
+                for other in peer_sessions:
+                    tell_presence(other, username, True)
+
+    def left(self, user: User) -> None:
+        """A user's last connection here closed: forget its peers, and tell them (here
+        and on the other nodes) it is offline unless it comes back meanwhile."""
+        self._peers.pop(user.username, None)
+        if self._enabled:
+            self._spawn(self._announce_offline(user))
+
+    async def _announce_offline(self, user: User) -> None:
+        if user.username in self._by_user:  # came back meanwhile
+            return
+        self._publish(busmod.Presence(user=user.username, online=False))
+        for peer in await self._store.peers(user.id):
+            for other in self._by_user.get(peer, ()):
+                tell_presence(other, user.username, False)
+
+    def changed_elsewhere(self, username: str, is_online: bool) -> None:
+        """Another node says a user came online or went offline there."""
+        if self._enabled:
+            self._spawn(self._remote_presence(username, is_online))
+
+    async def _remote_presence(self, username: str, is_online: bool) -> None:
+        user = await self._users.by_name(username)
+        if user is None:
+            return
+        for peer in await self._store.peers(user.id):
+            for other in self._by_user.get(peer, ()):
+                tell_presence(other, username, is_online)
+
+    # --- typing -----------------------------------------------------------------------
+
+    def typing(self, online: Online, frame: Typing) -> None:
+        """Forward typing to a conversation peer. Dropped silently, as ephemeral signals
+        are: typing to oneself, to anyone else, and over the connection's rate."""
+        sender = online.user
+        to = frame.to
+        if to == sender.username:
+            return
+        now = self._loop.time()
+        bucket = online.typing_bucket
+        if bucket is None:
+            bucket = online.typing_bucket = TokenBucket(TYPING_RATE, TYPING_BURST, now)
+        if bucket.take(now):
+            return
+        peers = self._peers_of(sender)
+        if peers.loaded.done():
+            if to in peers.names:
+                self._forward_typing(sender.username, to)
+        else:
+            self._spawn(self._typing_when_loaded(sender.username, to, peers))
+
+    async def _typing_when_loaded(self, sender: str, to: str, peers: _Peers) -> None:
+        await peers.loaded
+        if to in peers.names:
+            self._forward_typing(sender, to)
+
+    def _forward_typing(self, sender: str, to: str) -> None:
+        targets = self._by_user.get(to)
+        if targets:
+            signal = PeerTyping(sender=sender)
+            for other in targets:
+                other.session.send_frame(signal)
+        self._publish(busmod.Typing(sender=sender, to=to))
+
+    def typing_elsewhere(self, sender: str, to: str) -> None:
+        """Another node forwards typing (it checked the peers there)."""
+        for other in self._by_user.get(to, ()):
+            other.session.send_frame(PeerTyping(sender=sender))
+
+    # --- the peer cache ---------------------------------------------------------------
+
+    def _peers_of(self, user: User) -> _Peers:
+        """The conversation peers of a user online here; the first call loads them."""
+        peers = self._peers.get(user.username)
+        if peers is None:
+            peers = self._peers[user.username] = _Peers(self._loop)
+            self._spawn(self._load_peers(user, peers))
+        return peers
+
+    async def _load_peers(self, user: User, peers: _Peers) -> None:
+        try:
+            peers.names.update(await self._store.peers(user.id))
+        except StoreError:
+            log.exception("store.error", op="peers", user=user.username)
+            if self._peers.get(user.username) is peers:
+                del self._peers[user.username]  # the next call loads again
+        finally:
+            peers.loaded.set_result(None)
+
+    def learn_peers(self, sender: str, recipient: str) -> None:
+        """A message between two users was stored: they are conversation peers now."""
+        peers = self._peers.get(sender)
+        if peers is not None:
+            peers.names.add(recipient)
+        peers = self._peers.get(recipient)
+        if peers is not None:
+            peers.names.add(sender)
