@@ -230,6 +230,21 @@ def test_a_refused_refresh_signs_in_again_with_the_password() -> None:
     assert net.session.is_connected
 
 
+def test_a_reconnect_waiting_while_the_session_signs_in_again_starts_no_second_login() -> None:
+    net = connected_net(http_timeout=600.0)
+    net.chat.upgrade_answer = (503, "server_busy", (("retry-after", "1000"),))
+    net.chat.close_ws(1001, net.now, "restart")
+    net.pump()
+    net.advance(1)  # the reconnect is refused: the next one waits 1000 s
+    assert not net.session.is_connected
+    net.chat.refresh_answer = (401, "unauthorized")
+    net.chat.hold_logins = True
+    net.advance(TOKEN_TTL)  # the refresh is refused: one login, while the reconnect waits
+    logins = [e for e in net.chat.seen if type(e).__name__ == "LoginRequest"]
+    assert len(logins) == 2  # the first sign-in, and signing in again
+    assert net.session.state is SessionState.SIGNING_IN
+
+
 def test_a_refused_resumed_token_ends_the_session() -> None:
     net = Net()
     net.do(lambda s, now: s.resume("stolen", 100, now))
