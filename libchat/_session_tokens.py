@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Literal
 
 from libchat import limits, protocol
 from libchat._session_messages import Messages
@@ -147,7 +148,7 @@ class Tokens:
         if response is not None and response.status == 201:
             self._login(now)
         else:
-            self._sign_in_failed(response, reason)
+            self._sign_in_failed(response, reason, "register")
 
     def _on_login(
         self, _call: Transport, response: HttpResponse | None, reason: str, now: float
@@ -172,7 +173,7 @@ class Tokens:
             self._use_token(grant.token, grant.expires_in, now)
             self._messages.connect(grant.token, now, username=grant.username)
         elif not self._had_token:
-            self._sign_in_failed(response, reason)  # the first sign-in
+            self._sign_in_failed(response, reason, "login")  # the first sign-in
         elif response is None or response.status == 429 or response.status >= 500:
             # Signing in again after the token was refused: keep trying, as reconnects do.
             wait = max(self._backoff.next_delay(), retry_after(response) or 0.0)
@@ -180,11 +181,13 @@ class Tokens:
         else:
             self._end(SignedOut(reason=f"cannot sign in again: {error_code(response)}"), now)
 
-    def _sign_in_failed(self, response: HttpResponse | None, reason: str) -> None:
+    def _sign_in_failed(
+        self, response: HttpResponse | None, reason: str, step: Literal["register", "login"]
+    ) -> None:
         self._state = SessionState.NEW
         self._credentials = None
         if response is None:
-            failure = SignInFailed(status=None, code="unreachable", message=reason)
+            failure = SignInFailed(status=None, code="unreachable", message=reason, step=step)
         else:
             body = response.body
             if isinstance(body, protocol.ErrorBody):
@@ -196,6 +199,7 @@ class Tokens:
                 code=code,
                 message=message,
                 retry_after=retry_after(response),
+                step=step,
             )
         self._emit(failure)
 

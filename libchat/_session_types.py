@@ -134,12 +134,16 @@ class SignInFailed:
     not answer in time (``code`` is then ``"unreachable"``). ``code`` and ``message`` come
     from the error body (``invalid_credentials``, ``username_taken``, ``rate_limited``...).
     ``retry_after`` (seconds) is set for 429 and 503: do not try again sooner.
+    ``step`` says which request failed: ``"register"``, or ``"login"`` (with
+    ``register=True``, a failed login means the account was created: sign in without
+    ``register`` next time).
     """
 
     status: int | None
     code: str
     message: str
     retry_after: float | None = None
+    step: Literal["register", "login"] = "login"
 
 
 @attrs.frozen(kw_only=True)

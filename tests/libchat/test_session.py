@@ -146,6 +146,21 @@ def test_register_creates_the_account_then_logs_in() -> None:
     assert isinstance(failed, SignInFailed) and failed.code == "username_taken"
 
 
+def test_a_failed_sign_in_says_which_request_failed() -> None:
+    net = Net()
+    carol = protocol.Credentials(username="carol", password=PASSWORD)
+    net.do(lambda s, now: s.sign_in(carol, now, register=True))
+    net.take()
+    net2 = Net(chat=net.chat)
+    net2.do(lambda s, now: s.sign_in(carol, now, register=True))
+    (taken,) = net2.take()
+    assert isinstance(taken, SignInFailed) and (taken.status, taken.step) == (409, "register")
+    net3 = Net(chat=FakeChat(login_answer=(429, "rate_limited", ())))
+    net3.do(lambda s, now: s.sign_in(carol, now, register=True))
+    (created,) = net3.take()  # the account exists now: sign in without register next time
+    assert isinstance(created, SignInFailed) and (created.status, created.step) == (429, "login")
+
+
 def test_calls_out_of_turn_raise() -> None:
     net = Net()
     with pytest.raises(LocalProtocolError, match="not signed in"):
