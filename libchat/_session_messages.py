@@ -28,7 +28,7 @@ from libchat.client import ClientEvent
 from libchat.events import ConnectionClosed, HttpResponse, Upgraded
 from libchat.outbox import Outbox, OutboxEntry
 
-_log = logging.getLogger("libchat.session")
+_log = logging.getLogger(__name__)
 
 
 class Messages:

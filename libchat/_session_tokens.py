@@ -31,7 +31,7 @@ from libchat.backoff import Backoff
 from libchat.events import HttpResponse
 from libchat.states import LocalProtocolError
 
-_log = logging.getLogger("libchat.session")
+_log = logging.getLogger(__name__)
 
 
 class Tokens:
