@@ -10,10 +10,11 @@ A 503 from ``/healthz`` (the store is unusable) counts as down.
 
 With ``--canary`` the probe also does what a user does, over the public API only, so it
 can run from any machine that reaches the server: it logs in two dedicated accounts,
-``canary-a`` and ``canary-b`` (registering them the first time), opens a WebSocket for
-each with libchat's client engine, sends one message from a to b and times the send ->
-push round trip; b confirms delivery (also of any canary message an earlier, failed run
-left behind) so nothing piles up. The two passwords are random and kept in a JSON file
+``canary-a`` and ``canary-b`` (registering them the first time), each with libchat's
+asyncio client (:class:`~libchat.aio.AsyncClient`, a session), which opens its WebSocket;
+then sends one message from a to b and times the send -> push round trip; b confirms
+delivery (also of any canary message an earlier, failed run left behind) so nothing
+piles up. The two passwords are random and kept in a JSON file
 (``--canary-file``, default ``./data/canary.json``, mode 0600). If that file is lost,
 reset the accounts' passwords with ``chatd user passwd`` or give the file back.
 
@@ -29,19 +30,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import contextlib
-import functools
 import os
-import random
 import secrets
 import ssl
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
 import orjson
@@ -50,22 +47,23 @@ from chatd.files import make_private_dir
 from chatd.store import StoreError
 from chatd.store.factory import open_store
 from chatd.store.sqlite import SqliteStore
-from libchat import limits
-from libchat.client import ClientConfig, ClientConnection, ClientEvent
-from libchat.events import ConnectionClosed, HttpResponse, Upgraded
+from libchat.aio import AsyncClient
+from libchat.outbox import SendDeferred, SendFailed
 from libchat.protocol import (
     Credentials,
-    Delivered,
     Error,
-    ErrorBody,
     Health,
-    Hello,
     Message,
     ProtocolViolation,
-    Send,
-    TokenGrant,
-    Welcome,
     decode_response_body,
+)
+from libchat.session import (
+    Connected,
+    Disconnected,
+    SessionConfig,
+    SignedIn,
+    SignedOut,
+    SignInFailed,
 )
 
 __all__ = ["CANARY_USERS", "check_health"]
@@ -77,7 +75,9 @@ CANARY_USERS: Final = ("canary-a", "canary-b")
 DEFAULT_CANARY_FILE: Final = Path("data") / "canary.json"
 HELLO_PROTOCOL: Final = "1.0"
 REFUSED_PAUSE: Final = 300.0  # seconds without canary logins after one was refused
-READ_CHUNK: Final = 65536  # bytes per socket read
+CLOSE_WAIT: Final = 1.0  # seconds a canary waits for the server's answer to its close
+
+T = TypeVar("T")
 
 
 class ProbeFailed(Exception):
@@ -231,124 +231,70 @@ def _clock(at: float) -> str:
     return time.strftime("%H:%M:%S UTC", time.gmtime(at))
 
 
-class _Link:
-    """One libchat :class:`ClientConnection` over an asyncio stream; a pump task feeds
-    its events into :attr:`inbox` (the last one is always ``ConnectionClosed``)."""
+class _User:
+    """One canary account: libchat's asyncio client (a session) signed in as ``name``."""
 
-    def __init__(
-        self, name: str, conn: ClientConnection, reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
+    def __init__(self, name: str, url: SplitResult) -> None:
         self.name = name
-        self.conn = conn
-        self._reader = reader
-        self._writer = writer
-        self._loop = asyncio.get_running_loop()
-        self.inbox: asyncio.Queue[ClientEvent] = asyncio.Queue()
-        self.upgraded = False
-        self._pump = self._loop.create_task(self._run())
-
-    @classmethod
-    async def open(cls, name: str, url: SplitResult) -> _Link:
-        host = url.hostname or "127.0.0.1"
         port = url.port or (443 if url.scheme == "https" else 80)
-        try:
-            reader, writer = await asyncio.open_connection(host, port, ssl=_ssl_context(url))
-        except OSError as exc:
-            raise ProbeFailed(f"{name}: {_describe(exc)}") from None
-        conn = ClientConnection(ClientConfig(host=url.netloc), random.Random())
-        return cls(name, conn, reader, writer)
+        config = SessionConfig(host=url.netloc, hello_protocol=HELLO_PROTOCOL)
+        self.client = AsyncClient(
+            url.hostname or "127.0.0.1", port, ssl=_ssl_context(url), config=config
+        )
 
-    def now(self) -> float:
-        return self._loop.time()
-
-    def call(self, action: Callable[[ClientConnection, float], None]) -> None:
-        """Let ``action(conn, now)`` queue output, then write it."""
-        action(self.conn, self.now())
-        self._flush()
-
-    def _flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data and not self._writer.is_closing():
-            self._writer.write(data)
-
-    async def _run(self) -> None:
-        conn = self.conn
+    async def sign_in(self, credentials: Credentials, *, register: bool) -> SignInFailed | None:
+        """Log in (registering first with ``register``): None once signed in, else why
+        not. The session opens the WebSocket by itself once signed in."""
+        self.client.sign_in(credentials, register=register)
         while True:
-            deadline = conn.next_deadline()
-            wait = None if deadline is None else max(0.0, deadline - self.now())
+            event = await self.client.next_event()
+            if isinstance(event, SignedIn):
+                return None
+            if isinstance(event, SignInFailed):
+                return event
+
+    async def expect(self, wanted: type[T], what: str) -> T:
+        """The next event of type ``wanted``; other events in between are dropped.
+        Raises ProbeFailed on an error frame or when the connection or session ends."""
+        while True:
             try:
-                data = await asyncio.wait_for(self._reader.read(READ_CHUNK), wait)
-            except TimeoutError:
-                events = conn.handle_timer(self.now())
-            except OSError as exc:
-                events = [ConnectionClosed(code=None, reason=_describe(exc))]
-            else:
-                if data:
-                    events = conn.receive_data(data, self.now())
-                else:
-                    events = conn.receive_eof(self.now())
-            self._flush()
-            for event in events:
-                self.upgraded = self.upgraded or isinstance(event, Upgraded)
-                self.inbox.put_nowait(event)
-                if isinstance(event, ConnectionClosed):
-                    self._writer.close()
-                    return
-
-    async def expect(self, wanted: type[object], what: str) -> ClientEvent:
-        """The next event of type ``wanted``; other frames in between are dropped.
-        Raises ProbeFailed on an error frame or the end of the connection."""
-        while True:
-            event = await self.inbox.get()
+                event = await self.client.next_event()
+            except EOFError:
+                raise ProbeFailed(f"{self.name}: session over waiting for {what}") from None
             if isinstance(event, wanted):
                 return event
             if isinstance(event, Error):
                 raise ProbeFailed(f"{self.name}: error {event.code} waiting for {what}")
-            if isinstance(event, ConnectionClosed):
+            if isinstance(event, Disconnected):
                 raise ProbeFailed(
                     f"{self.name}: connection closed ({event.code} {event.reason})"
-                    f" waiting for {what}".replace(" None ", " ")
+                    f" waiting for {what}".replace("(None ", "(")
                 )
+            if isinstance(event, SignedOut):
+                raise ProbeFailed(f"{self.name}: {event.reason} waiting for {what}")
+
+    async def problem(self) -> str:
+        """Why this user's message did not arrive, if its events so far say so."""
+        with contextlib.suppress(TimeoutError, EOFError):
+            while True:
+                event = await self.client.next_event(timeout=0)
+                if isinstance(event, Error | SendFailed | SendDeferred):
+                    return f"; {self.name} got error {event.code}"
+                if isinstance(event, Disconnected):
+                    return f"; {self.name}'s connection closed ({event.code})"
+        return ""
 
     async def close(self) -> None:
-        """Close a WebSocket with the handshake (a moment for the server's answer);
-        just drop a plain HTTP connection."""
-        if self.upgraded and not self.conn.is_closed:
-            self.call(lambda conn, now: conn.close(limits.CLOSE_NORMAL, "canary done", now=now))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._pump), 1.0)
-        self._pump.cancel()
-        self._writer.close()
+        """Close the WebSocket with the handshake, allowing a moment for the answer."""
+        await self.client.aclose(timeout=CLOSE_WAIT)
 
 
-async def _http(
-    url: SplitResult, name: str, action: Callable[[ClientConnection, float], None]
-) -> HttpResponse:
-    link = await _Link.open(name, url)
-    try:
-        link.call(action)
-        response = await link.expect(HttpResponse, "an HTTP answer")
-        assert isinstance(response, HttpResponse)
-        return response
-    finally:
-        await link.close()
-
-
-def _error_code(response: HttpResponse) -> str:
-    body = response.body
-    return body.error.code if isinstance(body, ErrorBody) else f"HTTP {response.status}"
-
-
-async def _login(url: SplitResult, name: str, password: str) -> str | None:
-    """A token, or None when the server says ``invalid_credentials``."""
-    credentials = Credentials(username=name, password=password)
-    response = await _http(url, name, lambda conn, now: conn.login(credentials, now))
-    if response.status == 200 and isinstance(response.body, TokenGrant):
-        return response.body.token
-    if response.status == 401:
-        return None
-    raise ProbeFailed(f"{name}: login answered {_error_code(response)}")
+def _failure(name: str, request: str, failed: SignInFailed) -> ProbeFailed:
+    """``canary-a: login answered rate_limited``, or ``canary-a: connection refused``."""
+    if failed.status is None:
+        return ProbeFailed(f"{name}: {failed.message}")
+    code = f"HTTP {failed.status}" if failed.code == f"http_{failed.status}" else failed.code
+    return ProbeFailed(f"{name}: {request} answered {code}")
 
 
 async def _account_state(db_url: str | None, name: str) -> str | None:
@@ -375,117 +321,91 @@ async def _account_state(db_url: str | None, name: str) -> str | None:
     return "disabled" if user.disabled else "enabled"
 
 
-async def _canary_token(url: SplitResult, name: str, canary: _CanaryFile,
-                        db_url: str | None) -> str:
-    """Log in; register first when the account does not exist yet. A disabled account
+async def _canary_user(
+    url: SplitResult, name: str, canary: _CanaryFile, db_url: str | None
+) -> _User:
+    """Sign in; register first when the account does not exist yet. A disabled account
     is not tried at all when the database says so; a refused login starts the pause."""
     state = await _account_state(db_url, name)
     if state == "disabled":
         raise ProbeFailed(f"{name} is disabled: `chatd user enable {name}`")
-    password = canary.passwords[name]
-    if not canary.fresh and state != "missing":
-        token = await _login(url, name, password)
-        if token is not None:
-            canary.clear_refusal()
-            return token
-    credentials = Credentials(username=name, password=password)
-    response = await _http(url, name, lambda conn, now: conn.register(credentials, now))
-    if response.status == 409:
-        canary.record_refusal(name, time.time())
-        if state == "enabled":
-            why = f"{name}'s password is not the one in {canary.path}"
-        else:
-            why = (f"{name}'s login was refused: the account is disabled or its password"
-                   f" is not the one in {canary.path} (`chatd user show {name}` tells which)")
-        raise ProbeFailed(
-            f"{why}: `chatd user enable {name}` or `chatd user passwd {name}`;"
-            f" no canary logins for {REFUSED_PAUSE / 60:g} minutes"
-        )
-    if response.status != 201:
-        raise ProbeFailed(f"{name}: register answered {_error_code(response)}")
-    token = await _login(url, name, password)
-    if token is None:
-        raise ProbeFailed(f"{name}: login refused right after registering")
-    canary.clear_refusal()
-    return token
-
-
-async def _websocket(url: SplitResult, name: str, token: str) -> _Link:
-    link = await _Link.open(name, url)
+    credentials = Credentials(username=name, password=canary.passwords[name])
+    user = _User(name, url)
     try:
-        link.call(lambda conn, now: conn.upgrade(now))
-        event = await link.expect((Upgraded, HttpResponse), "the upgrade")  # type: ignore[arg-type]
-        if isinstance(event, HttpResponse):
-            raise ProbeFailed(f"{name}: upgrade refused with {_error_code(event)}")
-        link.call(lambda conn, now: conn.send(Hello(protocol=HELLO_PROTOCOL, token=token), now))
-        await link.expect(Welcome, "the welcome")
+        if not canary.fresh and state != "missing":
+            failed = await user.sign_in(credentials, register=False)
+            if failed is None:
+                canary.clear_refusal()
+                return user
+            if failed.status != 401:
+                raise _failure(name, "login", failed)
+        failed = await user.sign_in(credentials, register=True)
+        if failed is not None:
+            raise _registration_failed(name, canary, state, failed)
+        canary.clear_refusal()
+        return user
     except BaseException:
-        await link.close()
+        await user.close()
         raise
-    return link
 
 
-async def _round_trip(a: _Link, b: _Link) -> float:
-    """Send a -> b; seconds from the send until b has the push. b confirms every canary
-    message it receives, including leftovers of earlier runs."""
-    message_id = f"canary-{int(time.time() * 1000)}-{secrets.token_hex(4)}"
-    body = f"canary probe {message_id}"
+def _registration_failed(
+    name: str, canary: _CanaryFile, state: str | None, failed: SignInFailed
+) -> ProbeFailed:
+    """Why registering (or the login right after it) failed; a taken name means the
+    account exists and refused its password: that starts the pause."""
+    if failed.step == "login":
+        if failed.status == 401:
+            return ProbeFailed(f"{name}: login refused right after registering")
+        return _failure(name, "login", failed)
+    if failed.status != 409:
+        return _failure(name, "register", failed)
+    canary.record_refusal(name, time.time())
+    if state == "enabled":
+        why = f"{name}'s password is not the one in {canary.path}"
+    else:
+        why = (f"{name}'s login was refused: the account is disabled or its password"
+               f" is not the one in {canary.path} (`chatd user show {name}` tells which)")
+    return ProbeFailed(
+        f"{why}: `chatd user enable {name}` or `chatd user passwd {name}`;"
+        f" no canary logins for {REFUSED_PAUSE / 60:g} minutes"
+    )
+
+
+async def _round_trip(a: _User, b: _User) -> float:
+    """Send a -> b; seconds from the send until b has the push. b's session confirms
+    delivery of every message pushed to it as it arrives, including canary messages
+    an earlier, failed run left behind, so nothing piles up."""
+    marker = f"canary-{int(time.time() * 1000)}-{secrets.token_hex(4)}"
     sent = time.perf_counter()
-    a.call(lambda conn, now: conn.send(Send(id=message_id, to=b.name, body=body), now))
-    seqs: list[int] = []
-    rtt: float | None = None
-    try:
-        while rtt is None:
-            frame = await b.expect(Message, "the canary message")
-            assert isinstance(frame, Message)
-            if frame.recipient == b.name:
-                seqs.append(frame.seq)
-            if frame.id == message_id and frame.sender == a.name:
-                rtt = time.perf_counter() - sent
-    finally:
-        for start in range(0, len(seqs), limits.MAX_SEQS_PER_DELIVERED):
-            confirm = Delivered(seqs=seqs[start : start + limits.MAX_SEQS_PER_DELIVERED])
-            b.call(functools.partial(_send, confirm))
-    return rtt
-
-
-def _send(frame: Delivered, conn: ClientConnection, now: float) -> None:
-    conn.send(frame, now)
-
-
-def _sender_problem(a: _Link) -> str:
-    """Why the push did not come, if the sender's connection says so."""
-    while not a.inbox.empty():
-        event = a.inbox.get_nowait()
-        if isinstance(event, Error):
-            return f"; {a.name} got error {event.code}"
-        if isinstance(event, ConnectionClosed):
-            return f"; {a.name}'s connection closed ({event.code})"
-    return ""
+    entry = a.client.send_message(b.name, f"canary probe {marker}")
+    while True:
+        message = await b.expect(Message, "the canary message")
+        if message.id == entry.client_id and message.sender == a.name:
+            return time.perf_counter() - sent
 
 
 async def _canary(base: str, path: Path, timeout: float, db_url: str | None) -> float:
     url = urlsplit(base)
     canary = _CanaryFile(path)
     canary.check_pause(time.time())
-    links: collections.deque[_Link] = collections.deque()
+    users: list[_User] = []
     phase = "logging in"
 
     async def steps() -> float:
         nonlocal phase
-        tokens = [
-            await _canary_token(url, name, canary, db_url) for name in CANARY_USERS
-        ]
+        for name in CANARY_USERS:
+            users.append(await _canary_user(url, name, canary, db_url))
         phase = "opening the WebSockets"
-        for name, token in zip(CANARY_USERS, tokens, strict=True):
-            links.append(await _websocket(url, name, token))
+        for user in users:
+            await user.expect(Connected, "the welcome")
         phase = "waiting for the push"
-        return await _round_trip(links[0], links[1])
+        return await _round_trip(users[0], users[1])
 
     try:
         return await asyncio.wait_for(steps(), timeout)
     except TimeoutError:
-        why = _sender_problem(links[0]) if len(links) == 2 else ""
+        why = await users[0].problem() if len(users) == 2 else ""
         raise ProbeFailed(f"timed out after {timeout:g}s {phase}{why}") from None
     finally:
-        await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
+        await asyncio.gather(*(user.close() for user in users), return_exceptions=True)

@@ -42,6 +42,7 @@ class FakeChat:
     silent: bool = False  # accept transports, never answer anything
     hold_hello: bool = False  # leave hellos unanswered (see release_hellos)
     hold_sends: bool = False  # leave sends unanswered
+    hold_logins: bool = False  # leave logins unanswered
     login_answer: tuple[int, str, tuple[tuple[str, str], ...]] | None = None  # forced error
     refresh_answer: tuple[int, str] | None = None  # forced error for refreshes
     upgrade_answer: tuple[int, str, tuple[tuple[str, str], ...]] | None = None
@@ -115,6 +116,8 @@ class FakeChat:
             body = protocol.Registered(user_id=len(name), username=name)
             return conn.respond(201, body, now=now)
         if isinstance(event, ev.LoginRequest):
+            if self.hold_logins:
+                return []
             if self.login_answer is not None:
                 status, code, headers = self.login_answer
                 if not code:  # a proxy's page, not the contract's error body

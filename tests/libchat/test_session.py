@@ -146,6 +146,21 @@ def test_register_creates_the_account_then_logs_in() -> None:
     assert isinstance(failed, SignInFailed) and failed.code == "username_taken"
 
 
+def test_a_failed_sign_in_says_which_request_failed() -> None:
+    net = Net()
+    carol = protocol.Credentials(username="carol", password=PASSWORD)
+    net.do(lambda s, now: s.sign_in(carol, now, register=True))
+    net.take()
+    net2 = Net(chat=net.chat)
+    net2.do(lambda s, now: s.sign_in(carol, now, register=True))
+    (taken,) = net2.take()
+    assert isinstance(taken, SignInFailed) and (taken.status, taken.step) == (409, "register")
+    net3 = Net(chat=FakeChat(login_answer=(429, "rate_limited", ())))
+    net3.do(lambda s, now: s.sign_in(carol, now, register=True))
+    (created,) = net3.take()  # the account exists now: sign in without register next time
+    assert isinstance(created, SignInFailed) and (created.status, created.step) == (429, "login")
+
+
 def test_calls_out_of_turn_raise() -> None:
     net = Net()
     with pytest.raises(LocalProtocolError, match="not signed in"):
@@ -228,6 +243,21 @@ def test_a_refused_refresh_signs_in_again_with_the_password() -> None:
     events = net.take()
     assert [type(e) for e in events] == [SignedIn, Connected]
     assert net.session.is_connected
+
+
+def test_a_reconnect_waiting_while_the_session_signs_in_again_starts_no_second_login() -> None:
+    net = connected_net(http_timeout=600.0)
+    net.chat.upgrade_answer = (503, "server_busy", (("retry-after", "1000"),))
+    net.chat.close_ws(1001, net.now, "restart")
+    net.pump()
+    net.advance(1)  # the reconnect is refused: the next one waits 1000 s
+    assert not net.session.is_connected
+    net.chat.refresh_answer = (401, "unauthorized")
+    net.chat.hold_logins = True
+    net.advance(TOKEN_TTL)  # the refresh is refused: one login, while the reconnect waits
+    logins = [e for e in net.chat.seen if type(e).__name__ == "LoginRequest"]
+    assert len(logins) == 2  # the first sign-in, and signing in again
+    assert net.session.state is SessionState.SIGNING_IN
 
 
 def test_a_refused_resumed_token_ends_the_session() -> None:
