@@ -19,7 +19,7 @@ from chatd.hub.online import Online
 from chatd.observe.logs import EventLogger
 from chatd.observe.refusals import LogThrottle
 from chatd.store import StoreError
-from libchat import protocol
+from libchat import limits, protocol
 
 log = EventLogger(logging.getLogger(__name__))
 
@@ -126,8 +126,16 @@ class CatchUp:
                 if len(batch) < CATCH_UP_BATCH:
                     break
                 await session.drained()
-        except StoreError:
-            log.exception("catch_up.failed", user=online.user.username)
+        except StoreError as exc:
+            # What it missed is still queued, but a connection that went on without it
+            # would show a gap until its next one: end it, and its client comes back
+            # (with backoff) to a catch-up that starts over.
+            log.warning("catch_up.failed", user=online.user.username, conn_id=session.conn_id,
+                        error=str(exc)[:200])
+            online.deferred.clear()
+            session.fail("internal_error", limits.CLOSE_TRY_AGAIN_LATER,
+                         "your undelivered messages cannot be read now; reconnect later")
+            return
         online.catching_up = False
         held_back = 0
         for seq, text, to_me in online.deferred:

@@ -30,7 +30,7 @@ from chatd.store import NewMessage, StoreError, User
 from chatd.store.sqlite import SqliteStore
 from chatd.turn import LoopTurn
 from chatd.users import UserDirectory
-from libchat import protocol
+from libchat import limits, protocol
 from libchat.protocol import Delivered, Error, Hello, Message, Read, Send, ServerFrame
 from tests.chatd.conftest import run_async
 
@@ -61,6 +61,10 @@ class FaultyStore(SqliteStore):
     ) -> list[list[Message]]:
         self._check("mark_delivered_many", [user_id for user_id, _ in marks])
         return await super().mark_delivered_many(marks, now_ms)
+
+    async def queued(self, recipient_id: int, after: int, limit: int) -> Any:
+        self._check("queued", [recipient_id])
+        return await super().queued(recipient_id, after, limit)
 
     async def mark_read(self, reader_id: int, peer_id: int, up_to: int, now_ms: int) -> Any:
         self._check("mark_read", [reader_id])
@@ -292,3 +296,43 @@ async def test_a_connection_closed_while_its_token_is_checked_is_not_left_online
         w.hub.receive(again, [Hello(protocol="1.0", token=token)])
         await w.hub.wait_idle()
         assert len(again.of(protocol.Welcome)) == 1
+
+
+@attrs.define
+class ClosableSession(FakeSession):
+    """A FakeSession the hub may end: what it was told on the way out."""
+
+    failed: list[tuple[str, int]] = attrs.field(factory=list)
+
+    def fail(self, code: str, close_code: int, message: str | None = None) -> None:
+        self.failed.append((code, close_code))
+
+
+@run_async
+async def test_a_catch_up_that_cannot_read_ends_the_connection_for_a_retry(
+    tmp_path: Path,
+) -> None:
+    """bob's queued messages cannot be read when he connects: his connection must not
+    go on with a gap (later pushes shown, the queued ones not); it ends with 1013, try
+    again later, and a connection after the store's recovery gets everything."""
+    async with world(tmp_path, Config(presence=False)) as w:
+        await w.connect("alice")
+        bob = await w.store.create_user("bob", "hash", TS)
+        assert bob is not None
+        w.users["bob"] = bob
+        queued = await w.send("alice", "bob", "while-offline")
+        token = w.tokens.issue(bob.id, bob.token_generation, TS / 1000).token
+        w.store.failing.add(bob.id)
+        first = ClosableSession(conn_id=10)
+        w.hub.receive(first, [Hello(protocol="1.0", token=token)])
+        await w.hub.wait_idle()
+        assert first.failed == [("internal_error", limits.CLOSE_TRY_AGAIN_LATER)]
+        assert first.of(Message) == []
+        w.hub.disconnected(first, "closed 1013")
+
+        w.store.failing.clear()
+        second = ClosableSession(conn_id=11)
+        w.hub.receive(second, [Hello(protocol="1.0", token=token)])
+        await w.hub.wait_idle()
+        assert second.failed == []
+        assert [m.seq for m in second.of(Message)] == [queued.seq]
