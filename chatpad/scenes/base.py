@@ -1,0 +1,85 @@
+"""What every screen shares: the :class:`SceneHost` protocol (all a scene may use of the
+app that shows it) and the :class:`Scene` base with Tab focus and the hooks the app calls."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import pygame
+import pygame_gui
+
+from chatpad import messages as m
+from chatpad.model import Model
+from chatpad.ui import Styles
+
+__all__ = ["Scene", "SceneHost", "place"]
+
+
+class SceneHost(Protocol):
+    """What a scene may use of the app that shows it: the model to read, commands to
+    submit, and the window."""
+
+    manager: pygame_gui.UIManager
+    styles: Styles
+    model: Model
+    mouse_pos: tuple[int, int]
+
+    @property
+    def screen_size(self) -> tuple[int, int]: ...
+
+    def submit(self, command: m.Command) -> None: ...
+
+    def has_focus(self) -> bool: ...
+
+    def open_conversation(self, peer: str) -> None: ...
+
+    def close_conversation(self) -> None: ...
+
+    def banner_text(self) -> str | None: ...
+
+
+class Scene:
+    """Base: keyboard focus moves with Tab through ``focus_order``."""
+
+    def __init__(self, app: SceneHost) -> None:
+        self.app = app
+        self.manager = app.manager
+        self.focus_order: list[Any] = []
+
+    def handle(self, event: pygame.event.Event) -> bool:
+        """React before pygame_gui does; True when the event is used up."""
+        if event.type == pygame.KEYDOWN and event.key == pygame.K_TAB and self.focus_order:
+            backwards = bool(event.mod & pygame.KMOD_SHIFT)
+            self.move_focus(-1 if backwards else 1)
+            return True
+        return False
+
+    def move_focus(self, step: int) -> None:
+        focused = [i for i, el in enumerate(self.focus_order) if el.is_focused]
+        index = (focused[0] + step) % len(self.focus_order) if focused else 0
+        self.focus(self.focus_order[index])
+
+    def focus(self, element: Any) -> None:
+        self.manager.set_focus_set(element)
+
+    def update(self, dt: float) -> None:
+        pass
+
+    def draw(self, surface: pygame.Surface) -> None:
+        pass
+
+    def layout(self, size: tuple[int, int]) -> None:
+        pass
+
+    def close(self) -> None:
+        for element in self.elements():
+            element.kill()
+
+    def elements(self) -> list[Any]:
+        return []
+
+
+def place(element: Any, rect: pygame.Rect) -> None:
+    element.set_relative_position(rect.topleft)
+    element.set_dimensions(rect.size)
+    element.rebuild()

@@ -1,0 +1,97 @@
+"""The list of conversations, and the box that finds people to talk to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pygame
+import pygame_gui
+from pygame_gui.core import ObjectID
+from pygame_gui.elements import UIButton, UITextEntryLine
+
+from chatpad import messages as m
+from chatpad.scenes.base import Scene, SceneHost, place
+from chatpad.ui import STATUS_BAR_HEIGHT, Colors, ConversationList
+from libchat import limits
+
+__all__ = ["ConversationsScene"]
+
+
+class ConversationsScene(Scene):
+    """The list of conversations, and the box that finds people to talk to."""
+
+    def __init__(self, app: SceneHost) -> None:
+        super().__init__(app)
+        mgr = self.manager
+        r = pygame.Rect(0, 0, 420, 44)
+        self.search = UITextEntryLine(r, mgr, placeholder_text="Find people by name to start "
+                                                               "a new conversation")
+        self.search.set_text_length_limit(limits.MAX_USERNAME_CHARS)
+        self.sign_out = UIButton(r, "Sign out", mgr, object_id=ObjectID(class_id="@secondary"))
+        self.list = ConversationList(app.styles)
+        self.focus_order = [self.search, self.sign_out]
+        self.sent_prefix = ""
+        self.header = pygame.Rect(0, 0, 0, 0)
+        self.layout(app.screen_size)
+
+    def elements(self) -> list[Any]:
+        return [self.search, self.sign_out]
+
+    def layout(self, size: tuple[int, int]) -> None:
+        w, h = size
+        column = min(w, 760)
+        left = (w - column) // 2
+        self.header = pygame.Rect(left, STATUS_BAR_HEIGHT, column, 64)
+        place(self.search, pygame.Rect(left + 16, STATUS_BAR_HEIGHT + 12, column - 150, 40))
+        place(self.sign_out, pygame.Rect(left + column - 124, STATUS_BAR_HEIGHT + 12, 108, 40))
+        self.list.rect = pygame.Rect(left, STATUS_BAR_HEIGHT + 64, column,
+                                     h - STATUS_BAR_HEIGHT - 64)
+
+    def open(self, peer: str) -> None:
+        self.app.open_conversation(peer)
+
+    def handle(self, event: pygame.event.Event) -> bool:
+        if super().handle(event):
+            return True
+        peers = self.list.peers()
+        if event.type == pygame.KEYDOWN:
+            if event.key == pygame.K_DOWN and peers:
+                self.list.selected = min(len(peers) - 1, self.list.selected + 1)
+                return True
+            if event.key == pygame.K_UP and peers:
+                self.list.selected = max(0, self.list.selected - 1)
+                return True
+            if (event.key in (pygame.K_RETURN, pygame.K_KP_ENTER) and peers
+                    and not self.sign_out.is_focused):
+                self.open(peers[min(self.list.selected, len(peers) - 1)])
+                return True
+        elif event.type == pygame.MOUSEMOTION:
+            self.list.hover = self.list.index_at(event.pos)
+        elif event.type == pygame.MOUSEBUTTONUP and event.button == 1:
+            index = self.list.index_at(event.pos)
+            if index is not None:
+                self.open(peers[index])
+                return True
+        elif event.type == pygame.MOUSEWHEEL:
+            self.list.scroll_by(event.y * 40)
+        elif event.type == pygame_gui.UI_BUTTON_PRESSED and event.ui_element is self.sign_out:
+            self.app.submit(m.SignOut())
+        return False
+
+    def update(self, dt: float) -> None:
+        prefix = self.search.get_text().strip().lower()
+        if prefix != self.sent_prefix:
+            self.sent_prefix = prefix
+            self.list.selected = 0
+            if prefix:
+                self.app.submit(m.Search(prefix=prefix))
+        model = self.app.model
+        self.list.show_users = bool(prefix)
+        self.list.users = model.users_found if model.users_prefix == prefix else ()
+        self.list.rows = model.conversations
+
+    def draw(self, surface: pygame.Surface) -> None:
+        surface.fill(Colors.SURFACE, self.header)
+        pygame.draw.line(surface, Colors.BORDER, self.header.bottomleft,
+                         (self.header.right, self.header.bottom))
+        self.list.draw(surface)

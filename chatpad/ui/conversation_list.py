@@ -1,0 +1,124 @@
+"""The conversation list (or the people a search found), drawn by hand."""
+
+from __future__ import annotations
+
+import time
+import zlib
+
+import pygame
+
+from chatpad.fonts import TextStyle
+from chatpad.items import Summary
+from chatpad.ui.style import AVATAR_COLORS, Colors, Styles
+
+__all__ = ["ROW_HEIGHT", "ConversationList", "draw_avatar", "when"]
+
+ROW_HEIGHT = 72
+
+
+def when(ts_ms: int) -> str:
+    """A time for the conversation list: the clock today, else the day."""
+    then = time.localtime(ts_ms / 1000)
+    now = time.localtime()
+    if then[:3] == now[:3]:
+        return time.strftime("%H:%M", then)
+    return time.strftime("%d %b", then)
+
+
+def draw_avatar(surface: pygame.Surface, styles: Styles, name: str, center: tuple[int, int],
+                radius: int = 22) -> None:
+    color = AVATAR_COLORS[zlib.crc32(name.encode()) % len(AVATAR_COLORS)]
+    pygame.draw.circle(surface, color, center, radius)
+    letter = styles.avatar.render(name[:1].upper() or "?", Colors.SURFACE)
+    surface.blit(letter, letter.get_rect(center=center))
+
+
+class ConversationList:
+    """Rows of conversations (or of found users), drawn by hand, clickable."""
+
+    def __init__(self, styles: Styles) -> None:
+        self.styles = styles
+        self.rect = pygame.Rect(0, 0, 0, 0)
+        self.rows: list[Summary] = []
+        self.users: tuple[str, ...] = ()
+        self.show_users = False
+        self.selected = 0
+        self.hover: int | None = None
+        self.scroll = 0
+
+    def peers(self) -> list[str]:
+        return list(self.users) if self.show_users else [row.peer for row in self.rows]
+
+    def row_rect(self, index: int) -> pygame.Rect:
+        return pygame.Rect(self.rect.x, self.rect.y + index * ROW_HEIGHT - self.scroll,
+                           self.rect.width, ROW_HEIGHT)
+
+    def index_at(self, pos: tuple[int, int]) -> int | None:
+        if not self.rect.collidepoint(pos):
+            return None
+        index = (pos[1] - self.rect.y + self.scroll) // ROW_HEIGHT
+        return index if 0 <= index < len(self.peers()) else None
+
+    def scroll_by(self, dy: int) -> None:
+        most = max(0, len(self.peers()) * ROW_HEIGHT - self.rect.height)
+        self.scroll = max(0, min(most, self.scroll - dy))
+
+    def draw(self, surface: pygame.Surface) -> None:
+        styles = self.styles
+        surface.fill(Colors.SURFACE, self.rect)
+        clip = surface.get_clip()
+        surface.set_clip(self.rect)
+        peers = self.peers()
+        if not peers:
+            text = ("No one found with that name." if self.show_users
+                    else "No conversations yet. Find someone above to start one.")
+            hint = styles.small.render(text, Colors.MUTED)
+            surface.blit(hint, hint.get_rect(midtop=(self.rect.centerx, self.rect.y + 32)))
+        first = self.scroll // ROW_HEIGHT
+        last = min(len(peers), first + self.rect.height // ROW_HEIGHT + 2)
+        for index in range(first, last):
+            row = self.row_rect(index)
+            if index == self.hover or index == self.selected:
+                surface.fill(Colors.SELECTED if index == self.selected else Colors.HOVER, row)
+            draw_avatar(surface, styles, peers[index], (row.x + 40, row.centery))
+            x = row.x + 76
+            name = styles.name.render(peers[index], Colors.TEXT)
+            if self.show_users:
+                surface.blit(name, (x, row.centery - name.get_height() // 2))
+                hint = styles.small.render("Start a conversation", Colors.ACCENT)
+                surface.blit(hint, (row.right - hint.get_width() - 20,
+                                    row.centery - hint.get_height() // 2))
+            else:
+                self._draw_summary(surface, self.rows[index], row, name, x)
+            pygame.draw.line(surface, Colors.BORDER, (x, row.bottom - 1),
+                             (row.right, row.bottom - 1))
+        surface.set_clip(clip)
+
+    def _draw_summary(self, surface: pygame.Surface, summary: Summary, row: pygame.Rect,
+                      name: pygame.Surface, x: int) -> None:
+        styles = self.styles
+        surface.blit(name, (x, row.y + 12))
+        stamp = styles.small.render(when(summary.ts), Colors.ACCENT if summary.unread
+                                    else Colors.MUTED)
+        surface.blit(stamp, (row.right - stamp.get_width() - 20, row.y + 14))
+        preview_text = ("You: " if summary.mine else "") + summary.preview
+        room = row.right - x - 70
+        preview_text = _ellipsize(styles.small, preview_text, room)
+        preview = styles.small.render(preview_text, Colors.TEXT if summary.unread
+                                      else Colors.MUTED)
+        surface.blit(preview, (x, row.y + 40))
+        if summary.unread:
+            count = styles.small_bold.render(
+                str(summary.unread) if summary.unread < 100 else "99+", Colors.SURFACE)
+            width = max(24, count.get_width() + 12)
+            badge = pygame.Rect(row.right - width - 20, row.y + 38, width, 24)
+            pygame.draw.rect(surface, Colors.ACCENT, badge, border_radius=12)
+            surface.blit(count, count.get_rect(center=badge.center))
+
+
+def _ellipsize(style: TextStyle, text: str, width: int) -> str:
+    if style.width(text) <= width:
+        return text
+    while text and style.width(text + "…") > width:
+        text = text[: max(0, len(text) - max(1, len(text) // 8))]
+    return text + "…"
