@@ -283,14 +283,13 @@ class Router:
     def __init__(self, routes: Mapping[str, Route]) -> None:
         self._routes = MappingProxyType(dict(routes))
         self._literal: dict[str, Route] = {}
-        # (segments, with None where a parameter goes; parameter names; route)
-        self._templates: list[tuple[tuple[str | None, ...], tuple[str, ...], Route]] = []
+        self._templates: list[tuple[re.Pattern[str], Route]] = []
         for template, route in routes.items():
-            segments, names = _parse_template(template)
-            if names:
-                self._templates.append((segments, names, route))
-            else:
+            pattern = _compile(template)
+            if pattern is None:
                 self._literal[template] = route
+            else:
+                self._templates.append((pattern, route))
 
     @property
     def routes(self) -> Mapping[str, Route]:
@@ -303,42 +302,31 @@ class Router:
         route = self._literal.get(path)
         if route is not None:
             return route, _NO_PARAMS
-        if not self._templates:
-            return None
-        parts = path.split("/")
-        for segments, names, route in self._templates:
-            if len(parts) != len(segments):
-                continue
-            values = []
-            for part, segment in zip(parts, segments, strict=True):
-                if segment is None:
-                    if not part:
-                        break
-                    values.append(unquote(part))
-                elif part != segment:
-                    break
-            else:
-                return route, dict(zip(names, values, strict=True))
+        for pattern, route in self._templates:
+            found = pattern.fullmatch(path)
+            if found is not None:
+                return route, {name: unquote(value) for name, value in found.groupdict().items()}
         return None
 
 
-def _parse_template(template: str) -> tuple[tuple[str | None, ...], tuple[str, ...]]:
+def _compile(template: str) -> re.Pattern[str] | None:
+    """The pattern of a template with ``{name}`` segments; ``None`` for a literal path."""
     if not template.startswith("/"):
         raise ValueError(f"a path template starts with '/': {template!r}")
-    segments: list[str | None] = []
-    names: list[str] = []
+    parts: list[str] = []
+    names: set[str] = set()
     for segment in template.split("/"):
         name = segment[1:-1]
         if segment.startswith("{") and segment.endswith("}") and name.isidentifier():
             if name in names:
                 raise ValueError(f"parameter {name!r} named twice: {template!r}")
-            segments.append(None)
-            names.append(name)
+            names.add(name)
+            parts.append(f"(?P<{name}>[^/]+)")
         elif "{" in segment or "}" in segment:
             raise ValueError(f"a parameter is a whole segment {{name}}: {template!r}")
         else:
-            segments.append(segment)
-    return tuple(segments), tuple(names)
+            parts.append(re.escape(segment))
+    return re.compile("/".join(parts)) if names else None
 
 
 CONTRACT_ROUTER: Final = Router(
