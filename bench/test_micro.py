@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,12 +21,14 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from wsproto.connection import Connection, ConnectionType
 
 from bench.conftest import MESSAGE, NOW, SEND, Pair, masked_send_frame, open_pair
+from chatd import routes
 from chatd.observe.logs import EventLogger, configure_logging
 from chatd.store import NewMessage
 from chatd.store.sqlite import SqliteStore
+from libchat import events as ev
 from libchat import protocol
 from libchat.client import ClientConnection, ClientEvent
-from libchat.server import ServerConnection
+from libchat.server import ServerConfig, ServerConnection
 
 FANOUT = (1, 10, 100)  # connections of the recipient in the fan-out benchmark
 
@@ -53,6 +56,27 @@ def test_decode_send_json(benchmark: BenchmarkFixture) -> None:
     """The engine's share above wsproto: JSON text -> validated ``Send`` (orjson+cattrs)."""
     text = protocol.encode_frame(SEND)
     assert benchmark(protocol.decode_client_frame, text) == SEND
+
+
+HISTORY_GET = (
+    b"GET /v1/conversations/bob/messages?limit=50&before=900 HTTP/1.1\r\n"
+    b"Host: chat.test\r\nAuthorization: Bearer abc.def.ghi\r\n\r\n"
+)
+
+
+def test_parse_http_request(benchmark: BenchmarkFixture) -> None:
+    """Bytes of one keep-alive history GET -> ``HistoryRequest`` through chatd's router,
+    then a 204 so the engine reads the next (h11, routing, the parser, the response)."""
+    server = ServerConnection(ServerConfig(router=routes.ROUTER), random.Random(2), 0.0)
+
+    def parse() -> list[object]:
+        events: list[object] = server.receive_data(HISTORY_GET, NOW)
+        server.respond(204, now=NOW)
+        server.data_to_send()
+        return events
+
+    (event,) = benchmark(parse)
+    assert isinstance(event, ev.HistoryRequest) and event.peer == "bob"
 
 
 def _best_per_call(fn: Callable[[], object], calls: int = 2000, repeats: int = 7) -> float:

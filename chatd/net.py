@@ -18,6 +18,7 @@ import random
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from chatd import routes
 from chatd.accounts import Identity
 from chatd.admission import Admission, address_key
 from chatd.http import HttpApi
@@ -32,21 +33,9 @@ from libchat.server import ServerConfig, ServerConnection
 
 log = EventLogger(logging.getLogger(__name__))
 
-# Each HTTP request event, with the route template it is counted under in /metrics.
-_ROUTES: dict[type, str] = {
-    ev.RegisterRequest: "/v1/register",
-    ev.LoginRequest: "/v1/login",
-    ev.LogoutRequest: "/v1/logout",
-    ev.RefreshRequest: "/v1/token/refresh",
-    ev.UserSearchRequest: "/v1/users",
-    ev.ConversationsRequest: "/v1/conversations",
-    ev.HistoryRequest: "/v1/conversations/{peer}/messages",
-    ev.HealthRequest: "/healthz",
-    ev.MetricsRequest: "/metrics",
-}
-_HTTP_EVENTS = tuple(_ROUTES)
-UPGRADE_ROUTE = "/v1/ws"
-UNROUTED = "other"  # requests the engine refused before routing them (404, 400, 413...)
+# The request events the HTTP API answers (an upgrade goes through the hub's checks).
+_HTTP_EVENTS = tuple(kind for kind in routes.LABELS if kind is not ev.UpgradeRequest)
+UPGRADE_ROUTE = routes.LABELS[ev.UpgradeRequest]
 _ids = itertools.count(1)
 # What a socket over a budget gets before it is closed: no request of its is read.
 _REFUSAL_BODY = (
@@ -93,7 +82,7 @@ class Connections:
         self.admission = admission
         self.metrics = metrics
         self.spawn = spawn
-        self.engine_config = ServerConfig()
+        self.engine_config = ServerConfig(router=routes.ROUTER)
         # One generator for every engine: seeding one per connection from os.urandom cost
         # ~8% of the loop while 10,000 clients connected (the server engine draws nothing).
         self.rng = random.Random()
@@ -267,7 +256,7 @@ class ChatProtocol(asyncio.Protocol):
                 self._closed_event(event)
             elif isinstance(event, ev.RequestRejected):
                 self.connections.metrics.errors_total.labels(code=event.code).inc()
-                self._count_request(UNROUTED, event.status)
+                self._count_request(routes.UNROUTED, event.status)
             elif isinstance(event, ev.FrameRejected):
                 self.connections.metrics.errors_total.labels(code=event.code).inc()
             else:
@@ -277,7 +266,7 @@ class ChatProtocol(asyncio.Protocol):
 
     async def _answer(self, request: object) -> None:
         reply = await self.connections.api.handle(request, self.peer_ip)
-        self._count_request(_ROUTES[type(request)], reply.status)
+        self._count_request(routes.LABELS[type(request)], reply.status)
         self.respond(reply)
 
     def _count_request(self, route: str, status: int) -> None:

@@ -8,7 +8,10 @@ Three layers, each usable alone (``docs/embedding.md`` walks through them):
   actions (:class:`OpenTransport`, :class:`WriteTransport`, :class:`CloseTransport`) and
   application events (:class:`Connected`, :class:`Message`, :class:`Acked`...) out.
 * **The engines** (:class:`ClientConnection`, :class:`ServerConnection`): one
-  connection's HTTP and WebSocket protocol, sans-IO: bytes in, events out.
+  connection's HTTP and WebSocket protocol, sans-IO: bytes in, events out. A server
+  engine's :class:`Router` says which paths exist; :mod:`libchat.requests` holds the
+  parsers of the contract's requests (:class:`HttpRequest` in, an event or a
+  :class:`Rejection` out).
 * **The protocol types** (:class:`Message`, :class:`Send`, :class:`TokenGrant`...):
   frozen, validated when built; the same class is sent and received. Fields are named
   as on the wire except where the wire's name is a Python keyword: ``Message.sender``
@@ -65,6 +68,7 @@ from libchat.protocol import (
     UserList,
     Welcome,
 )
+from libchat.requests import HttpRequest, Rejection, Route, Router
 from libchat.server import ServerConfig, ServerConnection
 from libchat.session import (
     Acked,
@@ -113,6 +117,7 @@ __all__ = [
     "Error",
     "ErrorBody",
     "Hello",
+    "HttpRequest",
     "HttpResponse",
     "LocalProtocolError",
     "MemoryOutboxStorage",
@@ -129,6 +134,9 @@ __all__ = [
     "ReadReceipt",
     "Reauth",
     "Reauthed",
+    "Rejection",
+    "Route",
+    "Router",
     "Send",
     "SendDeferred",
     "SendFailed",

@@ -4,8 +4,10 @@ HTTP/1.1 goes through h11: each request becomes one typed event (``LoginRequest`
 ``UpgradeRequest``...) that the host answers with :meth:`ServerConnection.respond` (or
 :meth:`~ServerConnection.accept_upgrade`); faults the engine can judge alone (unknown
 path, wrong method, oversize or malformed request, missing bearer token, bad query) it
-answers itself and reports as ``RequestRejected``. After the upgrade, wsproto parses
-frames and the client's JSON frames come out as the protocol classes.
+answers itself and reports as ``RequestRejected``. Which paths exist, and the parser of
+each, is the router's to say (``ServerConfig.router``, see :mod:`libchat.requests`).
+After the upgrade, wsproto parses frames and the client's JSON frames come out as the
+protocol classes.
 
 Nothing here reads a clock: every call takes ``now`` (seconds, any epoch, the same
 clock every time). After any call, drain :meth:`ServerConnection.data_to_send` and
@@ -24,14 +26,12 @@ no byte arrived for ``idle_timeout``; after our close frame, the peer's is await
 
 from __future__ import annotations
 
-import base64
-import binascii
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any, Final
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
 import attrs
 import h11
@@ -43,22 +43,14 @@ from libchat import limits, protocol
 from libchat._engine import Engine
 from libchat.events import (
     ConnectionClosed,
-    ConversationsRequest,
     FrameRejected,
-    HealthRequest,
-    HistoryRequest,
     HttpRequestEvent,
-    LoginRequest,
-    LogoutRequest,
-    MetricsRequest,
-    RefreshRequest,
-    RegisterRequest,
     RequestRejected,
     SendRefused,
     UpgradeRequest,
-    UserSearchRequest,
 )
 from libchat.frames import text_frame
+from libchat.requests import CONTRACT_ROUTER, HttpRequest, Rejection, Router
 from libchat.states import ConnState, LocalProtocolError, Outgoing, Role, Trigger
 
 # A send refused for its body is handed to the host, which answers it: with the original
@@ -85,8 +77,6 @@ _OUTGOING: Final[dict[type, Outgoing]] = {
     protocol.Welcome: _WELCOME,
     protocol.Error: Outgoing.ERROR,
 }
-_BEARER_RE: Final = re.compile(rb"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9._~+/-]+=*) *")
-_INT_RE: Final = re.compile(r"[0-9]{1,19}")  # and at most limits.MAX_WIRE_INT
 _VERSION_RE: Final = re.compile(r"([0-9]{1,9})(\.[0-9]{1,9})*")
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 _PING: Final = Ping(payload=b"")
@@ -99,6 +89,11 @@ _WS_OPEN: Final = ConnectionState.OPEN  # wsproto's open state, read once (hot p
 
 @attrs.frozen(kw_only=True)
 class ServerConfig:
+    """The server engine's settings. ``router`` says which paths exist and how each
+    request becomes an event; the default, :data:`libchat.requests.CONTRACT_ROUTER`,
+    serves the contract's paths (``protocol/PROTOCOL.md`` section 5)."""
+
+    router: Router = CONTRACT_ROUTER
     max_body_bytes: int = limits.MAX_BODY_BYTES
     max_frame_bytes: int = limits.MAX_FRAME_BYTES
     max_header_bytes: int = limits.MAX_HEADER_BYTES
@@ -112,188 +107,6 @@ class ServerConfig:
     # Plain text frames read and written by libchat.frames; False: wsproto does every
     # frame (slower, same bytes and events: the reference the fuzz tests compare with).
     fast_frames: bool = True
-
-
-class _Rejection(Exception):
-    """Raised inside request routing: the engine answers the request with this error."""
-
-    def __init__(
-        self, status: int, code: str, message: str, headers: Sequence[tuple[str, str]] = ()
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers
-
-
-@attrs.define(slots=True)
-class _Request:
-    method: bytes
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[bytes, list[bytes]]
-    body: bytes
-    proposes_upgrade: bool  # h11 saw "Connection: upgrade" with an Upgrade header
-
-    def header(self, name: bytes) -> bytes | None:
-        values = self.headers.get(name)
-        return values[0] if values else None
-
-    def token(self) -> str:
-        """The bearer token; 401 when it is missing or malformed."""
-        token = self.optional_token()
-        if token is None:
-            raise _Rejection(401, "unauthorized", "an Authorization: Bearer token is required")
-        return token
-
-    def optional_token(self) -> str | None:
-        values = self.headers.get(b"authorization")
-        if values is None:
-            return None
-        match = _BEARER_RE.fullmatch(values[0]) if len(values) == 1 else None
-        if match is None:
-            raise _Rejection(401, "unauthorized", "malformed Authorization header")
-        return match[1].decode("ascii")
-
-    def param(self, name: str) -> str | None:
-        values = self.query.get(name)
-        return values[0] if values else None
-
-    def int_param(self, name: str) -> int | None:
-        value = self.param(name)
-        if value is None:
-            return None
-        if _INT_RE.fullmatch(value) is None or int(value) > limits.MAX_WIRE_INT:
-            raise _Rejection(
-                400, "invalid_query", f"{name} must be an integer 0..{limits.MAX_WIRE_INT}"
-            )
-        return int(value)
-
-
-def _register(request: _Request) -> HttpRequestEvent:
-    return RegisterRequest(credentials=_credentials(request))
-
-
-def _login(request: _Request) -> HttpRequestEvent:
-    return LoginRequest(credentials=_credentials(request))
-
-
-def _credentials(request: _Request) -> protocol.Credentials:
-    try:
-        return protocol.decode_body(request.body, protocol.Credentials)
-    except protocol.ProtocolViolation as exc:
-        raise _Rejection(400, exc.code, exc.message) from None
-
-
-def _logout(request: _Request) -> HttpRequestEvent:
-    return LogoutRequest(token=request.token())
-
-
-def _refresh(request: _Request) -> HttpRequestEvent:
-    """No body (or only whitespace): a 1.0 refresh. Otherwise a JSON object whose
-    optional ``rotate`` is a boolean (unknown fields ignored); else 400 ``invalid_body``."""
-    token = request.token()
-    if not request.body.strip():
-        return RefreshRequest(token=token)
-    try:
-        options = protocol.decode_body(request.body, protocol.RefreshOptions)
-    except protocol.ProtocolViolation as exc:
-        raise _Rejection(400, exc.code, exc.message) from None
-    return RefreshRequest(token=token, rotate=options.rotate)
-
-
-def _users(request: _Request) -> HttpRequestEvent:
-    token = request.token()
-    prefix = request.param("prefix")
-    if not prefix:
-        raise _Rejection(400, "invalid_query", "prefix must have at least one character")
-    return UserSearchRequest(token=token, prefix=prefix)
-
-
-def _conversations(request: _Request) -> HttpRequestEvent:
-    return ConversationsRequest(token=request.token())
-
-
-def _history(request: _Request) -> HttpRequestEvent:
-    token = request.token()
-    peer = unquote(request.path.split("/")[3]).lower()
-    limit = request.int_param("limit")
-    if limit is None:
-        limit = limits.DEFAULT_HISTORY_LIMIT
-    elif not 1 <= limit <= limits.MAX_HISTORY_LIMIT:
-        raise _Rejection(
-            400, "invalid_query", f"limit must be between 1 and {limits.MAX_HISTORY_LIMIT}"
-        )
-    return HistoryRequest(token=token, peer=peer, before=request.int_param("before"), limit=limit)
-
-
-def _health(_request: _Request) -> HttpRequestEvent:
-    return HealthRequest()
-
-
-def _metrics(_request: _Request) -> HttpRequestEvent:
-    return MetricsRequest()
-
-
-def _upgrade(request: _Request) -> HttpRequestEvent:
-    """Check a WebSocket upgrade (RFC 6455 section 4.2.1): 400 when it is not one or its
-    key is bad, 426 for another protocol version, 401 for a malformed bearer token."""
-    upgrade = request.header(b"upgrade") or b""
-    if not request.proposes_upgrade or b"websocket" not in [
-        p.strip() for p in upgrade.lower().split(b",")
-    ]:
-        raise _Rejection(400, "bad_request", "not a WebSocket upgrade request")
-    if request.header(b"sec-websocket-version") != b"13":
-        raise _Rejection(
-            426,
-            "unsupported_version",
-            "only WebSocket version 13 is supported",
-            (("Sec-WebSocket-Version", "13"),),
-        )
-    key = request.header(b"sec-websocket-key") or b""
-    try:
-        valid = len(base64.b64decode(key, validate=True)) == 16
-    except binascii.Error:
-        valid = False
-    if not valid:
-        raise _Rejection(400, "bad_request", "missing or malformed Sec-WebSocket-Key")
-    origin = request.header(b"origin")
-    return UpgradeRequest(
-        token=request.optional_token(),
-        origin=None if origin is None else origin.decode("latin-1"),
-    )
-
-
-_Handler = Callable[[_Request], HttpRequestEvent]
-_ROUTES: Final[dict[str, tuple[bytes, _Handler]]] = {
-    "/v1/register": (b"POST", _register),
-    "/v1/login": (b"POST", _login),
-    "/v1/logout": (b"POST", _logout),
-    "/v1/token/refresh": (b"POST", _refresh),
-    "/v1/users": (b"GET", _users),
-    "/v1/conversations": (b"GET", _conversations),
-    "/healthz": (b"GET", _health),
-    "/metrics": (b"GET", _metrics),
-    "/v1/ws": (b"GET", _upgrade),
-}
-_HISTORY_ROUTE: Final = (b"GET", _history)
-
-
-def _route(path: str) -> tuple[bytes, _Handler] | None:
-    route = _ROUTES.get(path)
-    if route is None:
-        parts = path.split("/")
-        # "", "v1", "conversations", <peer>, "messages"
-        if (
-            len(parts) == 5
-            and parts[1] == "v1"
-            and parts[2] == "conversations"
-            and parts[3]
-            and parts[4] == "messages"
-        ):
-            return _HISTORY_ROUTE
-    return route
 
 
 class ServerConnection(Engine[ServerEvent]):
@@ -312,6 +125,7 @@ class ServerConnection(Engine[ServerEvent]):
             now=now,
         )
         self._config = config
+        self._router = config.router
         self._rng = rng  # the server engine draws nothing random today
         self._h11: h11.Connection | None = h11.Connection(
             h11.SERVER, max_incomplete_event_size=config.max_header_bytes
@@ -408,29 +222,32 @@ class ServerConnection(Engine[ServerEvent]):
         assert h is not None and head is not None
         target = head.target.decode("ascii")
         path, _, query = target.partition("?")
-        request = _Request(
-            method=head.method,
-            path=path,
-            query=parse_qs(query, keep_blank_values=True),
-            headers=_header_lists(head.headers),
-            body=b"".join(self._body),
-            proposes_upgrade=h.their_state is _MIGHT_SWITCH,
-        )
+        body = b"".join(self._body)
         self._body = []
         try:
-            route = _route(path)
-            if route is None:
-                raise _Rejection(404, "not_found", f"no such path: {path[:100]}")
-            method, handler = route
-            if request.method != method:
-                raise _Rejection(
+            found = self._router.match(path)
+            if found is None:
+                raise Rejection(404, "not_found", f"no such path: {path[:100]}")
+            route, params = found
+            method = route.method
+            if head.method != method:
+                raise Rejection(
                     405,
                     "method_not_allowed",
                     f"{path} takes {method.decode()}",
                     (("Allow", method.decode()),),
                 )
-            event = handler(request)
-        except _Rejection as rejection:
+            request = HttpRequest(
+                method=head.method,
+                path=path,
+                params=params,
+                query=parse_qs(query, keep_blank_values=True),
+                headers=_header_lists(head.headers),
+                body=body,
+                proposes_upgrade=h.their_state is _MIGHT_SWITCH,
+            )
+            event = route.parser(request)
+        except Rejection as rejection:
             self._reject(
                 events, rejection.status, rejection.code, rejection.message, now, rejection.headers
             )
