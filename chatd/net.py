@@ -5,6 +5,10 @@ wants to write leaves through one ``transport.write`` per connection per loop tu
 (output is coalesced: many pushes in one turn become one write). The engine's single
 deadline drives one timer per connection. :class:`Connections` holds every socket of
 the process and what their glue shares.
+
+Why one module of ~450 lines: both classes are the socket glue, and each needs the
+other (a protocol reports to the registry, the registry makes and flushes protocols);
+apart, they would import each other in a circle.
 """
 
 from __future__ import annotations
