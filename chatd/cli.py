@@ -1,7 +1,7 @@
 """The ``chatd`` command: ``serve`` and the operators' subcommands.
 
 ``serve`` runs the server (:mod:`chatd.app`), ``migrate-data`` copies a SQLite database
-into PostgreSQL (:mod:`chatd.migrate_data`); every other subcommand is implemented in
+into PostgreSQL (:mod:`chatd.migrate_cli`); every other subcommand is implemented in
 :mod:`chatd.admin` (and the health probe in :mod:`chatd.probe`). ``man/chatd.8``
 documents every flag defined here; ``tests/chatd/test_man.py`` keeps the two in step.
 """
@@ -162,9 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "copy the SQLite database consistently, even while it serves")
     backup.add_argument("file", type=Path, metavar="FILE")
 
-    from chatd import migrate_data  # SQLite -> PostgreSQL: its own module and flags
+    from chatd import migrate_cli  # SQLite -> PostgreSQL: its own module and flags
 
-    migrate_data.add_parser(commands)
+    migrate_cli.add_parser(commands)
     _add_version(commands.choices["migrate-data"])
     return parser
 
@@ -177,9 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "migrate-data":
-        from chatd import migrate_data
+        from chatd import migrate_cli
 
-        return migrate_data.run(args)
+        return migrate_cli.run(args)
     if args.command == "serve":
         from chatd.app import run
         from chatd.config import load_config

@@ -1,0 +1,88 @@
+"""The signal between chatd nodes: "something happened that your connections may care about".
+
+Each node hosts its own connections; the store is shared. After a commit, the node that
+did the work publishes a small event (ids only, never bodies) and every other node pushes
+what it means to its local connections, reading rows from the store when it needs them.
+The bus is behind the small :class:`Bus` interface so NATS or Redis could replace
+PostgreSQL's LISTEN/NOTIFY later.
+
+Delivery is at most once: a node that misses events (its listener reconnected) is told to
+resync through ``on_resync``, and the store stays the truth (undelivered messages are
+pushed again on the recipient's next connection anyway).
+
+The events and their payload codec are in :mod:`chatd.bus.events`, the PostgreSQL
+transport in :mod:`chatd.bus.postgres`; this module holds the interface, the single-node
+bus, and the names callers import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from chatd.bus.events import (
+    MAX_PAYLOAD_BYTES,
+    BusEvent,
+    Delivered,
+    FamilyRevoked,
+    MessageStored,
+    Presence,
+    ReadUpTo,
+    StoreChanged,
+    TokenRetired,
+    TokenRevoked,
+    Typing,
+    UserRevoked,
+    decode_event,
+    encode_event,
+)
+from chatd.bus.postgres import PostgresBus, channel_for
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "Bus",
+    "BusEvent",
+    "Delivered",
+    "FamilyRevoked",
+    "LocalBus",
+    "MessageStored",
+    "PostgresBus",
+    "Presence",
+    "ReadUpTo",
+    "StoreChanged",
+    "TokenRetired",
+    "TokenRevoked",
+    "Typing",
+    "UserRevoked",
+    "channel_for",
+    "decode_event",
+    "encode_event",
+]
+
+
+class Bus(Protocol):
+    async def start(
+        self, handler: Callable[[BusEvent], None], on_resync: Callable[[], None] | None = None
+    ) -> None:
+        """Begin calling ``handler`` on the loop for every event another node publishes,
+        and ``on_resync`` whenever events may have been missed."""
+
+    async def publish(self, event: BusEvent) -> None:
+        """Tell the other nodes; never raises (a lost signal is healed by resync)."""
+
+    async def close(self) -> None: ...
+
+
+class LocalBus:
+    """The single-node bus: every connection is local, so there is nobody to tell."""
+
+    async def start(
+        self, handler: Callable[[BusEvent], None], on_resync: Callable[[], None] | None = None
+    ) -> None:
+        pass
+
+    async def publish(self, event: BusEvent) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass

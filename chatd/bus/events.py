@@ -1,0 +1,203 @@
+"""The bus events and their NOTIFY payload codec: what one chatd node tells the others.
+
+Events carry ids only, never bodies; :func:`encode_event` makes the compact JSON payload
+(type tag as ``"k"``, the publishing node as ``"n"``) and :func:`decode_event` reads it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Final
+
+import attrs
+import orjson
+
+from chatd.store.base import Retirement
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "BusEvent",
+    "Delivered",
+    "FamilyRevoked",
+    "MessageStored",
+    "Presence",
+    "ReadUpTo",
+    "StoreChanged",
+    "TokenRetired",
+    "TokenRevoked",
+    "Typing",
+    "UserRevoked",
+    "decode_event",
+    "encode_event",
+    "split_event",
+]
+
+MAX_PAYLOAD_BYTES: Final = 7900  # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more
+MAX_SEQS_PER_EVENT: Final = 300  # 300 seqs of up to 19 digits stay well under the payload cap
+
+
+@attrs.frozen(kw_only=True)
+class MessageStored:
+    """A message was committed: push it to the recipient and the sender's other devices."""
+
+    recipient: str
+    seq: int
+    sender: str
+
+
+def _seq_tuple(value: Any) -> tuple[int, ...]:
+    return tuple(value)
+
+
+@attrs.frozen(kw_only=True)
+class Delivered:
+    """The recipient confirmed these seqs: send ``sender`` its delivered receipts."""
+
+    sender: str
+    seqs: tuple[int, ...] = attrs.field(converter=_seq_tuple)
+
+
+@attrs.frozen(kw_only=True)
+class ReadUpTo:
+    """``reader`` read ``peer``'s messages up to ``up_to``: send ``peer`` a read receipt."""
+
+    reader: str
+    peer: str
+    up_to: int
+    ts: int
+
+
+@attrs.frozen(kw_only=True)
+class Typing:
+    sender: str
+    to: str
+
+
+@attrs.frozen(kw_only=True)
+class Presence:
+    """``user`` came online (first connection anywhere) or went offline (last one)."""
+
+    user: str
+    online: bool
+
+
+@attrs.frozen(kw_only=True)
+class TokenRevoked:
+    """A logout: close the connections that authenticated with token ``jti``."""
+
+    jti: str
+    expires_at: int  # Unix s: the revocation cache may forget it afterwards
+
+
+@attrs.frozen(kw_only=True)
+class TokenRetired:
+    """A rotating refresh: token ``jti`` closes its connections when its grace ends."""
+
+    jti: str
+    family: str
+    expires_at: int
+    grace_until: float
+
+    @classmethod
+    def of(cls, retirement: Retirement) -> TokenRetired:
+        return cls(jti=retirement.jti, family=retirement.family,
+                   expires_at=retirement.expires_at, grace_until=retirement.grace_until)
+
+    def retirement(self) -> Retirement:
+        return Retirement(jti=self.jti, family=self.family, expires_at=self.expires_at,
+                          grace_until=self.grace_until)
+
+
+@attrs.frozen(kw_only=True)
+class FamilyRevoked:
+    """A retired token was reused: close every connection of the tokens of ``family``."""
+
+    family: str
+    expires_at: int
+
+
+@attrs.frozen(kw_only=True)
+class UserRevoked:
+    """Password change or disable: close ``username``'s connections with older tokens."""
+
+    username: str
+    generation: int
+
+
+@attrs.frozen(kw_only=True)
+class StoreChanged:
+    """Another process (``chatd user ...``, another node) committed a user change, a
+    token revocation or a new keyring: look at the store now instead of at the next
+    poll. Sent by the PostgreSQL store in the transaction of the change itself."""
+
+
+BusEvent = (
+    MessageStored
+    | Delivered
+    | ReadUpTo
+    | Typing
+    | Presence
+    | TokenRevoked
+    | TokenRetired
+    | FamilyRevoked
+    | UserRevoked
+    | StoreChanged
+)
+
+# One short tag per event type, on the wire as "k"; the publishing node travels as "n".
+_TAGS: Final[dict[type[Any], str]] = {
+    MessageStored: "m",
+    Delivered: "d",
+    ReadUpTo: "r",
+    Typing: "t",
+    Presence: "p",
+    TokenRevoked: "x",
+    TokenRetired: "y",
+    FamilyRevoked: "f",
+    UserRevoked: "u",
+    StoreChanged: "c",
+}
+_CLASSES: Final[dict[str, type[Any]]] = {tag: cls for cls, tag in _TAGS.items()}
+
+
+def encode_event(event: BusEvent, node_id: str) -> str:
+    """The NOTIFY payload for ``event``: compact JSON with the type tag and the node id.
+
+    Raises:
+        ValueError: the payload would be too large for NOTIFY (split it first).
+    """
+    fields = attrs.asdict(event)
+    payload = orjson.dumps({"k": _TAGS[type(event)], "n": node_id, **fields}).decode()
+    if len(payload.encode()) > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"bus payload of {len(payload)} characters is over the NOTIFY limit")
+    return payload
+
+
+def decode_event(payload: str | bytes) -> tuple[str, BusEvent]:
+    """``(node_id, event)`` from a payload made by :func:`encode_event`.
+
+    Raises:
+        ValueError: the payload is not one of ours.
+    """
+    try:
+        data = orjson.loads(payload)
+        fields = dict(data)
+        cls = _CLASSES[fields.pop("k")]
+        node_id = fields.pop("n")
+        event: BusEvent = cls(**fields)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a bus event: {exc}") from exc
+    if not isinstance(node_id, str):
+        raise ValueError("not a bus event: the node id is not a string")
+    return node_id, event
+
+
+def split_event(event: BusEvent) -> Iterator[BusEvent]:
+    """The event cut into pieces that each fit one NOTIFY (only Delivered can grow)."""
+    if isinstance(event, Delivered) and len(event.seqs) > MAX_SEQS_PER_EVENT:
+        for start in range(0, len(event.seqs), MAX_SEQS_PER_EVENT):
+            yield Delivered(
+                sender=event.sender, seqs=event.seqs[start : start + MAX_SEQS_PER_EVENT]
+            )
+    else:
+        yield event

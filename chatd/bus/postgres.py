@@ -1,0 +1,184 @@
+"""The bus over PostgreSQL LISTEN/NOTIFY: one listening and one publishing connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any, Final
+
+import psycopg
+from psycopg import sql
+
+from chatd.bus.events import BusEvent, decode_event, encode_event, split_event
+from chatd.observe.downtime import Downtime
+from chatd.observe.logs import EventLogger
+
+__all__ = ["PostgresBus", "channel_for"]
+
+log = EventLogger(logging.getLogger(__name__))
+
+RECONNECT_MIN: Final = 0.1  # seconds before the first listener reconnect attempt
+RECONNECT_MAX: Final = 2.0  # cap of the doubling delay: back within 2 s of the database
+CONNECT_TIMEOUT: Final = 5  # seconds for one connection attempt (libpq connect_timeout)
+
+
+def channel_for(schema: str | None) -> str:
+    """The NOTIFY channel of the nodes on ``schema``: channels are per database, and
+    nodes on another schema of it must not hear these."""
+    return "chat" if schema in (None, "public") else f"chat.{schema}"[:63]
+
+
+class PostgresBus:
+    """Events over PostgreSQL LISTEN/NOTIFY.
+
+    One dedicated autocommit connection listens on ``channel``; a second one publishes
+    with ``pg_notify``. Events this node published come back to its listener and are
+    skipped by node id. When the listening connection drops, it is reopened with a
+    growing delay and ``on_resync`` is called once listening again: events in the gap
+    are lost, so the host re-scans what its local users may have missed. An outage is
+    logged twice, however long: ``bus.listener_lost`` (with the reason) when it starts
+    and ``bus.listener_restored`` (how long, how many attempts) when it ends; likewise
+    ``bus.publisher_lost`` and ``bus.publisher_restored`` for publishing.
+
+    Args:
+        dsn: a libpq connection string or URL.
+        channel: the NOTIFY channel; nodes of one cluster share it.
+        node_id: this node's id in every payload (default: a random one).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        channel: str = "chat",
+        node_id: str | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.channel = channel
+        self.node_id = node_id or uuid.uuid4().hex[:12]
+        self.on_resync: Callable[[], None] | None = None  # given to start()
+        self.reconnects = 0  # listener reconnects since start, for metrics and tests
+        self._handler: Callable[[BusEvent], None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._publisher: psycopg.AsyncConnection[Any] | None = None
+        self._publish_lock = asyncio.Lock()
+        self._listener_down = Downtime(log, lost="bus.listener_lost",
+                                       restored="bus.listener_restored", channel=channel)
+        self._publisher_down = Downtime(log, lost="bus.publisher_lost",
+                                        restored="bus.publisher_restored", channel=channel)
+
+    @property
+    def listener_name(self) -> str:
+        """The listening connection's ``application_name`` (visible in pg_stat_activity)."""
+        return f"chatd-bus-listen-{self.node_id}"[:63]
+
+    async def start(
+        self, handler: Callable[[BusEvent], None], on_resync: Callable[[], None] | None = None
+    ) -> None:
+        """Listen; returns once LISTEN is in place, so later publishes are heard.
+        ``on_resync`` is called on the loop after each listener reconnect.
+
+        Raises:
+            psycopg.OperationalError: the first connection failed.
+        """
+        self._handler = handler
+        self.on_resync = on_resync
+        conn = await self._listen()
+        self._listener = asyncio.create_task(self._listen_loop(conn), name="chatd-bus-listener")
+
+    async def publish(self, event: BusEvent) -> None:
+        payloads = [encode_event(piece, self.node_id) for piece in split_event(event)]
+        async with self._publish_lock:
+            for attempt in (1, 2):  # a dropped publishing connection is reopened once
+                try:
+                    if self._publisher is None:
+                        self._publisher = await self._connect(f"chatd-bus-notify-{self.node_id}")
+                    await self._publisher.execute(
+                        "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) WITH ORDINALITY"
+                        " AS t(p, i) ORDER BY i",
+                        (self.channel, payloads),
+                    )
+                    self._publisher_down.ok()
+                    return
+                except psycopg.Error as exc:
+                    await self._drop_publisher()
+                    if attempt == 2:
+                        self._publisher_down.failed(exc)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        async with self._publish_lock:
+            await self._drop_publisher()
+
+    # --- internals --------------------------------------------------------------------
+
+    async def _connect(self, name: str) -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(
+            self.dsn,
+            autocommit=True,
+            application_name=name[:63],
+            connect_timeout=CONNECT_TIMEOUT,
+        )
+
+    async def _listen(self) -> psycopg.AsyncConnection[Any]:
+        conn = await self._connect(self.listener_name)
+        try:
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _drop_publisher(self) -> None:
+        if self._publisher is not None:
+            await self._publisher.close()
+            self._publisher = None
+
+    async def _listen_loop(self, conn: psycopg.AsyncConnection[Any] | None) -> None:
+        delay = RECONNECT_MIN
+        while True:
+            try:
+                if conn is None:
+                    conn = await self._listen()
+                    self.reconnects += 1
+                    delay = RECONNECT_MIN
+                    self._listener_down.ok()
+                    self._resync()
+                async for notify in conn.notifies():
+                    self._dispatch(notify.payload)
+            except psycopg.Error as exc:
+                self._listener_down.failed(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX)
+            finally:
+                if conn is not None:
+                    await conn.close()
+                    conn = None
+
+    def _dispatch(self, payload: str) -> None:
+        try:
+            node_id, event = decode_event(payload)
+        except ValueError as exc:
+            log.warning("bus.payload_ignored", error=str(exc))
+            return
+        if node_id == self.node_id or self._handler is None:
+            return
+        try:
+            self._handler(event)
+        except Exception:
+            log.exception("bus.handler_failed", kind=type(event).__name__)
+
+    def _resync(self) -> None:
+        if self.on_resync is None:
+            return
+        try:
+            self.on_resync()
+        except Exception:
+            log.exception("bus.resync_failed")
