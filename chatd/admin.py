@@ -366,7 +366,7 @@ def _user_passwd(args: argparse.Namespace) -> int:
 
 def _token_issue(args: argparse.Namespace) -> int:
     from chatd.auth import KeyFileError, Keyring, Tokens  # PyJWT: only here
-    from chatd.keys import key_source
+    from chatd.auth.keys import key_source
 
     if args.ttl <= 0:
         raise AdminError("--ttl must be a positive number of seconds", EXIT_USAGE)
@@ -401,7 +401,7 @@ def _key_rotate(args: argparse.Namespace) -> int:
     import secrets
 
     from chatd.auth import KEY_BYTES, KEY_FILE, KeyFileError, Keyring, SigningKey
-    from chatd.keys import FileKeys, KeySource, key_source
+    from chatd.auth.keys import FileKeys, KeySource, key_source
 
     if args.token_ttl <= 0:
         raise AdminError("--token-ttl must be a positive number of seconds", EXIT_USAGE)

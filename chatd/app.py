@@ -31,6 +31,7 @@ from chatd.auth import (
     Passwords,
     RevocationCache,
     Tokens,
+    key_source,
 )
 from chatd.bus import Bus, PostgresBus, channel_for
 from chatd.config import Config
@@ -38,7 +39,6 @@ from chatd.datalock import DatabaseInUse, DataLock
 from chatd.files import PRIVATE_FILE, make_private_dir, open_to_others, tighten
 from chatd.http import HttpApi
 from chatd.hub import Hub, Publisher, Sessions
-from chatd.keys import key_source
 from chatd.net import Connections
 from chatd.observe.health import HealthMonitor
 from chatd.observe.logs import (
