@@ -13,11 +13,10 @@ import ssl
 import sys
 from pathlib import Path
 
-from chatd.auth import KEY_FILE, KeyFileError
+from chatd.auth import KEY_FILE, KeyFileError, key_source
 from chatd.config import Config
 from chatd.datalock import DatabaseInUse, DataLock
 from chatd.files import PRIVATE_FILE, make_private_dir, open_to_others, tighten
-from chatd.keys import key_source
 from chatd.observe.health import HealthMonitor
 from chatd.observe.logs import (
     LOG_FILE_NAME,

@@ -384,7 +384,7 @@ class PostgresStore:
         return bytes(row[0])
 
     async def token_keyring(self) -> bytes | None:
-        """The keyring document ``chatd key rotate`` stored, if any (chatd.keys)."""
+        """The keyring document ``chatd key rotate`` stored, if any (chatd.auth.keys)."""
         row = await self._fetchone("SELECT value FROM settings WHERE name = 'token_keyring'")
         return None if row is None else bytes(row[0])
 

@@ -1,4 +1,4 @@
-"""The token keyring (chatd.auth.Keyring, Tokens with kids) and its files (chatd.keys),
+"""The token keyring (chatd.auth.Keyring, Tokens with kids) and its files (chatd.auth.keys),
 and the revocation cache's retirements and families."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from chatd.auth import (
     Tokens,
     UnknownKey,
 )
-from chatd.keys import FileKeys, key_source, read_keyring, write_keyring
+from chatd.auth.keys import FileKeys, key_source, read_keyring, write_keyring
 from chatd.store import Retirement
 
 KEY = bytes(range(32))

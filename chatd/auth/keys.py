@@ -6,13 +6,14 @@ Three places, chosen by :func:`key_source`:
   sees a key). Every node of a cluster is given the same file. ``chatd serve`` refuses to
   start when it is missing: nodes that each made their own would refuse each other's
   tokens.
-- SQLite, without the flag: ``token.key`` in the data directory, created at first start.
+- SQLite, without the flag: ``token.key`` in the data directory, created at first start
+  (:func:`load_or_create_key`).
 - PostgreSQL, without the flag: the ``settings`` table (as before keyrings existed: the
   legacy ``token_key`` row, and ``token_keyring`` once ``chatd key rotate`` has run), so
   that every node signs alike; anyone who can read that table can mint tokens.
 
 A key file holds either exactly 32 raw bytes (a legacy key, as chatd always wrote it) or
-a JSON keyring (:meth:`chatd.auth.Keyring.encode`); rotation rewrites it atomically
+a JSON keyring (:meth:`chatd.auth.keyring.Keyring.encode`); rotation rewrites it atomically
 (private temporary file, fsync, rename, fsync of the directory), mode 0600.
 """
 
@@ -20,24 +21,87 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import stat
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
-from chatd.auth import (
-    KEY_FILE,
-    KeyFileError,
-    Keyring,
-    create_key_file,
-    load_or_create_key,
-)
-from chatd.files import replace_durably
+from chatd.auth.keyring import KEY_BYTES, KeyFileError, Keyring
+from chatd.files import fsync_dir, make_private_dir, replace_durably
 
-__all__ = ["DatabaseKeys", "FileKeys", "KeySource", "key_source"]
+__all__ = [
+    "KEY_FILE",
+    "DatabaseKeys",
+    "FileKeys",
+    "KeySource",
+    "create_key_file",
+    "key_source",
+    "load_or_create_key",
+    "read_keyring",
+    "write_keyring",
+]
 
 log = logging.getLogger(__name__)
 
+KEY_FILE: Final = "token.key"  # the data directory's key file (SQLite, or PostgreSQL's first key)
 MAX_KEY_FILE_BYTES = 64 * 1024  # a keyring of MAX_KEYS keys is a few KiB
+
+
+# --- the legacy key file -------------------------------------------------------------------
+
+
+def load_or_create_key(data_dir: Path) -> bytes:
+    """The HS256 key in ``data_dir/token.key``: read it, or create it (mode 0600).
+
+    Creation is atomic: the key is written and synced to a private temporary file that
+    is then hard-linked into place, so a crash never leaves a short key file behind and,
+    if two processes race, both end up with the one that was linked first.
+
+    Raises:
+        KeyFileError: the file has the wrong size.
+    """
+    make_private_dir(data_dir)
+    path = data_dir / KEY_FILE
+    if not path.exists():
+        create_key_file(path)
+    return _read_key(path)
+
+
+def create_key_file(path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(secrets.token_bytes(KEY_BYTES))
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return  # another process created it first: use theirs
+        fsync_dir(path.parent)
+        log.info("created token key file %s", path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_key(path: Path) -> bytes:
+    with path.open("rb") as src:
+        mode = os.fstat(src.fileno()).st_mode
+        key = src.read(KEY_BYTES + 1)
+    if len(key) != KEY_BYTES:
+        raise KeyFileError(f"{path} holds {len(key)} bytes, expected {KEY_BYTES}")
+    if stat.S_IMODE(mode) & 0o077:
+        log.warning(
+            "token key file %s has mode %o: anyone who reads it can forge tokens; chmod 600 it",
+            path,
+            stat.S_IMODE(mode),
+        )
+    return key
+
+
+
+# --- keyrings ------------------------------------------------------------------------------
 
 
 class KeySource(Protocol):
