@@ -46,12 +46,6 @@ class Thread:
                 return item.seq
         return None
 
-    def newest_seq_from_peer(self) -> int | None:
-        for item in reversed(self.items):
-            if item.seq is not None and not item.mine:
-                return item.seq
-        return None
-
     def find(self, body: str) -> ChatItem | None:
         """The last message with this body (tests and screenshots use it)."""
         for item in reversed(self.items):
