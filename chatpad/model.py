@@ -85,6 +85,8 @@ class Model:
         if kind is m.Status:
             assert isinstance(result, m.Status)
             self.status = result
+            if result.state != "connected":  # what the server told is stale: forget it
+                self.online.clear()
         elif kind is m.SignedIn:
             assert isinstance(result, m.SignedIn)
             self.me, self.server = result.username, result.server
