@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from chatpad import __version__
 from chatpad.files import private_umask
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_PROFILE_IN_USE", "build_parser", "main"]
+
+EXIT_PROFILE_IN_USE = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the chatd server (default: %(default)s)")
     parser.add_argument("--profile", default="default", metavar="NAME",
                         help="profile: one account's saved session, outbox and history "
-                             "(several can run side by side; default: %(default)s)")
+                             "(several can run side by side, each in one chatpad at a time; "
+                             "default: %(default)s)")
     parser.add_argument("--version", action="version", version=f"chatpad {__version__}")
     parser.add_argument("--self-test", action="store_true",
                         help="open the window, render every screen once with sample data, "
@@ -50,6 +53,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     from chatpad.app import App, AppConfig
+    from chatpad.lock import ProfileInUse
     from chatpad.profile import parse_server
 
     try:
@@ -58,6 +62,11 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"chatpad: {exc}", file=sys.stderr)
         return 2
+    except ProfileInUse as exc:
+        print(f"chatpad: the profile {args.profile!r} is already open in another chatpad "
+              f"({exc}); close that one first, or start this one with --profile NAME",
+              file=sys.stderr)
+        return EXIT_PROFILE_IN_USE
     return app.run()
 
 

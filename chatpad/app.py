@@ -17,6 +17,7 @@ import pygame
 import pygame_gui
 
 from chatpad import messages as m
+from chatpad.lock import ProfileLock
 from chatpad.model import Model
 from chatpad.net import NetConfig, Network
 from chatpad.profile import Profile
@@ -51,6 +52,9 @@ def theme_path() -> str:
 
 class App:
     def __init__(self, config: AppConfig) -> None:
+        """Raises :class:`ProfileInUse` when another chatpad runs with the profile."""
+        self.profile = Profile.named(config.profile, config.profile_root)
+        self.lock = None if config.offline else ProfileLock(self.profile.lock_file)
         os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
         pygame.display.init()
         pygame.font.init()
@@ -59,7 +63,6 @@ class App:
         self.screen = pygame.display.set_mode(config.size, pygame.RESIZABLE)
         self.manager = pygame_gui.UIManager(config.size, theme_path())
         self.styles = Styles()
-        self.profile = Profile.named(config.profile, config.profile_root)
         session = None if config.offline else self.profile.load_session()
         self.model = Model(session.server if session else config.server)
         self.network: Network | None = None
@@ -210,3 +213,6 @@ class App:
             self.network = None
         self.scene.close()
         pygame.display.quit()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None

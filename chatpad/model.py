@@ -46,12 +46,6 @@ class Thread:
                 return item.seq
         return None
 
-    def newest_seq_from_peer(self) -> int | None:
-        for item in reversed(self.items):
-            if item.seq is not None and not item.mine:
-                return item.seq
-        return None
-
     def find(self, body: str) -> ChatItem | None:
         """The last message with this body (tests and screenshots use it)."""
         for item in reversed(self.items):
@@ -91,6 +85,8 @@ class Model:
         if kind is m.Status:
             assert isinstance(result, m.Status)
             self.status = result
+            if result.state != "connected":  # what the server told is stale: forget it
+                self.online.clear()
         elif kind is m.SignedIn:
             assert isinstance(result, m.SignedIn)
             self.me, self.server = result.username, result.server

@@ -56,6 +56,11 @@ class Profile:
         return self.folder / "chatpad.db"
 
     @property
+    def lock_file(self) -> Path:
+        """Held while a chatpad runs with this profile (:mod:`chatpad.lock`)."""
+        return self.folder / "chatpad.lock"
+
+    @property
     def session_file(self) -> Path:
         return self.folder / "session.json"
 

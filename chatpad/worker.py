@@ -56,6 +56,7 @@ class NetConfig:
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
     connect_timeout: float = 15.0  # seconds from opening the WebSocket to its welcome
+    http_timeout: float = 30.0  # seconds for a whole HTTP call (sign-in), connecting included
 
 
 class Waker:
@@ -301,6 +302,7 @@ class Worker:
             host=server.host_header,
             auto_confirm=False,  # confirmed once written to the database
             connect_timeout=self.config.connect_timeout,
+            http_timeout=self.config.http_timeout,
             backoff_base=self.config.backoff_base,
             backoff_cap=self.config.backoff_cap,
             user_agent=f"chatpad/{__version__}",

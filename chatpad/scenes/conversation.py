@@ -143,7 +143,7 @@ class ConversationScene(Scene):
                 self.app.submit(m.Typing(peer=self.peer))
             self.counter_value = len(text)
             self.counter.set_text(f"{len(text)} / {limits.MAX_MESSAGE_CHARS}")
-        newest = self.thread.newest_seq_from_peer()
+        newest = self.view.newest_seen_from_peer()  # one below the view is not read yet
         if newest is not None and newest > self.last_read_sent and self.app.has_focus():
             self.last_read_sent = newest
             self.app.submit(m.MarkRead(peer=self.peer, up_to=newest))

@@ -206,6 +206,16 @@ class MessageView:
             pygame.draw.lines(surface, color, False,
                               [(dx, cy), (dx + 3, cy + 3), (dx + 9, cy - 4)], 2)
 
+    def newest_seen_from_peer(self) -> int | None:
+        """The seq of the newest message from the peer that has been on screen: scrolled
+        into view, or past it. One still below the view is not read yet."""
+        self.relayout()
+        seen = bisect.bisect_left(self._tops, self.top + self.rect.height)
+        for item in reversed(self._items[:seen]):
+            if item.seq is not None and not item.mine:
+                return item.seq
+        return None
+
     def item_rect(self, item: ChatItem) -> pygame.Rect | None:
         """Where a message is on screen now, or None (tests use it)."""
         self.relayout()
