@@ -187,10 +187,39 @@ class Presence:
             peers.loaded.set_result(None)
 
     def learn_peers(self, sender: str, recipient: str) -> None:
-        """A message between two users was stored: they are conversation peers now."""
-        peers = self._peers.get(sender)
-        if peers is not None:
-            peers.names.add(recipient)
-        peers = self._peers.get(recipient)
-        if peers is not None:
-            peers.names.add(sender)
+        """A message between two users was stored: they are conversation peers now.
+
+        Presence is otherwise told only when a user comes or goes, so two users online
+        when their first message is exchanged are told of each other here: the
+        recipient that the sender is online (it has just sent over its WebSocket), the
+        sender that the recipient is, if it is online here, or through the other nodes
+        from the recipient's node. A connection is never told a state twice.
+        """
+        new_to_sender = self._learn(sender, recipient)
+        new_to_recipient = self._learn(recipient, sender)
+        if not self._enabled:
+            return
+        recipients = self._by_user.get(recipient)
+        if not recipients:
+            return
+        if new_to_recipient is not False:
+            for online in recipients:
+                tell_presence(online, sender, True)
+        senders = self._by_user.get(sender)
+        if senders:
+            if new_to_sender is not False:
+                for online in senders:
+                    tell_presence(online, recipient, True)
+        elif new_to_recipient:  # the sender is on another node: tell it from here, once
+            self._publish(busmod.Presence(user=recipient, online=True))
+
+    def _learn(self, user: str, peer: str) -> bool | None:
+        """Add ``peer`` to the peers of ``user`` if they are cached: True when it was
+        new, False when it was known, None when ``user`` has no cache here."""
+        peers = self._peers.get(user)
+        if peers is None:
+            return None
+        if peer in peers.names:
+            return False
+        peers.names.add(peer)
+        return True

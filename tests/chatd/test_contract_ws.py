@@ -601,6 +601,26 @@ async def test_presence_online_and_offline(server: ChatdProcess, kind: str) -> N
         assert {f["user"] for f in alice.frames if f["type"] == "presence"} == {bob.name}
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@run_async
+async def test_a_first_message_between_two_online_users_tells_each_of_the_other(
+    server: ChatdProcess, kind: str
+) -> None:
+    """Presence goes to conversation peers when a user comes or goes; two users already
+    online when their conversation begins learn of each other with its first message."""
+    async with pair(server, kind) as (alice, bob):
+        assert presence_states(alice, bob.name) == []
+        await send(alice, bob.name)
+        assert await bob.recv("presence") == {"type": "presence", "user": alice.name,
+                                              "online": True}
+        assert await alice.recv("presence") == {"type": "presence", "user": bob.name,
+                                                "online": True}
+        await send(bob, alice.name)  # no news: not told again
+        await settle(bob, alice, alice.name)
+        assert presence_states(alice, bob.name) == [True]
+        assert presence_states(bob, alice.name) == [True]
+
+
 # --- tokens on a live connection ----------------------------------------------------
 
 

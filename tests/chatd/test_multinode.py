@@ -155,6 +155,27 @@ async def test_live_messages_and_receipts_cross_nodes(nodes: Nodes) -> None:
 
 
 @run_async
+async def test_a_first_message_across_nodes_tells_both_of_the_other(nodes: Nodes) -> None:
+    """alice on one node and bob on the other, both online, no conversation yet: the
+    first message tells each that the other is online."""
+    a, b = nodes
+    _, alice_token = await anew_user(a, "alice")
+    bob_name, bob_token = await anew_user(b, "bob")
+    alice = await timed_connect(a, alice_token)
+    bob = await timed_connect(b, bob_token)
+    try:
+        await alice.send({"type": "send", "id": "first-1", "to": bob_name, "body": "hi"})
+        await apoll(lambda: frames(bob, "presence") and frames(alice, "presence"),
+                    "presence on both nodes")
+        assert [f["online"] for f in frames(bob, "presence")] == [True]
+        assert [(f["user"], f["online"]) for f in frames(alice, "presence")] == [
+            (bob_name, True)]
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+@run_async
 async def test_logout_on_one_node_refuses_the_token_on_the_other(nodes: Nodes) -> None:
     a, b = nodes
     _, token = await anew_user(a, "carol")
