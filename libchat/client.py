@@ -3,8 +3,9 @@
 Each HTTP call queues one request; requests go out one at a time, the next after the
 previous response, and each response comes back as one ``HttpResponse`` with a typed
 body (h11's side of that is :mod:`libchat._client_http`).
-:meth:`ClientConnection.upgrade` switches the connection to WebSocket (``Upgraded``); then :meth:`~ClientConnection.send` sends frames and the server's
-frames come out of :meth:`~ClientConnection.receive_data` as the protocol classes.
+:meth:`ClientConnection.upgrade` switches the connection to WebSocket (``Upgraded``);
+then :meth:`~ClientConnection.send` sends frames and the server's frames come out of
+:meth:`~ClientConnection.receive_data` as the protocol classes.
 
 Nothing here reads a clock: every call takes ``now``. After any call, drain
 :meth:`ClientConnection.data_to_send` and re-arm one timer at
