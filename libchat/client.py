@@ -2,9 +2,10 @@
 
 Each HTTP call queues one request; requests go out one at a time, the next after the
 previous response, and each response comes back as one ``HttpResponse`` with a typed
-body. :meth:`ClientConnection.upgrade` switches the connection to WebSocket
-(``Upgraded``); then :meth:`~ClientConnection.send` sends frames and the server's
-frames come out of :meth:`~ClientConnection.receive_data` as the protocol classes.
+body (h11's side of that is :mod:`libchat._client_http`).
+:meth:`ClientConnection.upgrade` switches the connection to WebSocket (``Upgraded``);
+then :meth:`~ClientConnection.send` sends frames and the server's frames come out of
+:meth:`~ClientConnection.receive_data` as the protocol classes.
 
 Nothing here reads a clock: every call takes ``now``. After any call, drain
 :meth:`ClientConnection.data_to_send` and re-arm one timer at
@@ -17,16 +18,14 @@ from __future__ import annotations
 import base64
 import logging
 import random
-from collections import deque
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
 import attrs
-import h11
 from wsproto.connection import ConnectionType
-from wsproto.utilities import generate_accept_token
 
 from libchat import limits, protocol
+from libchat._client_http import RAW, HttpCalls, Switched
 from libchat._engine import Engine
 from libchat.events import ConnectionClosed, HttpResponse, Upgraded
 from libchat.states import ConnState, LocalProtocolError, Outgoing, Role, Trigger
@@ -39,7 +38,6 @@ ClientEvent = HttpResponse | Upgraded | ConnectionClosed | protocol.ServerFrame
 
 _HELLO: Final = Outgoing.HELLO  # enum members read once: attribute lookups cost per send
 _FRAME: Final = Outgoing.FRAME
-_RAW: Final = object()  # the response body is handed over as bytes (/metrics)
 
 
 @attrs.frozen(kw_only=True)
@@ -53,17 +51,6 @@ class ClientConfig:
     # Plain text frames read by libchat.frames; False: wsproto reads every frame (slower,
     # same events: the reference the fuzz tests compare with).
     fast_frames: bool = True
-
-
-@attrs.frozen
-class _Call:
-    """One queued request and how to read its answer."""
-
-    request: h11.Request
-    body: bytes
-    result: object  # the success body class, _RAW, or None (no body expected)
-    ws_key: bytes | None = None  # set for the upgrade request
-    is_health: bool = False  # /healthz answers 503 with a Health body
 
 
 class ClientConnection(Engine[ClientEvent]):
@@ -82,15 +69,13 @@ class ClientConnection(Engine[ClientEvent]):
         )
         self._config = config
         self._rng = rng
-        self._h11: h11.Connection | None = h11.Connection(h11.CLIENT)
-        self._queue: deque[_Call] = deque()
-        self._inflight: _Call | None = None
-        self._upgrade_queued = False
-        # the response being read
-        self._status = 0
-        self._headers: tuple[tuple[str, str], ...] = ()
-        self._body: list[bytes] = []
-        self._body_size = 0
+        # the HTTP phase (libchat._client_http); None once the WebSocket is open
+        self._http: HttpCalls | None = HttpCalls(
+            host=config.host,
+            user_agent=config.user_agent,
+            max_response_bytes=config.max_response_bytes,
+            out=self._out,
+        )
 
     # --- HTTP calls ----------------------------------------------------------------------
 
@@ -155,7 +140,7 @@ class ClientConnection(Engine[ClientEvent]):
 
     def metrics(self, now: float) -> None:
         """``GET /metrics``; answered with the exposition text as ``bytes``."""
-        self._queue_call("GET", "/metrics", _RAW)
+        self._queue_call("GET", "/metrics", RAW)
 
     def upgrade(self, now: float, token: str | None = None, origin: str | None = None) -> None:
         """``GET /v1/ws`` with an RFC 6455 upgrade, queued after any pending request.
@@ -171,7 +156,6 @@ class ClientConnection(Engine[ClientEvent]):
         if origin is not None:
             headers.append(("origin", origin))
         self._queue_call("GET", "/v1/ws", None, token=token, extra=headers, ws_key=key)
-        self._upgrade_queued = True
 
     def _queue_call(
         self,
@@ -185,152 +169,73 @@ class ClientConnection(Engine[ClientEvent]):
         ws_key: bytes | None = None,
         is_health: bool = False,
     ) -> None:
-        if self._state is not ConnState.HTTP or self._upgrade_queued:
+        http = self._http
+        if self._state is not ConnState.HTTP or http is None or http.upgrade_queued:
             raise LocalProtocolError(f"no HTTP requests in state {self._state.value}")
-        config = self._config
-        headers = [("host", config.host), ("user-agent", config.user_agent)]
-        if token is not None:
-            headers.append(("authorization", f"Bearer {token}"))
-        if body is not None:
-            headers.append(("content-length", str(len(body))))
-            if body:
-                headers.append(("content-type", "application/json"))
-        if extra:
-            headers.extend(extra)
-        try:
-            request = h11.Request(method=method, target=target, headers=headers)
-        except h11.LocalProtocolError as exc:
-            raise LocalProtocolError(f"cannot build the request: {exc}") from None
-        self._queue.append(_Call(request, body or b"", result, ws_key, is_health))
+        http.queue(
+            method,
+            target,
+            result,
+            token=token,
+            body=body,
+            extra=extra,
+            ws_key=ws_key,
+            is_health=is_health,
+        )
         self._send_next()
 
     def _send_next(self) -> None:
-        h = self._h11
-        if self._inflight is not None or not self._queue or h is None:
-            return
-        call = self._inflight = self._queue.popleft()
-        out = self._out
-        out.append(h.send(call.request) or b"")
-        if call.body:
-            out.append(h.send(h11.Data(data=call.body)) or b"")
-        out.append(h.send(h11.EndOfMessage()) or b"")
-        if call.ws_key is not None:
+        assert self._http is not None
+        if self._http.send_next():  # the upgrade request went out
             self._move(Trigger.UPGRADE)
 
     # --- input -------------------------------------------------------------------------
 
     def _receive_http(self, data: bytes, now: float) -> list[Any]:
-        assert self._h11 is not None
+        assert self._http is not None
         events: list[Any] = []
-        self._h11.receive_data(data)
-        self._parse_http(events, now)
+        self._http.receive(data)
+        self._read_responses(events, now)
         return events
 
     def receive_eof(self, now: float) -> list[ClientEvent]:
         """The server closed its side: the connection is over (a response delimited by
         the close is completed first). Returns the ``ConnectionClosed`` event."""
-        h = self._h11
-        if h is None or self._state is ConnState.CLOSED:
+        http = self._http
+        if http is None or self._state is ConnState.CLOSED:
             return self._eof(now)
         events: list[ClientEvent] = []
-        h.receive_data(b"")
-        self._parse_http(events, now)
+        http.receive(b"")
+        self._read_responses(events, now)
         if not self.is_closed:
             self._end(events, None, "connection closed by server", now)
         return events
 
-    def _parse_http(self, events: list[Any], now: float) -> None:
-        h = self._h11
-        assert h is not None
-        limit = self._config.max_response_bytes
-        while self._ws is None and self._state is not ConnState.CLOSED:
-            if self._inflight is None and h.their_state is h11.IDLE:
-                if h.trailing_data[0]:
-                    self._end(events, None, "response without a request", now)
+    def _read_responses(self, events: list[Any], now: float) -> None:
+        """Hand over each whole response, sending the next request after it; switch to
+        the WebSocket on a good 101; end on a fault."""
+        http = self._http
+        assert http is not None
+        while self._state is not ConnState.CLOSED:
+            outcome = http.next_response()
+            if outcome is None:
                 return
-            try:
-                event = h.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._end(events, None, f"malformed HTTP response: {exc}", now)
+            if isinstance(outcome, str):
+                self._end(events, None, outcome, now)
+            elif isinstance(outcome, Switched):
+                self._switch(outcome.leftover, events, now)
                 return
-            if isinstance(event, h11.Data):
-                self._body_size += len(event.data)
-                if self._body_size > limit:
-                    self._end(events, None, "response body too large", now)
-                    return
-                self._body.append(event.data)
-            elif isinstance(event, h11.Response):
-                self._status = event.status_code
-                self._headers = tuple(
-                    (name.decode("latin-1"), value.decode("latin-1"))
-                    for name, value in event.headers
-                )
-                self._body = []
-                self._body_size = 0
-            elif isinstance(event, h11.EndOfMessage):
-                self._finish_response(events, now)
-            elif isinstance(event, h11.InformationalResponse):
-                if h.our_state is h11.SWITCHED_PROTOCOL:
-                    self._switch(event, events, now)
-                    return
-                # 100 Continue and friends: the real answer follows
-            else:  # NEED_DATA, PAUSED; ConnectionClosed cannot come with a request out
-                return
+            else:
+                events.append(outcome.response)
+                if outcome.refused_upgrade:
+                    self._move(Trigger.REFUSE)
+                if outcome.keep_alive:
+                    self._send_next()
+                else:
+                    self._end(events, None, "the server closed the HTTP connection", now)
 
-    def _finish_response(self, events: list[Any], now: float) -> None:
-        h = self._h11
-        call = self._inflight
-        assert h is not None and call is not None
-        self._inflight = None
-        raw = b"".join(self._body)
-        self._body = []
-        events.append(
-            HttpResponse(status=self._status, body=self._decode(call, raw), headers=self._headers)
-        )
-        if call.ws_key is not None:
-            self._upgrade_queued = False
-            self._move(Trigger.REFUSE)
-        if h.our_state is h11.DONE and h.their_state is h11.DONE:
-            h.start_next_cycle()
-            self._send_next()
-        else:
-            self._end(events, None, "the server closed the HTTP connection", now)
-
-    def _decode(self, call: _Call, raw: bytes) -> Any:
-        status = self._status
-        if 200 <= status < 300:
-            if call.result is None or not raw:
-                return None
-            if call.result is _RAW:
-                return raw
-            cls: Any = call.result
-        elif call.is_health and status == 503:
-            cls = protocol.Health  # "degraded": the contract sends the same body
-        else:
-            cls = protocol.ErrorBody
-        try:
-            return protocol.decode_response_body(raw, cls)
-        except protocol.ProtocolViolation:
-            _log.debug("undecodable body in a %d response", status)
-            return None
-
-    def _switch(self, response: h11.InformationalResponse, events: list[Any], now: float) -> None:
-        h = self._h11
-        call = self._inflight
-        assert h is not None and call is not None and call.ws_key is not None
-        headers: dict[bytes, bytes] = dict(response.headers)
-        if headers.get(b"sec-websocket-accept") != generate_accept_token(call.ws_key):
-            self._end(events, None, "bad Sec-WebSocket-Accept in the 101 response", now)
-            return
-        if headers.get(b"upgrade", b"").lower() != b"websocket":
-            self._end(events, None, "the 101 response does not upgrade to websocket", now)
-            return
-        if b"sec-websocket-extensions" in headers or b"sec-websocket-protocol" in headers:
-            self._end(events, None, "the server chose an extension or subprotocol", now)
-            return
-        leftover = h.trailing_data[0]
-        self._h11 = None
-        self._inflight = None
+    def _switch(self, leftover: bytes, events: list[Any], now: float) -> None:
+        self._http = None
         self._move(Trigger.ACCEPT)
         self._start_ws(now)
         events.append(Upgraded())

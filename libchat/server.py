@@ -1,13 +1,14 @@
 """The server side of one connection: bytes in, events and bytes out.
 
-HTTP/1.1 goes through h11: each request becomes one typed event (``LoginRequest``,
-``UpgradeRequest``...) that the host answers with :meth:`ServerConnection.respond` (or
-:meth:`~ServerConnection.accept_upgrade`); faults the engine can judge alone (unknown
-path, wrong method, oversize or malformed request, missing bearer token, bad query) it
-answers itself and reports as ``RequestRejected``. Which paths exist, and the parser of
-each, is the router's to say (``ServerConfig.router``, see :mod:`libchat.requests`).
-After the upgrade, wsproto parses frames and the client's JSON frames come out as the
-protocol classes.
+HTTP/1.1 goes through h11 (read and written by :mod:`libchat._server_http`; what each
+request means for the connection is decided here): each request becomes one typed event
+(``LoginRequest``, ``UpgradeRequest``...) that the host answers with
+:meth:`ServerConnection.respond` (or :meth:`~ServerConnection.accept_upgrade`); faults
+the engine can judge alone (unknown path, wrong method, oversize or malformed request,
+missing bearer token, bad query) it answers itself and reports as ``RequestRejected``.
+Which paths exist, and the parser of each, is the router's to say
+(``ServerConfig.router``, see :mod:`libchat.requests`). After the upgrade, wsproto
+parses frames and the client's JSON frames come out as the protocol classes.
 
 Nothing here reads a clock: every call takes ``now`` (seconds, any epoch, the same
 clock every time). After any call, drain :meth:`ServerConnection.data_to_send` and
@@ -29,18 +30,15 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
-from http import HTTPStatus
 from typing import Any, Final
-from urllib.parse import parse_qs
 
 import attrs
-import h11
 from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import Ping
-from wsproto.utilities import generate_accept_token
 
 from libchat import limits, protocol
 from libchat._engine import Engine
+from libchat._server_http import RequestReader
 from libchat.events import (
     ConnectionClosed,
     FrameRejected,
@@ -50,7 +48,7 @@ from libchat.events import (
     UpgradeRequest,
 )
 from libchat.frames import text_frame
-from libchat.requests import CONTRACT_ROUTER, HttpRequest, Rejection, Router
+from libchat.requests import CONTRACT_ROUTER, Rejection, Router
 from libchat.states import ConnState, LocalProtocolError, Outgoing, Role, Trigger
 
 # A send refused for its body is handed to the host, which answers it: with the original
@@ -78,12 +76,7 @@ _OUTGOING: Final[dict[type, Outgoing]] = {
     protocol.Error: Outgoing.ERROR,
 }
 _VERSION_RE: Final = re.compile(r"([0-9]{1,9})(\.[0-9]{1,9})*")
-_NO_BODY_STATUSES: Final = frozenset({204, 304})
 _PING: Final = Ping(payload=b"")
-# The client's h11 states after which the engine answers and then closes: a refused
-# upgrade proposal, a malformed request, a body left unread (413).
-_MIGHT_SWITCH: Final = h11.MIGHT_SWITCH_PROTOCOL  # type: ignore[attr-defined]  # not in __all__
-_HANG_UP_AFTER: Final = frozenset({_MIGHT_SWITCH, h11.ERROR, h11.SEND_BODY})
 _WS_OPEN: Final = ConnectionState.OPEN  # wsproto's open state, read once (hot path)
 
 
@@ -125,23 +118,15 @@ class ServerConnection(Engine[ServerEvent]):
             now=now,
         )
         self._config = config
-        self._router = config.router
         self._rng = rng  # the server engine draws nothing random today
-        self._h11: h11.Connection | None = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=config.max_header_bytes
+        # the HTTP phase (libchat._server_http); None once the WebSocket is open
+        self._http: RequestReader | None = RequestReader(
+            router=config.router,
+            max_body_bytes=config.max_body_bytes,
+            max_header_bytes=config.max_header_bytes,
+            server_header=config.server_header,
+            out=self._out,
         )
-        self._server_header = config.server_header.encode("latin-1")
-        # the HTTP request being read, then the one handed to the host
-        self._head: h11.Request | None = None
-        self._body: list[bytes] = []
-        self._body_size = 0
-        self._pending = False  # a request was handed to the host and awaits its answer
-        self._ws_key = b""
-        # bytes a pipelining client may send while a request awaits its answer
-        self._max_buffered = config.max_header_bytes + config.max_body_bytes
-        self._buffered = 0
-        # when the first byte of the request being read arrived; None between requests
-        self._request_started: float | None = None
         self._hello_deadline = 0.0
         self._next_ping = 0.0
 
@@ -150,128 +135,39 @@ class ServerConnection(Engine[ServerEvent]):
     # --- HTTP ----------------------------------------------------------------------------
 
     def _receive_http(self, data: bytes, now: float) -> list[Any]:
-        h = self._h11
-        assert h is not None
+        http = self._http
+        assert http is not None
         events: list[Any] = []
-        if self._pending:
-            # One request at a time: keep later ones in h11's buffer, within bounds.
-            self._buffered += len(data)
-            if self._buffered > self._max_buffered:
+        if http.pending:
+            # One request at a time: later ones wait in the reader, within bounds.
+            if not http.hold(data):
                 self._end(events, None, "too much pipelined data", now)
-            else:
-                h.receive_data(data)
             return events
-        if self._request_started is None:
-            self._request_started = now
-        h.receive_data(data)
-        self._parse_http(events, now)
+        http.receive(data, now)
+        self._read_request(events, now)
         return events
 
-    def _parse_http(self, events: list[Any], now: float) -> None:
-        h = self._h11
-        assert h is not None
-        max_body = self._config.max_body_bytes
-        while self._state is ConnState.HTTP and not self._pending:
-            try:
-                event = h.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._reject(events, 400, "bad_request", f"malformed HTTP request: {exc}", now)
-                return
-            kind = type(event)
-            if kind is h11.Data:
-                assert isinstance(event, h11.Data)
-                self._body_size += len(event.data)
-                if self._body_size > max_body:
-                    self._reject_too_large(events, now)
-                    return
-                self._body.append(event.data)
-            elif kind is h11.Request:
-                assert isinstance(event, h11.Request)
-                self._head = event
-                self._body = []
-                self._body_size = 0
-                # h11 bounds only a head that is still incomplete; one that arrived
-                # whole in a single read is measured here.
-                if _head_size(event) > self._config.max_header_bytes:
-                    message = f"the request head is over {self._config.max_header_bytes} bytes"
-                    self._reject(events, 400, "bad_request", message, now)
-                    return
-                length = _content_length(event)
-                if length is not None and length > max_body:
-                    self._reject_too_large(events, now)
-                    return
-                if h.they_are_waiting_for_100_continue:
-                    continue_ = h11.InformationalResponse(status_code=100, headers=[])
-                    self._out.append(h.send(continue_) or b"")
-            elif kind is h11.EndOfMessage:
-                self._dispatch(events, now)
-            else:  # NEED_DATA (PAUSED and ConnectionClosed cannot come: see the loop guard)
-                if self._request_started is None and h.trailing_data[0]:
-                    # after an answer: part of a pipelined request is already here (h11
-                    # holds at most an unfinished head, so the copy is small)
-                    self._request_started = now
-                return
-
-    def _reject_too_large(self, events: list[Any], now: float) -> None:
-        message = f"the body is over {self._config.max_body_bytes} bytes"
-        self._reject(events, 413, "too_large", message, now)
-
-    def _dispatch(self, events: list[Any], now: float) -> None:
-        h = self._h11
-        head = self._head
-        assert h is not None and head is not None
-        target = head.target.decode("ascii")
-        path, _, query = target.partition("?")
-        body = b"".join(self._body)
-        self._body = []
-        try:
-            found = self._router.match(path)
-            if found is None:
-                raise Rejection(404, "not_found", f"no such path: {path[:100]}")
-            route, params = found
-            method = route.method
-            if head.method != method:
-                raise Rejection(
-                    405,
-                    "method_not_allowed",
-                    f"{path} takes {method.decode()}",
-                    (("Allow", method.decode()),),
-                )
-            request = HttpRequest(
-                method=head.method,
-                path=path,
-                params=params,
-                query=parse_qs(query, keep_blank_values=True),
-                headers=_header_lists(head.headers),
-                body=body,
-                proposes_upgrade=h.their_state is _MIGHT_SWITCH,
-            )
-            event = route.parser(request)
-        except Rejection as rejection:
-            self._reject(
-                events, rejection.status, rejection.code, rejection.message, now, rejection.headers
-            )
+    def _read_request(self, events: list[Any], now: float) -> None:
+        """Hand the next whole request to the host, or answer it if the engine can."""
+        http = self._http
+        assert http is not None
+        found = http.next_request(now)
+        if found is None:
             return
-        if type(event) is UpgradeRequest:
-            self._ws_key = request.header(b"sec-websocket-key") or b""
+        if isinstance(found, Rejection):
+            self._reject(events, found, now)
+            return
+        if type(found) is UpgradeRequest:
             self._move(Trigger.UPGRADE)
-        self._pending = True
-        self._buffered = 0
-        events.append(event)
+        events.append(found)
 
-    def _reject(
-        self,
-        events: list[Any],
-        status: int,
-        code: str,
-        message: str,
-        now: float,
-        headers: Sequence[tuple[str, str]] = (),
-    ) -> None:
+    def _reject(self, events: list[Any], rejection: Rejection, now: float) -> None:
         """Answer the current request with an error the engine chose itself."""
-        events.append(RequestRejected(status=status, code=code))
-        body = protocol.encode_body(protocol.ErrorBody.of(code, message))
-        self._write_response(status, body, "application/json", headers, events, now)
+        events.append(RequestRejected(status=rejection.status, code=rejection.code))
+        body = protocol.encode_body(protocol.ErrorBody.of(rejection.code, rejection.message))
+        self._write_response(
+            rejection.status, body, "application/json", rejection.headers, events, now
+        )
 
     def _write_response(
         self,
@@ -283,39 +179,15 @@ class ServerConnection(Engine[ServerEvent]):
         now: float,
     ) -> None:
         """Send one whole response, then either read the next request or end."""
-        h = self._h11
-        assert h is not None
-        head = self._head
+        http = self._http
+        assert http is not None
         upgrading = self._state is ConnState.UPGRADING
-        # After a refused upgrade, a malformed request or an unread body: hang up.
-        must_close = upgrading or h.their_state in _HANG_UP_AFTER
-        headers: list[tuple[bytes, bytes]] = [(b"server", self._server_header)]
-        if body is not None:
-            headers.append((b"content-type", content_type.encode("latin-1")))
-            headers.append((b"content-length", str(len(body)).encode()))
-        elif status not in _NO_BODY_STATUSES:
-            headers.append((b"content-length", b"0"))
-        if must_close:
-            headers.append((b"connection", b"close"))
-        headers.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in extra)
-        try:
-            response = h11.Response(status_code=status, headers=headers, reason=_phrase(status))
-        except h11.LocalProtocolError as exc:  # the host's status or headers
-            raise LocalProtocolError(f"cannot send this response: {exc}") from None
-        out = self._out
-        out.append(h.send(response) or b"")
-        if body and (head is None or head.method != b"HEAD"):  # HEAD: the headers only
-            out.append(h.send(h11.Data(data=body)) or b"")
-        out.append(h.send(h11.EndOfMessage()) or b"")
-        self._pending = False
-        self._head = None
+        keep_alive = http.respond(status, body, content_type, extra, refusing_upgrade=upgrading)
         self._last_rx = now  # the keep-alive clock restarts with each answer
-        self._request_started = None
         if upgrading:
             self._end(events, None, "upgrade refused", now, Trigger.REFUSE)
-        elif h.our_state is h11.DONE and h.their_state is h11.DONE:
-            h.start_next_cycle()
-            self._parse_http(events, now)
+        elif keep_alive:
+            self._read_request(events, now)
         else:
             self._end(events, None, "HTTP connection closed", now)
 
@@ -338,7 +210,7 @@ class ServerConnection(Engine[ServerEvent]):
         """
         if self._state is ConnState.CLOSED:
             return self._take_report()
-        if not self._pending:
+        if self._http is None or not self._http.pending:
             raise LocalProtocolError("respond() without an HTTP request to answer")
         raw = body if body is None or isinstance(body, bytes) else protocol.encode_body(body)
         events: list[ServerEvent] = []
@@ -363,18 +235,9 @@ class ServerConnection(Engine[ServerEvent]):
         (e.g. a pipelined hello). Drain ``data_to_send()`` afterwards."""
         if self._state is not ConnState.UPGRADING:
             raise LocalProtocolError("accept_upgrade() without a pending upgrade request")
-        h = self._h11
-        assert h is not None
-        headers = [
-            (b"upgrade", b"websocket"),
-            (b"connection", b"Upgrade"),
-            (b"sec-websocket-accept", generate_accept_token(self._ws_key)),
-            (b"server", self._server_header),
-        ]
-        self._out.append(h.send(h11.InformationalResponse(status_code=101, headers=headers)) or b"")
-        leftover = h.trailing_data[0]
-        self._h11 = None
-        self._pending = False
+        assert self._http is not None
+        leftover = self._http.accept_upgrade()
+        self._http = None
         self._move(Trigger.ACCEPT)
         self._start_ws(now)
         self._hello_deadline = now + self._config.hello_timeout
@@ -495,8 +358,9 @@ class ServerConnection(Engine[ServerEvent]):
             return min(self._hello_deadline, self._next_ping, self._last_rx + config.idle_timeout)
         if state is ConnState.CLOSING:
             return self._close_deadline
-        if state is ConnState.HTTP and not self._pending:
-            started = self._request_started
+        http = self._http
+        if state is ConnState.HTTP and http is not None and not http.pending:
+            started = http.request_started
             if started is not None:
                 return started + config.request_timeout
             return self._last_rx + config.keepalive_timeout
@@ -524,8 +388,9 @@ class ServerConnection(Engine[ServerEvent]):
         events: list[ServerEvent] = []
         if state is ConnState.CLOSED:
             return self._take_report()
-        if state is ConnState.HTTP and not self._pending:
-            started = self._request_started
+        http = self._http
+        if state is ConnState.HTTP and http is not None and not http.pending:
+            started = http.request_started
             if started is None:
                 if now >= self._last_rx + config.keepalive_timeout:
                     self._end(events, None, "keep-alive timeout", now)
@@ -534,48 +399,14 @@ class ServerConnection(Engine[ServerEvent]):
         return events
 
     def _request_timed_out(self, events: list[ServerEvent], now: float) -> None:
-        """A request not whole within ``request_timeout``: 408 when h11 has its head (it
+        """A request not whole within ``request_timeout``: 408 when its head is in (h11
         can answer only a parsed request), then close; a bare close otherwise."""
-        h = self._h11
-        assert h is not None
+        http = self._http
+        assert http is not None
         self._set_cause(None, "request timeout")
-        if h.their_state is h11.SEND_BODY:
+        if http.has_head:
             timeout = self._config.request_timeout
             message = f"the request did not arrive whole within {timeout:g} s"
-            self._reject(events, 408, "request_timeout", message, now)
+            self._reject(events, Rejection(408, "request_timeout", message), now)
         else:
             self._end(events, None, "request timeout", now)
-
-
-def _phrase(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
-
-
-def _header_lists(headers: Any) -> dict[bytes, list[bytes]]:
-    found: dict[bytes, list[bytes]] = {}
-    for name, value in headers:
-        found.setdefault(name, []).append(value)
-    return found
-
-
-def _head_size(request: h11.Request) -> int:
-    """About the size of a request head on the wire."""
-    size = len(request.method) + len(request.target) + 12
-    for name, value in request.headers:
-        size += len(name) + len(value) + 4
-    return size
-
-
-def _content_length(request: h11.Request) -> int | None:
-    """The declared body length of a request (h11 has validated the header), or None
-    for a chunked or bodiless request."""
-    length = None
-    for name, value in request.headers:
-        if name == b"transfer-encoding":
-            return None
-        if name == b"content-length":
-            length = int(value)
-    return length
