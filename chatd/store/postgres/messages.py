@@ -29,11 +29,6 @@ class Messages:
         self._db = db
 
 
-    async def mark_delivered(
-        self, recipient_id: int, seqs: Sequence[int], now_ms: int
-    ) -> list[Message]:
-        return (await self.mark_delivered_many([(recipient_id, seqs)], now_ms))[0]
-
     async def mark_delivered_many(
         self, marks: Sequence[tuple[int, Sequence[int]]], now_ms: int
     ) -> list[list[Message]]:
@@ -97,9 +92,6 @@ class Messages:
             up_to=messages[-1][0].seq,
             newly_delivered=tuple(m for m, was_delivered in messages if not was_delivered),
         )
-
-    async def undelivered(self, recipient_id: int, after_seq: int, limit: int) -> list[Message]:
-        return [queued.message for queued in await self.queued(recipient_id, after_seq, limit)]
 
     async def queued(self, recipient_id: int, after_seq: int, limit: int) -> list[Queued]:
         rows = await self._db.fetchall(

@@ -232,7 +232,8 @@ class PostgresStore:
     async def mark_delivered(
         self, recipient_id: int, seqs: Sequence[int], now_ms: int
     ) -> list[Message]:
-        return await self._messages.mark_delivered(recipient_id, seqs, now_ms)
+        # by way of this object's mark_delivered_many: a subclass's override counts
+        return (await self.mark_delivered_many([(recipient_id, seqs)], now_ms))[0]
 
     async def mark_delivered_many(
         self, marks: Sequence[tuple[int, Sequence[int]]], now_ms: int
@@ -249,7 +250,7 @@ class PostgresStore:
         return await self._messages.sent_message(sender_id, client_id)
 
     async def undelivered(self, recipient_id: int, after_seq: int, limit: int) -> list[Message]:
-        return await self._messages.undelivered(recipient_id, after_seq, limit)
+        return [queued.message for queued in await self.queued(recipient_id, after_seq, limit)]
 
     async def queued(self, recipient_id: int, after_seq: int, limit: int) -> list[Queued]:
         return await self._messages.queued(recipient_id, after_seq, limit)

@@ -96,11 +96,6 @@ class Messages:
         batch = tuple(messages)
         return await self._write(lambda conn: _insert_messages(conn, batch), messages=len(batch))
 
-    async def mark_delivered(
-        self, recipient_id: int, seqs: Sequence[int], now_ms: int
-    ) -> list[Message]:
-        return (await self.mark_delivered_many([(recipient_id, seqs)], now_ms))[0]
-
     async def mark_delivered_many(
         self, marks: Sequence[tuple[int, Sequence[int]]], now_ms: int
     ) -> list[list[Message]]:
@@ -152,9 +147,6 @@ class Messages:
             )
 
         return await self._write(job)
-
-    async def undelivered(self, recipient_id: int, after_seq: int, limit: int) -> list[Message]:
-        return [queued.message for queued in await self.queued(recipient_id, after_seq, limit)]
 
     async def queued(self, recipient_id: int, after_seq: int, limit: int) -> list[Queued]:
         sql = (
