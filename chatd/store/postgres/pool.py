@@ -1,0 +1,173 @@
+"""The PostgreSQL store's connections: the pool, and queries bounded in time.
+
+Every query but the writer's commits runs within :data:`OP_BOUND` seconds, waiting for
+a connection included, or fails with :class:`StoreUnavailable`: every HTTP request is
+answered within a bound while the database is away. An outage is logged once when it
+starts and once when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from chatd.bus import StoreChanged, channel_for, encode_event
+from chatd.observe.downtime import Downtime
+from chatd.observe.logs import EventLogger
+from chatd.store.base import StoreError, StoreUnavailable
+
+__all__ = ["OP_BOUND", "Database", "events", "log"]
+
+# One logger for every module of the PostgreSQL store: its log lines name the store, as
+# they did when it was one module.
+log = logging.getLogger("chatd.store.postgres")
+events = EventLogger(log)
+# The pool logs a warning per failed connection attempt, a flood while the database is
+# away; the store logs each outage itself, once when it starts and once when it ends.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
+POOL_OPEN_TIMEOUT: Final = 10.0  # seconds to get the first connections at open()
+POOL_TIMEOUT: Final = 5.0  # seconds to wait for a pooled connection before StoreError
+# Seconds one query (or short transaction) may take, waiting for a connection included,
+# before StoreUnavailable: every HTTP request is answered within a bound while the
+# database is away. The writer's commits are bounded by their callers instead.
+OP_BOUND: Final = 2.0
+# Seconds the pool retries a lost connection (with a doubling delay) before it gives up
+# and reconnects on the next demand instead: the pool's default, minutes of ever longer
+# waits, kept it away for up to a minute after the database came back.
+RECONNECT_TIMEOUT: Final = 2.0
+# What the changes other nodes must see at once send, in their own transaction.
+_CHANGED_PAYLOAD: Final = encode_event(StoreChanged(), node_id="store")
+
+
+class Database:
+    """The connections of one store to one schema: a pool, and connections of their own.
+
+    ``min_size``, ``max_size``: bounds of the pool. Every connection sets its
+    ``search_path`` to ``schema``.
+    """
+
+    def __init__(self, dsn: str, schema: str, min_size: int, max_size: int) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.pool = AsyncConnectionPool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            timeout=POOL_TIMEOUT,
+            reconnect_timeout=RECONNECT_TIMEOUT,
+            check=self._check,  # a restarted server or killed backends: reconnect
+            kwargs={"autocommit": True, "application_name": self.application_name},
+            configure=self._configure,
+            name=f"chatd-store-{self.schema}",
+        )
+        self.outage = Downtime(events, lost="store.unavailable", restored="store.restored")
+        self._sweep: asyncio.Task[None] | None = None  # the pool's check after a dead one
+
+    @property
+    def application_name(self) -> str:
+        """What this store's connections show in ``pg_stat_activity``."""
+        return f"chatd-store-{self.schema}"[:63]
+
+    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+
+    async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """The pool's check of a connection it hands out. One found dead means the others
+        probably died with it (a restart, terminated backends): the pool waits 1 s, 2 s,
+        4 s... before each next try, so check every idle connection now, at once, and the
+        next try finds a live one instead of the next dead one."""
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except psycopg.Error:
+            if self._sweep is None or self._sweep.done():
+                self._sweep = asyncio.create_task(self.pool.check(), name="chatd-pg-sweep")
+            raise
+
+    async def connect(self) -> psycopg.AsyncConnection[Any]:
+        """A new autocommit connection outside the pool, ``search_path`` set like the
+        pooled ones (migrations, the data migration tool); the caller closes it."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.dsn, autocommit=True, application_name=self.application_name
+            )
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        await self._configure(conn)
+        return conn
+
+    async def open(self) -> None:
+        """Open the pool; returns once its first connections are up."""
+        try:
+            await self.pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT)
+        except psycopg.Error as exc:  # PoolTimeout is an OperationalError
+            await self.pool.close()
+            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+        await self.pool.close()
+
+    @contextlib.asynccontextmanager
+    async def connection(
+        self, bound: float | None = OP_BOUND
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection for one piece of work of at most ``bound`` seconds (None:
+        as long as it takes, a pooled connection within POOL_TIMEOUT).
+
+        psycopg's errors come out as StoreError; those of an unreachable database (and
+        the bound running out) as StoreUnavailable, counted in the outage log lines.
+        """
+        try:
+            async with asyncio.timeout(bound), self.pool.connection() as conn:
+                yield conn
+        except TimeoutError as exc:
+            raise self.unavailable(f"no answer within {bound} s") from exc
+        except psycopg.OperationalError as exc:  # PoolTimeout is one
+            raise self.unavailable(exc) from exc
+        except psycopg.Error as exc:
+            raise StoreError(str(exc)) from exc
+        self.outage.ok()
+
+    def unavailable(self, error: Exception | str) -> StoreUnavailable:
+        """The error for an unreachable database; counted in the outage log lines."""
+        self.outage.failed(error)
+        return StoreUnavailable(str(error))
+
+    async def fetchall(
+        self, query: str, params: Any = None, *, bound: float | None = OP_BOUND
+    ) -> list[tuple[Any, ...]]:
+        async with self.connection(bound) as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
+
+    async def fetchone(
+        self, query: str, params: Any = None, *, bound: float | None = OP_BOUND
+    ) -> tuple[Any, ...] | None:
+        rows = await self.fetchall(query, params, bound=bound)
+        return rows[0] if rows else None
+
+    async def announced(self, query: str, params: Any = None) -> tuple[Any, ...] | None:
+        """Run a change of users, tokens or keys that every node must see at once (a
+        disabled user's connections close), with a NOTIFY on the nodes' bus channel
+        (:class:`chatd.bus.StoreChanged`) in the same transaction; the first row."""
+        async with self.connection() as conn, conn.transaction():
+            cur = await conn.execute(query, params)
+            row = await cur.fetchone() if cur.description is not None else None
+            await conn.execute(
+                "SELECT pg_notify(%s, %s)", (channel_for(self.schema), _CHANGED_PAYLOAD)
+            )
+            return row
+
+    async def execute(self, query: str, params: Any = None) -> None:
+        async with self.connection() as conn:
+            await conn.execute(query, params)

@@ -1,0 +1,228 @@
+"""The SQLite store's queries of messages: the insert (the hot path), state changes
+(delivered, read, failed pushes) and reads (catch-up, history, conversations)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import apsw
+
+from chatd.store.base import NewMessage, Queued, ReadResult, message_from_row
+from chatd.store.sqlite.db import rows, scalar
+from chatd.store.sqlite.readers import ReadPool
+from chatd.store.sqlite.writer import Writer
+from libchat.protocol import Message
+
+__all__ = ["Messages"]
+
+_NO_SEQ: Final = 2**63 - 1  # "before" when none is given: above every seq
+
+
+def _message_columns(table: str) -> str:
+    """The columns ``message_from_row`` reads, for ``SELECT``s and ``RETURNING`` clauses."""
+    return (
+        f"{table}.client_id, {table}.seq,"
+        f" (SELECT username FROM users WHERE users.id = {table}.sender_id),"
+        f" (SELECT username FROM users WHERE users.id = {table}.recipient_id),"
+        f" {table}.body, {table}.ts, {table}.delivered_at, {table}.read_at"
+    )
+
+
+_MESSAGE_COLUMNS: Final = _message_columns("messages")
+_M_COLUMNS: Final = _message_columns("m")
+
+_INSERT_MESSAGE: Final = (
+    "INSERT INTO messages (sender_id, recipient_id, pair_lo, pair_hi, client_id, body, ts)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (sender_id, client_id) DO NOTHING RETURNING seq, ts"
+)
+_EXISTING_MESSAGE: Final = (
+    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE sender_id = ? AND client_id = ?"
+)
+_MARK_DELIVERED: Final = (
+    "UPDATE messages SET delivered_at = ?"
+    " WHERE seq = ? AND recipient_id = ? AND delivered_at IS NULL"
+    f" RETURNING {_MESSAGE_COLUMNS}"
+)
+_UPSERT_CONVERSATION: Final = (
+    "INSERT INTO conversations (user_id, peer_id, last_seq) VALUES (?, ?, ?)"
+    " ON CONFLICT (user_id, peer_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)"
+)
+
+
+def _insert_messages(conn: apsw.Connection, batch: Sequence[NewMessage]) -> list[Message]:
+    stored: list[Message] = []
+    last: dict[tuple[int, int], int] = {}  # (user, peer) -> newest seq, for conversations
+    for new in batch:
+        lo, hi = sorted((new.sender_id, new.recipient_id))
+        inserted = rows(
+            conn,
+            _INSERT_MESSAGE,
+            (new.sender_id, new.recipient_id, lo, hi, new.client_id, new.body, new.ts),
+        )
+        if not inserted:  # a repeat: answer with the original, whatever the new content
+            original = rows(conn, _EXISTING_MESSAGE, (new.sender_id, new.client_id))
+            stored.append(message_from_row(original[0]))
+            continue
+        seq, ts = inserted[0]
+        stored.append(
+            Message(
+                id=new.client_id,
+                seq=seq,
+                sender=new.sender,
+                recipient=new.recipient,
+                body=new.body,
+                ts=ts,
+            )
+        )
+        last[(new.sender_id, new.recipient_id)] = seq
+        last[(new.recipient_id, new.sender_id)] = seq
+    if last:
+        conn.executemany(_UPSERT_CONVERSATION, [(u, p, s) for (u, p), s in last.items()])
+    return stored
+
+
+class Messages:
+    """Every query of the ``messages`` and ``conversations`` tables."""
+
+    def __init__(self, writer: Writer, reads: ReadPool) -> None:
+        self._write = writer.run
+        self._read = reads.run
+
+    async def submit(self, messages: Sequence[NewMessage]) -> list[Message]:
+        if not messages:
+            return []
+        batch = tuple(messages)
+        return await self._write(lambda conn: _insert_messages(conn, batch), messages=len(batch))
+
+    async def mark_delivered_many(
+        self, marks: Sequence[tuple[int, Sequence[int]]], now_ms: int
+    ) -> list[list[Message]]:
+        wanted = [(recipient_id, sorted(set(seqs))) for recipient_id, seqs in marks]
+        if not any(seqs for _, seqs in wanted):
+            return [[] for _ in wanted]
+
+        def job(conn: apsw.Connection) -> list[list[Message]]:
+            # A seq already marked by an earlier entry no longer matches: each is
+            # returned once, by the first entry that asked for it.
+            return [
+                [
+                    message_from_row(row)
+                    for seq in seqs
+                    for row in rows(conn, _MARK_DELIVERED, (now_ms, seq, recipient_id))
+                ]
+                for recipient_id, seqs in wanted
+            ]
+
+        return await self._write(job)
+
+    async def mark_read(self, reader_id: int, peer_id: int, up_to: int, now_ms: int) -> ReadResult:
+        lo, hi = sorted((reader_id, peer_id))
+        last_sql = "SELECT max(seq) FROM messages WHERE pair_lo = ? AND pair_hi = ?"
+        deliver_sql = (
+            "UPDATE messages SET delivered_at = ?1, read_at = ?1"
+            " WHERE recipient_id = ?2 AND sender_id = ?3 AND seq <= ?4 AND delivered_at IS NULL"
+            f" RETURNING {_MESSAGE_COLUMNS}"
+        )
+        read_sql = (
+            "UPDATE messages SET read_at = ?1"
+            " WHERE recipient_id = ?2 AND sender_id = ?3 AND seq <= ?4 AND read_at IS NULL"
+            " RETURNING seq"
+        )
+        args = (now_ms, reader_id, peer_id, up_to)
+
+        def job(conn: apsw.Connection) -> ReadResult:
+            last = scalar(conn, last_sql, (lo, hi))
+            if last is None or up_to > last:  # beyond the conversation: ignored
+                return ReadResult(up_to=None, newly_delivered=())
+            delivered = sorted(
+                (message_from_row(row) for row in rows(conn, deliver_sql, args)),
+                key=lambda m: m.seq,
+            )
+            read = [row[0] for row in rows(conn, read_sql, args)]
+            marked = [m.seq for m in delivered] + read
+            return ReadResult(
+                up_to=max(marked) if marked else None, newly_delivered=tuple(delivered)
+            )
+
+        return await self._write(job)
+
+    async def queued(self, recipient_id: int, after_seq: int, limit: int) -> list[Queued]:
+        sql = (
+            f"SELECT {_MESSAGE_COLUMNS}, messages.failed_pushes FROM messages"
+            " WHERE recipient_id = ? AND delivered_at IS NULL AND seq > ? ORDER BY seq LIMIT ?"
+        )
+        args = (recipient_id, after_seq, limit)
+        found = await self._read(lambda conn: rows(conn, sql, args))
+        return [Queued(message=message_from_row(row), failed_pushes=row[8]) for row in found]
+
+    async def count_failed_pushes(self, recipient_id: int, seqs: Sequence[int]) -> None:
+        args = [(seq, recipient_id) for seq in sorted(set(seqs))]
+        if not args:
+            return
+        sql = (
+            "UPDATE messages SET failed_pushes = failed_pushes + 1"
+            " WHERE seq = ? AND recipient_id = ? AND delivered_at IS NULL"
+        )
+
+        def count(conn: apsw.Connection) -> None:
+            for seq_and_recipient in args:
+                conn.execute(sql, seq_and_recipient)
+
+        await self._write(count)
+
+    async def messages_by_seq(self, seqs: Sequence[int]) -> list[Message]:
+        """The stored messages with these seqs, oldest first (same as the PostgreSQL store)."""
+        wanted = sorted(set(seqs))
+        if not wanted:
+            return []
+        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE seq = ?"
+
+        def read(conn: apsw.Connection) -> list[Message]:
+            return [message_from_row(row) for seq in wanted for row in rows(conn, sql, (seq,))]
+
+        return await self._read(read)
+
+    async def sent_message(self, sender_id: int, client_id: str) -> Message | None:
+        args = (sender_id, client_id)
+        found = await self._read(lambda conn: rows(conn, _EXISTING_MESSAGE, args))
+        return message_from_row(found[0]) if found else None
+
+    async def history(
+        self, user_id: int, peer_id: int, before: int | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        lo, hi = sorted((user_id, peer_id))
+        sql = (
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+            " WHERE pair_lo = ? AND pair_hi = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+        )
+        args = (lo, hi, _NO_SEQ if before is None else before, limit + 1)
+        found = await self._read(lambda conn: rows(conn, sql, args))
+        page = [message_from_row(row) for row in found[:limit]]
+        page.reverse()
+        return page, len(found) > limit
+
+    async def conversations(self, user_id: int) -> list[tuple[str, Message, int]]:
+        sql = (
+            f"SELECT u.username, {_M_COLUMNS},"
+            " (SELECT count(*) FROM messages x WHERE x.recipient_id = c.user_id"
+            "  AND x.sender_id = c.peer_id AND x.read_at IS NULL)"
+            " FROM conversations c"
+            " JOIN messages m ON m.seq = c.last_seq"
+            " JOIN users u ON u.id = c.peer_id"
+            " WHERE c.user_id = ? ORDER BY c.last_seq DESC"
+        )
+        found = await self._read(lambda conn: rows(conn, sql, (user_id,)))
+        return [(row[0], message_from_row(row[1:9]), row[9]) for row in found]
+
+    async def peers(self, user_id: int) -> list[str]:
+        sql = (
+            "SELECT u.username FROM conversations c JOIN users u ON u.id = c.peer_id"
+            " WHERE c.user_id = ? AND c.peer_id != c.user_id ORDER BY u.username"
+        )
+        return [row[0] for row in await self._read(lambda conn: rows(conn, sql, (user_id,)))]
+
+    async def queue_depth(self, recipient_id: int) -> int:
+        sql = "SELECT count(*) FROM messages WHERE recipient_id = ? AND delivered_at IS NULL"
+        return int(await self._read(lambda conn: scalar(conn, sql, (recipient_id,))))
