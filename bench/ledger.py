@@ -6,11 +6,35 @@ files every ack, push, receipt and error against the message it belongs to.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from bench.population import Client
+    from libchat.outbox import SeenSeqs
     from libchat.protocol import Ack, DeliveredReceipt, Error, Message
+
+
+class PushedUser(Protocol):
+    """What the ledger reads and marks of a simulated user that got a push
+    (:class:`bench.population.User`, which imports this module)."""
+
+    seen: SeenSeqs
+    withhold: bool
+    awaited_seq: int
+    caught_up_at: float
+    pushes: int
+
+    @property
+    def on_push(self) -> Callable[[Any, Message, float], None] | None: ...
+
+
+class PushedClient(Protocol):
+    """The connection that got it: its user, and the seqs it will confirm."""
+
+    to_confirm: list[int]
+
+    @property
+    def user(self) -> PushedUser: ...
 
 
 class Record:
@@ -90,7 +114,7 @@ class Ledger:
             record.ack_seq = ack.seq
             run.ack_ms.append((now - record.sent_at) * 1000)
 
-    def on_message(self, client: Client, message: Message, now: float) -> None:
+    def on_message(self, client: PushedClient, message: Message, now: float) -> None:
         user = client.user
         seq = message.seq
         if seq == user.awaited_seq and not user.caught_up_at:

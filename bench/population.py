@@ -86,7 +86,7 @@ class Client(asyncio.Protocol):
     def _handle(self, event: object, now: float) -> None:
         kind = type(event)
         if kind is Message:
-            self.ledger.on_message(self, event, now)  # type: ignore[arg-type]
+            self.ledger.on_message(self, event, now)  # type: ignore[arg-type]  # event: a Message
         elif kind is Ack:
             self.ledger.on_ack(event, now)  # type: ignore[arg-type]
         elif kind is DeliveredReceipt:
