@@ -17,6 +17,7 @@ from libchat import limits, protocol
 from libchat._session_messages import Messages
 from libchat._session_transports import HttpCall, Request, Transport, Transports
 from libchat._session_types import (
+    REFRESH_MARGIN,
     SessionConfig,
     SessionEvent,
     SessionState,
@@ -208,7 +209,14 @@ class Tokens:
     def _use_token(self, token: str, expires_in: float, now: float) -> None:
         self._token = token
         self._had_token = True
-        self._refresh_at = now + max(0.0, expires_in) * self._config.refresh_share
+        # ``expires_in`` counts whole seconds and servers may count the token's life from
+        # the start of the second it was issued in: it can end up to a second sooner.
+        # Refresh at the configured share of the lifetime, but never later than
+        # REFRESH_MARGIN before the earliest moment it may end.
+        lifetime = max(0.0, expires_in)
+        self._refresh_at = now + max(
+            0.0, min(lifetime * self._config.refresh_share, lifetime - 1.0 - REFRESH_MARGIN)
+        )
 
     def _refresh(self, now: float) -> None:
         token = self._token

@@ -18,6 +18,7 @@ from libchat.outbox import OutboxEntry, SendDeferred, SendFailed
 
 HELLO_PROTOCOL: Final = ".".join(limits.PROTOCOL_VERSION.split(".")[:2])
 REFRESH_SHARE = 0.75  # refresh once this share of a token's lifetime has passed
+REFRESH_MARGIN = 1.0  # seconds a refresh keeps from the earliest end of a token
 # A failed refresh is retried after this long. Longer than chatd's default 60 s rotation
 # grace: if a rotating refresh was applied but its answer lost, the old token's
 # WebSockets are closed with 4001 first, and the session logs in again (or signs out)

@@ -280,6 +280,21 @@ def test_a_resumed_token_connects_and_refreshes_on_time() -> None:
     assert len(net.take(TokenRefreshed)) == 1
 
 
+def test_a_short_token_is_refreshed_while_its_whole_seconds_surely_last() -> None:
+    """``expires_in`` is whole seconds and the token may end up to one sooner (a server
+    counting from the start of the second it issued it in): a 4-second token is
+    refreshed at 2 s, not at 75% (3 s), when it may already have ended."""
+    chat = FakeChat()
+    grant = chat.grant("alice")
+    net = Net(chat=chat)
+    net.do(lambda s, now: s.resume(grant.token, 4, now))
+    net.take()
+    net.advance(1.9)
+    assert net.take(TokenRefreshed) == []
+    net.advance(0.2)
+    assert len(net.take(TokenRefreshed)) == 1
+
+
 def test_a_4001_with_the_current_token_signs_in_again() -> None:
     net = connected_net()
     net.take()
