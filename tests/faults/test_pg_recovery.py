@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.chatd.clients import PASSWORD, ahttp, anew_user, login, ws_connect
 from tests.chatd.conftest import run_async
@@ -83,6 +84,7 @@ def log_lines(server: ChatdProcess) -> list[dict[str, Any]]:
     return lines
 
 
+@pytest.mark.long_fault  # a 20 s outage; `make test` has test_pg_outage's 10 s one
 @run_async
 async def test_health_and_acks_are_back_within_5s_of_the_return(tmp_path: Any) -> None:
     async with proxied_chatd(tmp_path) as (server, outage):
