@@ -53,6 +53,18 @@ def start_nodes(tmp: Path, url: str, *args: str, port: int = 0) -> Nodes:
     return a, b
 
 
+@contextlib.contextmanager
+def running_nodes(tmp: Path) -> Iterator[Nodes]:
+    """Nodes A and B on a fresh schema, shut down (and the schema dropped) afterwards."""
+    with pg_schema() as url:
+        a, b = start_nodes(tmp, url)
+        try:
+            yield a, b
+        finally:
+            _shut(a)
+            _shut(b)
+
+
 def frames(peer: WsPeer, kind: str, **fields: object) -> list[Frame]:
     """The frames of type ``kind`` ``peer`` received whose ``fields`` match."""
     return [f for f in peer.frames if f.get("type") == kind

@@ -9,22 +9,16 @@ The server answers a repeated id with the original ack, so each message is store
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 import pytest
-from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
 
-from libchat import protocol
-from libchat.outbox import MemoryOutboxStorage, Outbox
-from tests.chatd.clients import TIMEOUT, WsPeer, ahttp, anew_user, ws_connect
-from tests.chatd.conftest import _shut, run_async
-from tests.chatd.pg import Nodes, frames, pg_schema, start_nodes
-from tests.chatd.server import ChatdProcess
+from tests.chatd.clients import TIMEOUT, ahttp, anew_user, ws_connect
+from tests.chatd.conftest import run_async
+from tests.chatd.pg import Nodes, frames, running_nodes
+from tests.faults.senders import OutboxSender
 from tests.faults.tally import Tally
 from tests.support.poll import apoll
 
@@ -37,62 +31,8 @@ SEND_INTERVAL = 0.01  # seconds between alice's messages
 
 @pytest.fixture
 def nodes(tmp_path: Path) -> Iterator[Nodes]:
-    with pg_schema() as url:
-        a, b = start_nodes(tmp_path, url)
-        try:
-            yield a, b
-        finally:
-            _shut(a)
-            _shut(b)
-
-
-class OutboxClient:
-    """alice's device: an Outbox whose frames go over whichever connection is up."""
-
-    def __init__(self, token: str) -> None:
-        self.token = token
-        self.outbox = Outbox(MemoryOutboxStorage(), random.Random(7))
-        self.peer: WsPeer | None = None
-        self.acks: dict[str, set[int]] = {}  # client id -> every seq an ack gave it
-        self._read = 0  # frames of the current connection already handled
-
-    @property
-    def connected(self) -> bool:
-        return self.peer is not None and self.peer.ws.state is State.OPEN
-
-    async def connect(self, server: ChatdProcess) -> None:
-        self.peer = await ws_connect(server, self.token)
-        self._read = 0
-        await self._send(self.outbox.on_connected(time.monotonic()))
-
-    def disconnected(self) -> None:
-        self.handle_frames()  # acks that arrived before the connection died still count
-        self.outbox.on_disconnected()
-        self.peer = None
-
-    def handle_frames(self) -> None:
-        """Feed the answers that arrived to the outbox."""
-        if self.peer is None:
-            return
-        for frame in self.peer.frames[self._read:]:
-            if frame["type"] == "ack":
-                self.acks.setdefault(frame["id"], set()).add(frame["seq"])
-                self.outbox.on_ack(protocol.Ack(id=frame["id"], seq=frame["seq"], ts=frame["ts"]))
-            elif frame["type"] == "error":
-                raise AssertionError(f"alice got an error: {frame}")
-        self._read = len(self.peer.frames)
-
-    async def pump(self) -> None:
-        self.handle_frames()
-        await self._send(self.outbox.frames_due(time.monotonic()))
-
-    async def _send(self, sends: list[protocol.Send]) -> None:
-        assert self.peer is not None
-        for frame in sends:
-            try:
-                await self.peer.send(orjson.loads(protocol.encode_frame(frame)))
-            except ConnectionClosed:
-                return  # in flight on a dead connection: resent after the reconnect
+    with running_nodes(tmp_path) as pair:
+        yield pair
 
 
 @run_async
@@ -101,7 +41,8 @@ async def test_acked_messages_survive_a_killed_node_exactly_once(nodes: Nodes) -
     alice_name, alice_token = await anew_user(a, "alice")
     bob_name, bob_token = await anew_user(b, "bob")
     bob = await ws_connect(b, bob_token)
-    alice = OutboxClient(alice_token)
+    tally = Tally("a node killed, its clients moved over")
+    alice = OutboxSender(alice_token, tally)
     await alice.connect(a)
     killer: asyncio.Task[None] | None = None
     reconnects = 0
@@ -111,7 +52,7 @@ async def test_acked_messages_survive_a_killed_node_exactly_once(nodes: Nodes) -
     while written < TOTAL or alice.outbox.pending():
         assert time.monotonic() < deadline, f"{len(alice.outbox.pending())} never acked"
         if written < TOTAL:
-            alice.outbox.submit(bob_name, f"message {written}", time.monotonic())
+            alice.submit(bob_name, f"message {written}")
             written += 1
         if written == KILL_AFTER and killer is None:
             killer = asyncio.create_task(asyncio.to_thread(a.kill))  # SIGKILL, mid-stream
@@ -125,6 +66,7 @@ async def test_acked_messages_survive_a_killed_node_exactly_once(nodes: Nodes) -
     await killer
     assert reconnects == 1
     alice.handle_frames()
+    assert tally.errors == {}, f"alice got errors: {tally.errors}"
 
     # Each client id was acked with one seq only, on A before the kill or on B after it.
     assert len(alice.acks) == TOTAL
@@ -165,11 +107,6 @@ async def test_acked_messages_survive_a_killed_node_exactly_once(nodes: Nodes) -
     stored = {m["id"]: m["seq"] for m in page.json["messages"]}
     assert len(page.json["messages"]) == TOTAL
     assert stored == acked
-    tally = Tally("a node killed, its clients moved over")
-    for client_id, seqs in alice.acks.items():
-        tally.send(client_id)
-        for seq in seqs:
-            tally.answer({"type": "ack", "id": client_id, "seq": seq})
     tally.receive_all({"id": client_id, "seq": seq} for seq, client_id in app_view.items())
     tally.store(page.json["messages"])
     tally.check()

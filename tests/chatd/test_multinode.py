@@ -33,7 +33,7 @@ from tests.chatd.clients import (
     ws_connect,
 )
 from tests.chatd.conftest import _shut, run_async
-from tests.chatd.pg import Nodes, frames, pg_schema, start_nodes
+from tests.chatd.pg import Nodes, frames, pg_schema, running_nodes, start_nodes
 from tests.chatd.server import ChatdProcess
 from tests.support.poll import apoll
 
@@ -47,13 +47,8 @@ P99_BOUND = 1.0  # seconds from send to the push on the other node, at the 99th 
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
     """Shared by the tests of this module; each test uses fresh users."""
-    with pg_schema() as url:
-        a, b = start_nodes(tmp_path_factory.mktemp("multinode"), url)
-        try:
-            yield a, b
-        finally:
-            _shut(a)
-            _shut(b)
+    with running_nodes(tmp_path_factory.mktemp("multinode")) as pair:
+        yield pair
 
 
 class TimedPeer(WsPeer):

@@ -22,8 +22,8 @@ import psycopg
 import pytest
 
 from tests.chatd.clients import anew_user, http, whole_history, ws_connect
-from tests.chatd.conftest import _shut, run_async
-from tests.chatd.pg import PG_DSN, Nodes, pg_schema, start_nodes
+from tests.chatd.conftest import run_async
+from tests.chatd.pg import PG_DSN, Nodes, running_nodes
 from tests.chatd.server import ChatdProcess
 from tests.faults.senders import AnsweredSender, OutboxSender, Receiver
 from tests.faults.tally import Tally
@@ -49,13 +49,8 @@ LONG = Load(6, 0.01, 40, 0.5)  # `make faults` only
 
 @pytest.fixture
 def nodes(tmp_path: Path) -> Iterator[Nodes]:
-    with pg_schema() as url:
-        a, b = start_nodes(tmp_path, url)
-        try:
-            yield a, b
-        finally:
-            _shut(a)
-            _shut(b)
+    with running_nodes(tmp_path) as pair:
+        yield pair
 
 
 def local_ports(server: ChatdProcess) -> list[int]:
