@@ -76,7 +76,6 @@ class Account:
         self._retry_at: float | None = None  # when the session reconnects (None: soon)
         self._offline = False  # the server will not take this client: no retries
         self._signing_out = False
-        self._connected_at: int | None = None  # the server's clock at the welcome (ms)
 
     @property
     def me(self) -> str:
@@ -169,12 +168,10 @@ class Account:
     def _on_event(self, event: SessionEvent, now: float) -> None:
         if isinstance(event, Connected):
             self._retry_at, self._offline = None, False
-            self._connected_at = event.server_time
             self._fetch_conversations(now)
             if self.history.open_peer is not None:
                 self._fetch_page(self.history.open_peer, None, now)
         elif isinstance(event, Disconnected):
-            self._connected_at = None
             self._retry_at = event.retry_at
             self._offline = event.retry_at is None
         elif isinstance(event, Acked):
@@ -215,19 +212,6 @@ class Account:
         self.session.confirm([p.seq for p in pushes if p.recipient == self.me], now)
         self.post(m.Changed(items=tuple(changed)))
         self.history.post_conversations()
-        self._live_senders_are_online(pushes)
-
-    def _live_senders_are_online(self, pushes: list[Message]) -> None:
-        """A peer who wrote while this connection was open was connected then (sends go
-        over the WebSocket). The server tells presence only when a user connects or
-        leaves, so for a conversation begun while both were online this is all we hear;
-        it tells ``offline`` when the peer leaves. The catch-up is older than the welcome.
-        """
-        if self._connected_at is None:
-            return
-        for sender in {p.sender for p in pushes
-                       if p.sender != self.me and p.ts >= self._connected_at}:
-            self.post(m.PeerActivity(peer=sender, online=True))
 
     def _on_acked(self, event: Acked) -> None:
         item = self.store.find(self.me, event.ack.id)
