@@ -30,7 +30,7 @@ from libchat import (
     SignInFailed,
 )
 from tests.chatd.server import ChatdProcess
-from tests.chatd.test_tls import make_certificate
+from tests.support.tls import make_certificate
 
 DEADLINE = 30.0  # seconds: generous, the machine is shared and busy
 PASSWORD = "correct-horse-9"

@@ -19,7 +19,7 @@ import pytest
 
 from tests.chatd.clients import PASSWORD, login, register, unique_name, ws_connect
 from tests.chatd.server import ChatdProcess
-from tests.chatd.test_tls import make_certificate
+from tests.support.tls import make_certificate
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TIMEOUT = 15.0  # seconds for a line of output: generous on a busy 2-core machine

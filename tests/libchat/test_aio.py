@@ -7,7 +7,6 @@ import asyncio
 import errno
 import shutil
 import ssl
-import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from libchat import (
 )
 from libchat.aio import _describe
 from tests.libchat.fakechat import PASSWORD, FakeChat
+from tests.support.tls import make_certificate
 
 ALICE = Credentials(username="alice", password=PASSWORD)
 TIMEOUT = 10.0  # seconds: generous on a busy machine
@@ -226,16 +226,6 @@ def test_from_url() -> None:
 
 # --- TLS ---------------------------------------------------------------------------------
 
-
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
