@@ -225,6 +225,8 @@ class Messaging:
                 continue  # a repeat of a delivered message: the original ack, nothing more
             # else a repeat nobody confirmed yet: its first push may have died with a
             # node, so push it to the recipient's connections that never got it.
+            # (Other nodes learn of the conversation from the bus, chatd.hub.bridge.)
+            self._learn_peers(message.sender, message.recipient)
             self.push(message, exclude=online.session.conn_id, repeat=not fresh)
             self._publish(busmod.MessageStored(
                 recipient=message.recipient, seq=message.seq, sender=message.sender))
@@ -237,7 +239,6 @@ class Messaging:
         """Send a stored message to the recipient's connections that do not have it
         yet, and (unless it is a ``repeat``) to the sender's other connections (its
         other devices)."""
-        self._learn_peers(message.sender, message.recipient)
         text = protocol.encode_frame(message)
         seq = message.seq
         pushed = 0
