@@ -32,8 +32,8 @@ class UserDirectory:
 
     async def fresh(self, username: str) -> User | None:
         """The user as the store has it now, remembered: for a login, which must see a
-        password or an account changed a moment ago by ``chatd user`` (the poll that
-        tells the directory of such changes runs every couple of seconds)."""
+        password or an account changed a moment ago by ``chatd user`` (the server hears
+        of such changes within a fraction of a second, not at once)."""
         user = await self._store.user_by_name(username)
         if user is not None:
             self.remember(user)
