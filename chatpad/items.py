@@ -7,7 +7,7 @@ import attrs
 
 from libchat.protocol import Message
 
-__all__ = ["STATUS_RANK", "ChatItem", "Summary", "item_from_message"]
+__all__ = ["STATUS_RANK", "ChatItem", "Hit", "Summary", "item_from_message"]
 
 # Statuses of my messages, in the only order they may move.
 STATUS_RANK = {"failed": -1, "queued": 0, "sent": 1, "delivered": 2, "read": 3}
@@ -74,3 +74,12 @@ def item_from_message(message: Message, me: str) -> ChatItem:
         status=status_of(message) if mine else "",
         mine=mine,
     )
+
+
+@attrs.frozen(kw_only=True)
+class Hit:
+    """A message found by a search of the local cache. ``snippet``: the text around the
+    match in runs of (text, is_match), so the UI can mark what matched."""
+
+    item: ChatItem
+    snippet: tuple[tuple[str, bool], ...]
