@@ -13,12 +13,19 @@ import pygame
 
 from chatpad import messages as m
 from chatpad.app import App, AppConfig
-from chatpad.items import ChatItem, Summary
-from chatpad.scenes import ConversationScene, ConversationsScene, LoginScene
+from chatpad.items import ChatItem, Hit, Summary
+from chatpad.scenes import (
+    ConversationScene,
+    ConversationsScene,
+    LoginScene,
+    SearchScene,
+    SettingsScene,
+)
 
 __all__ = ["SCREENS", "tour"]
 
-SCREENS = ("sign-in", "sign-in-error", "conversations", "conversation", "reconnecting")
+SCREENS = ("sign-in", "sign-in-error", "conversations", "conversation", "reconnecting",
+           "search", "settings")
 
 _CHAT = [
     ("bob", "Hey Alice! Are we still on for the climbing gym tonight? 🧗"),
@@ -70,6 +77,31 @@ def sample(app: App, now_ms: int | None = None) -> None:
     model.apply(m.PeerActivity(peer="bob", online=True))
 
 
+def sample_hits(now_ms: int) -> tuple[Hit, ...]:
+    """What searching "caf" finds in the sample conversations."""
+    day = 86400_000
+    found = [
+        ("bob", "bob", 102, now_ms - 6 * 90_000,
+         (("Please do. Also — ", False), ("café", True),
+          (" afterwards? ☕ I found a place with great crêpes.", False))),
+        ("carol", "carol", 41, now_ms - 3 * day,
+         (("The ", False), ("café", True),
+          (" near the office has good wifi, we could work from there on Monday.", False))),
+        ("emma.w", "alice", 12, now_ms - 40 * day,
+         (("Meet you at the ", False), ("cafeteria", True), (" at noon?", False))),
+        ("support", "support", 2, now_ms - 400 * day,
+         (("…search finds words without accents too: ", False), ("cafe", True),
+          (" finds ", False), ("café", True), (".", False))),
+    ]
+    return tuple(
+        Hit(item=ChatItem(peer=peer, sender=sender, id=f"found-{seq}", seq=seq,
+                          body="".join(text for text, _ in runs), ts=ts,
+                          status="read" if sender == "alice" else "",
+                          mine=sender == "alice"),
+            snippet=runs)
+        for peer, sender, seq, ts, runs in found)
+
+
 def tour(out_dir: Path | None = None, size: tuple[int, int] = (960, 680)) -> list[str]:
     """Render every screen once; save PNGs into ``out_dir`` when given. Returns the names."""
     app = App(AppConfig(offline=True, size=size))
@@ -105,6 +137,18 @@ def tour(out_dir: Path | None = None, size: tuple[int, int] = (960, 680)) -> lis
             ts=int(time.time() * 1000), status="queued", mine=True),)))
         scene.input.set_text("")
         shot("reconnecting")
+        app.apply(m.Status(state="connected", retry_at=None, outbox=2))
+        search = SearchScene(app)
+        app.show(search)
+        search.entry.set_text("caf")
+        search.update(0)  # the search is sent; its answer comes back as the network's would
+        app.apply(m.MessagesFound(text="caf", peer=None,
+                                  hits=sample_hits(int(time.time() * 1000))))
+        shot("search")
+        settings = SettingsScene(app)
+        app.show(settings)
+        settings.remove.set_state(True)
+        shot("settings")
     finally:
         app.close()
     return done

@@ -104,6 +104,7 @@ class Worker:
         self.signing_in: tuple[SocketHost, str] | None = None  # and the server as typed
         self.running = True
         self.last_status: m.Status | None = None
+        self.remove_after_sign_out = False  # a sign-out asked to delete the local data
 
     def run(self) -> None:
         try:
@@ -177,6 +178,8 @@ class Worker:
             account.handle(events, now)
             if account.is_over:
                 self.account = None
+                if self.remove_after_sign_out:
+                    self._remove_local_data()
         elif self.signing_in is not None and host is self.signing_in[0]:
             self._sign_in_events(events, now)
         # else: a session on its way out (closed or signed out): nothing to tell
@@ -222,7 +225,13 @@ class Worker:
                 self.results.put(m.Notice(text="Sign in to send messages."))
             elif isinstance(command, m.Search):
                 self.results.put(m.UsersFound(prefix=command.prefix, users=()))
+            elif isinstance(command, m.SearchMessages):
+                self.results.put(m.MessagesFound(text=command.text, peer=command.peer,
+                                                 hits=()))
+            elif isinstance(command, m.SignOut) and command.remove_local_data:
+                self._remove_local_data()
         elif isinstance(command, m.SignOut):
+            self.remove_after_sign_out = command.remove_local_data
             account.sign_out(now)
         elif isinstance(command, m.Open):
             account.open(command.peer, now)
@@ -238,6 +247,28 @@ class Worker:
             account.typing(command.peer, now)
         elif isinstance(command, m.Reconnect):
             account.reconnect(now)
+        elif isinstance(command, m.SearchMessages):
+            account.history.search(command.text, command.peer)
+        elif isinstance(command, m.LoadAround):
+            account.history.page_around(command.peer, command.seq)
+
+    def _remove_local_data(self) -> None:
+        """Close the database and delete the profile's files (the account is over: its
+        session, still finishing its logout call, no longer touches the outbox). The
+        next sign-in starts a new database."""
+        self.remove_after_sign_out = False
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        left = self.profile.remove_local_data()
+        if left:
+            log.warning("local data: %d file(s) could not be deleted", len(left))
+            names = ", ".join(path.name for path in left)
+            self.results.put(m.Notice(text=f"Could not delete {names} in "
+                                           f"{self.profile.folder}."))
+        else:
+            log.info("local data removed")
+            self.results.put(m.Notice(text="Local data removed from this computer."))
 
     # --- signing in ----------------------------------------------------------------------------
 
@@ -285,7 +316,8 @@ class Worker:
             return
 
     def _start_account(self, saved: SavedSession, now: float) -> None:
-        assert self.store is not None
+        if self.store is None:  # the local data was removed: a new database
+            self.store = LocalStore(self.profile.database)
         try:
             server = _server(saved.server)
         except ValueError:

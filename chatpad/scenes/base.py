@@ -10,6 +10,7 @@ import pygame_gui
 
 from chatpad import messages as m
 from chatpad.model import Model
+from chatpad.profile import Profile
 from chatpad.ui import Styles
 
 __all__ = ["Scene", "SceneHost", "place"]
@@ -23,6 +24,7 @@ class SceneHost(Protocol):
     styles: Styles
     model: Model
     mouse_pos: tuple[int, int]
+    profile: Profile  # where the local data lives
 
     @property
     def screen_size(self) -> tuple[int, int]: ...
@@ -34,6 +36,8 @@ class SceneHost(Protocol):
     def open_conversation(self, peer: str) -> None: ...
 
     def close_conversation(self) -> None: ...
+
+    def show(self, scene: Scene) -> None: ...
 
     def banner_text(self) -> str | None: ...
 

@@ -12,6 +12,7 @@ from pygame_gui.elements import UIButton, UILabel, UITextEntryBox
 
 from chatpad import messages as m
 from chatpad.scenes.base import Scene, SceneHost, place
+from chatpad.scenes.search import JumpTarget, SearchScene, is_shortcut
 from chatpad.ui import STATUS_BAR_HEIGHT, Colors, MessageView
 from libchat import limits
 
@@ -48,6 +49,8 @@ class ConversationScene(Scene):
         self.typing_sent_at = -TYPING_EVERY
         self.layout(app.screen_size)
         self.focus(self.input)
+        self.jump = JumpTarget.take(app.model, peer)  # opened from a search result
+        self.input.set_text(app.model.drafts.pop(peer, ""))  # back from searching
 
     def elements(self) -> list[Any]:
         return [self.back, self.title, self.input, self.send, self.counter]
@@ -92,6 +95,10 @@ class ConversationScene(Scene):
     def handle(self, event: pygame.event.Event) -> bool:
         if super().handle(event):
             return True
+        if is_shortcut(event, pygame.K_f):  # search this conversation; the draft is kept
+            self.app.model.drafts[self.peer] = self.text()
+            self.app.show(SearchScene(self.app, self.peer))
+            return True
         if event.type == pygame.KEYDOWN:
             if event.key in (pygame.K_RETURN, pygame.K_KP_ENTER):
                 if event.mod & pygame.KMOD_SHIFT:
@@ -132,6 +139,8 @@ class ConversationScene(Scene):
 
     def update(self, dt: float) -> None:
         self.view.pad_bottom = 44 if self.app.banner_text() else 0
+        if self.jump is not None:
+            self.jump.update(self.view)
         text = self.text()
         if len(text) > limits.MAX_MESSAGE_CHARS:  # a paste can pass the limit: cut it
             self.input.set_text(text[: limits.MAX_MESSAGE_CHARS])
@@ -150,6 +159,8 @@ class ConversationScene(Scene):
 
     def draw(self, surface: pygame.Surface) -> None:
         self.view.draw(surface)
+        if self.jump is not None:
+            self.jump.draw(surface, self.view)
         surface.fill(Colors.SURFACE, self.header)
         pygame.draw.line(surface, Colors.BORDER, (self.header.x, self.header.bottom - 1),
                          (self.header.right, self.header.bottom - 1))

@@ -11,6 +11,8 @@ from pygame_gui.elements import UIButton, UITextEntryLine
 
 from chatpad import messages as m
 from chatpad.scenes.base import Scene, SceneHost, place
+from chatpad.scenes.search import SearchScene, is_shortcut
+from chatpad.scenes.settings import SettingsScene
 from chatpad.ui import STATUS_BAR_HEIGHT, Colors, ConversationList
 from libchat import limits
 
@@ -24,26 +26,35 @@ class ConversationsScene(Scene):
         super().__init__(app)
         mgr = self.manager
         r = pygame.Rect(0, 0, 420, 44)
-        self.search = UITextEntryLine(r, mgr, placeholder_text="Find people by name to start "
-                                                               "a new conversation")
+        self.search = UITextEntryLine(r, mgr, placeholder_text="Find people to start a "
+                                                               "conversation")
         self.search.set_text_length_limit(limits.MAX_USERNAME_CHARS)
+        self.find_messages = UIButton(r, "Search", mgr, object_id=ObjectID(class_id="@secondary"),
+                                      tool_tip_text="Search your messages (Ctrl+F)")
+        self.settings = UIButton(r, "Settings", mgr, object_id=ObjectID(class_id="@secondary"),
+                                 tool_tip_text="Account, local data, sign out (Ctrl+,)")
         self.sign_out = UIButton(r, "Sign out", mgr, object_id=ObjectID(class_id="@secondary"))
         self.list = ConversationList(app.styles)
-        self.focus_order = [self.search, self.sign_out]
+        self.focus_order = [self.search, self.find_messages, self.settings, self.sign_out]
         self.sent_prefix = ""
         self.header = pygame.Rect(0, 0, 0, 0)
         self.layout(app.screen_size)
 
     def elements(self) -> list[Any]:
-        return [self.search, self.sign_out]
+        return [self.search, self.find_messages, self.settings, self.sign_out]
 
     def layout(self, size: tuple[int, int]) -> None:
         w, h = size
         column = min(w, 760)
         left = (w - column) // 2
         self.header = pygame.Rect(left, STATUS_BAR_HEIGHT, column, 64)
-        place(self.search, pygame.Rect(left + 16, STATUS_BAR_HEIGHT + 12, column - 150, 40))
-        place(self.sign_out, pygame.Rect(left + column - 124, STATUS_BAR_HEIGHT + 12, 108, 40))
+        top = STATUS_BAR_HEIGHT + 12
+        right = left + column - 16
+        for button, width in ((self.sign_out, 100), (self.settings, 100),
+                              (self.find_messages, 88)):
+            place(button, pygame.Rect(right - width, top, width, 40))
+            right -= width + 8
+        place(self.search, pygame.Rect(left + 16, top, right - left - 16, 40))
         self.list.rect = pygame.Rect(left, STATUS_BAR_HEIGHT + 64, column,
                                      h - STATUS_BAR_HEIGHT - 64)
 
@@ -54,12 +65,24 @@ class ConversationsScene(Scene):
         if super().handle(event):
             return True
         peers = self.list.peers()
+        if is_shortcut(event, pygame.K_f):
+            self.app.show(SearchScene(self.app))
+            return True
+        if is_shortcut(event, pygame.K_COMMA):
+            self.app.show(SettingsScene(self.app))
+            return True
         if event.type == pygame.KEYDOWN:
             if event.key == pygame.K_DOWN and peers:
                 self.list.selected = min(len(peers) - 1, self.list.selected + 1)
                 return True
             if event.key == pygame.K_UP and peers:
                 self.list.selected = max(0, self.list.selected - 1)
+                return True
+            if event.key in (pygame.K_RETURN, pygame.K_KP_ENTER) and self.find_messages.is_focused:
+                self.app.show(SearchScene(self.app))
+                return True
+            if event.key in (pygame.K_RETURN, pygame.K_KP_ENTER) and self.settings.is_focused:
+                self.app.show(SettingsScene(self.app))
                 return True
             if (event.key in (pygame.K_RETURN, pygame.K_KP_ENTER) and peers
                     and not self.sign_out.is_focused):
@@ -74,8 +97,13 @@ class ConversationsScene(Scene):
                 return True
         elif event.type == pygame.MOUSEWHEEL:
             self.list.scroll_by(event.y * 40)
-        elif event.type == pygame_gui.UI_BUTTON_PRESSED and event.ui_element is self.sign_out:
-            self.app.submit(m.SignOut())
+        elif event.type == pygame_gui.UI_BUTTON_PRESSED:
+            if event.ui_element is self.sign_out:
+                self.app.submit(m.SignOut())
+            elif event.ui_element is self.find_messages:
+                self.app.show(SearchScene(self.app))
+            elif event.ui_element is self.settings:
+                self.app.show(SettingsScene(self.app))
         return False
 
     def update(self, dt: float) -> None:
