@@ -111,7 +111,8 @@ class LocalStore:
         if version < 2:  # the search index, built from what is already cached
             self.db.execute(_FTS_SCHEMA)
             self.db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")
-            log.info("profile database: search index built (schema %d -> 2)", version)
+            if version:
+                log.info("profile database: search index built (schema %d -> 2)", version)
 
     def close(self) -> None:
         self.db.close()

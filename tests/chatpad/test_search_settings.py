@@ -39,10 +39,10 @@ def test_search_offline_opens_the_message_in_place(chatd: ChatdProcess) -> None:
         for n in range(FILLERS):
             bob.send_frame({"type": "send", "id": f"f{n}", "to": "alice",
                             "body": f"filler {n}"})
-        carol.send_frame({"type": "send", "id": "c1", "to": "alice",
-                          "body": "meet at the cafe? \"quotes\" and *stars*"})
         driver.until(lambda: (s := driver.app.model.summary("bob"))
                      and s.preview == f"filler {FILLERS - 1}", "bob's messages cached")
+        carol.send_frame({"type": "send", "id": "c1", "to": "alice",  # the newest
+                          "body": "meet at the cafe? \"quotes\" and *stars*"})
         driver.until(lambda: driver.app.model.summary("carol"), "carol's message cached")
         chatd.stop()
         driver.until(lambda: driver.app.model.status.state != "connected", "offline")
