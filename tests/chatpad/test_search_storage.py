@@ -48,6 +48,7 @@ def test_words_prefixes_and_folding(store: LocalStore) -> None:
     assert bodies(store, "clim ") == []  # ... unless it was finished with a space
     assert bodies(store, "cafe crepes") == [BODIES[1]]  # diacritics and case fold
     assert bodies(store, "NAIVE") == [BODIES[5]]
+    assert bodies(store, "cafe\u0301") == [BODIES[1]]  # typed decomposed (NFD)
     assert bodies(store, "gym carol") == []  # every word must match
     assert bodies(store, "日本") == [BODIES[3]]
 
