@@ -61,8 +61,12 @@ class ConversationScene(Scene):
         place(self.input, pygame.Rect(12, self.footer.y + 8, w - 124, self.INPUT_H - 8))
         place(self.send, pygame.Rect(w - 104, self.footer.y + 8, 92, 44))
         place(self.counter, pygame.Rect(w - 224, self.footer.bottom - 22, 212, 18))
-        self.view.rect = pygame.Rect(0, self.header.bottom, w, self.footer.y - self.header.bottom)
+        self.banner_area = pygame.Rect(0, self.footer.y - self.banner_room, w, self.banner_room)
+        self.view.rect = pygame.Rect(0, self.header.bottom, w,
+                                     self.banner_area.y - self.header.bottom)
         self.view.relayout()
+        if self.view.at_bottom:  # a shorter view (the banner came) still ends at the newest
+            self.view.scroll_to_bottom()
 
     def activity(self) -> str:
         """What the header says about the peer: typing, or online."""
@@ -131,7 +135,7 @@ class ConversationScene(Scene):
         return False
 
     def update(self, dt: float) -> None:
-        self.view.pad_bottom = 44 if self.app.banner_text() else 0
+        self.keep_banner_room(self.app.screen_size[0])
         text = self.text()
         if len(text) > limits.MAX_MESSAGE_CHARS:  # a paste can pass the limit: cut it
             self.input.set_text(text[: limits.MAX_MESSAGE_CHARS])

@@ -45,7 +45,8 @@ class ConversationsScene(Scene):
         place(self.search, pygame.Rect(left + 16, STATUS_BAR_HEIGHT + 12, column - 150, 40))
         place(self.sign_out, pygame.Rect(left + column - 124, STATUS_BAR_HEIGHT + 12, 108, 40))
         self.list.rect = pygame.Rect(left, STATUS_BAR_HEIGHT + 64, column,
-                                     h - STATUS_BAR_HEIGHT - 64)
+                                     h - STATUS_BAR_HEIGHT - 64 - self.banner_room)
+        self.banner_area = pygame.Rect(left, h - self.banner_room, column, self.banner_room)
 
     def open(self, peer: str) -> None:
         self.app.open_conversation(peer)
@@ -79,6 +80,7 @@ class ConversationsScene(Scene):
         return False
 
     def update(self, dt: float) -> None:
+        self.keep_banner_room(self.list.rect.width)
         prefix = self.search.get_text().strip().lower()
         if prefix != self.sent_prefix:
             self.sent_prefix = prefix
