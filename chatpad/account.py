@@ -46,11 +46,12 @@ from libchat import (
     UserList,
 )
 
-__all__ = ["SESSION_ENDED", "Account"]
+__all__ = ["SESSION_ENDED", "SIGNED_OUT", "Account"]
 
 log = logging.getLogger(__name__)
 
 SESSION_ENDED = "Your session has ended. Please sign in again."
+SIGNED_OUT = "Signed out."
 
 _Answer = Callable[[CallResult], None]
 
@@ -235,7 +236,7 @@ class Account:
     def _on_signed_out(self) -> None:
         self.is_over = True
         self.profile.clear_session()
-        self.post(m.SignedOut(reason="Signed out." if self._signing_out else SESSION_ENDED))
+        self.post(m.SignedOut(reason=SIGNED_OUT if self._signing_out else SESSION_ENDED))
 
     # --- HTTP calls ---------------------------------------------------------------------------
 

@@ -8,11 +8,12 @@ from typing import Any
 import pygame
 import pygame_gui
 from pygame_gui.core import ObjectID
-from pygame_gui.elements import UIButton, UILabel, UITextEntryBox
+from pygame_gui.elements import UIButton, UILabel
 
 from chatpad import messages as m
 from chatpad.scenes.base import Scene, SceneHost, place
 from chatpad.ui import STATUS_BAR_HEIGHT, Colors, MessageView
+from chatpad.ui.entries import EntryBox
 from libchat import limits
 
 __all__ = ["TYPING_EVERY", "ConversationScene"]
@@ -34,7 +35,7 @@ class ConversationScene(Scene):
         r = pygame.Rect(0, 0, 420, 44)
         self.back = UIButton(r, "\u2039 Back", mgr, object_id=ObjectID(class_id="@secondary"))
         self.title = UILabel(r, peer, mgr, object_id=ObjectID(class_id="@title"))
-        self.input = UITextEntryBox(
+        self.input = EntryBox(
             pygame.Rect(0, 0, 400, self.INPUT_H), "", mgr,
             placeholder_text="Write a message…  (Enter sends, Shift+Enter: new line)")
         self.send = UIButton(r, "Send", mgr)

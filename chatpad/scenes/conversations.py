@@ -7,11 +7,12 @@ from typing import Any
 import pygame
 import pygame_gui
 from pygame_gui.core import ObjectID
-from pygame_gui.elements import UIButton, UITextEntryLine
+from pygame_gui.elements import UIButton
 
 from chatpad import messages as m
 from chatpad.scenes.base import Scene, SceneHost, place
 from chatpad.ui import STATUS_BAR_HEIGHT, Colors, ConversationList
+from chatpad.ui.entries import EntryLine
 from libchat import limits
 
 __all__ = ["ConversationsScene"]
@@ -24,7 +25,7 @@ class ConversationsScene(Scene):
         super().__init__(app)
         mgr = self.manager
         r = pygame.Rect(0, 0, 420, 44)
-        self.search = UITextEntryLine(r, mgr, placeholder_text="Find people by name to start "
+        self.search = EntryLine(r, mgr, placeholder_text="Find people by name to start "
                                                                "a new conversation")
         self.search.set_text_length_limit(limits.MAX_USERNAME_CHARS)
         self.sign_out = UIButton(r, "Sign out", mgr, object_id=ObjectID(class_id="@secondary"))
