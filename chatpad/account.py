@@ -218,8 +218,10 @@ class Account:
         item = self.store.find(self.me, event.ack.id)
         if item is None:
             return
+        # the bubble keeps the time it was written at, not the time the server took it
         item = self.store.upsert(attrs.evolve(
-            item, seq=event.ack.seq, ts=event.ack.ts, status=_later(item.status, "sent")))
+            item, seq=event.ack.seq, status=_later(item.status, "sent")))
+        log.debug("acked %s as seq %d", event.ack.id, event.ack.seq)
         self.history.touch(item, unread=False)
         self.post(m.Changed(items=(item,)))
         self.history.post_conversations()
