@@ -20,6 +20,7 @@ import random
 import selectors
 import socket
 import time
+from http import HTTPStatus
 
 import attrs
 
@@ -274,8 +275,8 @@ class Worker:
                 message = event.message
                 if event.status is None:
                     message = "The server cannot be reached. Check the address."
-                elif event.code.startswith("http_"):
-                    message = f"The server answered {event.status}."
+                elif event.code.startswith("http_"):  # no chatd error body
+                    message = _not_chatd(event.status)
                 self.results.put(m.AuthFailed(code=event.code, message=message,
                                               retry_at=retry_at))
             else:
@@ -310,6 +311,17 @@ class Worker:
         host = SocketHost(Session(config, rng=self.rng, storage=storage), self.selector, server)
         self.hosts.append(host)
         return host
+
+
+def _not_chatd(status: int) -> str:
+    """What to say when the server answered without a chatd error body."""
+    try:
+        answer = f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        answer = str(status)
+    if status >= 500 and status != HTTPStatus.NOT_IMPLEMENTED:
+        return f"The server has a problem (it answered {answer}). Try again later."
+    return f"That address does not look like a chatd server (it answered {answer})."
 
 
 def _server(url: str) -> Server:

@@ -3,8 +3,11 @@ scenes under headless SDL; offline where no server is needed."""
 
 from __future__ import annotations
 
+import http.server
+import threading
 import time
 from collections.abc import Iterator
+from http import HTTPStatus
 
 import pygame
 import pygame_gui
@@ -185,3 +188,44 @@ def test_a_long_error_grows_the_card(app: App) -> None:
     assert scene.card.height > normal.height
     assert scene.message_rect.bottom <= scene.sign_in.rect.top
     assert scene.card.contains(scene.sign_in.rect)
+
+
+class _NotChatd(http.server.BaseHTTPRequestHandler):
+    """A web server that is not chatd: no POST at all (501), or 404 for every path."""
+
+    not_found = False
+
+    def do_POST(self) -> None:
+        if not self.not_found:
+            self.send_error(HTTPStatus.NOT_IMPLEMENTED)
+            return
+        self.send_error(HTTPStatus.NOT_FOUND)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _NotFound(_NotChatd):
+    not_found = True
+
+
+@pytest.mark.parametrize(("handler", "answer"), [
+    (_NotChatd, "501 Not Implemented"), (_NotFound, "404 Not Found"),
+])
+def test_a_server_that_is_not_chatd_is_named_so(handler: type[_NotChatd], answer: str) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    driver = Driver(f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        sign_up(driver, "erin", create=False)
+        scene = login(driver.app)
+        driver.until(lambda: "answered" in scene.error_text, "the answer")
+        assert scene.error_text == ("That address does not look like a chatd server "
+                                    f"(it answered {answer}).")
+        assert scene.is_error and not scene.busy
+    finally:
+        driver.close()
+        server.shutdown()
+        server.server_close()
+        thread.join()
