@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pygame
 import pygame_gui
 
 from chatpad import messages as m
+from chatpad.fonts import wrap
 from chatpad.lock import ProfileLock
 from chatpad.model import Model
 from chatpad.net import NetConfig, Network
@@ -30,9 +32,11 @@ log = logging.getLogger(__name__)
 
 FPS = 60
 DEFAULT_SIZE = (960, 680)
-MIN_SIZE = (560, 520)
+MIN_SIZE = (560, 520)  # the window manager keeps the window at least this big
 NOTICE_SECONDS = 6.0
-BANNER_BOTTOM = 106  # px from the window's bottom: just above the message box
+BANNER_BOTTOM = 106  # px from the window's bottom: where notices sit without a banner
+BANNER_MARGIN = 8  # px around the banner, inside the room the scene keeps for it
+BANNER_PAD = (16, 7)  # px between the banner's border and its text
 DEFAULT_SERVER = "http://127.0.0.1:8765"
 
 
@@ -61,6 +65,8 @@ class App:
         pygame.display.set_caption("chatpad")
         self.config = config
         self.screen = pygame.display.set_mode(config.size, pygame.RESIZABLE)
+        self.window = _display_window()
+        self.window.minimum_size = MIN_SIZE  # resizing never needs a new window
         self.manager = pygame_gui.UIManager(config.size, theme_path())
         self.styles = Styles()
         session = None if config.offline else self.profile.load_session()
@@ -70,6 +76,8 @@ class App:
         self.running = True
         self.mouse_pos = (0, 0)  # from the events: the pointer is where they last said
         self.clock = pygame.time.Clock()
+        self._banner_key: tuple[str, int] | None = None
+        self._banner_lines: list[str] = []
         self.scene: Scene = LoginScene(self)
         if session is not None:
             self.model.me = session.username
@@ -135,8 +143,8 @@ class App:
         if event.type == pygame.QUIT:
             self.running = False
             return
-        if event.type == pygame.VIDEORESIZE:
-            self.resize(event.size)
+        if event.type in (pygame.VIDEORESIZE, pygame.WINDOWSIZECHANGED):
+            self.resize()
             return
         if event.type == pygame.MOUSEMOTION:
             self.mouse_pos = event.pos
@@ -146,10 +154,14 @@ class App:
         if not self.scene.handle(event):
             self.manager.process_events(event)
 
-    def resize(self, size: tuple[int, int]) -> None:
-        size = (max(MIN_SIZE[0], size[0]), max(MIN_SIZE[1], size[1]))
-        if size != self.screen.get_size():
-            self.screen = pygame.display.set_mode(size, pygame.RESIZABLE)
+    def resize(self) -> None:
+        """The window changed size: lay the screen out again. SDL has resized the display
+        surface already, and the window's minimum size keeps it usable; the window itself
+        is never recreated (``set_mode`` would destroy it)."""
+        self.screen = pygame.display.get_surface()
+        size = self.screen.get_size()
+        if size == self.manager.window_resolution:
+            return  # VIDEORESIZE and WINDOWSIZECHANGED both come for one resize
         self.manager.set_window_resolution(size)
         self.scene.layout(size)
 
@@ -174,24 +186,47 @@ class App:
             return f"No connection to the server. {kept} Press F5 to retry now."
         return f"Connecting to the server… {kept}"
 
-    def draw_banner(self, surface: pygame.Surface) -> None:
+    def banner_lines(self, width: int) -> list[str]:
+        """The banner's text wrapped to a window ``width`` px wide (no banner: none)."""
         text = self.banner_text()
         if text is None:
-            return
-        label = self.styles.small.render(text, Colors.BANNER_TEXT)
-        box = pygame.Rect(0, 0, min(surface.get_width() - 24, label.get_width() + 32), 32)
-        box.midbottom = (surface.get_width() // 2, surface.get_height() - BANNER_BOTTOM)
+            return []
+        inner = width - 2 * (BANNER_MARGIN + BANNER_PAD[0])
+        key = (text, inner)
+        if key != self._banner_key:
+            self._banner_key, self._banner_lines = key, wrap(self.styles.small, text, inner)
+        return self._banner_lines
+
+    def banner_height(self, width: int) -> int:
+        """The room, in px, a scene keeps free for the banner above its bottom controls
+        (0: no banner), so the banner never covers what the scene shows."""
+        lines = self.banner_lines(width)
+        if not lines:
+            return 0
+        return len(lines) * self.styles.small.line_height + 2 * (BANNER_PAD[1] + BANNER_MARGIN)
+
+    def draw_banner(self, surface: pygame.Surface) -> None:
+        area = self.scene.banner_area
+        lines = self.banner_lines(area.width)
+        if not lines or area.height < self.banner_height(area.width):
+            return  # the scene has not made room for it yet (next frame)
+        line_h = self.styles.small.line_height
+        labels = [self.styles.small.render(line, Colors.BANNER_TEXT) for line in lines]
+        width = max(label.get_width() for label in labels) + 2 * BANNER_PAD[0]
+        box = pygame.Rect(0, 0, width, len(lines) * line_h + 2 * BANNER_PAD[1])
+        box.center = area.center
         pygame.draw.rect(surface, Colors.BANNER, box, border_radius=8)
         pygame.draw.rect(surface, Colors.WARN, box, width=1, border_radius=8)
-        clip = surface.get_clip()
-        surface.set_clip(box.inflate(-16, 0))
-        surface.blit(label, label.get_rect(center=box.center))
-        surface.set_clip(clip)
+        y = box.y + BANNER_PAD[1]
+        for label in labels:
+            surface.blit(label, label.get_rect(midtop=(box.centerx, y)))
+            y += line_h
 
     def draw_notices(self, surface: pygame.Surface) -> None:
         now = time.monotonic()
         notices = [text for at, text in self.model.notices if now - at < NOTICE_SECONDS]
-        y = surface.get_height() - BANNER_BOTTOM - 44
+        area = self.scene.banner_area
+        y = area.top - 8 if area.height else surface.get_height() - BANNER_BOTTOM - 44
         for text in reversed(notices):
             label = self.styles.small.render(text, Colors.SURFACE)
             box = label.get_rect().inflate(28, 16)
@@ -216,3 +251,10 @@ class App:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+
+
+def _display_window() -> pygame.Window:
+    """The window ``set_mode`` made, as a :class:`pygame.Window` (for its minimum size)."""
+    with warnings.catch_warnings():  # it warns about surface rendering, which is not used
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return pygame.Window.from_display_module()

@@ -47,7 +47,7 @@ def sample(app: App, now_ms: int | None = None) -> None:
     app.apply(m.SignedIn(server="http://127.0.0.1:8765", username="alice"))
     summaries = [
         Summary(peer="bob", preview="Just arrived — where are you?", ts=now_ms - 60_000,
-                seq=108, unread=0, mine=True),
+                seq=-1, unread=0, mine=True),  # still queued, as in the conversation
         Summary(peer="carol", preview="Can you send me the slides from Monday? 📎",
                 ts=now_ms - 5 * 60_000, seq=97, unread=3, mine=False),
         Summary(peer="dmitri", preview="Спасибо! See you on Friday.", ts=now_ms - 42 * 60_000,

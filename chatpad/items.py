@@ -18,7 +18,8 @@ class ChatItem:
     """One message of a conversation. ``seq`` is None while it waits in the outbox.
 
     ``status`` is one of queued/sent/delivered/read/failed for my messages, "" for theirs.
-    ``ts`` is Unix milliseconds (the local time of writing while queued).
+    ``ts`` is Unix milliseconds: for a message written here the local time of writing,
+    kept once the server has it; else the server's time.
     """
 
     peer: str

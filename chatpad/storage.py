@@ -147,17 +147,21 @@ class LocalStore:
     # --- messages -------------------------------------------------------------------
 
     def upsert(self, item: ChatItem) -> ChatItem:
-        """Store a message, never moving a status backwards; return what is stored."""
+        """Store a message, never moving a status backwards and keeping the time it was
+        first stored with (for a message written here, when it was written, not when the
+        server took it); return what is stored."""
         row = self.db.execute(
-            "SELECT status, seq FROM messages WHERE sender = ? AND id = ?",
+            "SELECT status, seq, ts FROM messages WHERE sender = ? AND id = ?",
             (item.sender, item.id),
         ).fetchone()
         if row is not None:
-            old_status, old_seq = str(row[0]), row[1]
+            old_status, old_seq, old_ts = str(row[0]), row[1], int(str(row[2]))
             if item.mine and STATUS_RANK.get(old_status, 0) > STATUS_RANK.get(item.status, 0):
                 item = _evolve(item, status=old_status)
             if item.seq is None and old_seq is not None:
                 item = _evolve(item, seq=int(old_seq))
+            if item.ts != old_ts:
+                item = _evolve(item, ts=old_ts)
         self.db.execute(
             "INSERT INTO messages (sender, id, peer, seq, body, ts, status, mine) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sender, id) DO UPDATE SET "

@@ -41,6 +41,8 @@ class SceneHost(Protocol):
 
     def banner_text(self) -> str | None: ...
 
+    def banner_height(self, width: int) -> int: ...
+
 
 class Scene:
     """Base: keyboard focus moves with Tab through ``focus_order``."""
@@ -49,6 +51,16 @@ class Scene:
         self.app = app
         self.manager = app.manager
         self.focus_order: list[Any] = []
+        self.banner_room = 0  # px kept free for the connection banner (0: none shown)
+        self.banner_area = pygame.Rect(0, 0, 0, 0)  # where the app draws the banner
+
+    def keep_banner_room(self, width: int) -> None:
+        """Lay the screen out again when the banner (``width`` px wide) appears, goes or
+        changes height, so that it takes room of its own instead of covering content."""
+        room = self.app.banner_height(width)
+        if room != self.banner_room:
+            self.banner_room = room
+            self.layout(self.app.screen_size)
 
     def handle(self, event: pygame.event.Event) -> bool:
         """React before pygame_gui does; True when the event is used up."""

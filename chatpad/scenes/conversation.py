@@ -8,17 +8,20 @@ from typing import Any
 import pygame
 import pygame_gui
 from pygame_gui.core import ObjectID
-from pygame_gui.elements import UIButton, UILabel, UITextEntryBox
+from pygame_gui.elements import UIButton, UILabel
 
 from chatpad import messages as m
 from chatpad.scenes.base import Scene, SceneHost, place
 from chatpad.scenes.search import JumpTarget, SearchScene, is_shortcut
 from chatpad.ui import STATUS_BAR_HEIGHT, Colors, MessageView
+from chatpad.ui.entries import EntryBox
 from libchat import limits
 
 __all__ = ["TYPING_EVERY", "ConversationScene"]
 
 TYPING_EVERY = 3.0  # seconds between typing signals while the user writes
+PASTE_CUT = f"Pasted text was cut to {limits.MAX_MESSAGE_CHARS:,} characters."
+AT_LIMIT = f"A message can have {limits.MAX_MESSAGE_CHARS:,} characters at most."
 
 
 class ConversationScene(Scene):
@@ -33,12 +36,14 @@ class ConversationScene(Scene):
         r = pygame.Rect(0, 0, 420, 44)
         self.back = UIButton(r, "\u2039 Back", mgr, object_id=ObjectID(class_id="@secondary"))
         self.title = UILabel(r, peer, mgr, object_id=ObjectID(class_id="@title"))
-        self.input = UITextEntryBox(
+        self.input = EntryBox(
             pygame.Rect(0, 0, 400, self.INPUT_H), "", mgr,
             placeholder_text="Write a message…  (Enter sends, Shift+Enter: new line)")
         self.send = UIButton(r, "Send", mgr)
         self.counter = UILabel(r, f"0 / {limits.MAX_MESSAGE_CHARS}", mgr,
                                object_id=ObjectID(class_id="@hint"))
+        # says why the text stopped at the limit (a paste cut short, a key refused)
+        self.limit_note = UILabel(r, "", mgr, object_id=ObjectID(class_id="@warning"))
         self.thread = app.model.thread(peer)
         self.view = MessageView(app.styles, self.thread, self._load_older)
         self.focus_order = [self.input, self.send, self.back]
@@ -53,7 +58,7 @@ class ConversationScene(Scene):
         self.input.set_text(app.model.drafts.pop(peer, ""))  # back from searching
 
     def elements(self) -> list[Any]:
-        return [self.back, self.title, self.input, self.send, self.counter]
+        return [self.back, self.title, self.input, self.send, self.counter, self.limit_note]
 
     def layout(self, size: tuple[int, int]) -> None:
         w, h = size
@@ -64,8 +69,13 @@ class ConversationScene(Scene):
         place(self.input, pygame.Rect(12, self.footer.y + 8, w - 124, self.INPUT_H - 8))
         place(self.send, pygame.Rect(w - 104, self.footer.y + 8, 92, 44))
         place(self.counter, pygame.Rect(w - 224, self.footer.bottom - 22, 212, 18))
-        self.view.rect = pygame.Rect(0, self.header.bottom, w, self.footer.y - self.header.bottom)
+        place(self.limit_note, pygame.Rect(12, self.footer.bottom - 22, w - 248, 18))
+        self.banner_area = pygame.Rect(0, self.footer.y - self.banner_room, w, self.banner_room)
+        self.view.rect = pygame.Rect(0, self.header.bottom, w,
+                                     self.banner_area.y - self.header.bottom)
         self.view.relayout()
+        if self.view.at_bottom:  # a shorter view (the banner came) still ends at the newest
+            self.view.scroll_to_bottom()
 
     def activity(self) -> str:
         """What the header says about the peer: typing, or online."""
@@ -121,9 +131,11 @@ class ConversationScene(Scene):
         elif event.type == pygame.TEXTINPUT and self.input.is_focused:
             room = limits.MAX_MESSAGE_CHARS - len(self.text())
             if room <= 0:
+                self.note_limit(AT_LIMIT)
                 return True  # refuse more than the limit
             if len(event.text) > room:
                 pygame.event.post(pygame.event.Event(pygame.TEXTINPUT, text=event.text[:room]))
+                self.note_limit(PASTE_CUT)
                 return True
         elif event.type == pygame.MOUSEWHEEL:
             if self.view.rect.collidepoint(self.app.mouse_pos):
@@ -138,14 +150,17 @@ class ConversationScene(Scene):
         return False
 
     def update(self, dt: float) -> None:
-        self.view.pad_bottom = 44 if self.app.banner_text() else 0
+        self.keep_banner_room(self.app.screen_size[0])
         if self.jump is not None:
             self.jump.update(self.view)
         text = self.text()
         if len(text) > limits.MAX_MESSAGE_CHARS:  # a paste can pass the limit: cut it
             self.input.set_text(text[: limits.MAX_MESSAGE_CHARS])
             text = self.input.get_text()
+            self.note_limit(PASTE_CUT)
         if len(text) != self.counter_value:
+            if len(text) < limits.MAX_MESSAGE_CHARS:
+                self.note_limit("")  # below the limit again: nothing to explain
             now = time.monotonic()
             if text and now - self.typing_sent_at >= TYPING_EVERY:
                 self.typing_sent_at = now
@@ -156,6 +171,11 @@ class ConversationScene(Scene):
         if newest is not None and newest > self.last_read_sent and self.app.has_focus():
             self.last_read_sent = newest
             self.app.submit(m.MarkRead(peer=self.peer, up_to=newest))
+
+    def note_limit(self, text: str) -> None:
+        """Say under the box why the text stopped at the limit ("": say nothing)."""
+        if self.limit_note.text != text:
+            self.limit_note.set_text(text)
 
     def draw(self, surface: pygame.Surface) -> None:
         self.view.draw(surface)

@@ -7,13 +7,14 @@ from typing import Any
 import pygame
 import pygame_gui
 from pygame_gui.core import ObjectID
-from pygame_gui.elements import UIButton, UITextEntryLine
+from pygame_gui.elements import UIButton
 
 from chatpad import messages as m
 from chatpad.scenes.base import Scene, SceneHost, place
 from chatpad.scenes.search import SearchScene, is_shortcut
 from chatpad.scenes.settings import SettingsScene
 from chatpad.ui import STATUS_BAR_HEIGHT, Colors, ConversationList
+from chatpad.ui.entries import EntryLine
 from libchat import limits
 
 __all__ = ["ConversationsScene"]
@@ -26,8 +27,8 @@ class ConversationsScene(Scene):
         super().__init__(app)
         mgr = self.manager
         r = pygame.Rect(0, 0, 420, 44)
-        self.search = UITextEntryLine(r, mgr, placeholder_text="Find people to start a "
-                                                               "conversation")
+        self.search = EntryLine(r, mgr, placeholder_text="Find people to start a "
+                                                          "conversation")
         self.search.set_text_length_limit(limits.MAX_USERNAME_CHARS)
         self.find_messages = UIButton(r, "Search", mgr, object_id=ObjectID(class_id="@secondary"),
                                       tool_tip_text="Search your messages (Ctrl+F)")
@@ -56,7 +57,8 @@ class ConversationsScene(Scene):
             right -= width + 8
         place(self.search, pygame.Rect(left + 16, top, right - left - 16, 40))
         self.list.rect = pygame.Rect(left, STATUS_BAR_HEIGHT + 64, column,
-                                     h - STATUS_BAR_HEIGHT - 64)
+                                     h - STATUS_BAR_HEIGHT - 64 - self.banner_room)
+        self.banner_area = pygame.Rect(left, h - self.banner_room, column, self.banner_room)
 
     def open(self, peer: str) -> None:
         self.app.open_conversation(peer)
@@ -107,6 +109,7 @@ class ConversationsScene(Scene):
         return False
 
     def update(self, dt: float) -> None:
+        self.keep_banner_room(self.list.rect.width)
         prefix = self.search.get_text().strip().lower()
         if prefix != self.sent_prefix:
             self.sent_prefix = prefix

@@ -11,7 +11,8 @@ from chatpad.fonts import TextStyle
 from chatpad.items import Summary
 from chatpad.ui.style import AVATAR_COLORS, Colors, Styles
 
-__all__ = ["ROW_HEIGHT", "ConversationList", "draw_avatar", "when"]
+__all__ = ["ROW_HEIGHT", "ConversationList", "draw_avatar", "draw_queued_mark", "is_queued",
+           "stamp", "when"]
 
 ROW_HEIGHT = 72
 
@@ -23,6 +24,23 @@ def when(ts_ms: int) -> str:
     if then[:3] == now[:3]:
         return time.strftime("%H:%M", then)
     return time.strftime("%d %b", then)
+
+
+def is_queued(summary: Summary) -> bool:
+    """Whether the conversation's last message is mine and still waits in the outbox (the
+    server has not given it a seq yet)."""
+    return summary.mine and summary.seq < 0
+
+
+def stamp(summary: Summary) -> str:
+    """What the row says at its top right: "Queued", or when the last message was."""
+    return "Queued" if is_queued(summary) else when(summary.ts)
+
+
+def draw_queued_mark(surface: pygame.Surface, color: pygame.Color, x: int, cy: int) -> None:
+    """The outbox's clock, as on a queued bubble."""
+    pygame.draw.circle(surface, color, (x + 6, cy), 6, width=1)
+    pygame.draw.lines(surface, color, False, [(x + 6, cy - 4), (x + 6, cy), (x + 9, cy + 2)])
 
 
 def draw_avatar(surface: pygame.Surface, styles: Styles, name: str, center: tuple[int, int],
@@ -98,11 +116,15 @@ class ConversationList:
                       name: pygame.Surface, x: int) -> None:
         styles = self.styles
         surface.blit(name, (x, row.y + 12))
-        stamp = styles.small.render(when(summary.ts), Colors.ACCENT if summary.unread
+        label = styles.small.render(stamp(summary), Colors.ACCENT if summary.unread
                                     else Colors.MUTED)
-        surface.blit(stamp, (row.right - stamp.get_width() - 20, row.y + 14))
+        surface.blit(label, (row.right - label.get_width() - 20, row.y + 14))
         preview_text = ("You: " if summary.mine else "") + summary.preview
         room = row.right - x - 70
+        if is_queued(summary):  # the clock, then the text: it has not left yet
+            draw_queued_mark(surface, Colors.MUTED, x, row.y + 40 + styles.small.line_height // 2)
+            x += 18
+            room -= 18
         preview_text = _ellipsize(styles.small, preview_text, room)
         preview = styles.small.render(preview_text, Colors.TEXT if summary.unread
                                       else Colors.MUTED)
