@@ -157,6 +157,8 @@ class ConversationScene(Scene):
             self.counter_value = len(text)
             self.counter.set_text(f"{len(text)} / {limits.MAX_MESSAGE_CHARS}")
         self.place_new_line()
+        if not self.app.has_focus():
+            self.mark_arrivals_while_away()
         newest = self.view.newest_seen_from_peer()  # one below the view is not read yet
         if newest is not None and newest > self.last_read_sent and self.app.has_focus():
             self.last_read_sent = newest
@@ -175,8 +177,8 @@ class ConversationScene(Scene):
             self.read_floor = self.newest_at_open
             return
         items = self.thread.items
-        stored = [item.seq for item in items if item.seq is not None]
-        if not stored or max(stored) < self.newest_at_open:
+        newest = next((item.seq for item in reversed(items) if item.seq is not None), None)
+        if newest is None or newest < self.newest_at_open:
             return
         left = self.unread_at_open
         first_unread: ChatItem | None = None
@@ -192,6 +194,23 @@ class ConversationScene(Scene):
             return
         self.read_floor = first_unread.seq - 1
         self.view.new_line_key = first_unread.key
+
+    def mark_arrivals_while_away(self) -> None:
+        """With no line yet, messages that arrive while the window is not in front get one
+        above the first of them: the reader sees where to pick up on coming back."""
+        if self.view.new_line_key is not None or self.read_floor is None:
+            return
+        floor = max(self.read_floor, self.last_read_sent)
+        first: ChatItem | None = None
+        for item in reversed(self.thread.items):
+            if item.seq is None:
+                continue
+            if item.seq <= floor:
+                break
+            if not item.mine:
+                first = item
+        if first is not None:
+            self.view.new_line_key = first.key
 
     def unread_count(self) -> int:
         """Messages from the peer not read yet: the ones not yet scrolled into view (or not

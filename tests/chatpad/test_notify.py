@@ -191,6 +191,31 @@ def test_new_messages_line_waits_for_the_page_with_the_newest(app: App) -> None:
     assert scene.unread_count() == 2 and app.title == "(2) chatpad — alice"
 
 
+def test_messages_that_arrive_while_away_get_the_line(app: App) -> None:
+    items = history("bob", 10, unread=0)
+    app.apply(m.Conversations(items=(summary("bob", items[-1], unread=0),)))
+    app.apply(m.Page(peer="bob", items=tuple(items), has_more=False, older=False))
+    scene = open_scene(app, "bob")
+    now = int(time.time() * 1000)
+    app.apply(m.Changed(items=(msg("bob", 11, now),)))
+    steps(app)
+    assert scene.view.new_line_key is None  # read as it came: no line
+    app.focus_override = False
+    fresh = [msg("bob", 12, now + 1), msg("bob", 13, now + 2)]
+    app.apply(m.Changed(items=tuple(fresh)))
+    steps(app)
+    assert scene.view.new_line_key == fresh[0].key
+    assert app.title == "(2) chatpad — alice"
+    app.focus_override = True
+    steps(app)
+    assert app.title == "chatpad — alice"
+    assert scene.view.new_line_key == fresh[0].key  # it stays
+    app.focus_override = False
+    app.apply(m.Changed(items=(msg("bob", 14, now + 3),)))
+    steps(app)
+    assert scene.view.new_line_key == fresh[0].key  # one line per visit
+
+
 def test_jump_to_latest_button_click_and_end_key(app: App) -> None:
     items = history("bob", 60, unread=0)
     app.apply(m.Conversations(items=(summary("bob", items[-1], unread=0),)))
