@@ -62,8 +62,8 @@ STATUS_LABELS = {"queued": "Queued", "sent": "Sent", "delivered": "Delivered", "
                  "failed": "Not sent"}
 PAD_X, PAD_Y, GAP, META_GAP = 12, 8, 8, 2
 TICKS_WIDTH = 18
-DAY_HEIGHT = 40  # a date separator, with its gaps
-NEW_LINE_HEIGHT = 30  # the "New messages" line, with its gaps
+DAY_ROOM = 22  # px around a date separator's text (its pill and the gaps)
+NEW_LINE_ROOM = 12  # px around the "New messages" text
 JUMP_RADIUS = 20  # the round jump-to-latest button
 
 
@@ -206,17 +206,22 @@ class MessageView:
         item_day = _day(item.ts)
         if item_day != day:
             self._marks.append(_Mark(y, item_day))
-            y += DAY_HEIGHT
+            y += self._mark_height(item_day)
         if item.key == self.new_line_key:
             self._marks.append(_Mark(y, None))
-            y += NEW_LINE_HEIGHT
+            y += self._mark_height(None)
         return y, item_day
+
+    def _mark_height(self, day: date | None) -> int:
+        """The height of a date separator (``day``) or of the "New messages" line (None)."""
+        return self.styles.small_bold.line_height + (NEW_LINE_ROOM if day is None else DAY_ROOM)
 
     def _draw_marks(self, surface: pygame.Surface) -> None:
         if not self._marks:
             return
         styles = self.styles
-        first = max(0, bisect.bisect_right(self._mark_tops, self.top - DAY_HEIGHT))
+        day_height = self._mark_height(date.min)
+        first = max(0, bisect.bisect_right(self._mark_tops, self.top - day_height))
         bottom = self.top + self.rect.height
         today = date.today()
         for mark in self._marks[first:]:
@@ -224,7 +229,7 @@ class MessageView:
                 break
             y = self.rect.y + mark.y - self.top
             if mark.day is None:
-                cy = y + NEW_LINE_HEIGHT // 2 - GAP // 2
+                cy = y + self._mark_height(None) // 2 - GAP // 2
                 label = styles.small_bold.render("New messages", Colors.ACCENT)
                 box = label.get_rect(center=(self.rect.centerx, cy)).inflate(24, 0)
                 pygame.draw.line(surface, Colors.ACCENT, (self.rect.x + 16, cy),
@@ -233,7 +238,7 @@ class MessageView:
                 surface.blit(label, label.get_rect(center=box.center))
                 continue
             label = styles.small_bold.render(day_label(mark.day, today), Colors.MUTED)
-            pill = label.get_rect(center=(self.rect.centerx, y + DAY_HEIGHT // 2 - GAP // 2))
+            pill = label.get_rect(center=(self.rect.centerx, y + day_height // 2 - GAP // 2))
             pill = pill.inflate(24, 10)
             pygame.draw.rect(surface, Colors.SURFACE, pill, border_radius=pill.height // 2)
             pygame.draw.rect(surface, Colors.BORDER, pill, width=1,
@@ -264,7 +269,7 @@ class MessageView:
         pygame.draw.lines(surface, color, False, [(cx - 6, cy + 1), (cx, cy + 7),
                                                   (cx + 6, cy + 1)], 2)
         if self.unseen:
-            count = self.styles.meta.render(
+            count = self.styles.small_bold.render(
                 str(self.unseen) if self.unseen < 100 else "99+", Colors.SURFACE)
             badge = pygame.Rect(0, 0, max(20, count.get_width() + 10), 20)
             badge.center = (cx, box.top)
@@ -279,9 +284,8 @@ class MessageView:
         for mark in self._marks:
             text = "New messages" if mark.day is None else day_label(mark.day, today)
             if text == label:
-                height = NEW_LINE_HEIGHT if mark.day is None else DAY_HEIGHT
                 return pygame.Rect(self.rect.x, self.rect.y + mark.y - self.top,
-                                   self.rect.width, height)
+                                   self.rect.width, self._mark_height(mark.day))
         return None
 
     def mark_labels(self) -> list[str]:
