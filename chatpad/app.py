@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -18,13 +17,13 @@ import pygame
 import pygame_gui
 
 from chatpad import messages as m
-from chatpad.items import ChatItem
 from chatpad.lock import ProfileLock
 from chatpad.model import Model
 from chatpad.net import NetConfig, Network
+from chatpad.notifier import Notifier
 from chatpad.profile import Profile
 from chatpad.scenes import ConversationScene, ConversationsScene, LoginScene, Scene
-from chatpad.ui import Colors, Styles, Toast, draw_status_bar
+from chatpad.ui import Colors, Styles, draw_status_bar
 
 __all__ = ["App", "AppConfig"]
 
@@ -73,9 +72,7 @@ class App:
         self.mouse_pos = (0, 0)  # from the events: the pointer is where they last said
         self.clock = pygame.time.Clock()
         self.focus_override: bool | None = None  # tests: the window is (not) in front
-        self.toast = Toast(self.styles)
-        self.title = "chatpad"  # the window's caption, as last set
-        self.flashes = 0  # taskbar flashes asked for (tests read it: the dummy driver has none)
+        self.notifier = Notifier(self)  # title, taskbar flash and toast for new messages
         self.scene: Scene = LoginScene(self)
         if session is not None:
             self.model.me = session.username
@@ -121,7 +118,7 @@ class App:
         for event in pygame.event.get():
             self.handle(event)
         self.scene.update(dt)
-        self.update_notices(dt)
+        self.notifier.update(dt)
         self.manager.update(dt)
         self.draw()
         pygame.display.flip()
@@ -134,10 +131,9 @@ class App:
             self.apply(result)
 
     def apply(self, result: m.Result) -> None:
-        arrived = self.arrivals(result) if isinstance(result, m.Changed) else []
+        arrived = self.notifier.arrivals(result)
         self.model.apply(result)
-        if arrived:
-            self.notify(arrived)
+        self.notifier.notify(arrived)
         if isinstance(result, m.SignedIn) and isinstance(self.scene, LoginScene):
             self.show(ConversationsScene(self))
         elif isinstance(result, m.SignedOut) and not isinstance(self.scene, LoginScene):
@@ -155,7 +151,7 @@ class App:
         if event.type == pygame.KEYDOWN and event.key == pygame.K_F5:
             self.submit(m.Reconnect())
             return
-        if self.handle_toast(event):
+        if self.notifier.handle(event):
             return
         if not self.scene.handle(event):
             self.manager.process_events(event)
@@ -175,7 +171,7 @@ class App:
         draw_status_bar(surface, self.styles, self.model)
         self.draw_banner(surface)
         self.draw_notices(surface)
-        self.toast.draw(surface)
+        self.notifier.draw(surface)
 
     def banner_text(self) -> str | None:
         status = self.model.status
@@ -214,105 +210,6 @@ class App:
             pygame.draw.rect(surface, Colors.TEXT, box, border_radius=10)
             surface.blit(label, label.get_rect(center=box.center))
             y = box.top - 8
-
-    # --- notice of new messages: window title, taskbar flash, toast --------------------
-
-    def arrivals(self, result: m.Changed) -> list[ChatItem]:
-        """The messages from others in ``result`` that are new (not a receipt, not one
-        delivered again): later than the conversation's last one the model knows."""
-        fresh = []
-        for item in result.items:
-            if item.mine or item.seq is None:
-                continue
-            summary = self.model.summary(item.peer)
-            thread = self.model.threads.get(item.peer)
-            if summary is not None and item.seq <= summary.seq:
-                continue
-            if thread is not None and thread.has(item.key):
-                continue
-            fresh.append(item)
-        return fresh
-
-    def notify(self, items: list[ChatItem]) -> None:
-        """New messages arrived: flash the taskbar when the window is not in front, and show
-        a toast for one whose conversation is not on screen."""
-        if self.model.me is None or isinstance(self.scene, LoginScene):
-            return
-        for item in items:
-            log.debug("new message from %s (seq %s)", item.sender, item.seq)  # never bodies
-        if not self.has_focus():
-            self.flash()
-        on_screen = self.scene.peer if isinstance(self.scene, ConversationScene) else None
-        elsewhere = [item for item in items if item.peer != on_screen]
-        if elsewhere:
-            last = elsewhere[-1]
-            self.toast.show(last.peer, last.sender, last.body)
-
-    def flash(self) -> None:
-        """Ask the window manager for attention (taskbar flash, urgency hint) until the
-        window is in front again. Not every video driver can (the dummy one cannot)."""
-        self.flashes += 1
-        try:
-            with warnings.catch_warnings():  # pygame-ce warns of its Surface use, not ours
-                warnings.simplefilter("ignore", DeprecationWarning)
-                window = pygame.Window.from_display_module()
-            window.flash(pygame.FLASH_UNTIL_FOCUSED)
-        except (pygame.error, AttributeError) as exc:  # no such driver call, older pygame
-            log.debug("no taskbar flash: %s", exc)
-
-    def unread_total(self) -> int:
-        """Messages from others not read yet, in every conversation (the open one counts
-        what its reader has not seen)."""
-        scene = self.scene
-        if self.model.me is None or isinstance(scene, LoginScene):
-            return 0
-        open_peer = scene.peer if isinstance(scene, ConversationScene) else None
-        total = sum(s.unread for s in self.model.conversations if s.peer != open_peer)
-        if isinstance(scene, ConversationScene):
-            total += scene.unread_count()
-        return total
-
-    def window_title(self) -> str:
-        """"(3) chatpad — alice" while 3 messages are unread, "chatpad — alice" when none."""
-        me = self.model.me
-        if me is None or isinstance(self.scene, LoginScene):
-            return "chatpad"
-        unread = self.unread_total()
-        count = f"({unread if unread < 1000 else '999+'}) " if unread else ""
-        return f"{count}chatpad — {me}"
-
-    def update_notices(self, dt: float) -> None:
-        scene = self.scene
-        if isinstance(scene, LoginScene) or (isinstance(scene, ConversationScene)
-                                             and scene.peer == self.toast.peer):
-            self.toast.dismiss()
-        self.toast.update(dt)
-        title = self.window_title()
-        if title != self.title:
-            self.title = title
-            pygame.display.set_caption(title)
-
-    def open_toast(self) -> None:
-        peer = self.toast.peer
-        self.toast.dismiss()
-        if peer is not None:
-            self.open_conversation(peer)
-
-    def handle_toast(self, event: pygame.event.Event) -> bool:
-        """A click on the toast, or Ctrl+Enter while it shows, opens its conversation."""
-        if not self.toast.is_shown:
-            return False
-        if event.type in (pygame.MOUSEBUTTONDOWN, pygame.MOUSEBUTTONUP) and event.button == 1:
-            if not self.toast.hit(event.pos):
-                return False
-            if event.type == pygame.MOUSEBUTTONUP:
-                self.open_toast()
-            return True
-        if (event.type == pygame.KEYDOWN and event.key in (pygame.K_RETURN, pygame.K_KP_ENTER)
-                and event.mod & pygame.KMOD_CTRL):
-            self.open_toast()
-            return True
-        return False
 
     def run(self) -> int:
         while self.step(self.clock.tick(FPS) / 1000):

@@ -123,7 +123,7 @@ def notification(app: App, shot: Callable[[str], None]) -> None:
             if s.peer == "dmitri" else s for s in app.model.conversations]
     app.apply(m.Conversations(items=tuple(rows)))
     shot("notification")
-    assert app.toast.peer == "dmitri" and app.title.startswith("(17) chatpad")
+    assert app.notifier.toast.peer == "dmitri" and app.notifier.title.startswith("(17) chatpad")
 
 
 def tour(out_dir: Path | None = None, size: tuple[int, int] = (960, 680)) -> list[str]:

@@ -147,7 +147,7 @@ def test_new_messages_line_above_the_first_unread_stays_until_left(app: App) -> 
     app.apply(m.Page(peer="bob", items=tuple(items), has_more=False, older=False))
     app.focus_override = False  # not in front: nothing is read yet
     steps(app)
-    assert app.title == "(3) chatpad — alice"
+    assert app.notifier.title == "(3) chatpad — alice"
     assert pygame.display.get_caption()[0] == "(3) chatpad — alice"
     scene = open_scene(app, "bob")
     view = scene.view
@@ -157,13 +157,13 @@ def test_new_messages_line_above_the_first_unread_stays_until_left(app: App) -> 
     before = view.item_rect(items[-4])
     assert line is not None and first is not None and before is not None
     assert before.bottom <= line.top and line.bottom <= first.top
-    assert app.title == "(3) chatpad — alice"  # on screen, but the window is not in front
+    assert app.notifier.title == "(3) chatpad — alice"  # on screen, but the window is not in front
     assert not app.sent or not any(isinstance(c, m.MarkRead) for c in app.sent)
 
     app.focus_override = True  # the reader comes back: read, and the title is plain again
     steps(app)
     assert any(isinstance(c, m.MarkRead) and c.up_to == items[-1].seq for c in app.sent)
-    assert app.title == "chatpad — alice"
+    assert app.notifier.title == "chatpad — alice"
     assert view.mark_labels() == ["Today", "New messages"]  # stays while it is open
     reply = ChatItem(peer="bob", sender="alice", id="r1", seq=41, body="ok",
                      ts=int(time.time() * 1000), status="sent", mine=True)
@@ -188,7 +188,7 @@ def test_new_messages_line_waits_for_the_page_with_the_newest(app: App) -> None:
     app.apply(m.Page(peer="bob", items=tuple(items), has_more=False, older=False))
     steps(app)
     assert scene.view.new_line_key == items[-2].key
-    assert scene.unread_count() == 2 and app.title == "(2) chatpad — alice"
+    assert scene.unread_count() == 2 and app.notifier.title == "(2) chatpad — alice"
 
 
 def test_messages_that_arrive_while_away_get_the_line(app: App) -> None:
@@ -205,10 +205,10 @@ def test_messages_that_arrive_while_away_get_the_line(app: App) -> None:
     app.apply(m.Changed(items=tuple(fresh)))
     steps(app)
     assert scene.view.new_line_key == fresh[0].key
-    assert app.title == "(2) chatpad — alice"
+    assert app.notifier.title == "(2) chatpad — alice"
     app.focus_override = True
     steps(app)
-    assert app.title == "chatpad — alice"
+    assert app.notifier.title == "chatpad — alice"
     assert scene.view.new_line_key == fresh[0].key  # it stays
     app.focus_override = False
     app.apply(m.Changed(items=(msg("bob", 14, now + 3),)))
@@ -240,14 +240,14 @@ def test_jump_to_latest_button_click_and_end_key(app: App) -> None:
     fresh = [msg("bob", 61, now), msg("bob", 62, now + 1)]
     app.apply(m.Changed(items=tuple(fresh)))
     steps(app)
-    assert view.unseen == 2 and app.title == "(2) chatpad — alice"
+    assert view.unseen == 2 and app.notifier.title == "(2) chatpad — alice"
     assert not any(isinstance(c, m.MarkRead) and c.up_to >= 61 for c in app.sent)
 
     click(app, view.jump_rect().center)
     assert view.at_bottom and not view.shows_jump
     steps(app)
     assert any(isinstance(c, m.MarkRead) and c.up_to == 62 for c in app.sent)
-    assert view.unseen == 0 and app.title == "chatpad — alice"
+    assert view.unseen == 0 and app.notifier.title == "chatpad — alice"
 
     # End jumps when the message box is empty; with text in it only Ctrl+End does
     view.scroll_by(400)
@@ -275,42 +275,43 @@ def test_toast_for_another_conversation_opens_it_and_goes_away(app: App) -> None
 
     app.apply(m.Changed(items=(msg("bob", 6, int(time.time() * 1000)),)))
     steps(app)
-    assert not app.toast.is_shown  # bob's conversation is on screen
-    assert app.flashes == 0  # the window is in front
+    assert not app.notifier.toast.is_shown  # bob's conversation is on screen
+    assert app.notifier.flashes == 0  # the window is in front
 
     body = "Lunch tomorrow? I booked a table at the new ramen place near the station."
     app.apply(m.Changed(items=(msg("carol", 8, int(time.time() * 1000), body=body),)))
     steps(app)
-    assert app.toast.peer == "carol"
-    assert app.toast.text() == f"carol: {body}"
-    assert app.toast.rect.width > 0 and app.screen.get_rect().contains(app.toast.rect)
+    assert app.notifier.toast.peer == "carol"
+    assert app.notifier.toast.text() == f"carol: {body}"
+    toast = app.notifier.toast
+    assert toast.rect.width > 0 and app.screen.get_rect().contains(toast.rect)
 
     # a receipt or the same message again is no news
     app.apply(m.Conversations(items=(summary("bob", bob[-1], 0),
                                      summary("carol", msg("carol", 8, 0), 1))))
-    app.toast.dismiss()
+    app.notifier.toast.dismiss()
     app.apply(m.Changed(items=(msg("carol", 8, int(time.time() * 1000), body=body),)))
     steps(app)
-    assert not app.toast.is_shown
+    assert not app.notifier.toast.is_shown
 
     app.apply(m.Changed(items=(msg("carol", 9, int(time.time() * 1000)),)))
     steps(app)
-    assert app.toast.is_shown
-    click(app, app.toast.rect.center)
+    assert app.notifier.toast.is_shown
+    click(app, app.notifier.toast.rect.center)
     scene = app.scene
     assert isinstance(scene, ConversationScene) and scene.peer == "carol"
     assert m.Open(peer="carol") in app.sent
-    assert not app.toast.is_shown
+    assert not app.notifier.toast.is_shown
 
     # shown while the list is up too; it goes away by itself after a few seconds
     app.close_conversation()
     app.apply(m.Changed(items=(msg("bob", 7, int(time.time() * 1000)),)))
     steps(app)
-    assert isinstance(app.scene, ConversationsScene) and app.toast.peer == "bob"
+    assert isinstance(app.scene, ConversationsScene) and app.notifier.toast.peer == "bob"
     steps(app, 1, dt=TOAST_SECONDS / 2)
-    assert app.toast.is_shown
+    assert app.notifier.toast.is_shown
     steps(app, 1, dt=TOAST_SECONDS / 2 + 0.1)
-    assert not app.toast.is_shown
+    assert not app.notifier.toast.is_shown
 
 
 def test_ctrl_enter_opens_the_toast_and_plain_enter_still_sends(app: App) -> None:
@@ -319,11 +320,11 @@ def test_ctrl_enter_opens_the_toast_and_plain_enter_still_sends(app: App) -> Non
     scene = open_scene(app, "bob")
     app.apply(m.Changed(items=(msg("carol", 1, int(time.time() * 1000)),)))
     steps(app)
-    assert app.toast.peer == "carol"
+    assert app.notifier.toast.peer == "carol"
     scene.input.set_text("hello")
     key(app, pygame.K_RETURN)
     assert m.Post(peer="bob", body="hello") in app.sent
-    assert app.scene is scene and app.toast.is_shown
+    assert app.scene is scene and app.notifier.toast.is_shown
     key(app, pygame.K_RETURN, pygame.KMOD_CTRL)
     assert isinstance(app.scene, ConversationScene) and app.scene.peer == "carol"
 
@@ -331,15 +332,15 @@ def test_ctrl_enter_opens_the_toast_and_plain_enter_still_sends(app: App) -> Non
 def test_flash_only_while_the_window_is_not_in_front(app: App) -> None:
     app.apply(m.Changed(items=(msg("bob", 1, int(time.time() * 1000)),)))
     steps(app)
-    assert app.flashes == 0
+    assert app.notifier.flashes == 0
     app.focus_override = False
     app.apply(m.Changed(items=(msg("bob", 2, int(time.time() * 1000)),)))
     steps(app)  # the dummy driver cannot flash: asked for, and nothing breaks
-    assert app.flashes == 1
+    assert app.notifier.flashes == 1
     mine = ChatItem(peer="bob", sender="alice", id="x", seq=3, body="hi", ts=0,
                     status="sent", mine=True)
     app.apply(m.Changed(items=(mine,)))
-    assert app.flashes == 1  # my own message (another device, an ack) is no news
+    assert app.notifier.flashes == 1  # my own message (another device, an ack) is no news
 
 
 # --- against a real chatd ---------------------------------------------------------------------
@@ -355,33 +356,33 @@ def test_a_message_while_away_shows_in_the_title_until_read(
         sign_up(driver, "alice")
         driver.until(lambda: isinstance(app.scene, ConversationsScene), "signed in")
         driver.until(lambda: app.model.status.state == "connected", "connected")
-        assert app.title == "chatpad — alice"
+        assert app.notifier.title == "chatpad — alice"
         app.focus_override = False  # the window goes to the back
         first = "secret plans for the weekend, part one"
         bob.send_frame({"type": "send", "id": "n1", "to": "alice", "body": first})
-        driver.until(lambda: app.title == "(1) chatpad — alice", "the count in the title")
+        driver.until(lambda: app.notifier.title == "(1) chatpad — alice", "the count in the title")
         assert pygame.display.get_caption()[0] == "(1) chatpad — alice"
-        assert app.flashes == 1
-        assert app.toast.peer == "bob" and app.toast.text() == f"bob: {first}"
+        assert app.notifier.flashes == 1
+        assert app.notifier.toast.peer == "bob" and app.notifier.toast.text() == f"bob: {first}"
 
-        driver.click(app.toast.rect)  # opened while still away: not read yet
+        driver.click(app.notifier.toast.rect)  # opened while still away: not read yet
         convo = driver.until(lambda: isinstance(app.scene, ConversationScene)
                              and app.scene, "the toast opens the conversation")
         assert isinstance(convo, ConversationScene) and convo.peer == "bob"
         item = driver.until(lambda: convo.thread.find(first), "the message shown")
         driver.until(lambda: "New messages" in convo.view.mark_labels(), "the line")
         assert convo.view.new_line_key == item.key
-        assert app.title == "(1) chatpad — alice"
+        assert app.notifier.title == "(1) chatpad — alice"
 
         second = "secret plans for the weekend, part two"
         bob.send_frame({"type": "send", "id": "n2", "to": "alice", "body": second})
-        driver.until(lambda: app.title == "(2) chatpad — alice", "the second counted")
-        assert app.flashes == 2 and not app.toast.is_shown  # on screen: no toast
+        driver.until(lambda: app.notifier.title == "(2) chatpad — alice", "the second counted")
+        assert app.notifier.flashes == 2 and not app.notifier.toast.is_shown  # on screen: no toast
         newest = convo.thread.find(second)
         assert newest is not None and newest.seq is not None
 
         app.focus_override = True  # back in front: read, and the title is plain
-        driver.until(lambda: app.title == "chatpad — alice", "a plain title")
+        driver.until(lambda: app.notifier.title == "chatpad — alice", "a plain title")
         bob.recv_until(lambda f: f["type"] == "receipt" and f["status"] == "read"
                        and f["up_to"] >= newest.seq)
         assert first not in caplog.text and second not in caplog.text  # never bodies
