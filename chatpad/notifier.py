@@ -6,23 +6,34 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import pygame
 
 from chatpad import messages as m
 from chatpad.items import ChatItem
-from chatpad.scenes import ConversationScene, LoginScene
-from chatpad.ui import Toast
+from chatpad.model import Model
+from chatpad.scenes import ConversationScene, LoginScene, Scene
+from chatpad.ui import Styles, Toast
 
-if TYPE_CHECKING:
-    from chatpad.app import App
-
-__all__ = ["Notifier"]
+__all__ = ["Notifier", "NotifierHost"]
 
 log = logging.getLogger(__name__)
 
 PLAIN_TITLE = "chatpad"
+
+
+class NotifierHost(Protocol):
+    """What the notifier uses of the app: the model and scene to read, the window's focus,
+    and opening a conversation."""
+
+    styles: Styles
+    model: Model
+    scene: Scene
+
+    def has_focus(self) -> bool: ...
+
+    def open_conversation(self, peer: str) -> None: ...
 
 
 class Notifier:
@@ -30,7 +41,7 @@ class Notifier:
     :meth:`notify` around applying each result, and :meth:`handle`, :meth:`update` and
     :meth:`draw` every frame."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: NotifierHost) -> None:
         self.app = app
         self.toast = Toast(app.styles)
         self.title = PLAIN_TITLE  # the window's caption, as last set
