@@ -128,7 +128,8 @@ class Notifier:
         if isinstance(scene, LoginScene) or (isinstance(scene, ConversationScene)
                                              and scene.peer == self.toast.peer):
             self.toast.dismiss()
-        self.toast.update(dt)
+        if self.app.has_focus():  # one that came while away waits to be seen
+            self.toast.update(dt)
         title = self.window_title()
         if title != self.title:
             self.title = title

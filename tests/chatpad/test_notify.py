@@ -308,6 +308,10 @@ def test_toast_for_another_conversation_opens_it_and_goes_away(app: App) -> None
     app.apply(m.Changed(items=(msg("bob", 7, int(time.time() * 1000)),)))
     steps(app)
     assert isinstance(app.scene, ConversationsScene) and app.notifier.toast.peer == "bob"
+    app.focus_override = False  # while the window is in the back it waits
+    steps(app, 1, dt=TOAST_SECONDS * 2)
+    assert app.notifier.toast.is_shown
+    app.focus_override = True
     steps(app, 1, dt=TOAST_SECONDS / 2)
     assert app.notifier.toast.is_shown
     steps(app, 1, dt=TOAST_SECONDS / 2 + 0.1)
