@@ -22,6 +22,7 @@ from chatpad.fonts import wrap
 from chatpad.lock import ProfileLock
 from chatpad.model import Model
 from chatpad.net import NetConfig, Network
+from chatpad.notifier import Notifier
 from chatpad.profile import Profile
 from chatpad.scenes import ConversationScene, ConversationsScene, LoginScene, Scene
 from chatpad.ui import Colors, Styles, draw_status_bar
@@ -78,6 +79,8 @@ class App:
         self.clock = pygame.time.Clock()
         self._banner_key: tuple[str, int] | None = None
         self._banner_lines: list[str] = []
+        self.focus_override: bool | None = None  # tests: the window is (not) in front
+        self.notifier = Notifier(self)  # title, taskbar flash and toast for new messages
         self.scene: Scene = LoginScene(self)
         if session is not None:
             self.model.me = session.username
@@ -99,6 +102,8 @@ class App:
             self.network.submit(command)
 
     def has_focus(self) -> bool:
+        if self.focus_override is not None:
+            return self.focus_override
         return os.environ.get("SDL_VIDEODRIVER") == "dummy" or pygame.key.get_focused()
 
     def show(self, scene: Scene) -> None:
@@ -121,6 +126,7 @@ class App:
         for event in pygame.event.get():
             self.handle(event)
         self.scene.update(dt)
+        self.notifier.update(dt)
         self.manager.update(dt)
         self.draw()
         pygame.display.flip()
@@ -133,7 +139,9 @@ class App:
             self.apply(result)
 
     def apply(self, result: m.Result) -> None:
+        arrived = self.notifier.arrivals(result)
         self.model.apply(result)
+        self.notifier.notify(arrived)
         if isinstance(result, m.SignedIn) and isinstance(self.scene, LoginScene):
             self.show(ConversationsScene(self))
         elif isinstance(result, m.SignedOut) and not isinstance(self.scene, LoginScene):
@@ -150,6 +158,8 @@ class App:
             self.mouse_pos = event.pos
         if event.type == pygame.KEYDOWN and event.key == pygame.K_F5:
             self.submit(m.Reconnect())
+            return
+        if self.notifier.handle(event):
             return
         if not self.scene.handle(event):
             self.manager.process_events(event)
@@ -173,6 +183,7 @@ class App:
         draw_status_bar(surface, self.styles, self.model)
         self.draw_banner(surface)
         self.draw_notices(surface)
+        self.notifier.draw(surface)
 
     def banner_text(self) -> str | None:
         status = self.model.status

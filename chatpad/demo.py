@@ -7,8 +7,10 @@ would send are applied to its model directly.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import attrs
 import pygame
 
 from chatpad import messages as m
@@ -25,7 +27,7 @@ from chatpad.scenes import (
 __all__ = ["SCREENS", "tour"]
 
 SCREENS = ("sign-in", "sign-in-error", "conversations", "conversation", "reconnecting",
-           "search", "settings")
+           "new-messages", "notification", "search", "settings")
 
 _CHAT = [
     ("bob", "Hey Alice! Are we still on for the climbing gym tonight? 🧗"),
@@ -38,6 +40,23 @@ _CHAT = [
     ("alice", "Just arrived — where are you?"),
 ]
 _STATUSES = ["read", "read", "delivered", "sent", "queued"]
+_YESTERDAY = 4  # the first messages of the chat with bob were written yesterday evening
+_CAROL = [  # (sender, body, days ago); the last three are unread
+    ("carol", "Thanks for presenting today, it went really well!", 9),
+    ("alice", "Thank you! The questions at the end were great.", 9),
+    ("carol", "Could we do a short retro on Friday?", 3),
+    ("alice", "Sure, 10:00 works for me.", 3),
+    ("carol", "Morning! Quick one before the meeting.", 0),
+    ("carol", "The client asked for the deck again.", 0),
+    ("carol", "Can you send me the slides from Monday? 📎", 0),
+]
+
+
+def _evening_before(now_ms: int, days: int, minute: int) -> int:
+    """Unix ms of 19:00 local time ``days`` days before ``now_ms``'s day, plus minutes."""
+    day = time.localtime(now_ms / 1000 - days * 86400)
+    evening = time.mktime((day.tm_year, day.tm_mon, day.tm_mday, 19, minute, 0, 0, 0, -1))
+    return int(evening * 1000)
 
 
 def sample(app: App, now_ms: int | None = None) -> None:
@@ -71,8 +90,15 @@ def sample(app: App, now_ms: int | None = None) -> None:
         queued = status == "queued"
         items.append(ChatItem(
             peer="bob", sender=sender, id=f"demo-{index}", seq=None if queued else 100 + index,
-            body=body, ts=now_ms - (n - index) * 90_000, status=status, mine=mine))
+            body=body, ts=(_evening_before(now_ms, 1, 4 * index) if index < _YESTERDAY
+                           else now_ms - (n - index) * 90_000), status=status, mine=mine))
     model.apply(m.Page(peer="bob", items=tuple(items), has_more=False, older=False))
+    carol = [ChatItem(peer="carol", sender=sender, id=f"demo-c{index}", seq=91 + index,
+                      body=body, ts=(_evening_before(now_ms, days, 5 * index) if days
+                                     else now_ms - (len(_CAROL) - index) * 100_000),
+                      status="read" if sender == "alice" else "", mine=sender == "alice")
+             for index, (sender, body, days) in enumerate(_CAROL)]
+    model.apply(m.Page(peer="carol", items=tuple(carol), has_more=False, older=False))
     model.apply(m.Status(state="connected", retry_at=None, outbox=1))
     model.apply(m.PeerActivity(peer="bob", online=True))
 
@@ -100,6 +126,35 @@ def sample_hits(now_ms: int) -> tuple[Hit, ...]:
                           mine=sender == "alice"),
             snippet=runs)
         for peer, sender, seq, ts, runs in found)
+
+
+def new_messages(app: App, shot: Callable[[str], None]) -> None:
+    """carol's conversation with three unread messages, scrolled up a little: the date
+    separators, the "New messages" line and the jump-to-latest button with its count."""
+    app.focus_override = False  # the window is not in front: the three stay unread
+    app.show(ConversationScene(app, "carol"))
+    scene = app.scene
+    assert isinstance(scene, ConversationScene)
+    app.step(1 / 60)
+    scene.view.scroll_by(150)
+    shot("new-messages")
+    assert scene.view.shows_jump and scene.view.unseen == 3
+
+
+def notification(app: App, shot: Callable[[str], None]) -> None:
+    """Back in the list, dmitri writes while the window is not in front: a toast, a
+    taskbar flash and the count in the window title."""
+    app.close_conversation()
+    now_ms = int(time.time() * 1000)
+    body = "Are you coming to the board games night on Friday? We need a fourth player."
+    app.apply(m.Changed(items=(ChatItem(
+        peer="dmitri", sender="dmitri", id="demo-d1", seq=91, body=body, ts=now_ms,
+        status="", mine=False),)))
+    rows = [attrs.evolve(s, preview=body, ts=now_ms, seq=91, unread=2)
+            if s.peer == "dmitri" else s for s in app.model.conversations]
+    app.apply(m.Conversations(items=tuple(rows)))
+    shot("notification")
+    assert app.notifier.toast.peer == "dmitri" and app.notifier.title.startswith("(17) chatpad")
 
 
 def tour(out_dir: Path | None = None, size: tuple[int, int] = (960, 680)) -> list[str]:
@@ -137,7 +192,10 @@ def tour(out_dir: Path | None = None, size: tuple[int, int] = (960, 680)) -> lis
             ts=int(time.time() * 1000), status="queued", mine=True),)))
         scene.input.set_text("")
         shot("reconnecting")
-        app.apply(m.Status(state="connected", retry_at=None, outbox=2))
+        app.apply(m.Status(state="connected", retry_at=None, outbox=1))
+        new_messages(app, shot)
+        notification(app, shot)
+        app.focus_override = None  # in front again
         search = SearchScene(app)
         app.show(search)
         search.entry.set_text("caf")

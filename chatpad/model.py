@@ -40,6 +40,9 @@ class Thread:
             self._ordered = sorted(self._items.values(), key=ChatItem.sort_key)
         return self._ordered
 
+    def has(self, key: tuple[str, str]) -> bool:
+        return key in self._items
+
     def oldest_seq(self) -> int | None:
         for item in self.items:
             if item.seq is not None:

@@ -11,6 +11,7 @@ from pygame_gui.core import ObjectID
 from pygame_gui.elements import UIButton, UILabel
 
 from chatpad import messages as m
+from chatpad.items import ChatItem
 from chatpad.scenes.base import Scene, SceneHost, place
 from chatpad.scenes.search import JumpTarget, SearchScene, is_shortcut
 from chatpad.ui import STATUS_BAR_HEIGHT, Colors, MessageView
@@ -52,6 +53,10 @@ class ConversationScene(Scene):
         self.last_read_sent = -1
         self.counter_value = 0
         self.typing_sent_at = -TYPING_EVERY
+        summary = app.model.summary(peer)  # what was unread as it opened
+        self.unread_at_open = summary.unread if summary is not None else 0
+        self.newest_at_open = summary.seq if summary is not None else -1
+        self.read_floor: int | None = None  # seqs up to it were read as it opened, once known
         self.layout(app.screen_size)
         self.focus(self.input)
         self.jump = JumpTarget.take(app.model, peer)  # opened from a search result
@@ -128,6 +133,14 @@ class ConversationScene(Scene):
             if event.key == pygame.K_PAGEDOWN:
                 self.view.scroll_by(-(self.view.rect.height - 40))
                 return True
+            if event.key == pygame.K_END and self.jump_to_latest_on_end(event.mod):
+                return True
+        elif event.type in (pygame.MOUSEBUTTONDOWN, pygame.MOUSEBUTTONUP):
+            if (event.button == 1 and self.view.shows_jump
+                    and self.view.jump_rect().collidepoint(event.pos)):
+                if event.type == pygame.MOUSEBUTTONUP:
+                    self.view.scroll_to_bottom()
+                return True
         elif event.type == pygame.TEXTINPUT and self.input.is_focused:
             room = limits.MAX_MESSAGE_CHARS - len(self.text())
             if room <= 0:
@@ -167,10 +180,89 @@ class ConversationScene(Scene):
                 self.app.submit(m.Typing(peer=self.peer))
             self.counter_value = len(text)
             self.counter.set_text(f"{len(text)} / {limits.MAX_MESSAGE_CHARS}")
+        self.place_new_line()
+        if not self.app.has_focus():
+            self.mark_arrivals_while_away()
         newest = self.view.newest_seen_from_peer()  # one below the view is not read yet
         if newest is not None and newest > self.last_read_sent and self.app.has_focus():
             self.last_read_sent = newest
             self.app.submit(m.MarkRead(peer=self.peer, up_to=newest))
+        self.view.unseen = self.unread_count()
+
+    # --- new messages: the "New messages" line, the unread count, jump to the latest ------
+
+    def place_new_line(self) -> None:
+        """Put "New messages" above the first message that was unread as the conversation
+        opened, once the page holding the newest of them is here (the cached page shown
+        first may be older). It stays until the conversation is left."""
+        if self.read_floor is not None:
+            return
+        if self.unread_at_open <= 0:
+            self.read_floor = self.newest_at_open
+            return
+        items = self.thread.items
+        newest = next((item.seq for item in reversed(items) if item.seq is not None), None)
+        if newest is None or newest < self.newest_at_open:
+            return
+        left = self.unread_at_open
+        first_unread: ChatItem | None = None
+        for item in reversed(items):
+            if item.seq is None or item.mine or item.seq > self.newest_at_open:
+                continue
+            first_unread = item
+            left -= 1
+            if left == 0:
+                break
+        if first_unread is None or first_unread.seq is None:
+            self.read_floor = self.newest_at_open
+            return
+        self.read_floor = first_unread.seq - 1
+        self.view.new_line_key = first_unread.key
+
+    def mark_arrivals_while_away(self) -> None:
+        """With no line yet, messages that arrive while the window is not in front get one
+        above the first of them: the reader sees where to pick up on coming back."""
+        if self.view.new_line_key is not None or self.read_floor is None:
+            return
+        floor = max(self.read_floor, self.last_read_sent)
+        first: ChatItem | None = None
+        for item in reversed(self.thread.items):
+            if item.seq is None:
+                continue
+            if item.seq <= floor:
+                break
+            if not item.mine:
+                first = item
+        if first is not None:
+            self.view.new_line_key = first.key
+
+    def unread_count(self) -> int:
+        """Messages from the peer not read yet: the ones not yet scrolled into view (or not
+        seen while the window was not in front)."""
+        floor = self.last_read_sent
+        pending = 0
+        if self.read_floor is None:  # the newest page is still coming
+            floor = max(floor, self.newest_at_open)
+            if self.last_read_sent < self.newest_at_open:
+                pending = self.unread_at_open
+        else:
+            floor = max(floor, self.read_floor)
+        count = 0
+        for item in reversed(self.thread.items):
+            if item.seq is None:
+                continue
+            if item.seq <= floor:
+                break
+            count += not item.mine
+        return count + pending
+
+    def jump_to_latest_on_end(self, mod: int) -> bool:
+        """End jumps to the newest message when the box is empty (else End moves the
+        cursor there); Ctrl+End always does."""
+        if self.text() and not mod & pygame.KMOD_CTRL:
+            return False
+        self.view.scroll_to_bottom()
+        return True
 
     def note_limit(self, text: str) -> None:
         """Say under the box why the text stopped at the limit ("": say nothing)."""
