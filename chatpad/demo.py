@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import attrs
 import pygame
 
 from chatpad import messages as m
@@ -18,7 +19,8 @@ from chatpad.scenes import ConversationScene, ConversationsScene, LoginScene
 
 __all__ = ["SCREENS", "tour"]
 
-SCREENS = ("sign-in", "sign-in-error", "conversations", "conversation", "reconnecting")
+SCREENS = ("sign-in", "sign-in-error", "conversations", "conversation", "reconnecting",
+           "conversation-dark", "conversations-dark", "keys")
 
 _CHAT = [
     ("bob", "Hey Alice! Are we still on for the climbing gym tonight? 🧗"),
@@ -105,6 +107,15 @@ def tour(out_dir: Path | None = None, size: tuple[int, int] = (960, 680)) -> lis
             ts=int(time.time() * 1000), status="queued", mine=True),)))
         scene.input.set_text("")
         shot("reconnecting")
+        app.apply(m.Status(state="connected", retry_at=None, outbox=1))
+        app.set_preferences(attrs.evolve(app.preferences, theme="dark"))
+        scene.view.select(scene.thread.find("They do, and the menu is in English, Deutsch "
+                                            "and 日本語 too."))
+        shot("conversation-dark")
+        app.close_conversation()  # back with the keyboard: the row left is chosen
+        shot("conversations-dark")
+        app.help_shown = True
+        shot("keys")
     finally:
         app.close()
     return done

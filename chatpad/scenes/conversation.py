@@ -12,6 +12,7 @@ from pygame_gui.elements import UIButton, UILabel, UITextEntryBox
 
 from chatpad import messages as m
 from chatpad.scenes.base import Scene, SceneHost, place
+from chatpad.scenes.message_copy import MessageCopy
 from chatpad.ui import STATUS_BAR_HEIGHT, Colors, MessageView
 from libchat import limits
 
@@ -40,6 +41,7 @@ class ConversationScene(Scene):
                                object_id=ObjectID(class_id="@hint"))
         self.thread = app.model.thread(peer)
         self.view = MessageView(app.styles, self.thread, self._load_older)
+        self.copying = MessageCopy(app, self.view, lambda: bool(self.text()))
         self.focus_order = [self.input, self.send, self.back]
         self.header = pygame.Rect(0, 0, 0, 0)
         self.footer = pygame.Rect(0, 0, 0, 0)
@@ -90,7 +92,7 @@ class ConversationScene(Scene):
         self.view.at_bottom = True
 
     def handle(self, event: pygame.event.Event) -> bool:
-        if super().handle(event):
+        if super().handle(event) or self.copying.handle(event):
             return True
         if event.type == pygame.KEYDOWN:
             if event.key in (pygame.K_RETURN, pygame.K_KP_ENTER):
@@ -160,3 +162,4 @@ class ConversationScene(Scene):
                                                          self.header.centery)))
         surface.fill(Colors.SURFACE, self.footer)
         pygame.draw.line(surface, Colors.BORDER, self.footer.topleft, self.footer.topright)
+        self.copying.draw(surface)
