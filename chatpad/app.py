@@ -18,7 +18,7 @@ import pygame
 import pygame_gui
 
 from chatpad import messages as m
-from chatpad.appearance import is_dark, widget_theme
+from chatpad.appearance import is_dark, preload_widget_fonts, widget_theme
 from chatpad.clipboard import put_text
 from chatpad.lock import ProfileLock
 from chatpad.model import Model
@@ -76,8 +76,9 @@ class App:
         self.config = config
         self.screen = pygame.display.set_mode(config.size, pygame.RESIZABLE)
         self.load_preferences()
-        self.manager = pygame_gui.UIManager(
-            config.size, widget_theme(self.dark, self.preferences.font_scale))
+        self.widget_theme = widget_theme(self.dark, self.preferences.font_scale)
+        self.manager = pygame_gui.UIManager(config.size, self.widget_theme)
+        preload_widget_fonts(self.manager.get_theme().get_font_dictionary(), self.widget_theme)
         self.styles = Styles(self.preferences.font_scale)
         self.help_shown = False  # the F1 overlay with the keys
         self.swallow_text = False  # drop the character a Ctrl shortcut may also type
@@ -261,8 +262,16 @@ class App:
         Colors.use(DARK if self.dark else LIGHT)
         scale = self.preferences.font_scale
         self.styles.rescale(scale)
-        theme = self.manager.create_new_theme(widget_theme(self.dark, scale))
+        data = widget_theme(self.dark, scale)
+        theme = self.manager.create_new_theme(data)
+        preload_widget_fonts(theme.get_font_dictionary(), data, self.widget_theme)
+        self.widget_theme = data
         self.manager.set_ui_theme(theme, update_all_sprites=True)
+        for element in self.manager.get_sprite_group().sprites():
+            # pygame_gui 0.6's text boxes miss a change of font alone: parse them again
+            reparse = getattr(element, "_reparse_and_rebuild", None)
+            if reparse is not None:
+                reparse()
         self.scene.layout(self.screen_size)
 
     def toggle_theme(self) -> None:

@@ -19,14 +19,16 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-__all__ = ["WIDGET_MAX_SCALE", "is_dark", "system_prefers_dark", "widget_theme",
-           "widget_theme_path"]
+__all__ = ["SCALED_WIDGETS", "WIDGET_MAX_SCALE", "is_dark", "preload_widget_fonts",
+           "system_prefers_dark", "widget_theme", "widget_theme_path"]
 
 log = logging.getLogger(__name__)
 
 # Form controls keep their pixel boxes, so their text grows to 125 % at most; the
-# conversation, the list and the help (drawn by hand) follow the whole range.
+# conversation, the list and the help (drawn by hand) follow the whole range. Labels
+# (titles, hints) sit in boxes cut to their text and keep their size.
 WIDGET_MAX_SCALE = 1.25
+SCALED_WIDGETS = frozenset({"defaults", "button", "text_entry_line", "text_entry_box"})
 GSETTINGS_TIMEOUT = 0.5  # seconds: asked once at start, never worth a slow start
 _PERSONALIZE = r"Software\Microsoft\Windows\CurrentVersion\Themes\Personalize"
 
@@ -87,12 +89,25 @@ def _widget_theme_file(dark: bool) -> dict[str, Any]:
 
 
 def widget_theme(dark: bool, scale: float = 1.0) -> dict[str, Any]:
-    """pygame_gui's theme, with every font size times ``scale`` (capped at
-    :data:`WIDGET_MAX_SCALE`): a fresh dict to hand to ``UIManager``."""
+    """pygame_gui's theme, with the font sizes of buttons and text fields times ``scale``
+    (capped at :data:`WIDGET_MAX_SCALE`): a fresh dict to hand to ``UIManager``."""
     data = copy.deepcopy(_widget_theme_file(dark))
     factor = min(scale, WIDGET_MAX_SCALE)
-    for element in data.values():
-        font = element.get("font") if isinstance(element, dict) else None
+    for name in SCALED_WIDGETS & data.keys():
+        font = data[name].get("font")
         if isinstance(font, dict) and "size" in font:
             font["size"] = str(max(6, round(int(font["size"]) * factor)))
     return data
+
+
+def preload_widget_fonts(font_dict: Any, *themes: dict[str, Any]) -> None:
+    """Load the fonts the ``themes`` name, regular and bold, into pygame_gui's font
+    dictionary ``font_dict`` now: pygame_gui warns about any it has to load on the fly
+    (and while switching, widgets still ask once for their old theme's sizes)."""
+    sizes = {int(element["font"]["size"]) for theme in themes for element in theme.values()
+             if isinstance(element, dict) and "size" in element.get("font", {})}
+    for size in sorted(sizes):
+        for bold in (False, True):
+            if font_dict.create_font_id(size, "noto_sans", bold, False) not in (
+                    font_dict.loaded_fonts):
+                font_dict.preload_font(size, "noto_sans", bold=bold)

@@ -103,9 +103,10 @@ class ConversationList:
             row = self.row_rect(index)
             if index == self.hover or index == self.selected:
                 surface.fill(Colors.SELECTED if index == self.selected else Colors.HOVER, row)
-            draw_avatar(surface, styles, peers[index], (row.x + 40, row.centery),
-                        max(18, styles.px(22)))
-            x = row.x + 40 + max(18, styles.px(22)) + 14
+            radius = max(18, styles.px(22))
+            draw_avatar(surface, styles, peers[index], (row.x + 18 + radius, row.centery),
+                        radius)
+            x = row.x + 18 + 2 * radius + 14
             name = styles.name.render(peers[index], Colors.TEXT)
             if self.show_users:
                 surface.blit(name, (x, row.centery - name.get_height() // 2))
