@@ -73,3 +73,13 @@ def test_widget_fonts_scale_up_to_their_cap() -> None:
     assert big["button"]["font"]["size"] == str(round(15 * WIDGET_MAX_SCALE))
     assert big["@title"]["font"]["size"] == "24"  # labels sit in boxes cut to their text
     assert widget_theme(False)["button"]["font"]["size"] == "15"  # the file is untouched
+
+
+def test_every_key_the_help_lists_is_in_the_man_page() -> None:
+    from chatpad.ui.help import SHORTCUTS
+
+    man = (Path(__file__).resolve().parents[2] / "man" / "chatpad.1").read_text("utf-8")
+    keys_section = man[man.index(".SH KEYS"):man.index(".SH ENVIRONMENT")].replace("\\-", "-")
+    for keys, _ in SHORTCUTS:
+        for key in keys.split(" / "):
+            assert key in keys_section, key
