@@ -285,6 +285,10 @@ class App:
     def handle_shortcut(self, event: pygame.event.Event) -> bool:
         """The keys that work on every screen: theme, text size, the F1 help. True when
         the event is used up."""
+        if event.type == pygame.WINDOWFOCUSGAINED and self.preferences.theme == "system":
+            if is_dark("system") != self.dark:  # the desktop switched meanwhile
+                self.restyle()
+            return False
         if event.type == pygame.TEXTINPUT and self.swallow_text:
             self.swallow_text = False
             if event.text in SHORTCUT_TEXT:

@@ -46,6 +46,8 @@ def system_prefers_dark() -> bool:
 
 
 def _windows_prefers_dark() -> bool:
+    if sys.platform != "win32":  # also tells type checkers where winreg exists
+        return False
     try:
         import winreg  # Windows only; imported here so chatpad imports anywhere
 
@@ -53,7 +55,7 @@ def _windows_prefers_dark() -> bool:
             value, _ = winreg.QueryValueEx(key, "AppsUseLightTheme")
     except (ImportError, OSError):
         return False
-    return value == 0
+    return bool(value == 0)
 
 
 def _gnome_prefers_dark() -> bool:

@@ -59,6 +59,9 @@ class ConversationsScene(Scene):
         peers = self.list.peers()
         if event.type == pygame.KEYDOWN:
             return self.handle_key(event, peers)
+        elif event.type == pygame.TEXTINPUT:
+            if not any(element.is_focused for element in self.focus_order):
+                self.focus(self.search)  # typing finds people; pygame_gui types it there
         elif event.type == pygame.MOUSEMOTION:
             self.list.hover = self.list.index_at(event.pos)
         elif event.type == pygame.MOUSEBUTTONUP and event.button == 1:

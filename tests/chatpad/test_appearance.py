@@ -229,6 +229,14 @@ def test_keyboard_only_from_the_list_to_a_conversation_and_back(app: App) -> Non
     assert back.list.selected == len(back.list.peers()) - 1
     key(app, pygame.K_HOME)
     assert back.list.selected == 0
+    # typing with nothing focused goes to the search box
+    pygame.event.post(pygame.event.Event(pygame.TEXTINPUT, text="c"))
+    step(app)
+    assert back.search.is_focused and back.search.get_text() == "c"
+    assert m.Search(prefix="c") in app.sent
+    key(app, pygame.K_ESCAPE)  # clears the search, stays in the list
+    assert back.search.get_text() == "" and app.scene is back
+    back.focus(None)
     # Tab reaches the search box and the Sign out button, and Enter presses it
     key(app, pygame.K_TAB)
     assert back.search.is_focused
@@ -338,6 +346,17 @@ def test_copy_reaches_the_real_clipboard(app: App) -> None:
 
 
 # --- the system's theme --------------------------------------------------------------------
+
+
+def test_system_theme_is_followed_when_the_window_comes_back(
+        app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    if sys.platform == "win32":
+        pytest.skip("Windows reads the registry")
+    assert app.preferences.theme == "system" and not app.dark
+    monkeypatch.setenv("GTK_THEME", "Adwaita:dark")
+    pygame.event.post(pygame.event.Event(pygame.WINDOWFOCUSGAINED))
+    step(app)
+    assert app.dark and app.screen.get_at((20, 400)) == pygame.Color(DARK["BACKGROUND"])
 
 
 def test_system_theme_from_gtk_theme(monkeypatch: pytest.MonkeyPatch) -> None:
