@@ -228,12 +228,14 @@ class App:
     # --- appearance, keys, clipboard ------------------------------------------------------
 
     def load_preferences(self) -> None:
-        """The profile's theme and text size (an offline app without a profile root, the
-        self-test, keeps them in memory), with ``--theme`` applied and remembered."""
+        """The profile's theme and text size, with ``--theme`` applied and remembered (an
+        offline app without a profile root, the self-test, starts light and remembers
+        nothing)."""
         config = self.config
         self.preferences_path = (None if config.offline and config.profile_root is None
                                  else preferences_file(self.profile.folder))
-        self.preferences = Preferences.load(self.preferences_path)
+        self.preferences = (Preferences.load(self.preferences_path) if self.preferences_path
+                            else Preferences(theme="light"))  # screenshots: the same anywhere
         if config.theme is not None and config.theme != self.preferences.theme:
             self.preferences = attrs.evolve(self.preferences, theme=config.theme)
             self.save_preferences()

@@ -25,12 +25,6 @@ CTRL = pygame.KMOD_LCTRL
 SHIFT = pygame.KMOD_LSHIFT
 
 
-@pytest.fixture(autouse=True)
-def _light_system(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The "system" theme reads as light here, whatever desktop runs the tests."""
-    monkeypatch.setenv("GTK_THEME", "Adwaita")
-
-
 def open_app(root: Path, theme: str | None = None) -> App:
     app = App(AppConfig(offline=True, profile_root=root, theme=theme))
     sample(app)
@@ -116,6 +110,18 @@ def test_theme_switch_redraws_in_dark_and_is_remembered(app: App, tmp_path: Path
         assert preferences(tmp_path)["theme"] == "light"
     finally:
         again.close()
+
+
+def test_the_self_test_starts_light_and_remembers_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GTK_THEME", "Adwaita:dark")
+    app = App(AppConfig(offline=True))
+    try:
+        assert not app.dark and app.preferences_path is None
+        key(app, pygame.K_EQUALS, CTRL)
+        assert app.styles.body.size == round(16 * 1.1)
+    finally:
+        app.close()
 
 
 def test_theme_option_is_applied_and_remembered(tmp_path: Path) -> None:
