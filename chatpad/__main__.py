@@ -25,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="profile: one account's saved session, outbox and history "
                              "(several can run side by side, each in one chatpad at a time; "
                              "default: %(default)s)")
+    parser.add_argument("--theme", choices=("light", "dark", "system"),
+                        help="the colours: light, dark, or the system's (remembered in the "
+                             "profile; Ctrl+Shift+L switches; default: the profile's, "
+                             "else system)")
     parser.add_argument("--version", action="version", version=f"chatpad {__version__}")
     parser.add_argument("--self-test", action="store_true",
                         help="open the window, render every screen once with sample data, "
@@ -58,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         parse_server(args.server)
-        app = App(AppConfig(server=args.server, profile=args.profile))
+        app = App(AppConfig(server=args.server, profile=args.profile, theme=args.theme))
     except ValueError as exc:
         print(f"chatpad: {exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -18,14 +19,19 @@ import pygame
 import pygame_gui
 
 from chatpad import messages as m
+from chatpad.appearance import is_dark, preload_widget_fonts, widget_theme
+from chatpad.clipboard import put_text
 from chatpad.fonts import wrap
 from chatpad.lock import ProfileLock
 from chatpad.model import Model
 from chatpad.net import NetConfig, Network
 from chatpad.notifier import Notifier
+from chatpad.preferences import Preferences, preferences_file
 from chatpad.profile import Profile
 from chatpad.scenes import ConversationScene, ConversationsScene, LoginScene, Scene
 from chatpad.ui import Colors, Styles, draw_status_bar
+from chatpad.ui.help import draw_help
+from chatpad.ui.style import DARK, LIGHT
 
 __all__ = ["App", "AppConfig"]
 
@@ -49,10 +55,18 @@ class AppConfig:
     size: tuple[int, int] = DEFAULT_SIZE
     net: NetConfig = attrs.field(factory=NetConfig)
     offline: bool = False  # no network thread: self-test and screenshots
+    theme: str | None = None  # --theme: light, dark or system; remembered in the profile
 
 
 def theme_path() -> str:
     return str(resources.files("chatpad") / "theme.json")
+
+
+# Ctrl + these: text one size larger (+1), smaller (-1), or the normal size (0)
+ZOOM_KEYS = {pygame.K_EQUALS: 1, pygame.K_PLUS: 1, pygame.K_KP_PLUS: 1,
+             pygame.K_MINUS: -1, pygame.K_KP_MINUS: -1, pygame.K_0: 0, pygame.K_KP_0: 0}
+# what a platform may type along with those shortcuts (X11 sends "=" with Ctrl+=)
+SHORTCUT_TEXT = frozenset({"=", "+", "-", "0", "l", "L"})
 
 
 class App:
@@ -68,8 +82,14 @@ class App:
         self.screen = pygame.display.set_mode(config.size, pygame.RESIZABLE)
         self.window = _display_window()
         self.window.minimum_size = MIN_SIZE  # resizing never needs a new window
-        self.manager = pygame_gui.UIManager(config.size, theme_path())
-        self.styles = Styles()
+        self.load_preferences()
+        self.widget_theme = widget_theme(self.dark, self.preferences.font_scale)
+        self.manager = pygame_gui.UIManager(config.size, self.widget_theme)
+        preload_widget_fonts(self.manager.get_theme().get_font_dictionary(), self.widget_theme)
+        self.styles = Styles(self.preferences.font_scale)
+        self.help_shown = False  # the F1 overlay with the keys
+        self.swallow_text = False  # drop the character a Ctrl shortcut may also type
+        self.clipboard: Callable[[str], bool] = put_text  # tests may put their own
         session = None if config.offline else self.profile.load_session()
         self.model = Model(session.server if session else config.server)
         self.network: Network | None = None
@@ -115,7 +135,7 @@ class App:
         self.submit(m.Open(peer=peer))
 
     def close_conversation(self) -> None:
-        self.show(ConversationsScene(self))
+        self.show(ConversationsScene(self, select=getattr(self.scene, "peer", None)))
         self.submit(m.Open(peer=None))
 
     # --- the frame ---------------------------------------------------------------------------
@@ -159,7 +179,7 @@ class App:
         if event.type == pygame.KEYDOWN and event.key == pygame.K_F5:
             self.submit(m.Reconnect())
             return
-        if self.notifier.handle(event):
+        if self.handle_shortcut(event) or self.notifier.handle(event):
             return
         if not self.scene.handle(event):
             self.manager.process_events(event)
@@ -180,10 +200,13 @@ class App:
         surface.fill(Colors.BACKGROUND)
         self.scene.draw(surface)
         self.manager.draw_ui(surface)
+        self.scene.draw_focus(surface)
         draw_status_bar(surface, self.styles, self.model)
         self.draw_banner(surface)
         self.draw_notices(surface)
         self.notifier.draw(surface)
+        if self.help_shown:
+            draw_help(surface, self.styles)
 
     def banner_text(self) -> str | None:
         status = self.model.status
@@ -245,6 +268,108 @@ class App:
             pygame.draw.rect(surface, Colors.TEXT, box, border_radius=10)
             surface.blit(label, label.get_rect(center=box.center))
             y = box.top - 8
+
+    # --- appearance, keys, clipboard ------------------------------------------------------
+
+    def load_preferences(self) -> None:
+        """The profile's theme and text size, with ``--theme`` applied and remembered (an
+        offline app without a profile root, the self-test, starts light and remembers
+        nothing)."""
+        config = self.config
+        self.preferences_path = (None if config.offline and config.profile_root is None
+                                 else preferences_file(self.profile.folder))
+        self.preferences = (Preferences.load(self.preferences_path) if self.preferences_path
+                            else Preferences(theme="light"))  # screenshots: the same anywhere
+        if config.theme is not None and config.theme != self.preferences.theme:
+            self.preferences = attrs.evolve(self.preferences, theme=config.theme)
+            self.save_preferences()
+        self.dark = is_dark(self.preferences.theme)
+        Colors.use(DARK if self.dark else LIGHT)
+
+    def save_preferences(self) -> None:
+        try:
+            self.preferences.save(self.preferences_path)
+        except OSError as exc:
+            log.warning("preferences not saved: %s", exc)
+
+    def set_preferences(self, preferences: Preferences) -> None:
+        """Apply a new theme or text size now, and remember it in the profile."""
+        if preferences == self.preferences:
+            return
+        self.preferences = preferences
+        self.save_preferences()
+        self.restyle()
+
+    def restyle(self) -> None:
+        """Redraw everything in the preferred theme and text size: the hand-drawn colours
+        and styles change in place, pygame_gui's widgets rebuild from a new theme, and the
+        scene lays itself out again."""
+        self.dark = is_dark(self.preferences.theme)
+        Colors.use(DARK if self.dark else LIGHT)
+        scale = self.preferences.font_scale
+        self.styles.rescale(scale)
+        data = widget_theme(self.dark, scale)
+        theme = self.manager.create_new_theme(data)
+        preload_widget_fonts(theme.get_font_dictionary(), data, self.widget_theme)
+        self.widget_theme = data
+        self.manager.set_ui_theme(theme, update_all_sprites=True)
+        for element in self.manager.get_sprite_group().sprites():
+            # pygame_gui 0.6's text boxes miss a change of font alone: parse them again
+            reparse = getattr(element, "_reparse_and_rebuild", None)
+            if reparse is not None:
+                reparse()
+        self.scene.layout(self.screen_size)
+
+    def toggle_theme(self) -> None:
+        self.set_preferences(attrs.evolve(self.preferences,
+                                          theme="light" if self.dark else "dark"))
+
+    def zoom(self, steps: int) -> None:
+        """Text ``steps`` sizes larger (negative: smaller); 0: the normal size."""
+        self.set_preferences(self.preferences.zoomed(steps))
+
+    def handle_shortcut(self, event: pygame.event.Event) -> bool:
+        """The keys that work on every screen: theme, text size, the F1 help. True when
+        the event is used up."""
+        if event.type == pygame.WINDOWFOCUSGAINED and self.preferences.theme == "system":
+            if is_dark("system") != self.dark:  # the desktop switched meanwhile
+                self.restyle()
+            return False
+        if event.type == pygame.TEXTINPUT and self.swallow_text:
+            self.swallow_text = False
+            if event.text in SHORTCUT_TEXT:
+                return True
+        if self.help_shown:
+            if event.type == pygame.KEYDOWN and event.key in (pygame.K_ESCAPE, pygame.K_F1):
+                self.help_shown = False
+            return event.type in (pygame.KEYDOWN, pygame.KEYUP, pygame.TEXTINPUT,
+                                  pygame.MOUSEBUTTONDOWN, pygame.MOUSEBUTTONUP,
+                                  pygame.MOUSEWHEEL)
+        if event.type != pygame.KEYDOWN:
+            return False
+        self.swallow_text = False
+        if event.key == pygame.K_F1:
+            self.help_shown = True
+            return True
+        if not event.mod & (pygame.KMOD_CTRL | pygame.KMOD_META):
+            return False
+        if event.key == pygame.K_l and event.mod & pygame.KMOD_SHIFT:
+            self.toggle_theme()
+            self.swallow_text = True
+            return True
+        steps = ZOOM_KEYS.get(event.key)
+        if steps is None:
+            return False
+        self.zoom(steps)
+        self.swallow_text = True
+        return True
+
+    def copy_text(self, text: str) -> None:
+        """Put ``text`` on the clipboard and say so."""
+        if self.clipboard(text):
+            self.model.apply(m.Notice(text="Copied to the clipboard."))
+        else:
+            self.model.apply(m.Notice(text="There is no clipboard to copy to."))
 
     def run(self) -> int:
         while self.step(self.clock.tick(FPS) / 1000):

@@ -27,7 +27,8 @@ from chatpad.scenes import (
 __all__ = ["SCREENS", "tour"]
 
 SCREENS = ("sign-in", "sign-in-error", "conversations", "conversation", "reconnecting",
-           "new-messages", "notification", "search", "settings")
+           "new-messages", "notification", "search", "settings",
+           "conversation-dark", "conversations-dark", "keys")
 
 _CHAT = [
     ("bob", "Hey Alice! Are we still on for the climbing gym tonight? 🧗"),
@@ -207,6 +208,17 @@ def tour(out_dir: Path | None = None, size: tuple[int, int] = (960, 680)) -> lis
         app.show(settings)
         settings.remove.set_state(True)
         shot("settings")
+        app.show(ConversationScene(app, "bob"))
+        scene = app.scene
+        assert isinstance(scene, ConversationScene)
+        app.set_preferences(attrs.evolve(app.preferences, theme="dark"))
+        scene.view.select(scene.thread.find("They do, and the menu is in English, Deutsch "
+                                            "and 日本語 too."))
+        shot("conversation-dark")
+        app.close_conversation()  # back with the keyboard: the row left is chosen
+        shot("conversations-dark")
+        app.help_shown = True
+        shot("keys")
     finally:
         app.close()
     return done

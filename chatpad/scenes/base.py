@@ -11,7 +11,7 @@ import pygame_gui
 from chatpad import messages as m
 from chatpad.model import Model
 from chatpad.profile import Profile
-from chatpad.ui import Styles
+from chatpad.ui import Colors, Styles
 
 __all__ = ["Scene", "SceneHost", "place"]
 
@@ -42,6 +42,7 @@ class SceneHost(Protocol):
     def banner_text(self) -> str | None: ...
 
     def banner_height(self, width: int) -> int: ...
+    def copy_text(self, text: str) -> None: ...
 
 
 class Scene:
@@ -83,6 +84,13 @@ class Scene:
 
     def draw(self, surface: pygame.Surface) -> None:
         pass
+
+    def draw_focus(self, surface: pygame.Surface) -> None:
+        """The focus ring around the focused field or button (drawn over the widgets)."""
+        for element in self.focus_order:
+            if element.is_focused and element.visible:
+                pygame.draw.rect(surface, Colors.FOCUS, element.rect.inflate(6, 6), width=2,
+                                 border_radius=11)
 
     def layout(self, size: tuple[int, int]) -> None:
         pass

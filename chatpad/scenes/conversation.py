@@ -13,6 +13,7 @@ from pygame_gui.elements import UIButton, UILabel
 from chatpad import messages as m
 from chatpad.items import ChatItem
 from chatpad.scenes.base import Scene, SceneHost, place
+from chatpad.scenes.message_copy import MessageCopy
 from chatpad.scenes.search import JumpTarget, SearchScene, is_shortcut
 from chatpad.ui import STATUS_BAR_HEIGHT, Colors, MessageView
 from chatpad.ui.entries import EntryBox
@@ -47,6 +48,7 @@ class ConversationScene(Scene):
         self.limit_note = UILabel(r, "", mgr, object_id=ObjectID(class_id="@warning"))
         self.thread = app.model.thread(peer)
         self.view = MessageView(app.styles, self.thread, self._load_older)
+        self.copying = MessageCopy(app, self.view, lambda: bool(self.text()))
         self.focus_order = [self.input, self.send, self.back]
         self.header = pygame.Rect(0, 0, 0, 0)
         self.footer = pygame.Rect(0, 0, 0, 0)
@@ -108,7 +110,7 @@ class ConversationScene(Scene):
         self.view.at_bottom = True
 
     def handle(self, event: pygame.event.Event) -> bool:
-        if super().handle(event):
+        if super().handle(event) or self.copying.handle(event):
             return True
         if is_shortcut(event, pygame.K_f):  # search this conversation; the draft is kept
             self.app.model.drafts[self.peer] = self.text()
@@ -283,3 +285,4 @@ class ConversationScene(Scene):
                                                          self.header.centery)))
         surface.fill(Colors.SURFACE, self.footer)
         pygame.draw.line(surface, Colors.BORDER, self.footer.topleft, self.footer.topright)
+        self.copying.draw(surface)

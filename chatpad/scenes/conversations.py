@@ -23,8 +23,11 @@ __all__ = ["ConversationsScene"]
 class ConversationsScene(Scene):
     """The list of conversations, and the box that finds people to talk to."""
 
-    def __init__(self, app: SceneHost) -> None:
+    def __init__(self, app: SceneHost, select: str | None = None) -> None:
+        """``select``: the peer to choose once the list shows it (the conversation just
+        left, so the keyboard goes on from there)."""
         super().__init__(app)
+        self.pending_select = select
         mgr = self.manager
         r = pygame.Rect(0, 0, 420, 44)
         self.search = EntryLine(r, mgr, placeholder_text="Find people to start a "
@@ -74,22 +77,10 @@ class ConversationsScene(Scene):
             self.app.show(SettingsScene(self.app))
             return True
         if event.type == pygame.KEYDOWN:
-            if event.key == pygame.K_DOWN and peers:
-                self.list.selected = min(len(peers) - 1, self.list.selected + 1)
-                return True
-            if event.key == pygame.K_UP and peers:
-                self.list.selected = max(0, self.list.selected - 1)
-                return True
-            if event.key in (pygame.K_RETURN, pygame.K_KP_ENTER) and self.find_messages.is_focused:
-                self.app.show(SearchScene(self.app))
-                return True
-            if event.key in (pygame.K_RETURN, pygame.K_KP_ENTER) and self.settings.is_focused:
-                self.app.show(SettingsScene(self.app))
-                return True
-            if (event.key in (pygame.K_RETURN, pygame.K_KP_ENTER) and peers
-                    and not self.sign_out.is_focused):
-                self.open(peers[min(self.list.selected, len(peers) - 1)])
-                return True
+            return self.handle_key(event, peers)
+        elif event.type == pygame.TEXTINPUT:
+            if not any(element.is_focused for element in self.focus_order):
+                self.focus(self.search)  # typing finds people; pygame_gui types it there
         elif event.type == pygame.MOUSEMOTION:
             self.list.hover = self.list.index_at(event.pos)
         elif event.type == pygame.MOUSEBUTTONUP and event.button == 1:
@@ -108,6 +99,31 @@ class ConversationsScene(Scene):
                 self.app.show(SettingsScene(self.app))
         return False
 
+    def handle_key(self, event: pygame.event.Event, peers: list[str]) -> bool:
+        """The list from the keyboard: Up, Down, Page Up, Page Down (and Home, End outside
+        the search box) choose a row, Enter opens it or presses the focused button."""
+        steps = {pygame.K_DOWN: 1, pygame.K_UP: -1, pygame.K_PAGEDOWN: self.list.rows_per_page,
+                 pygame.K_PAGEUP: -self.list.rows_per_page}
+        if not self.search.is_focused:
+            steps |= {pygame.K_HOME: -len(peers), pygame.K_END: len(peers)}
+        if event.key in steps and peers:
+            self.list.choose(self.list.selected + steps[event.key])
+            return True
+        if event.key in (pygame.K_RETURN, pygame.K_KP_ENTER):
+            if self.sign_out.is_focused:
+                self.app.submit(m.SignOut())
+            elif self.find_messages.is_focused:
+                self.app.show(SearchScene(self.app))
+            elif self.settings.is_focused:
+                self.app.show(SettingsScene(self.app))
+            elif peers:
+                self.open(peers[min(self.list.selected, len(peers) - 1)])
+            return True
+        if event.key == pygame.K_ESCAPE and self.search.get_text():
+            self.search.set_text("")
+            return True
+        return False
+
     def update(self, dt: float) -> None:
         self.keep_banner_room(self.list.rect.width)
         prefix = self.search.get_text().strip().lower()
@@ -120,6 +136,9 @@ class ConversationsScene(Scene):
         self.list.show_users = bool(prefix)
         self.list.users = model.users_found if model.users_prefix == prefix else ()
         self.list.rows = model.conversations
+        if self.pending_select is not None and self.pending_select in self.list.peers():
+            self.list.choose(self.list.peers().index(self.pending_select))
+            self.pending_select = None
 
     def draw(self, surface: pygame.Surface) -> None:
         surface.fill(Colors.SURFACE, self.header)

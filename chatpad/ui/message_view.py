@@ -89,6 +89,7 @@ class MessageView:
         self.unseen = 0  # new messages below the view: the count on the jump button
         self._marks: list[_Mark] = []
         self._mark_tops: list[int] = []
+        self.selected: tuple[str, str] | None = None  # the key of the message chosen to copy
 
     # --- layout -----------------------------------------------------------------------
 
@@ -115,12 +116,12 @@ class MessageView:
         return bubble
 
     def relayout(self) -> None:
-        key = (self.thread.version, self.rect.width, self.pad_bottom, self.thread.has_more,
-               self.new_line_key)
+        key = (self.thread.version, self.rect.width, self.pad_bottom, self.styles.generation,
+               self.thread.has_more, self.new_line_key)
         if key == self._layout_key:
             return
-        if not self._layout_key or key[1] != self._layout_key[1]:
-            self._bubbles.clear()
+        if not self._layout_key or key[1] != self._layout_key[1] or key[3] != self._layout_key[3]:
+            self._bubbles.clear()  # another width or text size: wrap again
         old_first = self._items[0].key if self._items else None
         old_first_top = self._tops[0] if self._tops else GAP
         old_height = self._height
@@ -309,6 +310,9 @@ class MessageView:
         pygame.draw.rect(surface, fill, box, border_radius=14)
         if not item.mine:
             pygame.draw.rect(surface, Colors.BORDER, box, width=1, border_radius=14)
+        if item.key == self.selected:
+            pygame.draw.rect(surface, Colors.FOCUS, box.inflate(8, 8), width=2,
+                             border_radius=18)
         line_y = y + PAD_Y
         for line in bubble.lines:
             if line:
@@ -359,6 +363,65 @@ class MessageView:
                 return pygame.Rect(self.rect.x, self.rect.y + self._tops[index] - self.top,
                                    bubble.width, bubble.height)
         return None
+
+    # --- selection (to copy a message) --------------------------------------------------
+
+    def _box(self, index: int) -> pygame.Rect:
+        """Where the bubble of ``self._items[index]`` is on screen now."""
+        item = self._items[index]
+        bubble = self._bubble(item)
+        x = self.rect.right - 16 - bubble.width if item.mine else self.rect.x + 16
+        return pygame.Rect(x, self.rect.y + self._tops[index] - self.top, bubble.width,
+                           bubble.height)
+
+    def bubble_at(self, pos: tuple[int, int]) -> ChatItem | None:
+        """The message whose bubble is under ``pos``, if any."""
+        self.relayout()
+        if not self.rect.collidepoint(pos):
+            return None
+        index = bisect.bisect_right(self._tops, pos[1] - self.rect.y + self.top) - 1
+        if 0 <= index < len(self._items) and self._box(index).collidepoint(pos):
+            return self._items[index]
+        return None
+
+    def selected_item(self) -> ChatItem | None:
+        if self.selected is None:
+            return None
+        for item in reversed(self._items):
+            if item.key == self.selected:
+                return item
+        return None
+
+    def select(self, item: ChatItem | None) -> None:
+        """Choose ``item`` (None: none), scrolled into view."""
+        self.relayout()
+        self.selected = None if item is None else item.key
+        if item is None:
+            return
+        for index, candidate in enumerate(self._items):
+            if candidate.key == item.key:
+                box = self._box(index)
+                if box.top < self.rect.top + GAP:
+                    self.scroll_by(self.rect.top + GAP - box.top)
+                elif box.bottom > self.rect.bottom - GAP - self.pad_bottom:
+                    self.scroll_by(self.rect.bottom - GAP - self.pad_bottom - box.bottom)
+                return
+
+    def select_step(self, step: int) -> ChatItem | None:
+        """Move the selection ``step`` messages newer (negative: older); from no selection
+        an older step picks the newest. Moving past the newest selects none."""
+        self.relayout()
+        if not self._items:
+            return None
+        keys = [item.key for item in self._items]
+        if self.selected not in keys:
+            index = len(keys) if step < 0 else len(keys) - 1
+        else:
+            index = keys.index(self.selected)
+        index += step
+        item = self._items[max(0, index)] if index < len(keys) else None
+        self.select(item)
+        return item
 
 
 def _day(ts_ms: int) -> date:
