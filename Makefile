@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,gui]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,server,gui]'
 	touch $(STAMP)
 
 run: install

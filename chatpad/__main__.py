@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -11,9 +12,14 @@ from collections.abc import Sequence
 from chatpad import __version__
 from chatpad.files import private_umask
 
-__all__ = ["EXIT_PROFILE_IN_USE", "build_parser", "main"]
+__all__ = ["EXIT_MISSING_EXTRA", "EXIT_PROFILE_IN_USE", "build_parser", "main"]
 
 EXIT_PROFILE_IN_USE = 3
+# `pip install libchat` is the engine alone; chatpad needs the `gui` extra
+# (pyproject.toml). Without it chatpad says so in one line and exits with this status.
+EXIT_MISSING_EXTRA = 4
+GUI_MODULES = ("pygame", "pygame_gui", "platformdirs", "apsw")
+MISSING_EXTRA = "chatpad: the client needs its extra: pip install 'libchat[gui]'"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if any(importlib.util.find_spec(name) is None for name in GUI_MODULES):
+        print(MISSING_EXTRA, file=sys.stderr)
+        return EXIT_MISSING_EXTRA
     args = build_parser().parse_args(argv)
     with private_umask():  # the profile's files are its user's alone
         return _run(args)
