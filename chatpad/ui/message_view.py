@@ -84,7 +84,6 @@ class MessageView:
         self._items: list[ChatItem] = []
         self._tops: list[int] = []
         self._height = 0
-        self.pad_bottom = 0  # room kept free under the newest bubble (the offline banner)
         self.new_line_key: tuple[str, str] | None = None  # "New messages" goes above it
         self.unseen = 0  # new messages below the view: the count on the jump button
         self._marks: list[_Mark] = []
@@ -116,11 +115,11 @@ class MessageView:
         return bubble
 
     def relayout(self) -> None:
-        key = (self.thread.version, self.rect.width, self.pad_bottom, self.styles.generation,
+        key = (self.thread.version, self.rect.width, self.styles.generation,
                self.thread.has_more, self.new_line_key)
         if key == self._layout_key:
             return
-        if not self._layout_key or key[1] != self._layout_key[1] or key[3] != self._layout_key[3]:
+        if not self._layout_key or key[1:3] != self._layout_key[1:3]:
             self._bubbles.clear()  # another width or text size: wrap again
         old_first = self._items[0].key if self._items else None
         old_first_top = self._tops[0] if self._tops else GAP
@@ -137,7 +136,7 @@ class MessageView:
             self._tops.append(y)
             y += self._bubble(item).height + GAP
         self._mark_tops = [mark.y for mark in self._marks]
-        self._height = y + self.pad_bottom
+        self._height = y
         if self.at_bottom:
             self.scroll_to_bottom()
             return
@@ -254,8 +253,7 @@ class MessageView:
     def jump_rect(self) -> pygame.Rect:
         """Where the jump-to-latest button is (when :attr:`shows_jump`)."""
         size = 2 * JUMP_RADIUS
-        return pygame.Rect(self.rect.right - 24 - size,
-                           self.rect.bottom - 20 - size - self.pad_bottom, size, size)
+        return pygame.Rect(self.rect.right - 24 - size, self.rect.bottom - 20 - size, size, size)
 
     def _draw_jump(self, surface: pygame.Surface) -> None:
         if not self.shows_jump:
@@ -403,8 +401,8 @@ class MessageView:
                 box = self._box(index)
                 if box.top < self.rect.top + GAP:
                     self.scroll_by(self.rect.top + GAP - box.top)
-                elif box.bottom > self.rect.bottom - GAP - self.pad_bottom:
-                    self.scroll_by(self.rect.bottom - GAP - self.pad_bottom - box.bottom)
+                elif box.bottom > self.rect.bottom - GAP:
+                    self.scroll_by(self.rect.bottom - GAP - box.bottom)
                 return
 
     def select_step(self, step: int) -> ChatItem | None:
