@@ -197,6 +197,7 @@ def tour(out_dir: Path | None = None, size: tuple[int, int] = (960, 680)) -> lis
         new_messages(app, shot)
         notification(app, shot)
         app.focus_override = None  # in front again
+        app.notifier.toast.dismiss()
         search = SearchScene(app)
         app.show(search)
         search.entry.set_text("caf")

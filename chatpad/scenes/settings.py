@@ -3,6 +3,8 @@ choice to remove that data from this computer."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pygame
@@ -49,7 +51,11 @@ class SettingsScene(Scene):
 
     @property
     def folder(self) -> str:
-        return str(self.app.profile.folder)
+        """The profile folder, with the home folder shortened to ``~`` outside Windows."""
+        folder = self.app.profile.folder
+        if os.name != "nt" and folder.is_relative_to(Path.home()):
+            return str(Path("~") / folder.relative_to(Path.home()))
+        return str(folder)
 
     @property
     def removing(self) -> bool:
