@@ -6,6 +6,7 @@ The behaviour shared with the PostgreSQL store is in the contract suite (test_co
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import apsw
@@ -15,6 +16,7 @@ from chatd.store.base import SchemaMismatch, StoreError, User
 from chatd.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore
 from tests.store.test_contract import new
 from tests.support.aio import run
+from tests.support.poll import apoll
 
 TS = 1_700_000_000_000
 
@@ -63,12 +65,14 @@ def test_many_submits_share_few_commits(tmp_path: Path) -> None:
 
 def test_a_failing_job_does_not_sink_its_batch(tmp_path: Path) -> None:
     async def body() -> None:
-        # A long pause between commits: the 21 submits below, queued while the writer
-        # waits out the pause after creating the users, make one group.
-        store = SqliteStore(tmp_path / "chat.db", commit_interval=0.5)
+        # The 21 submits below are queued while the writer is held by a gate, so they
+        # make one group.
+        store = SqliteStore(tmp_path / "chat.db")
         await store.open()
         try:
             alice, bob = await two_users(store)
+            gate = threading.Event()
+            held = asyncio.ensure_future(store._writer.run(lambda conn: gate.wait(10), bare=True))
             before = store.commits
             ghost = User(
                 id=9999,
@@ -80,7 +84,11 @@ def test_a_failing_job_does_not_sink_its_batch(tmp_path: Path) -> None:
             )
             jobs = [store.submit([new(alice, bob, f"ok{i}")]) for i in range(20)]
             jobs.insert(10, store.submit([new(alice, ghost, "bad")]))  # foreign key fails
-            results = await asyncio.gather(*jobs, return_exceptions=True)
+            tasks = [asyncio.ensure_future(job) for job in jobs]
+            await apoll(lambda: store._writer._queue.qsize() == 21, "the 21 jobs queued")
+            gate.set()
+            await held
+            results = await asyncio.gather(*tasks, return_exceptions=True)
             assert isinstance(results[10], StoreError)
             good = [r for i, r in enumerate(results) if i != 10]
             assert all(isinstance(r, list) for r in good)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import math
 import queue
 import threading
 import time
@@ -25,17 +26,55 @@ from chatd.store.seqlease import SeqLease
 from chatd.store.sqlite.db import as_store_error, connect_writer, last_seq, log, scalar
 from chatd.store.sqlite.jobs import Job, Outcome, call_loop, settle, take_more
 
-__all__ = ["COMMIT_INTERVAL", "MAX_BATCH_JOBS", "Writer"]
+__all__ = ["COMMIT_INTERVAL", "MAX_BATCH_JOBS", "CommitPacer", "Writer"]
 
 T = TypeVar("T")
 
 MAX_BATCH_JOBS: Final = 1000  # one transaction's size bound: caps the first job's wait
-# Group commit: a transaction starts at most this long after the previous one started,
-# so under load each gathers everything queued meanwhile; an idle store commits at once.
-# Every commit costs WAL frames (two writes a page), a wake-up of the event loop and the
-# settling of its futures: at 2,000 msg/s, 5 ms cut the server's CPU per message by a
-# quarter for 3 ms more median latency (bench/RESULTS.md).
+# Group commit: under load a transaction starts at most this long after the previous one
+# started, so each gathers everything queued meanwhile. Every commit costs WAL frames (two
+# writes a page), a wake-up of the event loop and the settling of its futures: at 2,000
+# msg/s, 5 ms cut the server's CPU per message by a quarter for 3 ms more median latency
+# (bench/RESULTS.md). At low load the pause would gather nothing: see CommitPacer.
 COMMIT_INTERVAL: Final = 0.005  # seconds
+
+
+class CommitPacer:
+    """When the next transaction may start: at once, unless writes come fast enough that
+    pausing until ``interval`` after the previous start gathers at least ``GATHER`` of
+    them. At 20 msg/s a write would otherwise often wait out most of the 5 ms behind the
+    previous exchange's commit for no gain; at 2,000 msg/s every commit gathers dozens.
+
+    The rate is the writes of the last ``WINDOW`` seconds or so (an exponentially
+    decaying count), so a burst after a quiet spell commits its first write at once and
+    paces the rest. Used by the writer thread only; the clock is passed in.
+    """
+
+    GATHER: Final = 2.0  # writes a pause must be expected to gather to be worth it
+    WINDOW: Final = 0.1  # seconds: the decay time of the write rate
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last_start = -math.inf
+        self._recent = 0.0  # writes, decayed by WINDOW since they started their commit
+
+    @property
+    def rate(self) -> float:
+        """Writes per second, recently."""
+        return self._recent / self.WINDOW
+
+    def wait(self, now: float) -> float:
+        """Seconds to pause before starting a transaction at ``now``."""
+        if self.rate * self.interval < self.GATHER:
+            return 0.0
+        return max(0.0, self._last_start + self.interval - now)
+
+    def started(self, now: float, jobs: int) -> None:
+        """A transaction of ``jobs`` writes started at ``now``."""
+        if self._last_start > -math.inf:
+            self._recent *= math.exp(-(now - self._last_start) / self.WINDOW)
+        self._recent += jobs
+        self._last_start = now
 
 
 class _JobFailed(Exception):
@@ -179,18 +218,19 @@ class Writer:
             return
         self._call_loop(settle, [(ready, None, None)])
         stop: list[Job] = []
-        last_start = 0.0
+        pacer = CommitPacer(self.commit_interval)
         try:
             while not stop:
                 jobs = [self._queue.get()]
                 if jobs[0].bare:  # alone: no transaction, and no wait for a group
                     self._run_bare(conn, jobs)
                     continue
-                wait = last_start + self.commit_interval - time.monotonic()
+                wait = pacer.wait(time.monotonic())
                 if wait > 0:
                     time.sleep(wait)  # let the others of this group join the commit
-                last_start = time.monotonic()
+                start = time.monotonic()
                 take_more(self._queue, jobs, MAX_BATCH_JOBS)
+                pacer.started(start, len(jobs))
                 stop = [job for job in jobs if job.fn is None]
                 self._run_bare(conn, [job for job in jobs if job.bare])
                 work = [job for job in jobs if job.fn is not None and not job.bare]
