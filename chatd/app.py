@@ -17,6 +17,7 @@ from chatd.auth import KEY_FILE, KeyFileError, key_source
 from chatd.config import Config
 from chatd.datalock import DatabaseInUse, DataLock
 from chatd.files import PRIVATE_FILE, make_private_dir, open_to_others, tighten
+from chatd.observe import errors
 from chatd.observe.health import HealthMonitor
 from chatd.observe.logs import (
     LOG_FILE_NAME,
@@ -56,6 +57,11 @@ async def serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     servers: list[Server] = []  # the one Server, once built: the listener's protocols need it
     try:
+        tracker = errors.load(config.sentry_dsn, release=f"chatd@{__version__}")
+    except errors.ErrorTrackingUnavailable as exc:
+        print(f"chatd: {exc}", file=sys.stderr)
+        return 2
+    try:
         tls = _tls_context(config)
     except (OSError, ssl.SSLError) as exc:
         print(f"chatd: cannot load --tls-cert {config.tls_cert} and --tls-key"
@@ -84,9 +90,19 @@ async def serve(config: Config) -> int:
         print(f"chatd: {exc}", file=sys.stderr)
         return 2
     try:
+        if tracker is not None:
+            tracker.install()
+    except errors.ErrorTrackingUnavailable as exc:
+        listener.close()
+        logs.close()
+        print(f"chatd: {exc}", file=sys.stderr)
+        return 2
+    try:
         return await _serve(config, listener, servers, logs)
     finally:
         listener.close()
+        if tracker is not None:
+            tracker.close()
         logs.close()
 
 

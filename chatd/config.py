@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Any, Final
 
@@ -49,6 +50,7 @@ class Config:
     slow_reader_timeout: float = 10.0  # seconds a paused (full) socket may stay paused
     refresh_grace: float = 60.0  # seconds a token retired by a rotating refresh still works
     token_key_file: Path | None = None  # the token keyring; None: data dir or database
+    sentry_dsn: str | None = None  # send error events to Sentry (sentry-sdk must be installed)
 
     @property
     def db_url(self) -> str:
@@ -120,6 +122,8 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         help="a token retired by a rotating refresh works this long more (default 60)")
     add("--token-key-file", type=Path, metavar="FILE",
         help="read the token keyring from FILE, not the data dir or database")
+    add("--sentry-dsn", metavar="DSN",
+        help="send error events to Sentry at DSN (needs sentry-sdk: the sentry extra)")
 
 
 def add_store_flags(parser: argparse.ArgumentParser) -> None:
@@ -202,7 +206,7 @@ _FLOATS: Final = {
 }
 _CHOICES: Final = {"sync": ("full", "normal"), "registration": ("open", "closed")}
 _BOOLS: Final = ("log_stderr", "presence", "reuse_port")
-_STRINGS: Final = ("host", "db", "metrics_listen")
+_STRINGS: Final = ("host", "db", "metrics_listen", "sentry_dsn")
 _PATHS: Final = ("data_dir", "log_dir", "tls_cert", "tls_key", "token_key_file")
 _LISTS: Final = ("allowed_origins", "trusted_ips")
 
@@ -234,12 +238,21 @@ def _build(values: dict[str, Any], from_file: dict[str, str] | None = None) -> C
         if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
             listen = config.metrics_listen
             raise ValueError(f"{where('metrics_listen')}: {listen!r} is not ADDR:PORT")
+    if config.sentry_dsn is not None and not _is_dsn(config.sentry_dsn):
+        # The DSN holds the project's key: not repeated in the message.
+        raise ValueError(f"{where('sentry_dsn')} is not a DSN like https://KEY@HOST/PROJECT")
     if config.db is not None:
         try:
             check_db_url(config.db)
         except ValueError as exc:
             raise ValueError(f"{where('db')}: {exc}") from None
     return config
+
+
+def _is_dsn(dsn: str) -> bool:
+    parts = urllib.parse.urlsplit(dsn)
+    return (parts.scheme in ("http", "https") and bool(parts.username)
+            and bool(parts.hostname) and parts.path.strip("/") != "")
 
 
 def _checked(name: str, value: Any, where: str) -> Any:

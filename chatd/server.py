@@ -135,7 +135,7 @@ class Server:
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.logger.error("task.failed", exc_info=task.exception())
+            log.exception("task.failed", exc_info=task.exception())
 
     # --- lifecycle --------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Final
 
 from chatd.files import PRIVATE_FILE, make_private_dir
+from chatd.observe.context import RequestContext, current_fields
 from chatd.observe.logformat import (
     MAX_FIELD_CHARS,
     MAX_TRACEBACK_CHARS,
@@ -116,12 +117,30 @@ class EventLogger:
         """Log at a ``logging`` level chosen at run time."""
         self._log(level, event, fields)
 
-    def exception(self, event: str, /, **fields: object) -> None:
-        """Log at ERROR with the exception being handled as a ``traceback`` field."""
-        self._log(logging.ERROR, event, fields, exc_info=True)
+    def exception(
+        self,
+        event: str,
+        /,
+        *,
+        exc_info: BaseException | None = None,
+        context: RequestContext | None = None,
+        **fields: object,
+    ) -> None:
+        """Log an error event at ERROR: the exception being handled (or ``exc_info``)
+        as ``exc_type``, ``exc_message`` and a ``traceback`` field, with the request it
+        happened in (``context``, by default the current one: see
+        :mod:`chatd.observe.context`) unless ``fields`` say otherwise. One JSON line;
+        with ``--sentry-dsn`` also an event for the error tracker."""
+        where = context.fields() if context is not None else current_fields()
+        self._log(logging.ERROR, event, where | fields,
+                  exc_info=exc_info if exc_info is not None else True)
 
     def _log(
-        self, level: int, event: str, fields: dict[str, object], exc_info: bool = False
+        self,
+        level: int,
+        event: str,
+        fields: dict[str, object],
+        exc_info: BaseException | bool = False,
     ) -> None:
         if not self.logger.isEnabledFor(level):
             return

@@ -1,0 +1,193 @@
+"""Error events: one JSON line each (exception type and message, the stack as a field,
+the request context and the user), and ``--sentry-dsn`` sending them to an error
+tracker, here a local HTTP endpoint that records what a Sentry server would receive.
+
+The internal error is a real one, no test hook: the test renames a table of the
+server's SQLite database under it, so the next history listing fails in the store.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+import threading
+import zlib
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import apsw
+import orjson
+import pytest
+
+from chatd.observe.context import truncate_address
+from chatd.observe.errors import scrub
+from tests.chatd.clients import PASSWORD, http, login, unique_name
+from tests.chatd.server import ChatdProcess
+from tests.support.poll import poll
+
+
+class EnvelopeSink:
+    """A stand-in for the tracker: records the bodies POSTed to ``/api/<id>/envelope/``."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                encoding = self.headers.get("Content-Encoding", "")
+                if encoding == "gzip":
+                    raw = gzip.decompress(raw)
+                elif encoding == "deflate":
+                    raw = zlib.decompress(raw)
+                sink.bodies.append(raw)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def dsn(self) -> str:
+        return f"http://publickey@127.0.0.1:{self.port}/1"
+
+    def events(self) -> list[dict[str, Any]]:
+        """The ``event`` items of every envelope received so far."""
+        found = []
+        for body in list(self.bodies):
+            lines = body.split(b"\n")
+            for header, payload in zip(lines[1::2], lines[2::2], strict=False):
+                if orjson.loads(header).get("type") == "event":
+                    found.append(orjson.loads(payload))
+        return found
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def sink() -> Iterator[EnvelopeSink]:
+    recorder = EnvelopeSink()
+    yield recorder
+    recorder.close()
+
+
+def _log_lines(log_dir: Path) -> list[dict[str, Any]]:
+    text = (log_dir / "chatd.log").read_text()
+    return [orjson.loads(line) for line in text.splitlines() if line]
+
+
+def test_an_internal_error_is_one_json_line_and_one_tracker_event(
+    tmp_path: Path, sink: EnvelopeSink
+) -> None:
+    server = ChatdProcess(tmp_path / "data", tmp_path / "logs", "--sentry-dsn", sink.dsn)
+    with server:
+        name = unique_name("err")
+        registered = http(server, "POST", "/v1/register", {"username": name, "password": PASSWORD})
+        user_id = registered.json["user_id"]
+        token = login(server, name)
+        assert http(server, "GET", "/v1/conversations", token=token).status == 200
+        db = apsw.Connection(str(tmp_path / "data" / "chatd.db"))
+        db.setbusytimeout(5000)
+        db.execute("ALTER TABLE conversations RENAME TO conversations_gone")
+        try:
+            answer = http(server, "GET", "/v1/conversations", token=token)
+            assert answer.status == 500 and answer.error_code == "internal_error"
+            events = poll(sink.events, "an event at the tracker")
+        finally:
+            db.execute("ALTER TABLE conversations_gone RENAME TO conversations")
+            db.close()
+        lines = poll(lambda: [line for line in _log_lines(server.log_dir)
+                              if line["event"] == "store.error"], "a store.error line")
+    assert server.proc is not None and server.proc.returncode == 0
+
+    # The line: one JSON object with the exception, the stack and the request.
+    (line,) = lines
+    assert line["level"] == "error"
+    assert line["exc_type"] == "chatd.store.base.StoreError"
+    assert "conversations" in line["exc_message"]
+    assert line["traceback"].startswith("Traceback (most recent call last):")
+    assert "StoreError" in line["traceback"].splitlines()[-1]
+    assert line["route"] == "GET /v1/conversations"
+    assert line["user_id"] == user_id
+    assert line["peer"] == truncate_address("127.0.0.1") == "127.0.0.0/24"
+    assert isinstance(line["conn_id"], int)
+
+    # The event: the same, in the tracker's terms.
+    (event,) = events
+    *causes, exception = event["exception"]["values"]  # the cause first: apsw's error
+    assert [cause["type"] for cause in causes] == ["SQLError"]
+    assert exception["type"] == "StoreError"
+    assert "conversations" in exception["value"]
+    assert exception["stacktrace"]["frames"], "no stack trace"
+    assert event["user"] == {"id": str(user_id)}
+    assert event["tags"]["event"] == "store.error"
+    assert event["tags"]["route"] == "GET /v1/conversations"
+    assert event["contexts"]["request"]["peer"] == "127.0.0.0/24"
+    assert event["release"].startswith("chatd@")
+    assert event.get("breadcrumbs", {}).get("values", []) == []
+    assert all("vars" not in frame for frame in exception["stacktrace"]["frames"])
+    raw = b"".join(sink.bodies)
+    for secret in (PASSWORD, token, token.split(".")[2], "127.0.0.1"):
+        assert secret.encode() not in raw, secret
+
+
+def test_scrub_removes_secret_names_and_credential_text() -> None:
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
+    event = {
+        "extra": {"body": "hello", "refresh_token": "x", "user": "ann", "n": 3},
+        "request": {"headers": {"Authorization": "Bearer abc", "Cookie": "s=1"}},
+        "exception": {"values": [{"value": f"bad token {jwt} or Bearer abc.def"}]},
+        "frames": [{"vars": {"password": "hunter2"}}],
+    }
+    assert scrub(event) == {
+        "extra": {"body": "[redacted]", "refresh_token": "[redacted]", "user": "ann", "n": 3},
+        "request": {"headers": {"Authorization": "[redacted]", "Cookie": "[redacted]"}},
+        "exception": {"values": [{"value": "bad token [redacted] or [redacted]"}]},
+        "frames": [{"vars": {"password": "[redacted]"}}],
+    }
+
+
+def test_sentry_dsn_without_sentry_sdk_is_one_line_and_status_2(tmp_path: Path) -> None:
+    """sentry-sdk is optional: without it, --sentry-dsn stops chatd before it binds."""
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sentry_sdk.py").write_text("raise ImportError('No module named sentry_sdk')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(hide), os.getcwd()]))
+    done = subprocess.run(
+        [sys.executable, "-m", "chatd", "serve", "--port", "0",
+         "--data-dir", str(tmp_path / "data"), "--log-dir", str(tmp_path / "logs"),
+         "--sentry-dsn", "https://key@sentry.example/1"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.startswith("chatd: --sentry-dsn needs sentry-sdk")
+    assert done.stderr.count("\n") == 1
+    assert not (tmp_path / "data").exists() and not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize("dsn", ["sentry.example/1", "https://sentry.example/1",
+                                 "https://key@sentry.example", "ftp://key@host/1"])
+def test_a_malformed_dsn_is_a_usage_error(tmp_path: Path, dsn: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "chatd", "serve", "--port", "0",
+         "--data-dir", str(tmp_path / "data"), "--sentry-dsn", dsn],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("chatd: --sentry-dsn is not a DSN")
+    assert "key" not in done.stderr.split("like")[0]
