@@ -144,6 +144,8 @@ class HttpApi:
     async def check_upgrade(self, request: ev.UpgradeRequest, ip: str) -> Reply | None:
         """None to accept the upgrade, else the refusal."""
         if request.origin is not None and request.origin not in self._config.allowed_origins:
+            self._metrics.refusals.record(log, "origin.refused", key=ip, ip=ip,
+                                          origin=request.origin)
             return Reply.error(403, "origin_not_allowed", "this Origin may not open a WebSocket")
         if request.token is not None:
             try:

@@ -314,6 +314,9 @@ class ChatProtocol(asyncio.Protocol):
         CURRENT.set(self.context)
         reply = await self.connections.api.check_upgrade(request, self.peer_ip)
         if reply is not None:
+            if isinstance(reply.body, protocol.ErrorBody):
+                reason = reply.body.error.code
+                self.connections.metrics.upgrades_refused_total.labels(reason).inc()
             self._count_request(UPGRADE_ROUTE, reply.status)
             self.respond(reply)
             return

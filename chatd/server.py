@@ -24,7 +24,7 @@ from chatd.auth import (
     RevocationCache,
     Tokens,
 )
-from chatd.bus import Bus, PostgresBus, channel_for
+from chatd.bus import PostgresBus, channel_for
 from chatd.config import Config
 from chatd.http import HttpApi
 from chatd.hub import Hub, Publisher, Sessions
@@ -34,6 +34,7 @@ from chatd.observe.logs import EventLogger
 from chatd.observe.metrics import Metrics
 from chatd.store import Store, StoreError, StoreUnavailable
 from chatd.store.factory import schema_from_url
+from chatd.store.postgres import PostgresStore
 from chatd.turn import LoopTurn
 from chatd.users import UserDirectory
 from libchat import limits
@@ -82,7 +83,12 @@ class Server:
         self.users = UserDirectory(store)
         self.revocations = RevocationCache()
         # made before the accounts, which tell the sessions of each token that dies here
-        publisher = Publisher(self._bus())
+        bus = self._bus()
+        if bus is not None:
+            self.metrics.watch_bus(bus)
+        if isinstance(store, PostgresStore):
+            self.metrics.watch_pool(store.pool_stats)
+        publisher = Publisher(bus)
         sessions = Sessions(self.revocations, self.users, self.metrics, publisher.publish)
         self.accounts = Accounts(
             store,
@@ -112,7 +118,7 @@ class Server:
         self._listener: asyncio.base_events.Server | None = None
         self._metrics_server: WSGIServer | None = None  # --metrics-listen's, in a thread
 
-    def _bus(self) -> Bus | None:
+    def _bus(self) -> PostgresBus | None:
         """Several nodes share a PostgreSQL database and hear each other over it."""
         url = self.config.db_url
         if url.startswith(("postgresql://", "postgres://")):

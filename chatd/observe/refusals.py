@@ -55,6 +55,7 @@ REFUSAL_EVENTS: Final = (
     "token.refused",
     "connection.refused",
     "connection.too_many",
+    "origin.refused",
 )
 
 
