@@ -68,11 +68,12 @@ async def serve(config: Config) -> int:
               f" {config.tls_key}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
         return 2
     try:
+        # TLS is started per connection by the server's gate (chatd.tlsgate), which
+        # first answers a plain-HTTP client with a 400 instead of a TLS alert.
         listener = await loop.create_server(
-            lambda: servers[0].net.new_protocol(),
+            lambda: servers[0].new_protocol(),
             config.host,
             config.port,
-            ssl=tls,
             backlog=config.backlog,
             reuse_port=config.reuse_port or None,
             start_serving=False,
@@ -98,7 +99,7 @@ async def serve(config: Config) -> int:
         print(f"chatd: {exc}", file=sys.stderr)
         return 2
     try:
-        return await _serve(config, listener, servers, logs)
+        return await _serve(config, listener, servers, logs, tls)
     finally:
         listener.close()
         if tracker is not None:
@@ -107,7 +108,8 @@ async def serve(config: Config) -> int:
 
 
 async def _serve(
-    config: Config, listener: asyncio.base_events.Server, servers: list[Server], logs: LogHandle
+    config: Config, listener: asyncio.base_events.Server, servers: list[Server], logs: LogHandle,
+    tls: ssl.SSLContext | None,
 ) -> int:
     make_private_dir(config.data_dir)
     metrics = Metrics()
@@ -123,7 +125,7 @@ async def _serve(
             log.error("server.refused", reason=Trusted(str(exc)))
             return 2
     try:
-        return await _serve_store(config, listener, servers, logs, store, metrics, health)
+        return await _serve_store(config, listener, servers, logs, store, metrics, health, tls)
     finally:
         if lock is not None:
             lock.release()
@@ -137,6 +139,7 @@ async def _serve_store(
     store: Store,
     metrics: Metrics,
     health: HealthMonitor,
+    tls: ssl.SSLContext | None,
 ) -> int:
     _secure_files(config, store)
     try:
@@ -164,7 +167,7 @@ async def _serve_store(
         log.error("server.refused", reason=str(exc))
         await store.close()
         return 2
-    server = Server(config, store, keyring, keys.load, metrics=metrics, health=health)
+    server = Server(config, store, keyring, keys.load, metrics=metrics, health=health, tls=tls)
     servers.append(server)
     try:
         port = await server.start(listener)

@@ -148,7 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "ask a running server's /healthz (exit 0 ok, 1 degraded, 2 down)",
                      store=False)
     health.add_argument("--url", default=DEFAULT_HEALTH_URL,
-                        help=f"the server's base URL (default {DEFAULT_HEALTH_URL})")
+                        help=f"the server's base URL (default {DEFAULT_HEALTH_URL});"
+                        " https://, or the clients' wss://HOST:PORT/v1/ws, for TLS")
+    health.add_argument("--cacert", type=Path, metavar="FILE",
+                        help="trust only this PEM certificate (the server's self-signed"
+                        " one, or its CA) for https://, instead of the system's")
     health.add_argument("--canary", action="store_true",
                         help="also send a message between two canary accounts and time it")
     health.add_argument("--canary-file", type=Path, metavar="FILE",

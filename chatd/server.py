@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,7 @@ from chatd.observe.metrics import Metrics
 from chatd.store import Store, StoreError, StoreUnavailable
 from chatd.store.factory import schema_from_url
 from chatd.store.postgres import PostgresStore
+from chatd.tlsgate import TlsGates
 from chatd.turn import LoopTurn
 from chatd.users import UserDirectory
 from libchat import limits
@@ -65,6 +67,7 @@ class Server:
     def __init__(
         self, config: Config, store: Store, keys: bytes | Keyring,
         load_keys: KeyringLoader | None = None, *, metrics: Metrics, health: HealthMonitor,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -114,6 +117,7 @@ class Server:
         )
         self.net = Connections(self.loop, self.turn, self.hub, self.api, self.admission,
                                self.metrics, self.spawn)
+        self.tls_gates = None if tls is None else TlsGates(tls, self.metrics)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listener: asyncio.base_events.Server | None = None
         self._metrics_server: WSGIServer | None = None  # --metrics-listen's, in a thread
@@ -129,6 +133,13 @@ class Server:
         """Another process says it changed users, tokens or keys (or the bus lost such
         notices): poll at once."""
         self._changes_announced.set()
+
+    def new_protocol(self) -> asyncio.Protocol:
+        """The protocol factory of the listener: the chat protocol, behind the TLS
+        gate with ``--tls-cert``."""
+        if self.tls_gates is None:
+            return self.net.new_protocol()
+        return self.tls_gates.new_protocol(self.net.new_protocol)
 
     def _websocket_count(self) -> int:
         return self.net.websockets

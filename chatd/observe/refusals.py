@@ -56,6 +56,7 @@ REFUSAL_EVENTS: Final = (
     "connection.refused",
     "connection.too_many",
     "origin.refused",
+    "connection.not_tls",
 )
 
 
