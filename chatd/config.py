@@ -18,6 +18,14 @@ import attrs
 
 from chatd.store.factory import check_db_url
 
+# Where a packaged install keeps the server's settings: the admin commands read it when
+# neither --config nor --data-dir/--db says where the server is (chatd serve reads only
+# the file --config names).
+DEFAULT_CONFIG_FILE: Final = Path("/etc/chatd/chatd.toml")
+# What the admin commands take from the server's file: where its data, database, log
+# and token keys are.
+ADMIN_SETTINGS: Final = ("data_dir", "db", "log_dir", "token_key_file")
+
 
 @attrs.frozen(kw_only=True)
 class Config:
@@ -160,6 +168,36 @@ def load_config(args: argparse.Namespace) -> Config:
             values[name] = flag
             from_file.pop(name, None)
     return _build(values, from_file)
+
+
+def apply_server_config(args: argparse.Namespace) -> Path | None:
+    """For the admin commands: fill ``--data-dir``, ``--db``, ``--log-dir`` and
+    ``--token-key-file`` left out on the command line from the server's TOML file (the
+    one ``--config`` names, else :data:`DEFAULT_CONFIG_FILE` when it exists and neither
+    ``--data-dir`` nor ``--db`` is given), so they work on the server's database and
+    audit beside its log. The whole file is checked as ``serve`` checks it.
+
+    Returns:
+        The file read, or None.
+
+    Raises:
+        ValueError: the file cannot be read or holds a bad setting (one line).
+    """
+    path: Path | None = getattr(args, "config", None)
+    if path is None and getattr(args, "data_dir", None) is None and (
+        getattr(args, "db", None) is None
+    ) and DEFAULT_CONFIG_FILE.is_file():
+        path = DEFAULT_CONFIG_FILE
+    if path is None:
+        return None
+    server = argparse.Namespace(config=path)
+    for name in ADMIN_SETTINGS:
+        setattr(server, name, getattr(args, name, None))
+    config = load_config(server)
+    for name in ADMIN_SETTINGS:
+        if getattr(args, name, None) is None:
+            setattr(args, name, getattr(config, name))
+    return path
 
 
 def _read_toml(path: Path) -> dict[str, tuple[str, Any]]:
