@@ -237,9 +237,13 @@ class ChatProtocol(asyncio.Protocol):
             return
         if exc is not None and self._cause is None:
             self._cause = "reset" if isinstance(exc, ConnectionResetError) else type(exc).__name__
-        if not self.conn.is_closed:
-            self._handle(self.conn.receive_eof(self.loop.time()))
-        self._finish()
+        token = CURRENT.set(self.context)
+        try:
+            if not self.conn.is_closed:
+                self._handle(self.conn.receive_eof(self.loop.time()))
+            self._finish()
+        finally:
+            CURRENT.reset(token)
 
     def pause_writing(self) -> None:
         self._paused_since = self.loop.time()
@@ -434,9 +438,13 @@ class ChatProtocol(asyncio.Protocol):
         self._timer_at = None
         now = self.loop.time()
         deadline = self.conn.next_deadline()
-        if deadline is not None and deadline <= now:
-            self._handle(self.conn.handle_timer(now))
-        self.flush()
+        token = CURRENT.set(self.context)
+        try:
+            if deadline is not None and deadline <= now:
+                self._handle(self.conn.handle_timer(now))
+            self.flush()
+        finally:
+            CURRENT.reset(token)
 
     def evict(self) -> None:
         """An anonymous socket making room for a newcomer from a less crowded address
