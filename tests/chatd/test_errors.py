@@ -9,6 +9,7 @@ server's SQLite database under it, so the next history listing fails in the stor
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import subprocess
 import sys
@@ -23,8 +24,9 @@ import apsw
 import orjson
 import pytest
 
-from chatd.observe.context import truncate_address
+from chatd.observe.context import CURRENT, RequestContext, truncate_address
 from chatd.observe.errors import scrub
+from chatd.observe.logs import EventLogger, JsonFormatter
 from tests.chatd.clients import PASSWORD, http, login, unique_name
 from tests.chatd.server import ChatdProcess
 from tests.support.poll import poll
@@ -191,3 +193,59 @@ def test_a_malformed_dsn_is_a_usage_error(tmp_path: Path, dsn: str) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("chatd: --sentry-dsn is not a DSN")
     assert "key" not in done.stderr.split("like")[0]
+
+
+# --- the error event's line, without a server ------------------------------------------
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(JsonFormatter())
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def lines() -> Iterator[_Lines]:
+    logger = logging.getLogger("chatd.test_errors")
+    handler = _Lines()
+    logger.addHandler(handler)
+    logger.propagate = False
+    yield handler
+    logger.removeHandler(handler)
+    logger.propagate = True
+
+
+def test_an_error_event_names_the_exception_and_the_request(lines: _Lines) -> None:
+    log = EventLogger(logging.getLogger("chatd.test_errors"))
+    context = RequestContext(17, truncate_address("2001:db8:1:2::9"), "GET /v1/ws", 42)
+    token = CURRENT.set(context)
+    try:
+        raise KeyError("the key")
+    except KeyError:
+        log.exception("hub.handler_failed", kind="send", user_id=7)  # a field wins
+    finally:
+        CURRENT.reset(token)
+    log.exception("task.failed", exc_info=ValueError("given, not raised"))
+    (line, outside) = [orjson.loads(text) for text in lines.lines]
+    assert len(lines.lines[0].splitlines()) == 1  # the stack is a field of one line
+    assert line["exc_type"] == "KeyError" and line["exc_message"] == "'the key'"
+    assert line["traceback"].startswith("Traceback") and "raise KeyError" in line["traceback"]
+    assert (line["route"], line["conn_id"], line["peer"], line["user_id"], line["kind"]) == (
+        "GET /v1/ws", 17, "2001:db8:1::/48", 7, "send")
+    assert outside["exc_type"] == "ValueError" and outside["exc_message"] == "given, not raised"
+    assert "route" not in outside and "conn_id" not in outside
+
+
+@pytest.mark.parametrize(("ip", "network"), [
+    ("203.0.113.7", "203.0.113.0/24"),
+    ("::ffff:198.51.100.9", "198.51.100.0/24"),
+    ("2001:db8:1:2::9", "2001:db8:1::/48"),
+    ("", ""),
+    ("not an address", ""),
+])
+def test_the_peer_is_cut_to_its_network(ip: str, network: str) -> None:
+    assert truncate_address(ip) == network
