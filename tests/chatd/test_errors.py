@@ -8,6 +8,7 @@ server's SQLite database under it, so the next history listing fails in the stor
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import logging
 import os
@@ -24,6 +25,7 @@ import apsw
 import orjson
 import pytest
 
+from chatd.config import load_config
 from chatd.observe.context import CURRENT, RequestContext, truncate_address
 from chatd.observe.errors import scrub
 from chatd.observe.logs import EventLogger, JsonFormatter
@@ -249,3 +251,16 @@ def test_an_error_event_names_the_exception_and_the_request(lines: _Lines) -> No
 ])
 def test_the_peer_is_cut_to_its_network(ip: str, network: str) -> None:
     assert truncate_address(ip) == network
+
+
+def test_the_dsn_can_live_in_the_config_file(tmp_path: Path) -> None:
+    """Out of the process list: ``sentry_dsn`` in the TOML file, a flag still wins."""
+    path = tmp_path / "chatd.toml"
+    path.write_text('sentry_dsn = "https://key@sentry.example/7"\n')
+    assert load_config(argparse.Namespace(config=path)).sentry_dsn == (
+        "https://key@sentry.example/7")
+    flag = argparse.Namespace(config=path, sentry_dsn="http://other@127.0.0.1:9/1")
+    assert load_config(flag).sentry_dsn == "http://other@127.0.0.1:9/1"
+    path.write_text('sentry_dsn = "sentry.example"\n')
+    with pytest.raises(ValueError, match=r"^--sentry-dsn \(sentry_dsn in .*\) is not a DSN"):
+        load_config(argparse.Namespace(config=path))
