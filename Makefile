@@ -5,14 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint typecheck bench bench-full faults man man-deps clean
+.PHONY: install run test lint typecheck bench bench-full faults man man-deps test-deps clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,gui]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,server,gui]'
 	touch $(STAMP)
 
 run: install
@@ -20,7 +20,7 @@ run: install
 
 # libchat must stay ruff-clean and libchat and chatd mypy-clean, with at least 95% branch
 # coverage of libchat from its own tests; then everything else runs.
-test: install man-deps
+test: install test-deps
 	$(BIN)/ruff check libchat
 	$(BIN)/mypy --strict libchat chatd
 	$(BIN)/python -m pytest tests/libchat tests/protocol --cov=libchat --cov-branch \
@@ -70,18 +70,27 @@ man: man-deps
 	done
 	@echo "man pages render cleanly: build/man/*.txt"
 
-# groff, for the man page check: installed with apt-get when missing and possible;
-# otherwise a note (the check then fails under CI=true and is skipped elsewhere).
-man-deps:
-	@command -v groff >/dev/null 2>&1 || { \
+# Tools the checks need: installed with apt-get when missing and possible; otherwise a
+# note (the check then fails under CI=true and is skipped elsewhere). groff renders the man
+# pages, systemd-analyze verifies contrib/systemd's units.
+# $(call apt_tool,COMMAND,PACKAGE)
+define apt_tool
+	@command -v $(1) >/dev/null 2>&1 || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			apt-get install -y --no-install-recommends groff-base >/dev/null 2>&1 || \
+			apt-get install -y --no-install-recommends $(2) >/dev/null 2>&1 || \
 			{ apt-get update >/dev/null 2>&1 && \
-			  apt-get install -y --no-install-recommends groff-base >/dev/null 2>&1; } || \
-			echo "man-deps: could not install groff-base"; \
+			  apt-get install -y --no-install-recommends $(2) >/dev/null 2>&1; } || \
+			echo "$@: could not install $(2)"; \
 		else \
-			echo "man-deps: groff is missing; install groff-base (as root: apt-get install groff-base)"; \
+			echo "$@: $(1) is missing; install $(2) (as root: apt-get install $(2))"; \
 		fi; }
+endef
+
+man-deps:
+	$(call apt_tool,groff,groff-base)
+
+test-deps: man-deps
+	$(call apt_tool,systemd-analyze,systemd)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks

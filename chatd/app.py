@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from chatd.auth import KEY_FILE, KeyFileError, key_source
+from chatd.cli import EXIT_MISSING_EXTRA
 from chatd.config import Config
 from chatd.datalock import DatabaseInUse, DataLock
 from chatd.files import PRIVATE_FILE, make_private_dir, open_to_others, tighten
@@ -58,9 +59,9 @@ async def serve(config: Config) -> int:
     servers: list[Server] = []  # the one Server, once built: the listener's protocols need it
     try:
         tracker = errors.load(config.sentry_dsn, release=f"chatd@{__version__}")
-    except errors.ErrorTrackingUnavailable as exc:
+    except errors.SentryMissing as exc:
         print(f"chatd: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_MISSING_EXTRA
     try:
         tls = _tls_context(config)
     except (OSError, ssl.SSLError) as exc:

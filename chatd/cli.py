@@ -9,6 +9,7 @@ documents every flag defined here; ``tests/chatd/test_man.py`` keeps the two in 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,12 @@ from chatd.files import private_umask
 from libchat import __version__
 
 DEFAULT_HEALTH_URL = "http://127.0.0.1:8765"
+
+# `pip install libchat` is the engine alone; chatd needs the `server` extra
+# (pyproject.toml). Without it chatd says so in one line and exits with this status.
+EXIT_MISSING_EXTRA = 3
+SERVER_MODULES = ("apsw", "psycopg", "psycopg_pool", "jwt", "argon2", "prometheus_client")
+MISSING_EXTRA = "chatd: the server needs its extra: pip install 'libchat[server]'"
 
 
 def _add_version(parser: argparse.ArgumentParser) -> None:
@@ -187,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if any(importlib.util.find_spec(name) is None for name in SERVER_MODULES):
+        print(MISSING_EXTRA, file=sys.stderr)
+        return EXIT_MISSING_EXTRA
     args = build_parser().parse_args(argv)
     with private_umask():  # every file chatd creates is 0600, every directory 0700
         return _run(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -11,9 +12,14 @@ from collections.abc import Sequence
 from chatpad import __version__
 from chatpad.files import private_umask
 
-__all__ = ["EXIT_PROFILE_IN_USE", "build_parser", "main"]
+__all__ = ["EXIT_MISSING_EXTRA", "EXIT_PROFILE_IN_USE", "build_parser", "main"]
 
 EXIT_PROFILE_IN_USE = 3
+# `pip install libchat` is the engine alone; chatpad needs the `gui` extra
+# (pyproject.toml). Without it chatpad says so in one line and exits with this status.
+EXIT_MISSING_EXTRA = 4
+GUI_MODULES = ("pygame", "pygame_gui", "platformdirs", "apsw")
+MISSING_EXTRA = "chatpad: the client needs its extra: pip install 'libchat[gui]'"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="profile: one account's saved session, outbox and history "
                              "(several can run side by side, each in one chatpad at a time; "
                              "default: %(default)s)")
+    parser.add_argument("--theme", choices=("light", "dark", "system"),
+                        help="the colours: light, dark, or the system's (remembered in the "
+                             "profile; Ctrl+Shift+L switches; default: the profile's, "
+                             "else system)")
     parser.add_argument("--version", action="version", version=f"chatpad {__version__}")
     parser.add_argument("--self-test", action="store_true",
                         help="open the window, render every screen once with sample data, "
@@ -34,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if any(importlib.util.find_spec(name) is None for name in GUI_MODULES):
+        print(MISSING_EXTRA, file=sys.stderr)
+        return EXIT_MISSING_EXTRA
     args = build_parser().parse_args(argv)
     with private_umask():  # the profile's files are its user's alone
         return _run(args)
@@ -58,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         parse_server(args.server)
-        app = App(AppConfig(server=args.server, profile=args.profile))
+        app = App(AppConfig(server=args.server, profile=args.profile, theme=args.theme))
     except ValueError as exc:
         print(f"chatpad: {exc}", file=sys.stderr)
         return 2

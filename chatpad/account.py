@@ -37,6 +37,7 @@ from libchat import (
     Presence,
     ProtocolViolation,
     ReadReceipt,
+    SendDeferred,
     SendFailed,
     Session,
     SessionEvent,
@@ -46,11 +47,12 @@ from libchat import (
     UserList,
 )
 
-__all__ = ["SESSION_ENDED", "Account"]
+__all__ = ["SESSION_ENDED", "SIGNED_OUT", "Account"]
 
 log = logging.getLogger(__name__)
 
 SESSION_ENDED = "Your session has ended. Please sign in again."
+SIGNED_OUT = "Signed out."
 
 _Answer = Callable[[CallResult], None]
 
@@ -72,7 +74,8 @@ class Account:
         self.post = post
         self.history = History(store, saved.username, post)
         self.is_over = False
-        self._calls: dict[int, _Answer] = {}  # HTTP calls made, by the session's number
+        # HTTP calls made, by the session's number: what they were (for the log), the answer
+        self._calls: dict[int, tuple[str, _Answer]] = {}
         self._retry_at: float | None = None  # when the session reconnects (None: soon)
         self._offline = False  # the server will not take this client: no retries
         self._signing_out = False
@@ -118,6 +121,8 @@ class Account:
         except ProtocolViolation as exc:
             self.post(m.Notice(text=f"Not sent: {exc.message}."))
             return
+        log.debug("queued %s to %s (%d characters); %s", entry.client_id, entry.to, len(body),
+                  "sending now" if self.session.is_connected else "sent once connected")
         item = self.store.upsert(ChatItem(
             peer=entry.to, sender=self.me, id=entry.client_id, seq=None, body=body,
             ts=int(time.time() * 1000), status="queued", mine=True))
@@ -139,13 +144,14 @@ class Account:
             users = tuple(u.username for u in body.users) if isinstance(body, UserList) else ()
             self.post(m.UsersFound(prefix=prefix, users=users))
 
-        self._calls[self.session.search_users(prefix, now)] = answer
+        self._calls[self.session.search_users(prefix, now)] = ("GET /v1/users", answer)
 
     def typing(self, peer: str, now: float) -> None:
         self.session.typing(peer, now)  # dropped when offline
 
     def reconnect(self, now: float) -> None:
         if self._signed_in and not self.session.is_connected:
+            log.debug("reconnecting now, at the user's request")
             self._retry_at = None
             self.session.reconnect(now)
 
@@ -167,16 +173,25 @@ class Account:
 
     def _on_event(self, event: SessionEvent, now: float) -> None:
         if isinstance(event, Connected):
+            log.debug("connected as %s (protocol %s); %d in the outbox to send",
+                      event.username, event.protocol, len(self.session.pending()))
             self._retry_at, self._offline = None, False
             self._fetch_conversations(now)
             if self.history.open_peer is not None:
                 self._fetch_page(self.history.open_peer, None, now)
         elif isinstance(event, Disconnected):
+            if event.retry_at is None:
+                log.debug("disconnected (%s, close code %s); not retrying", event.reason,
+                          event.code)
+            else:
+                log.debug("disconnected (%s, close code %s); reconnecting in %.1f s",
+                          event.reason, event.code, max(0.0, event.retry_at - now))
             self._retry_at = event.retry_at
             self._offline = event.retry_at is None
         elif isinstance(event, Acked):
             self._on_acked(event)
         elif isinstance(event, SendFailed):
+            log.debug("send %s refused for good: %s", event.entry.client_id, event.code)
             self._set_status(event.entry.client_id, "failed")
             self.post(m.Notice(text=f"A message to {event.entry.to} could not be sent "
                                     f"({event.code})."))
@@ -191,20 +206,31 @@ class Account:
         elif isinstance(event, Presence):
             self.post(m.PeerActivity(peer=event.user, online=event.online))
         elif isinstance(event, CallResult):
-            answer = self._calls.pop(event.call, None)
-            if answer is not None:
+            call = self._calls.pop(event.call, None)
+            if call is not None:
+                what, answer = call
+                if event.response is None:
+                    log.debug("HTTP %s: no answer (%s)", what, event.reason)
+                else:
+                    log.debug("HTTP %s -> %d", what, event.response.status)
                 answer(event)
         elif isinstance(event, TokenRefreshed):
+            log.debug("token refreshed (valid %d s more)", event.expires_in)
             self.saved = attrs.evolve(self.saved, token=event.token,
                                       expires_at=time.time() + event.expires_in)
             self.profile.save_session(self.saved)
         elif isinstance(event, SignedOut):
             self._on_signed_out()
-        else:  # SendDeferred (the session resends), a server error frame
+        elif isinstance(event, SendDeferred):
+            log.debug("send %s deferred (%s); again in %.1f s", event.entry.client_id,
+                      event.code, max(0.0, event.retry_at - now))
+        else:  # a server error frame
             log.info("session event: %s", type(event).__name__)
 
     def _on_pushes(self, pushes: list[Message], now: float) -> None:
         """Store the messages, then confirm the ones addressed to me (never before)."""
+        log.debug("received %d message(s), seq %s", len(pushes),
+                  ", ".join(str(p.seq) for p in pushes))
         with self.store.db:
             changed = [self.store.upsert(item_from_message(push, self.me)) for push in pushes]
             for item in changed:
@@ -217,8 +243,10 @@ class Account:
         item = self.store.find(self.me, event.ack.id)
         if item is None:
             return
+        # the bubble keeps the time it was written at, not the time the server took it
         item = self.store.upsert(attrs.evolve(
-            item, seq=event.ack.seq, ts=event.ack.ts, status=_later(item.status, "sent")))
+            item, seq=event.ack.seq, status=_later(item.status, "sent")))
+        log.debug("acked %s as seq %d", event.ack.id, event.ack.seq)
         self.history.touch(item, unread=False)
         self.post(m.Changed(items=(item,)))
         self.history.post_conversations()
@@ -235,7 +263,7 @@ class Account:
     def _on_signed_out(self) -> None:
         self.is_over = True
         self.profile.clear_session()
-        self.post(m.SignedOut(reason="Signed out." if self._signing_out else SESSION_ENDED))
+        self.post(m.SignedOut(reason=SIGNED_OUT if self._signing_out else SESSION_ENDED))
 
     # --- HTTP calls ---------------------------------------------------------------------------
 
@@ -249,7 +277,7 @@ class Account:
             if isinstance(body, ConversationList):
                 self.history.merge_conversations(body)
 
-        self._call(lambda: self.session.conversations(now), answer)
+        self._call("GET /v1/conversations", lambda: self.session.conversations(now), answer)
 
     def _fetch_page(self, peer: str, before: int | None, now: float) -> None:
         def answer(result: CallResult) -> None:
@@ -259,14 +287,15 @@ class Account:
             else:  # offline or refused: the cache answers
                 self.history.cached_page(peer, before)
 
-        if not self._call(lambda: self.session.history(peer, now, before=before,
+        if not self._call(f"GET /v1/conversations/{peer}/messages",
+                          lambda: self.session.history(peer, now, before=before,
                                                        limit=PAGE_SIZE), answer):
             self.history.cached_page(peer, before)
 
-    def _call(self, call: Callable[[], int], answer: _Answer) -> bool:
+    def _call(self, what: str, call: Callable[[], int], answer: _Answer) -> bool:
         if not self._signed_in:
             return False
-        self._calls[call()] = answer
+        self._calls[call()] = (what, answer)
         return True
 
 

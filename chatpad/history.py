@@ -85,6 +85,16 @@ class History:
         self.post(m.Page(peer=peer, items=tuple(items), has_more=len(items) >= PAGE_SIZE,
                          older=before is not None))
 
+    def page_around(self, peer: str, seq: int) -> None:
+        """From the cache: the messages from half a page before ``seq`` to the newest, as
+        a page to merge (``Open`` set how many more there are)."""
+        items = self.store.page_around(peer, seq, PAGE_SIZE // 2)
+        self.post(m.Page(peer=peer, items=tuple(items), has_more=True, older=False))
+
+    def search(self, text: str, peer: str | None) -> None:
+        hits = self.store.search(text, peer)
+        self.post(m.MessagesFound(text=text, peer=peer, hits=tuple(hits)))
+
     def server_page(self, peer: str, before: int | None, page: MessagePage) -> None:
         """A page from the server: cached, and the newest pages trim the cache."""
         with self.store.db:

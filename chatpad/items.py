@@ -7,7 +7,7 @@ import attrs
 
 from libchat.protocol import Message
 
-__all__ = ["STATUS_RANK", "ChatItem", "Summary", "item_from_message"]
+__all__ = ["STATUS_RANK", "ChatItem", "Hit", "Summary", "item_from_message"]
 
 # Statuses of my messages, in the only order they may move.
 STATUS_RANK = {"failed": -1, "queued": 0, "sent": 1, "delivered": 2, "read": 3}
@@ -18,7 +18,8 @@ class ChatItem:
     """One message of a conversation. ``seq`` is None while it waits in the outbox.
 
     ``status`` is one of queued/sent/delivered/read/failed for my messages, "" for theirs.
-    ``ts`` is Unix milliseconds (the local time of writing while queued).
+    ``ts`` is Unix milliseconds: for a message written here the local time of writing,
+    kept once the server has it; else the server's time.
     """
 
     peer: str
@@ -74,3 +75,12 @@ def item_from_message(message: Message, me: str) -> ChatItem:
         status=status_of(message) if mine else "",
         mine=mine,
     )
+
+
+@attrs.frozen(kw_only=True)
+class Hit:
+    """A message found by a search of the local cache. ``snippet``: the text around the
+    match in runs of (text, is_match), so the UI can mark what matched."""
+
+    item: ChatItem
+    snippet: tuple[tuple[str, bool], ...]

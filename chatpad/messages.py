@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import attrs
 
-from chatpad.items import ChatItem, Summary
+from chatpad.items import ChatItem, Hit, Summary
 
 # --- commands (UI -> network) -----------------------------------------------------------
 
@@ -23,7 +23,10 @@ class SignIn:
 
 @attrs.frozen(kw_only=True)
 class SignOut:
-    pass
+    """``remove_local_data``: then delete the profile's database (history, outbox,
+    search index) and session; queued messages are lost."""
+
+    remove_local_data: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -57,6 +60,23 @@ class Search:
 
 
 @attrs.frozen(kw_only=True)
+class SearchMessages:
+    """Search the cached messages (all conversations, or ``peer``'s); works offline."""
+
+    text: str
+    peer: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class LoadAround:
+    """Load from the cache the messages from a little before seq ``seq`` to the newest,
+    to show a search result in place (after :class:`Open` of the same peer)."""
+
+    peer: str
+    seq: int
+
+
+@attrs.frozen(kw_only=True)
 class Typing:
     """The user is writing to ``peer`` (an ephemeral signal, sent only when connected)."""
 
@@ -75,7 +95,7 @@ class Shutdown:
 
 Command = (
     SignIn | SignOut | Open | LoadOlder | Post | MarkRead | Search | Typing | Reconnect
-    | Shutdown
+    | Shutdown | SearchMessages | LoadAround
 )
 
 # --- results (network -> UI) ------------------------------------------------------------
@@ -149,11 +169,20 @@ class PeerActivity:
 
 
 @attrs.frozen(kw_only=True)
+class MessagesFound:
+    """The answer to :class:`SearchMessages` with the same ``text`` and ``peer``."""
+
+    text: str
+    peer: str | None
+    hits: tuple[Hit, ...]
+
+
+@attrs.frozen(kw_only=True)
 class Notice:
     text: str
 
 
 Result = (
     Status | SignedIn | AuthFailed | SignedOut | Conversations | Page | Changed | UsersFound
-    | PeerActivity | Notice
+    | PeerActivity | Notice | MessagesFound
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from chatpad import messages as m
-from chatpad.items import ChatItem, Summary
+from chatpad.items import ChatItem, Hit, Summary
 
 __all__ = ["Model", "Thread"]
 
@@ -40,6 +40,9 @@ class Thread:
             self._ordered = sorted(self._items.values(), key=ChatItem.sort_key)
         return self._ordered
 
+    def has(self, key: tuple[str, str]) -> bool:
+        return key in self._items
+
     def oldest_seq(self) -> int | None:
         for item in self.items:
             if item.seq is not None:
@@ -69,6 +72,25 @@ class Model:
         self.version = 0  # grows with every change to the conversation list
         self.typing_at: dict[str, float] = {}  # peer -> when the last typing signal came
         self.online: dict[str, bool] = {}  # peer -> presence, as far as the server told
+        self.found: tuple[str, str | None, tuple[Hit, ...]] | None = None  # text, peer, hits
+        self.jump: tuple[str, int] | None = None  # (peer, seq) a search result opens at
+        self.drafts: dict[str, str] = {}  # peer -> unsent text kept while searching
+
+    def hits(self, text: str, peer: str | None) -> tuple[Hit, ...] | None:
+        """The results of searching ``text`` (in ``peer``'s conversation), or None while
+        that search has no answer yet."""
+        found = self.found
+        if found is None or found[:2] != (text, peer):
+            return None
+        return found[2]
+
+    def take_jump(self, peer: str) -> int | None:
+        """The seq a conversation just opened from a search result should show, once."""
+        if self.jump is None or self.jump[0] != peer:
+            return None
+        seq = self.jump[1]
+        self.jump = None
+        return seq
 
     def forget_auth_error(self) -> None:
         """The sign-in screen has shown the last failure (or a new attempt began)."""
@@ -97,6 +119,8 @@ class Model:
             self.signed_out_reason = result.reason
             self.conversations = []
             self.threads.clear()
+            self.found, self.jump = None, None
+            self.drafts.clear()
         elif kind is m.AuthFailed:
             assert isinstance(result, m.AuthFailed)
             self.auth_error = result
@@ -132,6 +156,9 @@ class Model:
                 self.online[result.peer] = result.online
                 if not result.online:
                     self.typing_at.pop(result.peer, None)
+        elif kind is m.MessagesFound:
+            assert isinstance(result, m.MessagesFound)
+            self.found = (result.text, result.peer, result.hits)
         elif kind is m.Notice:
             assert isinstance(result, m.Notice)
             self.notices.append((time.monotonic(), result.text))

@@ -4,7 +4,8 @@ Profiles live in ``platformdirs.user_data_dir("chatpad")/<name>`` (override the 
 the ``CHATPAD_HOME`` environment variable, e.g. for tests or a portable install). The
 folder is 0700 and its files 0600 where the platform has modes (:mod:`chatpad.files`):
 the database holds every message, and the session file the token, which is removed on
-sign-out.
+sign-out; "Remove local data from this computer" (:meth:`Profile.remove_local_data`)
+deletes the database too.
 """
 
 from __future__ import annotations
@@ -87,6 +88,26 @@ class Profile:
 
     def clear_session(self) -> None:
         self.session_file.unlink(missing_ok=True)
+
+    def local_data_files(self) -> list[Path]:
+        """Every file that holds this profile's data: the database (history, outbox,
+        search index) with SQLite's side files, and the saved session. Not the lock
+        file, which holds nothing and is held while chatpad runs."""
+        db = self.database
+        names = [db.name + suffix for suffix in ("", "-wal", "-shm", "-journal")]
+        tmp = self.session_file.with_suffix(".tmp")
+        return [db.with_name(name) for name in names] + [self.session_file, tmp]
+
+    def remove_local_data(self) -> list[Path]:
+        """Delete :meth:`local_data_files` (the database must be closed first); return
+        the ones that could not be deleted."""
+        left = []
+        for path in self.local_data_files():
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                left.append(path)
+        return left
 
 
 def parse_server(url: str) -> tuple[str, str, int]:

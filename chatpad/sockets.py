@@ -88,6 +88,8 @@ class SocketHost:
             for action in actions:
                 if isinstance(action, OpenTransport):
                     if action.id not in closed:  # else given up already: never opened
+                        log.debug("transport %d (%s): connecting to %s:%d", action.id,
+                                  action.kind, self.server.host, self.server.port)
                         self._open(action.id)
                 elif isinstance(action, WriteTransport):
                     self._write(action.id, action.data)
@@ -154,6 +156,8 @@ class SocketHost:
         """Close after what was queued: what the socket takes at once (a close frame
         does); the rest of a stalled peer's bytes are dropped with it."""
         stream = self._streams.get(tid)
+        if stream is not None:
+            log.debug("transport %d: closed", tid)
         if stream is not None and stream.stage == "open" and stream.outgoing:
             with contextlib.suppress(OSError, ValueError):
                 del stream.outgoing[:stream.sock.send(stream.outgoing)]
@@ -207,6 +211,7 @@ class SocketHost:
         self._opened(tid, stream)
 
     def _opened(self, tid: int, stream: _Stream) -> None:
+        log.debug("transport %d: open%s", tid, " (TLS)" if self.server.scheme == "https" else "")
         stream.stage = "open"
         self._watch(tid, stream, selectors.EVENT_READ)
         self.session.transport_opened(tid, time.monotonic())
@@ -260,11 +265,11 @@ class SocketHost:
             self.selector.modify(stream.sock, wants, (self, tid))
 
     def _broken(self, tid: int, reason: str) -> None:
-        log.debug("transport %d ended: %s", tid, reason)
         self._forget(tid)
         self._report_closed(tid, reason)
 
     def _report_closed(self, tid: int, reason: str) -> None:
+        log.debug("transport %d ended: %s", tid, reason)
         self.session.transport_closed(tid, time.monotonic(), reason)
 
     def _forget(self, tid: int) -> None:

@@ -1,5 +1,6 @@
 """chatpad's local SQLite database (apsw): the outbox, the seqs already shown, recent
-history per conversation, and the conversation list.
+history per conversation, the conversation list, and a full-text index (FTS5) of the
+cached message bodies for searching offline.
 
 One :class:`LocalStore` per thread that uses it; in chatpad that is the network thread
 alone (it owns the outbox). Every write is its own transaction, so a message the user
@@ -9,21 +10,25 @@ wrote is on disk before :meth:`OutboxStorage.append` returns.
 from __future__ import annotations
 
 import logging
+import unicodedata
 from pathlib import Path
 
 import apsw
 import attrs
 
 from chatpad.files import PRIVATE_FILE, create_private_file, make_private_dir, tighten
-from chatpad.items import STATUS_RANK, ChatItem, Summary
+from chatpad.items import STATUS_RANK, ChatItem, Hit, Summary
 from libchat.outbox import SEEN_CAPACITY, OutboxEntry, SeenSeqs
 
-__all__ = ["HISTORY_KEEP", "LocalStore", "SqliteOutboxStorage"]
+__all__ = ["HISTORY_KEEP", "SEARCH_LIMIT", "LocalStore", "SqliteOutboxStorage", "match_query"]
 
 log = logging.getLogger(__name__)
 
 HISTORY_KEEP = 500  # messages cached per conversation: enough to read offline, small on disk
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: messages_fts
+SEARCH_LIMIT = 100  # results of one search: more than anyone reads through
+SNIPPET_TOKENS = 14  # words of context a search result shows around the match
+_MARK_ON, _MARK_OFF = "\x02", "\x03"  # around matches in snippet(); never typed in a chat
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -58,6 +63,30 @@ CREATE TABLE IF NOT EXISTS conversations (
 );
 """
 
+# The bodies of ``messages``, indexed: an external-content FTS5 table (the text is stored
+# once, in ``messages``) kept in step by triggers, so every write path (upsert, trim,
+# claim) updates it in the same transaction. It is keyed by the rowid of ``messages``,
+# which is stable because chatpad never runs VACUUM. ``remove_diacritics 2``: "cafe"
+# finds "café".
+_FTS_SCHEMA = """
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
+    body, content='messages', content_rowid='rowid',
+    tokenize='unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts (rowid, body) VALUES (new.rowid, new.body);
+END;
+CREATE TRIGGER IF NOT EXISTS messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, body)
+    VALUES ('delete', old.rowid, old.body);
+END;
+CREATE TRIGGER IF NOT EXISTS messages_fts_update AFTER UPDATE OF body ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, body)
+    VALUES ('delete', old.rowid, old.body);
+    INSERT INTO messages_fts (rowid, body) VALUES (new.rowid, new.body);
+END;
+"""
+
 
 class LocalStore:
     """The profile's database file. Not thread-safe: one instance per thread."""
@@ -73,7 +102,17 @@ class LocalStore:
         self.db.execute("PRAGMA synchronous=FULL")  # the outbox must survive a power cut
         with self.db:
             self.db.execute(_SCHEMA)
+            self._migrate(int(self.get("schema_version") or 0))
             self.set("schema_version", str(SCHEMA_VERSION))
+
+    def _migrate(self, version: int) -> None:
+        """Bring a database written by an older chatpad up to date (in the caller's
+        transaction)."""
+        if version < 2:  # the search index, built from what is already cached
+            self.db.execute(_FTS_SCHEMA)
+            self.db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")
+            if version:
+                log.info("profile database: search index built (schema %d -> 2)", version)
 
     def close(self) -> None:
         self.db.close()
@@ -108,17 +147,21 @@ class LocalStore:
     # --- messages -------------------------------------------------------------------
 
     def upsert(self, item: ChatItem) -> ChatItem:
-        """Store a message, never moving a status backwards; return what is stored."""
+        """Store a message, never moving a status backwards and keeping the time it was
+        first stored with (for a message written here, when it was written, not when the
+        server took it); return what is stored."""
         row = self.db.execute(
-            "SELECT status, seq FROM messages WHERE sender = ? AND id = ?",
+            "SELECT status, seq, ts FROM messages WHERE sender = ? AND id = ?",
             (item.sender, item.id),
         ).fetchone()
         if row is not None:
-            old_status, old_seq = str(row[0]), row[1]
+            old_status, old_seq, old_ts = str(row[0]), row[1], int(str(row[2]))
             if item.mine and STATUS_RANK.get(old_status, 0) > STATUS_RANK.get(item.status, 0):
                 item = _evolve(item, status=old_status)
             if item.seq is None and old_seq is not None:
                 item = _evolve(item, seq=int(old_seq))
+            if item.ts != old_ts:
+                item = _evolve(item, ts=old_ts)
         self.db.execute(
             "INSERT INTO messages (sender, id, peer, seq, body, ts, status, mine) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sender, id) DO UPDATE SET "
@@ -182,6 +225,48 @@ class LocalStore:
             "ORDER BY seq DESC LIMIT 1 OFFSET ?)",
             (peer, peer, keep - 1),
         )
+
+    def page_around(self, peer: str, seq: int, before: int) -> list[ChatItem]:
+        """Every stored message from ``before`` messages older than seq ``seq`` up to the
+        newest, oldest first, plus every queued one: a run with no gap to the newest page,
+        so a search result can be shown in place (the cache is bounded: ``HISTORY_KEEP``)."""
+        row = self.db.execute(
+            "SELECT seq FROM messages WHERE peer = ? AND seq IS NOT NULL AND seq < ? "
+            "ORDER BY seq DESC LIMIT 1 OFFSET ?",
+            (peer, seq, before - 1),
+        ).fetchone()
+        start = -1 if row is None else int(str(row[0]))  # None: fewer are older, take all
+        rows = self.db.execute(
+            "SELECT sender, id, peer, seq, body, ts, status, mine FROM messages "
+            "WHERE peer = ? AND (seq >= ? OR seq IS NULL) ORDER BY seq IS NULL, seq, ts",
+            (peer, start),
+        ).fetchall()
+        return [_item(row) for row in rows]
+
+    def search(self, text: str, peer: str | None = None,
+               limit: int = SEARCH_LIMIT) -> list[Hit]:
+        """Cached messages whose body matches every word of ``text`` (the last word as a
+        prefix), newest first; only ``peer``'s conversation when given. Any input is
+        safe: it is never read as FTS5 query syntax (:func:`match_query`)."""
+        query = match_query(text)
+        if query is None:
+            return []
+        where = "messages_fts MATCH ?" + (" AND m.peer = ?" if peer is not None else "")
+        args: tuple[object, ...] = (_MARK_ON, _MARK_OFF, "…", SNIPPET_TOKENS, query)
+        if peer is not None:
+            args += (peer,)
+        try:
+            rows = self.db.execute(
+                "SELECT m.sender, m.id, m.peer, m.seq, m.body, m.ts, m.status, m.mine, "
+                "snippet(messages_fts, 0, ?, ?, ?, ?) FROM messages_fts "
+                "JOIN messages AS m ON m.rowid = messages_fts.rowid "
+                f"WHERE {where} ORDER BY m.ts DESC LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+        except apsw.SQLError:  # match_query makes this unreachable; never fail a search
+            log.exception("search failed")
+            return []
+        return [Hit(item=_item(row[:8]), snippet=_runs(str(row[8]))) for row in rows]
 
     # --- conversations --------------------------------------------------------------
 
@@ -260,6 +345,39 @@ class SqliteOutboxStorage:
             if self._seen.floor != floor:
                 self._db.execute("DELETE FROM seen WHERE seq <= ?", (self._seen.floor,))
                 self._store.set("seen_floor", str(self._seen.floor))
+
+
+def match_query(text: str) -> str | None:
+    """The FTS5 query for what the user typed, or None when it has no word to look for.
+
+    Each word becomes a quoted string (so ``"``, ``*``, ``AND``, ``NEAR(`` and ``col:`` are
+    plain text); the last one is a prefix, as results follow the typing; words with no
+    letter or digit (which the tokenizer drops, leaving an empty phrase) are left out.
+    """
+    words = [w for w in text.split() if any(_is_word_char(c) for c in w)]
+    if not words:
+        return None
+    quoted = ['"' + w.replace('"', '""') + '"' for w in words]
+    if not text[-1].isspace():
+        quoted[-1] += "*"
+    return " ".join(quoted)
+
+
+def _is_word_char(char: str) -> bool:
+    """What FTS5's unicode61 tokenizer keeps: letters, numbers, private-use characters."""
+    return unicodedata.category(char)[0] in "LN" or unicodedata.category(char) == "Co"
+
+
+def _runs(snippet: str) -> tuple[tuple[str, bool], ...]:
+    """A marked snippet as (text, is_match) runs, whitespace folded to single spaces."""
+    runs: list[tuple[str, bool]] = []
+    text = " ".join(snippet.split())
+    for n, part in enumerate(text.split(_MARK_ON)):
+        inside, _, after = part.partition(_MARK_OFF) if n else ("", "", part)
+        for chunk, is_match in ((inside, True), (after, False)):
+            if chunk:
+                runs.append((chunk.replace(_MARK_OFF, ""), is_match))
+    return tuple(runs)
 
 
 def _item(row: tuple[object, ...]) -> ChatItem:

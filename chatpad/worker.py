@@ -20,6 +20,7 @@ import random
 import selectors
 import socket
 import time
+from http import HTTPStatus
 
 import attrs
 
@@ -104,6 +105,7 @@ class Worker:
         self.signing_in: tuple[SocketHost, str] | None = None  # and the server as typed
         self.running = True
         self.last_status: m.Status | None = None
+        self.remove_after_sign_out = False  # a sign-out asked to delete the local data
 
     def run(self) -> None:
         try:
@@ -177,6 +179,8 @@ class Worker:
             account.handle(events, now)
             if account.is_over:
                 self.account = None
+                if self.remove_after_sign_out:
+                    self._remove_local_data()
         elif self.signing_in is not None and host is self.signing_in[0]:
             self._sign_in_events(events, now)
         # else: a session on its way out (closed or signed out): nothing to tell
@@ -198,6 +202,11 @@ class Worker:
         else:
             status = self.account.status(time.monotonic())
         if status != self.last_status:
+            if status.retry_at is not None:
+                log.debug("status %s (retry in %.1f s), %d in the outbox", status.state,
+                          max(0.0, status.retry_at - time.monotonic()), status.outbox)
+            else:
+                log.debug("status %s, %d in the outbox", status.state, status.outbox)
             self.last_status = status
             self.results.put(status)
 
@@ -222,7 +231,13 @@ class Worker:
                 self.results.put(m.Notice(text="Sign in to send messages."))
             elif isinstance(command, m.Search):
                 self.results.put(m.UsersFound(prefix=command.prefix, users=()))
+            elif isinstance(command, m.SearchMessages):
+                self.results.put(m.MessagesFound(text=command.text, peer=command.peer,
+                                                 hits=()))
+            elif isinstance(command, m.SignOut) and command.remove_local_data:
+                self._remove_local_data()
         elif isinstance(command, m.SignOut):
+            self.remove_after_sign_out = command.remove_local_data
             account.sign_out(now)
         elif isinstance(command, m.Open):
             account.open(command.peer, now)
@@ -238,6 +253,28 @@ class Worker:
             account.typing(command.peer, now)
         elif isinstance(command, m.Reconnect):
             account.reconnect(now)
+        elif isinstance(command, m.SearchMessages):
+            account.history.search(command.text, command.peer)
+        elif isinstance(command, m.LoadAround):
+            account.history.page_around(command.peer, command.seq)
+
+    def _remove_local_data(self) -> None:
+        """Close the database and delete the profile's files (the account is over: its
+        session, still finishing its logout call, no longer touches the outbox). The
+        next sign-in starts a new database."""
+        self.remove_after_sign_out = False
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        left = self.profile.remove_local_data()
+        if left:
+            log.warning("local data: %d file(s) could not be deleted", len(left))
+            names = ", ".join(path.name for path in left)
+            self.results.put(m.Notice(text=f"Could not delete {names} in "
+                                           f"{self.profile.folder}."))
+        else:
+            log.info("local data removed")
+            self.results.put(m.Notice(text="Local data removed from this computer."))
 
     # --- signing in ----------------------------------------------------------------------------
 
@@ -254,6 +291,8 @@ class Worker:
             self.signing_in[0].session.close(now)
         host = self._host(server, None)
         self.signing_in = (host, command.server.strip())
+        log.debug("%s %s at %s://%s:%d", "registering" if command.create else "signing in",
+                  command.username.strip(), server.scheme, server.host, server.port)
         credentials = Credentials(username=normalize_username(command.username.strip()),
                                   password=command.password)
         host.session.sign_in(credentials, now, register=command.create)
@@ -263,19 +302,23 @@ class Worker:
         host, server_url = self.signing_in
         for event in events:
             if isinstance(event, SignedIn):
+                log.debug("signed in as %s (token valid %d s)", event.username,
+                          event.expires_in)
                 saved = SavedSession(server=server_url, username=event.username,
                                      token=event.token, expires_at=time.time() + event.expires_in)
                 self.profile.save_session(saved)
                 self._start_account(saved, now)
             elif isinstance(event, SignInFailed):
+                log.debug("%s failed: HTTP %s, %s (%s)", event.step, event.status, event.code,
+                          event.message)
                 retry_at = None
                 if event.status == 429 and event.retry_after is not None:
                     retry_at = time.monotonic() + event.retry_after
                 message = event.message
                 if event.status is None:
                     message = "The server cannot be reached. Check the address."
-                elif event.code.startswith("http_"):
-                    message = f"The server answered {event.status}."
+                elif event.code.startswith("http_"):  # no chatd error body
+                    message = _not_chatd(event.status)
                 self.results.put(m.AuthFailed(code=event.code, message=message,
                                               retry_at=retry_at))
             else:
@@ -285,7 +328,8 @@ class Worker:
             return
 
     def _start_account(self, saved: SavedSession, now: float) -> None:
-        assert self.store is not None
+        if self.store is None:  # the local data was removed: a new database
+            self.store = LocalStore(self.profile.database)
         try:
             server = _server(saved.server)
         except ValueError:
@@ -293,6 +337,8 @@ class Worker:
             self.results.put(m.SignedOut(reason="The saved server address is not valid."))
             return
         self.store.claim(saved.owner)  # before the outbox is read: it must be this account's
+        log.debug("account %s at %s: resuming with the saved token", saved.username,
+                  saved.server)
         host = self._host(server, SqliteOutboxStorage(self.store))
         self.account = Account(host.session, saved, self.store, self.profile, self.results.put)
         self.account.start(now)
@@ -310,6 +356,17 @@ class Worker:
         host = SocketHost(Session(config, rng=self.rng, storage=storage), self.selector, server)
         self.hosts.append(host)
         return host
+
+
+def _not_chatd(status: int) -> str:
+    """What to say when the server answered without a chatd error body."""
+    try:
+        answer = f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        answer = str(status)
+    if status >= 500 and status != HTTPStatus.NOT_IMPLEMENTED:
+        return f"The server has a problem (it answered {answer}). Try again later."
+    return f"That address does not look like a chatd server (it answered {answer})."
 
 
 def _server(url: str) -> Server:

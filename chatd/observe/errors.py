@@ -14,8 +14,9 @@ a string that looks like a bearer token or a JWT.
 
 sentry-sdk is an optional extra (``pip install 'libchat[sentry]'``, or
 ``pip install sentry-sdk``); it is imported only when a DSN is configured.
-:func:`load` fails with :class:`ErrorTrackingUnavailable` when it is missing, and
-``chatd serve`` then stops with one ``chatd:`` line and status 2.
+:func:`load` fails with :class:`SentryMissing` when it is missing, and ``chatd serve``
+then stops with one ``chatd:`` line and status 3, like chatd without its ``server``
+extra.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "FLUSH_TIMEOUT",
     "ErrorTracker",
     "ErrorTrackingUnavailable",
+    "SentryMissing",
     "load",
     "scrub",
 ]
@@ -53,7 +55,12 @@ _CONTEXT_FIELDS: Final = ("route", "conn_id", "peer")
 
 
 class ErrorTrackingUnavailable(Exception):
-    """``--sentry-dsn`` was given but sentry-sdk cannot be imported or refuses the DSN."""
+    """``--sentry-dsn`` was given but sentry-sdk refuses the DSN."""
+
+
+class SentryMissing(ErrorTrackingUnavailable):
+    """``--sentry-dsn`` was given but sentry-sdk is not installed (exit status 3, as for
+    chatd's missing ``server`` extra: a restart does not heal it)."""
 
 
 def scrub(value: Any, name: str = "") -> Any:
@@ -172,16 +179,15 @@ def load(dsn: str | None, release: str) -> ErrorTracker | None:
     """The tracker for ``dsn`` (not installed yet), or None without one.
 
     Raises:
-        ErrorTrackingUnavailable: sentry-sdk is not installed.
+        SentryMissing: sentry-sdk is not installed.
     """
     if dsn is None:
         return None
     try:
         import sentry_sdk
     except ImportError:
-        raise ErrorTrackingUnavailable(
-            "--sentry-dsn needs sentry-sdk, which is not installed:"
-            " pip install 'sentry-sdk>=2,<3' (the sentry extra)"
+        raise SentryMissing(
+            "--sentry-dsn needs its extra: pip install 'libchat[sentry]'"
         ) from None
     return ErrorTracker(sentry_sdk, dsn, release)
 

@@ -10,7 +10,8 @@ import pygame_gui
 
 from chatpad import messages as m
 from chatpad.model import Model
-from chatpad.ui import Styles
+from chatpad.profile import Profile
+from chatpad.ui import Colors, Styles
 
 __all__ = ["Scene", "SceneHost", "place"]
 
@@ -23,6 +24,7 @@ class SceneHost(Protocol):
     styles: Styles
     model: Model
     mouse_pos: tuple[int, int]
+    profile: Profile  # where the local data lives
 
     @property
     def screen_size(self) -> tuple[int, int]: ...
@@ -35,7 +37,12 @@ class SceneHost(Protocol):
 
     def close_conversation(self) -> None: ...
 
+    def show(self, scene: Scene) -> None: ...
+
     def banner_text(self) -> str | None: ...
+
+    def banner_height(self, width: int) -> int: ...
+    def copy_text(self, text: str) -> None: ...
 
 
 class Scene:
@@ -45,6 +52,16 @@ class Scene:
         self.app = app
         self.manager = app.manager
         self.focus_order: list[Any] = []
+        self.banner_room = 0  # px kept free for the connection banner (0: none shown)
+        self.banner_area = pygame.Rect(0, 0, 0, 0)  # where the app draws the banner
+
+    def keep_banner_room(self, width: int) -> None:
+        """Lay the screen out again when the banner (``width`` px wide) appears, goes or
+        changes height, so that it takes room of its own instead of covering content."""
+        room = self.app.banner_height(width)
+        if room != self.banner_room:
+            self.banner_room = room
+            self.layout(self.app.screen_size)
 
     def handle(self, event: pygame.event.Event) -> bool:
         """React before pygame_gui does; True when the event is used up."""
@@ -67,6 +84,13 @@ class Scene:
 
     def draw(self, surface: pygame.Surface) -> None:
         pass
+
+    def draw_focus(self, surface: pygame.Surface) -> None:
+        """The focus ring around the focused field or button (drawn over the widgets)."""
+        for element in self.focus_order:
+            if element.is_focused and element.visible:
+                pygame.draw.rect(surface, Colors.FOCUS, element.rect.inflate(6, 6), width=2,
+                                 border_radius=11)
 
     def layout(self, size: tuple[int, int]) -> None:
         pass

@@ -43,6 +43,7 @@ def draw_status_bar(surface: pygame.Surface, styles: Styles, model: Model) -> No
     if model.me:
         who = styles.small.render(f"· {model.me}", Colors.MUTED)
         surface.blit(who, (x, (STATUS_BAR_HEIGHT - who.get_height()) // 2))
+        x += who.get_width()
     right = width - 16
     outbox = model.status.outbox
     label = "Outbox empty" if outbox == 0 else f"{outbox} waiting to send"
@@ -53,6 +54,10 @@ def draw_status_bar(surface: pygame.Surface, styles: Styles, model: Model) -> No
     pill = _pill(styles, text, color, dot=True)
     right -= pill.get_width() + 8
     surface.blit(pill, (right, (STATUS_BAR_HEIGHT - pill.get_height()) // 2))
+    keys = styles.small_bold.render("F1 Keys", Colors.MUTED)  # where the shortcuts are
+    right -= keys.get_width() + 16
+    if right > x + 24:
+        surface.blit(keys, (right, (STATUS_BAR_HEIGHT - keys.get_height()) // 2))
 
 
 def _pill(styles: Styles, text: str, color: pygame.Color, *, dot: bool = False) -> pygame.Surface:

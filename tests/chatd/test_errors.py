@@ -165,8 +165,9 @@ def test_scrub_removes_secret_names_and_credential_text() -> None:
     }
 
 
-def test_sentry_dsn_without_sentry_sdk_is_one_line_and_status_2(tmp_path: Path) -> None:
-    """sentry-sdk is optional: without it, --sentry-dsn stops chatd before it binds."""
+def test_sentry_dsn_without_sentry_sdk_is_one_line_and_status_3(tmp_path: Path) -> None:
+    """sentry-sdk is optional: without it, --sentry-dsn stops chatd before it binds,
+    with the status of a missing extra (systemd does not restart it)."""
     hide = tmp_path / "hide"
     hide.mkdir()
     (hide / "sentry_sdk.py").write_text("raise ImportError('No module named sentry_sdk')\n")
@@ -177,10 +178,9 @@ def test_sentry_dsn_without_sentry_sdk_is_one_line_and_status_2(tmp_path: Path) 
          "--sentry-dsn", "https://key@sentry.example/1"],
         capture_output=True, text=True, env=env, timeout=60,
     )
-    assert done.returncode == 2
+    assert done.returncode == 3
     assert done.stdout == ""
-    assert done.stderr.startswith("chatd: --sentry-dsn needs sentry-sdk")
-    assert done.stderr.count("\n") == 1
+    assert done.stderr == "chatd: --sentry-dsn needs its extra: pip install 'libchat[sentry]'\n"
     assert not (tmp_path / "data").exists() and not (tmp_path / "logs").exists()
 
 

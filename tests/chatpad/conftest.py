@@ -7,6 +7,7 @@ import os
 os.environ["SDL_VIDEODRIVER"] = "dummy"
 os.environ["SDL_AUDIODRIVER"] = "dummy"
 os.environ["PYGAME_HIDE_SUPPORT_PROMPT"] = "1"
+os.environ["GTK_THEME"] = "Adwaita"  # the "system" theme is light, whatever the desktop
 
 from collections.abc import Iterator
 from pathlib import Path
