@@ -27,7 +27,7 @@ from chatd.accounts import Identity
 from chatd.admission import Admission, address_key
 from chatd.http import HttpApi
 from chatd.hub import Hub
-from chatd.observe.context import CURRENT, RequestContext, truncate_address
+from chatd.observe.context import CURRENT, RequestContext
 from chatd.observe.logs import EventLogger
 from chatd.observe.metrics import Metrics
 from chatd.reply import Reply
@@ -198,7 +198,7 @@ class ChatProtocol(asyncio.Protocol):
             self.peer_ip = str(peername[0])
             self.peer = f"{peername[0]}:{peername[1]}"
         self.peer_key = address_key(self.peer_ip)
-        self.context.peer = truncate_address(self.peer_ip)
+        self.context.peer_ip = self.peer_ip
         refused = self.connections.admission.accept(self.peer_ip, self.peer_key, self)
         if refused is not None:
             self._refuse(refused)

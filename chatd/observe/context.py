@@ -31,26 +31,37 @@ IPV6_PREFIX: Final = 48  # a site: several /64s, so not one household's
 
 class RequestContext:
     """Where an error happened. Mutable: the user is known once a hello or a token
-    check succeeds. Owned by one connection (or one HTTP answer's copy)."""
+    check succeeds. Owned by one connection (or one HTTP answer's copy).
 
-    __slots__ = ("conn_id", "peer", "route", "user_id")
+    Args:
+        conn_id: the connection's id, as ``connection.open`` logs it.
+        peer_ip: the client's address; only its network (:func:`truncate_address`) is
+            ever written, worked out when an error needs it.
+        route: ``"GET /v1/conversations"``: the request, or a WebSocket's upgrade.
+        user_id: the signed-in user, once known.
+    """
+
+    __slots__ = ("conn_id", "peer_ip", "route", "user_id")
 
     def __init__(
-        self, conn_id: int, peer: str, route: str | None = None, user_id: int | None = None
+        self, conn_id: int, peer_ip: str, route: str | None = None,
+        user_id: int | None = None,
     ) -> None:
         self.conn_id = conn_id
-        self.peer = peer
+        self.peer_ip = peer_ip
         self.route = route
         self.user_id = user_id
 
     def with_route(self, route: str) -> RequestContext:
         """A copy for one request on this connection."""
-        return RequestContext(self.conn_id, self.peer, route, self.user_id)
+        return RequestContext(self.conn_id, self.peer_ip, route, self.user_id)
 
     def fields(self) -> dict[str, object]:
-        """The log fields: ``conn_id``, ``peer`` and, when known, ``route`` and
-        ``user_id``."""
-        fields: dict[str, object] = {"conn_id": self.conn_id, "peer": self.peer}
+        """The log fields: ``conn_id``, ``peer`` (the network) and, when known,
+        ``route`` and ``user_id``."""
+        fields: dict[str, object] = {
+            "conn_id": self.conn_id, "peer": truncate_address(self.peer_ip),
+        }
         if self.route is not None:
             fields["route"] = self.route
         if self.user_id is not None:

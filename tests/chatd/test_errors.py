@@ -223,7 +223,7 @@ def lines() -> Iterator[_Lines]:
 
 def test_an_error_event_names_the_exception_and_the_request(lines: _Lines) -> None:
     log = EventLogger(logging.getLogger("chatd.test_errors"))
-    context = RequestContext(17, truncate_address("2001:db8:1:2::9"), "GET /v1/ws", 42)
+    context = RequestContext(17, "2001:db8:1:2::9", "GET /v1/ws", 42)
     token = CURRENT.set(context)
     try:
         raise KeyError("the key")
