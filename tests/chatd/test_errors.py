@@ -29,9 +29,10 @@ from chatd.config import load_config
 from chatd.observe.context import CURRENT, RequestContext, truncate_address
 from chatd.observe.errors import scrub
 from chatd.observe.logs import EventLogger, JsonFormatter
-from tests.chatd.clients import PASSWORD, http, login, unique_name
+from tests.chatd.clients import PASSWORD, anew_user, http, login, unique_name, ws_connect
+from tests.chatd.conftest import run_async
 from tests.chatd.server import ChatdProcess
-from tests.support.poll import poll
+from tests.support.poll import apoll, poll
 
 
 class EnvelopeSink:
@@ -264,3 +265,31 @@ def test_the_dsn_can_live_in_the_config_file(tmp_path: Path) -> None:
     path.write_text('sentry_dsn = "sentry.example"\n')
     with pytest.raises(ValueError, match=r"^--sentry-dsn \(sentry_dsn in .*\) is not a DSN"):
         load_config(argparse.Namespace(config=path))
+
+
+@run_async
+async def test_an_error_on_a_websocket_names_its_user_and_route(tmp_path: Path) -> None:
+    """A hub job started by a WebSocket frame fails in the store: its error line names
+    the connection's user (known since its hello) and the WebSocket's route."""
+    server = ChatdProcess(tmp_path / "data", tmp_path / "logs")
+    with server:
+        name, token = await anew_user(server, "wserr")
+        peer = await ws_connect(server, token)
+        db = apsw.Connection(str(tmp_path / "data" / "chatd.db"))
+        db.setbusytimeout(5000)
+        db.execute("ALTER TABLE conversations RENAME TO conversations_gone")
+        try:
+            # typing needs the sender's conversation peers: loading them fails
+            await peer.send({"type": "typing", "to": "nobody"})
+            lines = await apoll(lambda: [line for line in _log_lines(server.log_dir)
+                                         if line["event"] == "store.error"],
+                                "a store.error line")
+        finally:
+            db.execute("ALTER TABLE conversations_gone RENAME TO conversations")
+            db.close()
+            await peer.close()
+    (line,) = lines
+    assert line["op"] == "peers" and line["user"] == name
+    assert line["route"] == "GET /v1/ws" and isinstance(line["user_id"], int)
+    assert line["exc_type"] == "chatd.store.base.StoreError"
+    assert line["peer"] == "127.0.0.0/24"
