@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 from chatd.auth import KEY_FILE, KeyFileError, key_source
-from chatd.cli import EXIT_MISSING_EXTRA
 from chatd.config import Config
 from chatd.datalock import DatabaseInUse, DataLock
 from chatd.files import PRIVATE_FILE, make_private_dir, open_to_others, tighten
@@ -61,7 +60,7 @@ async def serve(config: Config) -> int:
         tracker = errors.load(config.sentry_dsn, release=f"chatd@{__version__}")
     except errors.SentryMissing as exc:
         print(f"chatd: {exc}", file=sys.stderr)
-        return EXIT_MISSING_EXTRA
+        return exc.status
     try:
         tls = _tls_context(config)
     except (OSError, ssl.SSLError) as exc:

@@ -59,8 +59,11 @@ class ErrorTrackingUnavailable(Exception):
 
 
 class SentryMissing(ErrorTrackingUnavailable):
-    """``--sentry-dsn`` was given but sentry-sdk is not installed (exit status 3, as for
-    chatd's missing ``server`` extra: a restart does not heal it)."""
+    """``--sentry-dsn`` was given but sentry-sdk is not installed: ``status`` is the exit
+    status of a missing extra (:data:`chatd.cli.EXIT_MISSING_EXTRA`; systemd's
+    ``RestartPreventExitStatus=3`` does not restart what a restart cannot heal)."""
+
+    status: Final = 3
 
 
 def scrub(value: Any, name: str = "") -> Any:
