@@ -1,8 +1,10 @@
 """contrib/: the Prometheus alert rules and the Grafana dashboard name only series chatd
 exports, and promtool accepts the rules, their unit tests and the dashboard's queries.
 
-Without promtool (``apt-get install prometheus``) only the promtool checks skip; the
-structure and metric names are checked here either way (no YAML library needed).
+Without promtool (``apt-get install prometheus``; ``make test`` does not install it,
+since Debian's package also brings, and on a systemd host starts, a Prometheus server)
+only the promtool checks skip; the structure and metric names are checked here either
+way (no YAML library needed).
 """
 
 from __future__ import annotations
