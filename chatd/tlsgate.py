@@ -80,13 +80,27 @@ class _Gate(asyncio.Protocol):
         self._inner = inner
         self._transport: asyncio.Transport | None = None
         self._refused = False
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass it
+        # A socket that never says anything is dropped as the TLS handshake timeout
+        # would drop it (it is in no connection budget before the chat protocol's).
+        self._timer = asyncio.get_running_loop().call_later(
+            HANDSHAKE_TIMEOUT, self._transport.abort)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_timer()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # the rest of a refused plain request
+        self._stop_timer()
         if data[0] == TLS_HANDSHAKE:
             self._hand_over(data)
         else:
