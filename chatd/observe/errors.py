@@ -68,8 +68,8 @@ class SentryMissing(ErrorTrackingUnavailable):
 
 def scrub(value: Any, name: str = "") -> Any:
     """``value`` with every entry whose name looks secret (:data:`SECRET_NAME`)
-    replaced by ``"[redacted]"`` and every credential-like text (:data:`SECRET_TEXT`)
-    cut out, recursively through dicts and lists. The ``before_send`` of the tracker."""
+    and every credential-like text (:data:`SECRET_TEXT`) replaced by
+    ``"[redacted]"``, recursively through dicts and lists. The ``before_send`` of the tracker."""
     if name and SECRET_NAME.search(name):
         return REDACTED
     if isinstance(value, str):

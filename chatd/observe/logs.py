@@ -14,6 +14,12 @@ keyword fields, written flat at the top level. Log through :class:`EventLogger`:
 Records from other libraries (plain ``logger.info("text %s", x)``) come out the same
 way, with the formatted text as ``event``.
 
+An unexpected exception is an error event, ``log.exception("http.handler_failed")``:
+one line with ``exc_type``, ``exc_message``, the stack as a ``traceback`` field and the
+request it happened in (:mod:`chatd.observe.context`: route, connection, the peer's
+network, the user); with ``--sentry-dsn`` it also goes to the error tracker
+(:mod:`chatd.observe.errors`).
+
 Never pass message bodies, passwords or tokens. As a safety net the formatter
 (:mod:`chatd.observe.logformat`) redacts secret-named fields and bounds and escapes
 every string it writes; its names are also importable from here.
