@@ -123,10 +123,17 @@ def test_spec_is_windowed_with_an_icon_and_a_version_resource() -> None:
     assert "chatpad/assets/chatpad.png" in shipped and "chatpad/theme.json" in shipped
 
 
-def test_version_resource_is_built_from_chatpad_version() -> None:
-    """The spec's version resource, built here as on Windows (PyInstaller's module for it
-    needs pefile, which PyInstaller installs on Windows; the dev extra adds it elsewhere)."""
+def test_version_resource_is_built_from_chatpad_version(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spec's version resource, built here as on Windows. PyInstaller's module for it
+    imports pefile (PyInstaller's dependency on Windows; the dev extra adds it elsewhere)
+    and ``PyInstaller.compat.win32api``, which is only defined on Windows: building the
+    resource does not use it, so None stands in for it elsewhere."""
     pytest.importorskip("pefile")
+    from PyInstaller import compat
+
+    if not hasattr(compat, "win32api"):
+        monkeypatch.setattr(compat, "win32api", None, raising=False)
     functions = [node for node in _spec_tree().body if isinstance(node, ast.FunctionDef)
                  or (isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "COMPANY")]
     namespace: dict[str, object] = {"SPECPATH": str(ROOT), "ROOT": str(ROOT), "os": os,
@@ -137,8 +144,9 @@ def test_version_resource_is_built_from_chatpad_version() -> None:
     resource = namespace["version_resource"](version)  # type: ignore[operator]
     raw = resource.toRaw()
     numbers = [int(part) for part in version.split(".")] + [0]
-    assert resource.ffi.filevMS == (numbers[0] << 16) | numbers[1]
-    assert resource.ffi.filevLS == (numbers[2] << 16) | numbers[3]
+    assert resource.ffi.fileVersionMS == (numbers[0] << 16) | numbers[1]
+    assert resource.ffi.fileVersionLS == (numbers[2] << 16) | numbers[3]
+    assert resource.ffi.productVersionMS == resource.ffi.fileVersionMS
     for text in ("chatpad", version, "chatpad.exe", "chatpad chat client", "Copyright"):
         assert text.encode("utf-16-le") in raw
 
