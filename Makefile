@@ -26,7 +26,7 @@ test: install test-deps
 	$(BIN)/python -m pytest tests/libchat tests/protocol --cov=libchat --cov-branch \
 		--cov-report=term --cov-fail-under=95 $(PYTEST_ARGS)
 	$(BIN)/python -m pytest tests --ignore=tests/libchat --ignore=tests/protocol \
-		-m "not long_fault" $(PYTEST_ARGS)
+		-m "not long_fault and not exe" $(PYTEST_ARGS)
 
 # The fault suite (docs/faults.md): real chatd processes through crashes under load,
 # node loss, shutdowns, terminated database backends, resets, a reader that never reads,
@@ -95,10 +95,20 @@ test-deps: man-deps
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
 
-# chatpad: the screenshots the README shows, and the one-file executable (dist/chatpad)
-.PHONY: screenshots exe
+# chatpad: the screenshots the README shows, and the one-file executable (dist/chatpad).
+# exe-check builds it once and runs the `exe` tests on it (tests/chatpad/test_exe.py):
+# --version, a headless --self-test with its --report file, and a windowed build.
+# .ci/run calls it after `make test`, which leaves those tests out.
+.PHONY: screenshots exe exe-check
 screenshots: install
 	SDL_VIDEODRIVER=dummy SDL_AUDIODRIVER=dummy $(BIN)/python -m chatpad --screenshots docs/screenshots
 
+EXE_WORKPATH := build/pyinstaller
+
 exe: install
-	$(BIN)/pyinstaller --noconfirm --clean --distpath dist --workpath build/pyinstaller chatpad.spec
+	$(BIN)/pyinstaller --noconfirm --clean --log-level WARN --distpath dist \
+		--workpath $(EXE_WORKPATH) chatpad.spec
+
+exe-check: exe
+	CHATPAD_EXE=$(CURDIR)/dist/chatpad CHATPAD_EXE_WORKPATH=$(CURDIR)/$(EXE_WORKPATH) \
+		$(BIN)/python -m pytest tests/chatpad/test_exe.py -m exe -v $(PYTEST_ARGS)

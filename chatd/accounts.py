@@ -240,7 +240,7 @@ class Accounts:
         if user is None:
             return Reply.error(409, "username_taken", "that username is taken")
         self._users.remember(user)
-        log.info("register", user=username, user_id=user.id)
+        log.info("register.ok", user=username, user_id=user.id)
         return Reply(201, Registered(user_id=user.id, username=user.username))
 
     async def login(self, credentials: Credentials, ip: str) -> Reply:
@@ -313,7 +313,7 @@ class Accounts:
         await self._store.revoke_token(claims.jti, claims.user_id, int(claims.expires_at))
         self.revocations.add(claims.jti, claims.expires_at)
         self._news.revoked(claims.jti, int(claims.expires_at))
-        log.info("logout", user=identity.user.username, jti=claims.jti)
+        log.info("logout.ok", user=identity.user.username, jti=claims.jti)
         return Reply(204)
 
     async def refresh(self, token: str, *, rotate: bool = False) -> Reply:

@@ -17,6 +17,7 @@ from chatd.auth import KEY_FILE, KeyFileError, key_source
 from chatd.config import Config
 from chatd.datalock import DatabaseInUse, DataLock
 from chatd.files import PRIVATE_FILE, make_private_dir, open_to_others, tighten
+from chatd.observe import errors
 from chatd.observe.health import HealthMonitor
 from chatd.observe.logs import (
     LOG_FILE_NAME,
@@ -56,17 +57,23 @@ async def serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     servers: list[Server] = []  # the one Server, once built: the listener's protocols need it
     try:
+        tracker = errors.load(config.sentry_dsn, release=f"chatd@{__version__}")
+    except errors.SentryMissing as exc:
+        print(f"chatd: {exc}", file=sys.stderr)
+        return exc.status
+    try:
         tls = _tls_context(config)
     except (OSError, ssl.SSLError) as exc:
         print(f"chatd: cannot load --tls-cert {config.tls_cert} and --tls-key"
               f" {config.tls_key}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
         return 2
     try:
+        # TLS is started per connection by the server's gate (chatd.tlsgate), which
+        # first answers a plain-HTTP client with a 400 instead of a TLS alert.
         listener = await loop.create_server(
-            lambda: servers[0].net.new_protocol(),
+            lambda: servers[0].new_protocol(),
             config.host,
             config.port,
-            ssl=tls,
             backlog=config.backlog,
             reuse_port=config.reuse_port or None,
             start_serving=False,
@@ -84,14 +91,25 @@ async def serve(config: Config) -> int:
         print(f"chatd: {exc}", file=sys.stderr)
         return 2
     try:
-        return await _serve(config, listener, servers, logs)
+        if tracker is not None:
+            tracker.install()
+    except errors.ErrorTrackingUnavailable as exc:
+        listener.close()
+        logs.close()
+        print(f"chatd: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return await _serve(config, listener, servers, logs, tls)
     finally:
         listener.close()
+        if tracker is not None:
+            tracker.close()
         logs.close()
 
 
 async def _serve(
-    config: Config, listener: asyncio.base_events.Server, servers: list[Server], logs: LogHandle
+    config: Config, listener: asyncio.base_events.Server, servers: list[Server], logs: LogHandle,
+    tls: ssl.SSLContext | None,
 ) -> int:
     make_private_dir(config.data_dir)
     metrics = Metrics()
@@ -107,7 +125,7 @@ async def _serve(
             log.error("server.refused", reason=Trusted(str(exc)))
             return 2
     try:
-        return await _serve_store(config, listener, servers, logs, store, metrics, health)
+        return await _serve_store(config, listener, servers, logs, store, metrics, health, tls)
     finally:
         if lock is not None:
             lock.release()
@@ -121,6 +139,7 @@ async def _serve_store(
     store: Store,
     metrics: Metrics,
     health: HealthMonitor,
+    tls: ssl.SSLContext | None,
 ) -> int:
     _secure_files(config, store)
     try:
@@ -148,7 +167,7 @@ async def _serve_store(
         log.error("server.refused", reason=str(exc))
         await store.close()
         return 2
-    server = Server(config, store, keyring, keys.load, metrics=metrics, health=health)
+    server = Server(config, store, keyring, keys.load, metrics=metrics, health=health, tls=tls)
     servers.append(server)
     try:
         port = await server.start(listener)

@@ -62,10 +62,6 @@ class CanaryFailed(Exception):
     """The canary did not make it (or may not try yet): why, in one line."""
 
 
-def _ssl_context(url: SplitResult) -> ssl.SSLContext | None:
-    return ssl.create_default_context() if url.scheme == "https" else None
-
-
 class _CanaryFile:
     """The canary file: the two passwords and, after a refused login, whose and when.
 
@@ -137,13 +133,11 @@ def _clock(at: float) -> str:
 class _User:
     """One canary account: libchat's asyncio client (a session) signed in as ``name``."""
 
-    def __init__(self, name: str, url: SplitResult) -> None:
+    def __init__(self, name: str, url: SplitResult, tls: ssl.SSLContext | None) -> None:
         self.name = name
         port = url.port or (443 if url.scheme == "https" else 80)
         config = SessionConfig(host=url.netloc, hello_protocol=HELLO_PROTOCOL)
-        self.client = AsyncClient(
-            url.hostname or "127.0.0.1", port, ssl=_ssl_context(url), config=config
-        )
+        self.client = AsyncClient(url.hostname or "127.0.0.1", port, ssl=tls, config=config)
 
     async def sign_in(self, credentials: Credentials, *, register: bool) -> SignInFailed | None:
         """Log in (registering first with ``register``): None once signed in, else why
@@ -225,7 +219,8 @@ async def _account_state(db_url: str | None, name: str) -> str | None:
 
 
 async def _canary_user(
-    url: SplitResult, name: str, canary: _CanaryFile, db_url: str | None
+    url: SplitResult, tls: ssl.SSLContext | None, name: str, canary: _CanaryFile,
+    db_url: str | None,
 ) -> _User:
     """Sign in; register first when the account does not exist yet. A disabled account
     is not tried at all when the database says so; a refused login starts the pause."""
@@ -233,7 +228,7 @@ async def _canary_user(
     if state == "disabled":
         raise CanaryFailed(f"{name} is disabled: `chatd user enable {name}`")
     credentials = Credentials(username=name, password=canary.passwords[name])
-    user = _User(name, url)
+    user = _User(name, url, tls)
     try:
         if not canary.fresh and state != "missing":
             failed = await user.sign_in(credentials, register=False)
@@ -288,13 +283,19 @@ async def _round_trip(a: _User, b: _User) -> float:
             return time.perf_counter() - sent
 
 
-async def run_canary(base: str, path: Path, timeout: float, db_url: str | None) -> float:
+async def run_canary(
+    base: str, path: Path, timeout: float, db_url: str | None,
+    tls: ssl.SSLContext | None = None,
+) -> float:
     """Sign in both canary accounts on ``base``, send a -> b: seconds from send to push.
+    ``tls`` verifies an ``https://`` server (default: the system's trust store).
 
     Raises:
         CanaryFailed: it did not make it within ``timeout`` seconds, or is paused.
     """
     url = urlsplit(base)
+    if url.scheme == "https" and tls is None:
+        tls = ssl.create_default_context()
     canary = _CanaryFile(path)
     canary.check_pause(time.time())
     users: list[_User] = []
@@ -303,7 +304,7 @@ async def run_canary(base: str, path: Path, timeout: float, db_url: str | None) 
     async def steps() -> float:
         nonlocal phase
         for name in CANARY_USERS:
-            users.append(await _canary_user(url, name, canary, db_url))
+            users.append(await _canary_user(url, tls, name, canary, db_url))
         phase = "opening the WebSockets"
         for user in users:
             await user.expect(Connected, "the welcome")

@@ -32,7 +32,18 @@ def _add_version(parser: argparse.ArgumentParser) -> None:
 
 def _add_log_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-dir", type=Path, metavar="DIR",
-                        help="where the audit line goes: DIR/chatd.log (default ./logs)")
+                        help="where the audit line goes: DIR/chatd.log (default: the"
+                        " server's, from --config; else ./logs)")
+
+
+def _add_admin_config(parser: argparse.ArgumentParser) -> None:
+    from chatd.config import DEFAULT_CONFIG_FILE
+
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="the server's TOML file: its data_dir, db, log_dir and"
+                        " token_key_file are the defaults of these flags (default"
+                        f" {DEFAULT_CONFIG_FILE} when it exists and neither --data-dir"
+                        " nor --db is given)")
 
 
 def _add_token_key_file(parser: argparse.ArgumentParser) -> None:
@@ -72,14 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
         group: argparse._SubParsersAction[argparse.ArgumentParser], name: str, action: str,
         help: str, *, store: bool = True,
     ) -> argparse.ArgumentParser:
-        """A subcommand; those that touch the database take --data-dir, --db and
-        --log-dir (each run leaves an audit line in the log)."""
+        """A subcommand; those that touch the database take --data-dir, --db,
+        --log-dir (each run leaves an audit line in the log) and --config (the
+        server's file, for their defaults)."""
         sub = group.add_parser(name, help=help, description=help)
         sub.set_defaults(action=action)
         _add_version(sub)
         if store:
             add_store_flags(sub)
             _add_log_dir(sub)
+            _add_admin_config(sub)
         return sub
 
     user = commands.add_parser("user", help="manage accounts", description="Manage accounts.")
@@ -155,7 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "ask a running server's /healthz (exit 0 ok, 1 degraded, 2 down)",
                      store=False)
     health.add_argument("--url", default=DEFAULT_HEALTH_URL,
-                        help=f"the server's base URL (default {DEFAULT_HEALTH_URL})")
+                        help=f"the server's base URL (default {DEFAULT_HEALTH_URL});"
+                        " https://, or the clients' wss://HOST:PORT/v1/ws, for TLS")
+    health.add_argument("--cacert", type=Path, metavar="FILE",
+                        help="trust only this PEM certificate (the server's self-signed"
+                        " one, or its CA) for https://, instead of the system's")
     health.add_argument("--canary", action="store_true",
                         help="also send a message between two canary accounts and time it")
     health.add_argument("--canary-file", type=Path, metavar="FILE",

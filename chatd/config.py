@@ -10,12 +10,21 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Any, Final
 
 import attrs
 
 from chatd.store.factory import check_db_url
+
+# Where a packaged install keeps the server's settings: the admin commands read it when
+# neither --config nor --data-dir/--db says where the server is (chatd serve reads only
+# the file --config names).
+DEFAULT_CONFIG_FILE: Final = Path("/etc/chatd/chatd.toml")
+# What the admin commands take from the server's file: where its data, database, log
+# and token keys are.
+ADMIN_SETTINGS: Final = ("data_dir", "db", "log_dir", "token_key_file")
 
 
 @attrs.frozen(kw_only=True)
@@ -49,6 +58,7 @@ class Config:
     slow_reader_timeout: float = 10.0  # seconds a paused (full) socket may stay paused
     refresh_grace: float = 60.0  # seconds a token retired by a rotating refresh still works
     token_key_file: Path | None = None  # the token keyring; None: data dir or database
+    sentry_dsn: str | None = None  # send error events to Sentry (sentry-sdk must be installed)
 
     @property
     def db_url(self) -> str:
@@ -120,6 +130,8 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         help="a token retired by a rotating refresh works this long more (default 60)")
     add("--token-key-file", type=Path, metavar="FILE",
         help="read the token keyring from FILE, not the data dir or database")
+    add("--sentry-dsn", metavar="DSN",
+        help="send error events to Sentry at DSN (needs sentry-sdk: the sentry extra)")
 
 
 def add_store_flags(parser: argparse.ArgumentParser) -> None:
@@ -156,6 +168,36 @@ def load_config(args: argparse.Namespace) -> Config:
             values[name] = flag
             from_file.pop(name, None)
     return _build(values, from_file)
+
+
+def apply_server_config(args: argparse.Namespace) -> Path | None:
+    """For the admin commands: fill ``--data-dir``, ``--db``, ``--log-dir`` and
+    ``--token-key-file`` left out on the command line from the server's TOML file (the
+    one ``--config`` names, else :data:`DEFAULT_CONFIG_FILE` when it exists and neither
+    ``--data-dir`` nor ``--db`` is given), so they work on the server's database and
+    audit beside its log. The whole file is checked as ``serve`` checks it.
+
+    Returns:
+        The file read, or None.
+
+    Raises:
+        ValueError: the file cannot be read or holds a bad setting (one line).
+    """
+    path: Path | None = getattr(args, "config", None)
+    if path is None and getattr(args, "data_dir", None) is None and (
+        getattr(args, "db", None) is None
+    ) and DEFAULT_CONFIG_FILE.is_file():
+        path = DEFAULT_CONFIG_FILE
+    if path is None:
+        return None
+    server = argparse.Namespace(config=path)
+    for name in ADMIN_SETTINGS:
+        setattr(server, name, getattr(args, name, None))
+    config = load_config(server)
+    for name in ADMIN_SETTINGS:
+        if getattr(args, name, None) is None:
+            setattr(args, name, getattr(config, name))
+    return path
 
 
 def _read_toml(path: Path) -> dict[str, tuple[str, Any]]:
@@ -202,7 +244,7 @@ _FLOATS: Final = {
 }
 _CHOICES: Final = {"sync": ("full", "normal"), "registration": ("open", "closed")}
 _BOOLS: Final = ("log_stderr", "presence", "reuse_port")
-_STRINGS: Final = ("host", "db", "metrics_listen")
+_STRINGS: Final = ("host", "db", "metrics_listen", "sentry_dsn")
 _PATHS: Final = ("data_dir", "log_dir", "tls_cert", "tls_key", "token_key_file")
 _LISTS: Final = ("allowed_origins", "trusted_ips")
 
@@ -234,12 +276,21 @@ def _build(values: dict[str, Any], from_file: dict[str, str] | None = None) -> C
         if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
             listen = config.metrics_listen
             raise ValueError(f"{where('metrics_listen')}: {listen!r} is not ADDR:PORT")
+    if config.sentry_dsn is not None and not _is_dsn(config.sentry_dsn):
+        # The DSN holds the project's key: not repeated in the message.
+        raise ValueError(f"{where('sentry_dsn')} is not a DSN like https://KEY@HOST/PROJECT")
     if config.db is not None:
         try:
             check_db_url(config.db)
         except ValueError as exc:
             raise ValueError(f"{where('db')}: {exc}") from None
     return config
+
+
+def _is_dsn(dsn: str) -> bool:
+    parts = urllib.parse.urlsplit(dsn)
+    return (parts.scheme in ("http", "https") and bool(parts.username)
+            and bool(parts.hostname) and parts.path.strip("/") != "")
 
 
 def _checked(name: str, value: Any, where: str) -> Any:

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from chatd.accounts import Accounts, Unauthorized
+from chatd.observe.context import set_user
 from chatd.observe.health import HealthMonitor
 from chatd.observe.logs import EventLogger
 from chatd.observe.metrics import Metrics
 from chatd.reply import UNAUTHORIZED, Reply
-from chatd.store import Store, StoreError, StoreUnavailable
+from chatd.store import Store, StoreError, StoreUnavailable, User
 from chatd.users import UserDirectory
 from libchat import events as ev
 from libchat import limits
@@ -78,6 +79,12 @@ class HttpApi:
             self._refuse_token(ip, type(request).__name__)
         return reply
 
+    async def _me(self, token: str) -> User:
+        """The token's user, also named in the error events of this request."""
+        me = (await self._accounts.authenticate(token)).user
+        set_user(me.id)
+        return me
+
     def _refuse_token(self, ip: str, op: str) -> None:
         self._metrics.refusals.record(log, "token.refused", key=ip, level=logging.INFO,
                                       ip=ip, op=op)
@@ -94,20 +101,20 @@ class HttpApi:
             case ev.RefreshRequest(token=token, rotate=rotate):
                 return await accounts.refresh(token, rotate=rotate)
             case ev.UserSearchRequest(token=token, prefix=prefix):
-                me = (await accounts.authenticate(token)).user
+                me = await self._me(token)
                 names = await self._store.search_users(
                     prefix.lower(), me.username, limits.MAX_USERS_PER_SEARCH
                 )
                 return Reply(200, UserList(users=[UserEntry(username=n) for n in names]))
             case ev.ConversationsRequest(token=token):
-                me = (await accounts.authenticate(token)).user
+                me = await self._me(token)
                 rows = await self._store.conversations(me.id)
                 return Reply(200, ConversationList(conversations=[
                     Conversation(peer=peer, last_message=last, unread=unread)
                     for peer, last, unread in rows
                 ]))
             case ev.HistoryRequest(token=token, peer=peer_name, before=before, limit=limit):
-                me = (await accounts.authenticate(token)).user
+                me = await self._me(token)
                 peer = await self._users.by_name(peer_name)
                 if peer is None:
                     return Reply.error(404, "unknown_user", f"no user {peer_name!r}")
@@ -137,6 +144,8 @@ class HttpApi:
     async def check_upgrade(self, request: ev.UpgradeRequest, ip: str) -> Reply | None:
         """None to accept the upgrade, else the refusal."""
         if request.origin is not None and request.origin not in self._config.allowed_origins:
+            self._metrics.refusals.record(log, "origin.refused", key=ip, ip=ip,
+                                          origin=request.origin)
             return Reply.error(403, "origin_not_allowed", "this Origin may not open a WebSocket")
         if request.token is not None:
             try:

@@ -27,6 +27,7 @@ from chatd.accounts import Identity
 from chatd.admission import Admission, address_key
 from chatd.http import HttpApi
 from chatd.hub import Hub
+from chatd.observe.context import CURRENT, RequestContext
 from chatd.observe.logs import EventLogger
 from chatd.observe.metrics import Metrics
 from chatd.reply import Reply
@@ -40,6 +41,10 @@ log = EventLogger(logging.getLogger(__name__))
 # The request events the HTTP API answers (an upgrade goes through the hub's checks).
 _HTTP_EVENTS = tuple(kind for kind in routes.LABELS if kind is not ev.UpgradeRequest)
 UPGRADE_ROUTE = routes.LABELS[ev.UpgradeRequest]
+# How an error event names the request it happened in: "POST /v1/login".
+_ROUTE_NAMES: dict[type, str] = {
+    event: f"{method.decode()} {path}" for path, method, _, event in routes.TABLE
+}
 _ids = itertools.count(1)
 # What a socket over a budget gets before it is closed: no request of its is read.
 _REFUSAL_BODY = (
@@ -111,7 +116,7 @@ class Connections:
                 try:
                     proto.flush()
                 except Exception:  # a bug: it must cost that connection, never the others
-                    log.exception("connection.flush_failed", conn_id=proto.conn_id)
+                    log.exception("connection.flush_failed", context=proto.context)
                     if proto.transport is not None:
                         proto.transport.abort()
 
@@ -182,6 +187,7 @@ class ChatProtocol(asyncio.Protocol):
         self._cause: str | None = None  # why it ended, when the close event cannot say
         self._refused = False  # over a budget: answered 503, never counted
         self._admitted = False  # counted by the server's Admission until _finish
+        self.context = RequestContext(self.conn_id, "")  # what its error events say
 
     # --- asyncio.Protocol ---------------------------------------------------------------
 
@@ -192,6 +198,7 @@ class ChatProtocol(asyncio.Protocol):
             self.peer_ip = str(peername[0])
             self.peer = f"{peername[0]}:{peername[1]}"
         self.peer_key = address_key(self.peer_ip)
+        self.context.peer_ip = self.peer_ip
         refused = self.connections.admission.accept(self.peer_ip, self.peer_key, self)
         if refused is not None:
             self._refuse(refused)
@@ -206,14 +213,23 @@ class ChatProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        self._handle(self.conn.receive_data(data, self.loop.time()))
-        self.flush()
+        # Current while the input is handled, and in every task it starts.
+        token = CURRENT.set(self.context)
+        try:
+            self._handle(self.conn.receive_data(data, self.loop.time()))
+            self.flush()
+        finally:
+            CURRENT.reset(token)
 
     def eof_received(self) -> bool | None:
         if self._refused:
             return None
-        self._handle(self.conn.receive_eof(self.loop.time()))
-        self.flush()
+        token = CURRENT.set(self.context)
+        try:
+            self._handle(self.conn.receive_eof(self.loop.time()))
+            self.flush()
+        finally:
+            CURRENT.reset(token)
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -221,9 +237,13 @@ class ChatProtocol(asyncio.Protocol):
             return
         if exc is not None and self._cause is None:
             self._cause = "reset" if isinstance(exc, ConnectionResetError) else type(exc).__name__
-        if not self.conn.is_closed:
-            self._handle(self.conn.receive_eof(self.loop.time()))
-        self._finish()
+        token = CURRENT.set(self.context)
+        try:
+            if not self.conn.is_closed:
+                self._handle(self.conn.receive_eof(self.loop.time()))
+            self._finish()
+        finally:
+            CURRENT.reset(token)
 
     def pause_writing(self) -> None:
         self._paused_since = self.loop.time()
@@ -269,6 +289,7 @@ class ChatProtocol(asyncio.Protocol):
             self.connections.hub.receive(self, frames)
 
     async def _answer(self, request: object) -> None:
+        CURRENT.set(self.context.with_route(_ROUTE_NAMES[type(request)]))  # this task's own
         reply = await self.connections.api.handle(request, self.peer_ip)
         self._count_request(routes.LABELS[type(request)], reply.status)
         self.respond(reply)
@@ -293,8 +314,13 @@ class ChatProtocol(asyncio.Protocol):
             self.connections.spawn(self._upgrade(request))
 
     async def _upgrade(self, request: ev.UpgradeRequest) -> None:
+        self.context.route = _ROUTE_NAMES[ev.UpgradeRequest]  # a WebSocket's, from now on
+        CURRENT.set(self.context)
         reply = await self.connections.api.check_upgrade(request, self.peer_ip)
         if reply is not None:
+            if isinstance(reply.body, protocol.ErrorBody):
+                reason = reply.body.error.code
+                self.connections.metrics.upgrades_refused_total.labels(reason).inc()
             self._count_request(UPGRADE_ROUTE, reply.status)
             self.respond(reply)
             return
@@ -328,6 +354,7 @@ class ChatProtocol(asyncio.Protocol):
     def signed_in(self, identity: Identity) -> None:
         """The hub accepted this connection's hello: it leaves the anonymous budgets."""
         self.identity = identity
+        self.context.user_id = identity.user.id
         if self._admitted:
             self.connections.admission.signed_in(self.peer_key, self)
 
@@ -411,9 +438,13 @@ class ChatProtocol(asyncio.Protocol):
         self._timer_at = None
         now = self.loop.time()
         deadline = self.conn.next_deadline()
-        if deadline is not None and deadline <= now:
-            self._handle(self.conn.handle_timer(now))
-        self.flush()
+        token = CURRENT.set(self.context)
+        try:
+            if deadline is not None and deadline <= now:
+                self._handle(self.conn.handle_timer(now))
+            self.flush()
+        finally:
+            CURRENT.reset(token)
 
     def evict(self) -> None:
         """An anonymous socket making room for a newcomer from a less crowded address

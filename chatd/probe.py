@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ssl
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -31,6 +32,8 @@ __all__ = ["CANARY_USERS", "check_health"]
 EXIT_OK: Final = 0
 EXIT_DEGRADED: Final = 1
 EXIT_DOWN: Final = 2
+WS_PATH: Final = "/v1/ws"
+_SCHEMES: Final = {"wss": "https", "ws": "http"}
 
 
 class ProbeFailed(Exception):
@@ -38,11 +41,18 @@ class ProbeFailed(Exception):
 
 
 def check_health(args: argparse.Namespace) -> int:
-    """Run ``chatd health``: print the summary line, return 0 ok, 1 degraded, 2 down."""
-    base = args.url.rstrip("/")
+    """Run ``chatd health``: print the summary line, return 0 ok, 1 degraded, 2 down
+    (and 2, with a ``chatd:`` line on stderr, for a ``--cacert`` that cannot be used)."""
+    base = _base_url(args.url)
     timeout: float = args.timeout
     try:
-        http_status, health = _get_health(base, timeout)
+        tls = _ssl_context(urlsplit(base), getattr(args, "cacert", None))
+    except (OSError, ssl.SSLError) as exc:
+        print(f"chatd: cannot load --cacert {args.cacert}:"
+              f" {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return EXIT_DOWN
+    try:
+        http_status, health = _get_health(base, timeout, tls)
     except ProbeFailed as exc:
         return _report("DOWN", str(exc), EXIT_DOWN)
     summary = (
@@ -54,7 +64,7 @@ def check_health(args: argparse.Namespace) -> int:
     if args.canary:
         path = args.canary_file if args.canary_file is not None else DEFAULT_CANARY_FILE
         try:
-            rtt = asyncio.run(run_canary(base, path, timeout, _db_url(args)))
+            rtt = asyncio.run(run_canary(base, path, timeout, _db_url(args), tls))
         except CanaryFailed as exc:
             return _report("DOWN", f"canary failed: {exc}; {summary}", EXIT_DOWN)
         summary += f" canary_rtt={rtt * 1000:.1f}ms"
@@ -78,17 +88,39 @@ def _report(state: str, text: str, status: int) -> int:
     return status
 
 
-def _ssl_context(url: SplitResult) -> ssl.SSLContext | None:
-    return ssl.create_default_context() if url.scheme == "https" else None
+def _base_url(url: str) -> str:
+    """``--url`` as the server's base URL: the WebSocket forms (``wss://host:port`` or
+    ``wss://host:port/v1/ws``, as a client is configured) name the same server as
+    ``https://host:port``, and ``ws://`` as ``http://``."""
+    parts = urlsplit(url.strip())
+    scheme = _SCHEMES.get(parts.scheme.lower(), parts.scheme.lower())
+    path = parts.path.rstrip("/")
+    if path.endswith(WS_PATH):
+        path = path[: -len(WS_PATH)]
+    return parts._replace(scheme=scheme, path=path, query="", fragment="").geturl()
 
 
-def _get_health(base: str, timeout: float) -> tuple[int, Health]:
+def _ssl_context(url: SplitResult, cacert: Path | None) -> ssl.SSLContext | None:
+    """For ``https://``: the system's trust store, or only ``cacert`` (a PEM file of the
+    server's own certificate or of the CA that signed it) when given. None for http.
+
+    Raises:
+        OSError, ssl.SSLError: ``cacert`` cannot be read or holds no certificate.
+    """
+    if url.scheme != "https":
+        return None
+    if cacert is None:
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=str(cacert))
+
+
+def _get_health(base: str, timeout: float, tls: ssl.SSLContext | None) -> tuple[int, Health]:
     url = urlsplit(base)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise ProbeFailed(f"bad --url {base!r}: use http://host:port or https://host:port")
     request = urllib.request.Request(base + "/healthz", headers={"Accept": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout, context=_ssl_context(url)) as reply:
+        with urllib.request.urlopen(request, timeout=timeout, context=tls) as reply:
             status, data = reply.status, reply.read()
     except urllib.error.HTTPError as exc:
         status, data = exc.code, exc.read()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ from chatd.auth import (
     RevocationCache,
     Tokens,
 )
-from chatd.bus import Bus, PostgresBus, channel_for
+from chatd.bus import PostgresBus, channel_for
 from chatd.config import Config
 from chatd.http import HttpApi
 from chatd.hub import Hub, Publisher, Sessions
@@ -34,6 +35,8 @@ from chatd.observe.logs import EventLogger
 from chatd.observe.metrics import Metrics
 from chatd.store import Store, StoreError, StoreUnavailable
 from chatd.store.factory import schema_from_url
+from chatd.store.postgres import PostgresStore
+from chatd.tlsgate import TlsGates
 from chatd.turn import LoopTurn
 from chatd.users import UserDirectory
 from libchat import limits
@@ -64,6 +67,7 @@ class Server:
     def __init__(
         self, config: Config, store: Store, keys: bytes | Keyring,
         load_keys: KeyringLoader | None = None, *, metrics: Metrics, health: HealthMonitor,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -82,7 +86,12 @@ class Server:
         self.users = UserDirectory(store)
         self.revocations = RevocationCache()
         # made before the accounts, which tell the sessions of each token that dies here
-        publisher = Publisher(self._bus())
+        bus = self._bus()
+        if bus is not None:
+            self.metrics.watch_bus(bus)
+        if isinstance(store, PostgresStore):
+            self.metrics.watch_pool(store.pool_stats)
+        publisher = Publisher(bus)
         sessions = Sessions(self.revocations, self.users, self.metrics, publisher.publish)
         self.accounts = Accounts(
             store,
@@ -108,11 +117,12 @@ class Server:
         )
         self.net = Connections(self.loop, self.turn, self.hub, self.api, self.admission,
                                self.metrics, self.spawn)
+        self.tls_gates = None if tls is None else TlsGates(tls, self.metrics)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listener: asyncio.base_events.Server | None = None
         self._metrics_server: WSGIServer | None = None  # --metrics-listen's, in a thread
 
-    def _bus(self) -> Bus | None:
+    def _bus(self) -> PostgresBus | None:
         """Several nodes share a PostgreSQL database and hear each other over it."""
         url = self.config.db_url
         if url.startswith(("postgresql://", "postgres://")):
@@ -123,6 +133,13 @@ class Server:
         """Another process says it changed users, tokens or keys (or the bus lost such
         notices): poll at once."""
         self._changes_announced.set()
+
+    def new_protocol(self) -> asyncio.Protocol:
+        """The protocol factory of the listener: the chat protocol, behind the TLS
+        gate with ``--tls-cert``."""
+        if self.tls_gates is None:
+            return self.net.new_protocol()
+        return self.tls_gates.new_protocol(self.net.new_protocol)
 
     def _websocket_count(self) -> int:
         return self.net.websockets
@@ -135,7 +152,7 @@ class Server:
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.logger.error("task.failed", exc_info=task.exception())
+            log.exception("task.failed", exc_info=task.exception())
 
     # --- lifecycle --------------------------------------------------------------------
 

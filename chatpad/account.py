@@ -131,7 +131,7 @@ class Account:
         self.history.post_conversations()
 
     def mark_read(self, peer: str, up_to: int, now: float) -> None:
-        self.history.mark_read(peer)
+        self.history.mark_read(peer, up_to)
         self.session.mark_read(peer, up_to, now)  # kept until connected
 
     def search(self, prefix: str, now: float) -> None:

@@ -78,6 +78,8 @@ class App:
         pygame.display.init()
         pygame.font.init()
         pygame.display.set_caption("chatpad")
+        pygame.display.set_icon(
+            pygame.image.load(resources.files("chatpad") / "assets/chatpad.png"))
         self.config = config
         self.screen = pygame.display.set_mode(config.size, pygame.RESIZABLE)
         self.window = _display_window()

@@ -28,7 +28,7 @@ __all__ = ["SCREENS", "tour"]
 
 SCREENS = ("sign-in", "sign-in-error", "conversations", "conversation", "reconnecting",
            "new-messages", "notification", "search", "settings",
-           "conversation-dark", "conversations-dark", "keys")
+           "conversation-dark", "conversations-dark", "keys", "large-text")
 
 _CHAT = [
     ("bob", "Hey Alice! Are we still on for the climbing gym tonight? 🧗"),
@@ -220,6 +220,10 @@ def tour(out_dir: Path | None = None, size: tuple[int, int] = (960, 680)) -> lis
         shot("conversations-dark")
         app.help_shown = True
         shot("keys")
+        app.help_shown = False  # the light theme again, with the text at 150 %
+        app.set_preferences(attrs.evolve(app.preferences, theme="light", font_scale=1.5))
+        app.open_conversation("bob")
+        shot("large-text")
     finally:
         app.close()
     return done

@@ -41,9 +41,8 @@ class History:
         seq = -1 if item.seq is None else item.seq
         if old is not None and old.seq > seq >= 0:
             return  # an older message arrived late
+        # counted in the open conversation too: only its read mark says it was seen
         count = (old.unread if old is not None else 0) + (1 if unread else 0)
-        if unread and item.peer == self.open_peer:
-            count = old.unread if old is not None else 0  # the UI marks it read
         self.store.put_summary(Summary(peer=item.peer, preview=_preview(item.body),
                                        ts=item.ts, seq=seq, unread=count, mine=item.mine))
 
@@ -60,10 +59,15 @@ class History:
                 mine=last.sender == self.me))
         self.post_conversations()
 
-    def mark_read(self, peer: str) -> None:
+    def mark_read(self, peer: str, up_to: int) -> None:
+        """Read up to seq ``up_to``: what came after it stays unread."""
         old = self.store.summary(peer)
-        if old is not None and old.unread:
-            self.store.put_summary(attrs.evolve(old, unread=0))
+        if old is None or not old.unread:
+            return
+        left = 0 if up_to >= old.seq else min(old.unread,
+                                                self.store.unread_after(self.me, peer, up_to))
+        if left != old.unread:
+            self.store.put_summary(attrs.evolve(old, unread=left))
             self.post_conversations()
 
     # --- pages ---------------------------------------------------------------------------

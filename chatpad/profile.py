@@ -20,10 +20,17 @@ import platformdirs
 
 from chatpad.files import make_private_dir
 
-__all__ = ["Profile", "Session", "parse_server"]
+__all__ = ["Profile", "Session", "data_root", "parse_server"]
 
 PROFILE_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
+
+
+def data_root() -> Path:
+    """The folder of the profiles (and of ``chatpad.log``): ``$CHATPAD_HOME``, or the
+    platform's user data folder."""
+    home = os.environ.get("CHATPAD_HOME")
+    return Path(home) if home else Path(platformdirs.user_data_dir("chatpad", False))
 
 @attrs.frozen(kw_only=True)
 class Session:
@@ -48,8 +55,7 @@ class Profile:
         if PROFILE_NAME_RE.fullmatch(name) is None:
             raise ValueError("a profile name is 1..64 of A-Z a-z 0-9 _ . -")
         if root is None:
-            home = os.environ.get("CHATPAD_HOME")
-            root = Path(home) if home else Path(platformdirs.user_data_dir("chatpad", False))
+            root = data_root()
         return cls(root / name)
 
     @property

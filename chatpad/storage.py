@@ -193,6 +193,12 @@ class LocalStore:
                 self.upsert(item)
         return changed
 
+    def unread_after(self, me: str, peer: str, up_to: int) -> int:
+        """How many stored messages from ``peer`` came after seq ``up_to``."""
+        return int(self.db.execute(
+            "SELECT COUNT(*) FROM messages WHERE peer = ? AND sender <> ? AND seq > ?",
+            (peer, me, up_to)).fetchone()[0])
+
     def page(self, peer: str, before: int | None, limit: int) -> list[ChatItem]:
         """Up to ``limit`` stored messages before seq ``before``, oldest first; with no
         ``before`` the newest ones plus every queued message."""

@@ -1,8 +1,10 @@
 """The operators' subcommands of ``chatd`` (everything but ``serve``).
 
-Each one opens the database named by ``--data-dir``/``--db`` with the same store the
-server uses, does one thing and exits; they are safe to run while a server runs on the
-same database (SQLite's WAL and busy timeout, or PostgreSQL). A running server sees
+Each one opens the database named by ``--data-dir``/``--db`` (by default the server's,
+from the TOML file ``--config`` names or ``/etc/chatd/chatd.toml``: see
+:func:`chatd.config.apply_server_config`) with the same store the server uses, does one
+thing and exits; they are safe to run while a server runs on the same database
+(SQLite's WAL and busy timeout, or PostgreSQL). A running server sees
 their user changes at once (a key file within 2 s): on SQLite its writer connection
 notices another connection's commit, on PostgreSQL the store NOTIFYs the nodes.
 
@@ -29,6 +31,7 @@ from chatd.admin import data, keys, limits, users
 from chatd.admin.audit import audit, configure_audit_log
 from chatd.admin.common import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, AdminError
 from chatd.admin.users import read_password
+from chatd.config import apply_server_config
 from chatd.store import SchemaMismatch, StoreError
 
 __all__ = ["EXIT_NOT_FOUND", "EXIT_OK", "EXIT_USAGE", "AdminError", "read_password", "run"]
@@ -38,6 +41,12 @@ def run(args: argparse.Namespace) -> int:
     """Run the subcommand chosen by ``args.action``; returns the exit status."""
     handler = _HANDLERS[args.action]
     close_log = None
+    if args.action != "health":
+        try:
+            apply_server_config(args)
+        except ValueError as exc:  # no audit line: where it would go is unknown
+            print(f"chatd: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         if args.action != "health":
             close_log = configure_audit_log(args)

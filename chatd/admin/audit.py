@@ -1,5 +1,7 @@
 """The audit log: every subcommand that touches the database leaves an ``admin.*`` line
-in ``<log-dir>/chatd.log``, beside the server's."""
+in ``<log-dir>/chatd.log``, beside the server's: ``--log-dir``, else the server's
+``log_dir`` from its TOML file (``--config``, see :func:`chatd.config.apply_server_config`),
+else ``./logs``."""
 
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from typing import Any, Final, Protocol
 
 from chatd.auth.keyring import KEY_BYTES, KeyFileError, Keyring
 from chatd.files import fsync_dir, make_private_dir, replace_durably
+from chatd.observe.logs import EventLogger
 
 __all__ = [
     "KEY_FILE",
@@ -41,7 +42,7 @@ __all__ = [
     "write_keyring",
 ]
 
-log = logging.getLogger(__name__)
+log = EventLogger(logging.getLogger(__name__))
 
 KEY_FILE: Final = "token.key"  # the data directory's key file (SQLite, or PostgreSQL's first key)
 MAX_KEY_FILE_BYTES = 64 * 1024  # a keyring of MAX_KEYS keys is a few KiB
@@ -80,9 +81,14 @@ def create_key_file(path: Path) -> None:
         except FileExistsError:
             return  # another process created it first: use theirs
         fsync_dir(path.parent)
-        log.info("created token key file %s", path)
+        log.info("keys.file_created", path=path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _warn_open(path: Path, mode: int) -> None:
+    log.warning("file.mode_open", path=path, mode=oct(mode),
+                hint="anyone who reads the token key file can forge tokens: chmod 600 it")
 
 
 def _read_key(path: Path) -> bytes:
@@ -92,11 +98,7 @@ def _read_key(path: Path) -> bytes:
     if len(key) != KEY_BYTES:
         raise KeyFileError(f"{path} holds {len(key)} bytes, expected {KEY_BYTES}")
     if stat.S_IMODE(mode) & 0o077:
-        log.warning(
-            "token key file %s has mode %o: anyone who reads it can forge tokens; chmod 600 it",
-            path,
-            stat.S_IMODE(mode),
-        )
+        _warn_open(path, stat.S_IMODE(mode))
     return key
 
 
@@ -167,11 +169,7 @@ def read_keyring(path: Path) -> Keyring:
     except KeyFileError as exc:
         raise KeyFileError(f"token key file {path}: {exc}") from None
     if mode & 0o077:
-        log.warning(
-            "token key file %s has mode %o: anyone who reads it can forge tokens; chmod 600 it",
-            path,
-            mode,
-        )
+        _warn_open(path, mode)
     return keyring
 
 

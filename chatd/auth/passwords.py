@@ -14,9 +14,11 @@ import attrs
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from chatd.observe.logs import EventLogger
+
 __all__ = ["MAX_HASHES_QUEUED", "OWASP_FLOOR", "HashParams", "Passwords", "PasswordsBusy"]
 
-log = logging.getLogger(__name__)
+log = EventLogger(logging.getLogger(__name__))
 T = TypeVar("T")
 
 # Hashes and verifications queued for the argon2 threads at most (each ~20-50 ms on one
@@ -121,5 +123,6 @@ class Passwords:
         except VerifyMismatchError:
             return False
         except (VerificationError, InvalidHashError):
-            log.warning("a stored password hash is not a valid argon2 hash")
+            log.warning("password.hash_invalid",
+                        hint="a stored password hash is not a valid argon2 hash")
             return False

@@ -18,6 +18,7 @@ import attrs
 import jwt
 
 from chatd.auth.keyring import IAT_SKEW, Keyring
+from chatd.observe.logs import EventLogger
 
 __all__ = [
     "Claims",
@@ -28,7 +29,7 @@ __all__ = [
     "UnknownKey",
 ]
 
-log = logging.getLogger(__name__)
+log = EventLogger(logging.getLogger(__name__))
 
 ALGORITHM = "HS256"  # the only algorithm accepted: pinned against alg=none and key confusion
 KEY_RELOAD_INTERVAL = 1.0  # seconds between keyring reloads caused by an unknown kid
@@ -195,8 +196,8 @@ class Tokens:
         finally:
             self._reloading = None
         if changed:
-            log.info("token keyring reloaded: %d keys, signing with %s",
-                     len(self.keyring.keys), self.keyring.signing.kid)
+            log.info("keys.reloaded", keys=len(self.keyring.keys),
+                     signing_kid=self.keyring.signing.kid)
         return changed
 
 

@@ -60,7 +60,13 @@ class PostgresBus:
         self.channel = channel
         self.node_id = node_id or uuid.uuid4().hex[:12]
         self.on_resync: Callable[[], None] | None = None  # given to start()
-        self.reconnects = 0  # listener reconnects since start, for metrics and tests
+        # Counters for metrics (chatd_bus_*) and tests.
+        self.reconnects = 0  # listener reconnects since start
+        self.published = 0  # notifications sent
+        self.publish_failures = 0  # events lost: publishing failed twice
+        self.received = 0  # notifications of the other nodes handled
+        self.invalid = 0  # notifications that could not be decoded
+        self.listening = False  # the listening connection is up
         self._handler: Callable[[BusEvent], None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._publisher: psycopg.AsyncConnection[Any] | None = None
@@ -87,6 +93,7 @@ class PostgresBus:
         self._handler = handler
         self.on_resync = on_resync
         conn = await self._listen()
+        self.listening = True
         self._listener = asyncio.create_task(self._listen_loop(conn), name="chatd-bus-listener")
 
     async def publish(self, event: BusEvent) -> None:
@@ -102,10 +109,12 @@ class PostgresBus:
                         (self.channel, payloads),
                     )
                     self._publisher_down.ok()
+                    self.published += len(payloads)
                     return
                 except psycopg.Error as exc:
                     await self._drop_publisher()
                     if attempt == 2:
+                        self.publish_failures += 1
                         self._publisher_down.failed(exc)
 
     async def close(self) -> None:
@@ -114,6 +123,7 @@ class PostgresBus:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
             self._listener = None
+            self.listening = False
         async with self._publish_lock:
             await self._drop_publisher()
 
@@ -147,6 +157,7 @@ class PostgresBus:
             try:
                 if conn is None:
                     conn = await self._listen()
+                    self.listening = True
                     self.reconnects += 1
                     delay = RECONNECT_MIN
                     self._listener_down.ok()
@@ -154,6 +165,7 @@ class PostgresBus:
                 async for notify in conn.notifies():
                     self._dispatch(notify.payload)
             except psycopg.Error as exc:
+                self.listening = False
                 self._listener_down.failed(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX)
@@ -166,10 +178,12 @@ class PostgresBus:
         try:
             node_id, event = decode_event(payload)
         except ValueError as exc:
+            self.invalid += 1
             log.warning("bus.payload_ignored", error=str(exc))
             return
         if node_id == self.node_id or self._handler is None:
             return
+        self.received += 1
         try:
             self._handler(event)
         except Exception:

@@ -43,7 +43,7 @@ class Tasks:
     def _done(self, task: asyncio.Task[None]) -> None:
         self.running.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.logger.error("hub.task_failed", exc_info=task.exception())
+            log.exception("hub.task_failed", exc_info=task.exception())
 
 
 @attrs.frozen

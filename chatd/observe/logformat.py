@@ -42,15 +42,19 @@ __all__ = [
     "JsonFormatter",
     "Trusted",
     "clean_text",
+    "clean_value",
     "dumps_line",
     "escape_unprintable",
+    "exception_type",
     "format_line",
     "format_ts",
 ]
 
 REDACTED_FIELDS: Final = frozenset({"password", "token", "body", "authorization"})
 REDACTED: Final = "[redacted]"
-_CORE_KEYS: Final = frozenset({"ts", "level", "event", "logger", "traceback", "stack"})
+_CORE_KEYS: Final = frozenset(
+    {"ts", "level", "event", "logger", "exc_type", "exc_message", "traceback", "stack"}
+)
 _DUMPS_OPTIONS: Final = orjson.OPT_NON_STR_KEYS
 
 MAX_FIELD_CHARS: Final = 128  # a string from the wire: any valid name, id or address fits
@@ -129,7 +133,7 @@ def _is_secret(name: str) -> bool:
 _NUMBERS: Final = (int, float, type(None))  # bool is an int
 
 
-def _clean(value: object) -> object:
+def clean_value(value: object) -> object:
     """A field value as it is written: strings bounded and escaped, secret-named
     entries of nested mappings redacted, lists shortened, other types as strings."""
     if type(value) is str:  # most fields: first, and without the slower checks below
@@ -140,11 +144,11 @@ def _clean(value: object) -> object:
         return clean_text(str(value), MAX_TRUSTED_CHARS)
     if isinstance(value, Mapping):
         return {
-            clean_text(str(key)): REDACTED if _is_secret(str(key)) else _clean(item)
+            clean_text(str(key)): REDACTED if _is_secret(str(key)) else clean_value(item)
             for key, item in value.items()
         }
     if isinstance(value, list | tuple):
-        items = [_clean(item) for item in value[:MAX_ITEMS]]
+        items = [clean_value(item) for item in value[:MAX_ITEMS]]
         if len(value) > MAX_ITEMS:
             items.append(f"...[{len(value) - MAX_ITEMS} more items]")
         return items
@@ -167,8 +171,11 @@ class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON object (no newline; the handler adds it).
 
     Keys: ``ts``, ``level``, ``event``, ``logger``, then the record's ``fields`` (from
-    :class:`EventLogger`, or ``extra={"fields": {...}}``) flattened, then ``traceback``
-    when the record carries ``exc_info``. A field whose name clashes with one of those
+    :class:`EventLogger`, or ``extra={"fields": {...}}``) flattened, then, when the
+    record carries ``exc_info``, the error event's ``exc_type`` (the exception's class,
+    module-qualified unless a builtin), ``exc_message`` (bounded like any field from the
+    wire) and ``traceback`` (the whole stack as one string field, newlines escaped by
+    JSON: the line stays one line). A field whose name clashes with one of those
     keys is written as ``field.<name>``. Values orjson cannot encode are written as
     ``str(value)``.
     """
@@ -177,15 +184,25 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         fields = getattr(record, "fields", None)
+        exc = record.exc_info[1] if record.exc_info else None
         return format_line(
             record.created,
             record.levelname,
             record.getMessage(),
             record.name,
             fields if isinstance(fields, Mapping) else None,
+            exception=exc,
             traceback=record.exc_text,
             stack=self.formatStack(record.stack_info) if record.stack_info else None,
         )
+
+
+def exception_type(exc: BaseException) -> str:
+    """``KeyError``, ``chatd.store.base.StoreError``: the class, module-qualified
+    unless it is a builtin."""
+    cls = type(exc)
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
 def format_line(
@@ -195,6 +212,7 @@ def format_line(
     logger_name: str,
     fields: Mapping[str, object] | None,
     *,
+    exception: BaseException | None = None,
     traceback: str | None = None,
     stack: str | None = None,
 ) -> str:
@@ -220,7 +238,10 @@ def format_line(
             elif type(value) is int:
                 line[key] = value
             else:
-                line[key] = _clean(value)
+                line[key] = clean_value(value)
+    if exception is not None:
+        line["exc_type"] = clean_text(exception_type(exception), MAX_TRUSTED_CHARS)
+        line["exc_message"] = clean_text(str(exception))
     if traceback:
         line["traceback"] = clean_text(traceback, MAX_TRACEBACK_CHARS, keep="\n")
     if stack:

@@ -14,6 +14,12 @@ keyword fields, written flat at the top level. Log through :class:`EventLogger`:
 Records from other libraries (plain ``logger.info("text %s", x)``) come out the same
 way, with the formatted text as ``event``.
 
+An unexpected exception is an error event, ``log.exception("http.handler_failed")``:
+one line with ``exc_type``, ``exc_message``, the stack as a ``traceback`` field and the
+request it happened in (:mod:`chatd.observe.context`: route, connection, the peer's
+network, the user); with ``--sentry-dsn`` it also goes to the error tracker
+(:mod:`chatd.observe.errors`).
+
 Never pass message bodies, passwords or tokens. As a safety net the formatter
 (:mod:`chatd.observe.logformat`) redacts secret-named fields and bounds and escapes
 every string it writes; its names are also importable from here.
@@ -47,6 +53,7 @@ from pathlib import Path
 from typing import Final
 
 from chatd.files import PRIVATE_FILE, make_private_dir
+from chatd.observe.context import RequestContext, current_fields
 from chatd.observe.logformat import (
     MAX_FIELD_CHARS,
     MAX_TRACEBACK_CHARS,
@@ -116,12 +123,30 @@ class EventLogger:
         """Log at a ``logging`` level chosen at run time."""
         self._log(level, event, fields)
 
-    def exception(self, event: str, /, **fields: object) -> None:
-        """Log at ERROR with the exception being handled as a ``traceback`` field."""
-        self._log(logging.ERROR, event, fields, exc_info=True)
+    def exception(
+        self,
+        event: str,
+        /,
+        *,
+        exc_info: BaseException | None = None,
+        context: RequestContext | None = None,
+        **fields: object,
+    ) -> None:
+        """Log an error event at ERROR: the exception being handled (or ``exc_info``)
+        as ``exc_type``, ``exc_message`` and a ``traceback`` field, with the request it
+        happened in (``context``, by default the current one: see
+        :mod:`chatd.observe.context`) unless ``fields`` say otherwise. One JSON line;
+        with ``--sentry-dsn`` also an event for the error tracker."""
+        where = context.fields() if context is not None else current_fields()
+        self._log(logging.ERROR, event, where | fields,
+                  exc_info=exc_info if exc_info is not None else True)
 
     def _log(
-        self, level: int, event: str, fields: dict[str, object], exc_info: bool = False
+        self,
+        level: int,
+        event: str,
+        fields: dict[str, object],
+        exc_info: BaseException | bool = False,
     ) -> None:
         if not self.logger.isEnabledFor(level):
             return

@@ -15,7 +15,8 @@ never raw paths or user names).
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable, Iterator, Mapping
+from typing import Final, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -24,14 +25,28 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from chatd.observe.refusals import Refusals
 
-__all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "LOGIN_RESULTS", "Metrics"]
+__all__ = [
+    "CONTENT_TYPE",
+    "LATENCY_BUCKETS",
+    "LOGIN_RESULTS",
+    "UPGRADE_REFUSALS",
+    "BusStats",
+    "Metrics",
+]
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+
+# No ``*_created`` series: one per counter and histogram (and per label set), the
+# Unix time it was made, which nobody graphs. Process-wide in prometheus_client.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Seconds; a local push takes well under a millisecond, a commit a few, a slow disk or a
 # paused reader seconds. Above 10 s only "+Inf" matters.
@@ -41,8 +56,79 @@ LATENCY_BUCKETS: Final = (
 # Messages per group commit: 1 when idle, hundreds under load.
 BATCH_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 LOGIN_RESULTS: Final = ("ok", "failed", "rate_limited")
+# Why a WebSocket upgrade was answered with an error (the error code of the answer).
+UPGRADE_REFUSALS: Final = ("origin_not_allowed", "unauthorized", "server_busy", "internal_error")
+# psycopg_pool's get_stats() keys exported, as (name, kind, help, key, scale).
+_POOL_SERIES: Final = (
+    ("pool_min", "gauge", "Connections the pool keeps open at least.", "pool_min", 1),
+    ("pool_max", "gauge", "Connections the pool may open at most.", "pool_max", 1),
+    ("pool_size", "gauge", "Connections open now, in use or idle.", "pool_size", 1),
+    ("pool_idle", "gauge", "Open connections waiting in the pool.", "pool_available", 1),
+    ("pool_waiting", "gauge", "Requests waiting for a connection now.", "requests_waiting", 1),
+    ("pool_checkouts", "counter", "Connections handed out.", "requests_num", 1),
+    ("pool_checkouts_queued", "counter", "Checkouts that had to wait for a connection.",
+     "requests_queued", 1),
+    ("pool_checkout_wait_seconds", "counter", "Time checkouts spent waiting.",
+     "requests_wait_ms", 0.001),
+    ("pool_checkout_errors", "counter",
+     "Checkouts that failed (timeout, full queue).", "requests_errors", 1),
+    ("pool_connections", "counter", "Connections the pool opened.", "connections_num", 1),
+    ("pool_connection_errors", "counter", "Connection attempts that failed.",
+     "connections_errors", 1),
+    ("pool_connections_lost", "counter", "Connections found dead at a check.",
+     "connections_lost", 1),
+)  # fmt: skip
 
 _PREFIX: Final = "chatd"
+
+
+class BusStats(Protocol):
+    """What the bus between nodes counts (:class:`chatd.bus.PostgresBus`)."""
+
+    published: int  # notifications sent
+    publish_failures: int  # events lost because publishing failed twice
+    received: int  # notifications from the other nodes, handled
+    invalid: int  # notifications that could not be decoded
+    reconnects: int  # listener reconnects
+    listening: bool  # the listening connection is up
+
+
+class _Sources(Collector):
+    """Series read at scrape time from the PostgreSQL pool's and the bus's own
+    counters (nothing to keep in step on their hot paths)."""
+
+    def __init__(self) -> None:
+        self.pool: Callable[[], Mapping[str, int]] | None = None
+        self.bus: BusStats | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        if self.pool is not None:
+            stats = self.pool()
+            for name, kind, text, key, scale in _POOL_SERIES:
+                family = GaugeMetricFamily if kind == "gauge" else CounterMetricFamily
+                yield family(f"{_PREFIX}_pg_{name}", f"PostgreSQL store: {text}",
+                             value=stats.get(key, 0) * scale)
+        bus = self.bus
+        if bus is not None:
+            yield GaugeMetricFamily(f"{_PREFIX}_bus_listener_connected",
+                                    "1 while the bus listens for the other nodes' events.",
+                                    value=1 if bus.listening else 0)
+            for name, text, count in (
+                ("bus_events_published", "Bus notifications sent to the other nodes.",
+                 bus.published),
+                ("bus_publish_failures", "Bus events lost: publishing failed twice.",
+                 bus.publish_failures),
+                ("bus_events_received", "Bus notifications from the other nodes handled.",
+                 bus.received),
+                ("bus_events_invalid", "Bus notifications that could not be decoded.",
+                 bus.invalid),
+                ("bus_reconnects", "Reconnects of the bus listener (events may be lost).",
+                 bus.reconnects),
+            ):
+                yield CounterMetricFamily(f"{_PREFIX}_{name}", text, value=count)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # series come and go with the sources: not checked at register
 
 
 class Metrics:
@@ -68,11 +154,16 @@ class Metrics:
         http_requests_total{route,status}: HTTP requests by route template and status.
         refusals_total{reason}: refused requests and connections by reason (the event
             name: ``login.rate_limited``, ``token.refused``...), fed by ``refusals``.
+        upgrades_refused_total{reason}: WebSocket upgrades answered with an error, by
+            its code (:data:`UPGRADE_REFUSALS`).
         refusals: counts into ``refusals_total`` and logs at a bounded rate
             (:class:`chatd.observe.refusals.Refusals`): ``metrics.refusals.record(log,
             "login.rate_limited", key=ip, ip=ip)``.
         queue_depth: stored messages not yet confirmed delivered (set periodically).
         disk_used_ratio: used fraction (0..1) of the data directory's filesystem.
+
+    With PostgreSQL also ``chatd_pg_pool_*`` (the store's connection pool, see
+    :meth:`watch_pool`) and ``chatd_bus_*`` (the bus between nodes, :meth:`watch_bus`).
     """
 
     def __init__(self) -> None:
@@ -165,6 +256,14 @@ class Metrics:
             registry=registry,
         )
         self.refusals = Refusals(self.refusals_total)
+        self.upgrades_refused_total = Counter(
+            f"{_PREFIX}_upgrades_refused",
+            "WebSocket upgrades answered with an error, by its code.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in UPGRADE_REFUSALS:
+            self.upgrades_refused_total.labels(reason)
         self.queue_depth = Gauge(
             f"{_PREFIX}_queue_depth",
             "Stored messages not yet confirmed delivered.",
@@ -177,6 +276,16 @@ class Metrics:
         )
         # process_* (memory, CPU, open fds) for this process; empty where /proc is absent.
         ProcessCollector(registry=registry)
+        self._sources = _Sources()
+        registry.register(self._sources)
+
+    def watch_pool(self, stats: Callable[[], Mapping[str, int]]) -> None:
+        """Export the PostgreSQL pool's ``get_stats()`` as ``chatd_pg_pool_*``."""
+        self._sources.pool = stats
+
+    def watch_bus(self, bus: BusStats) -> None:
+        """Export the bus's counters as ``chatd_bus_*``."""
+        self._sources.bus = bus
 
     def render(self) -> bytes:
         """The whole registry in the Prometheus text format; serve it with

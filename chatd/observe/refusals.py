@@ -55,6 +55,8 @@ REFUSAL_EVENTS: Final = (
     "token.refused",
     "connection.refused",
     "connection.too_many",
+    "origin.refused",
+    "connection.not_tls",
 )
 
 

@@ -102,7 +102,7 @@ def test_sighup_reopens_the_log_after_an_external_rotation(tmp_path: Path) -> No
         attempts = itertools.count()
 
         def registered_anew() -> bool:
-            if "register" in log_events(current):
+            if "register.ok" in log_events(current):
                 return True
             http(server, "POST", "/v1/register",
                  {"username": f"{name}x{next(attempts)}", "password": "password1"})

@@ -62,3 +62,30 @@ def test_a_message_below_the_view_is_not_read_until_scrolled_to(chatd: ChatdProc
     finally:
         driver.close()
         bob.close()
+
+
+def test_leaving_while_scrolled_up_keeps_the_unseen_message_unread(chatd: ChatdProcess) -> None:
+    bob = Peer(chatd.url, "bob").register().connect()
+    driver = Driver(chatd.url)
+    try:
+        sign_up(driver, "alice")
+        driver.until(lambda: driver.app.model.status.state == "connected", "connected")
+        for n in range(30):
+            bob.send_frame({"type": "send", "id": f"old{n}", "to": "alice", "body": f"old {n}"})
+        convo = open_bob(driver)
+        driver.until(lambda: convo.thread.find("old 29"), "history shown")
+        while convo.view.top > 0:
+            driver.wheel(10)
+        bob.send_frame({"type": "send", "id": "new", "to": "alice", "body": "new one"})
+        driver.until(lambda: convo.thread.find("new one"), "the new message arrives")
+        driver.step(10)
+
+        driver.key(pygame.K_ESCAPE)  # back to the list without having seen it
+        model = driver.app.model
+        driver.until(lambda: [s.unread for s in model.conversations if s.peer == "bob"] == [1],
+                     "bob's row counts the unseen message")
+        assert driver.app.notifier.unread_total() == 1
+        assert driver.app.notifier.window_title().startswith("(1) ")
+    finally:
+        driver.close()
+        bob.close()

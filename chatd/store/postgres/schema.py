@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 
 from chatd.store.base import SchemaMismatch, StoreError
-from chatd.store.postgres.pool import Database, log
+from chatd.store.postgres.pool import Database, events
 
 __all__ = ["MIGRATE_LOCK", "MIGRATIONS", "SCHEMA_VERSION", "found_version", "migrate"]
 
@@ -155,10 +155,8 @@ async def migrate(db: Database) -> int:
             if found > SCHEMA_VERSION:
                 raise SchemaMismatch(found, SCHEMA_VERSION)
             for version in range(found, SCHEMA_VERSION):
-                log.info(
-                    "migrating schema",
-                    extra={"schema": db.schema, "from": version, "to": version + 1},
-                )
+                events.info("store.postgres.migrating", schema=db.schema,
+                            from_version=version, to_version=version + 1)
                 await conn.execute(MIGRATIONS[version])
                 await conn.execute("UPDATE schema_version SET version = %s", (version + 1,))
         return SCHEMA_VERSION

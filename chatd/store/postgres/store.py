@@ -74,6 +74,10 @@ class PostgresStore:
         """What this store's connections show in ``pg_stat_activity``."""
         return self._db.application_name
 
+    def pool_stats(self) -> dict[str, int]:
+        """The connection pool's counters (psycopg_pool ``get_stats()``), for metrics."""
+        return self._db.pool.get_stats()
+
     @property
     def commits(self) -> int:
         """Message transactions committed by this node's writer."""

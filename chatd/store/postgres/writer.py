@@ -16,7 +16,7 @@ import psycopg
 
 from chatd.store.base import NewMessage, StoreError, StoreUnavailable, message_from_row
 from chatd.store.postgres.columns import message_select
-from chatd.store.postgres.pool import Database, events, log
+from chatd.store.postgres.pool import Database, events
 from libchat.protocol import Message
 
 __all__ = ["INSERT_LOCK", "MAX_BATCH", "BatchWriter"]
@@ -130,7 +130,7 @@ class BatchWriter:
             try:
                 self.on_commit(len(news), seconds)
             except Exception:
-                log.exception("on_commit hook failed")
+                events.exception("store.postgres.on_commit_failed")
 
     @staticmethod
     def _fail(batch: list[_Submit], exc: Exception) -> None:

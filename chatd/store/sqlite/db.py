@@ -14,6 +14,7 @@ from typing import Any, Final
 import apsw
 
 from chatd.files import create_private_file
+from chatd.observe.logs import EventLogger
 from chatd.store.base import StoreError
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
 
 # One logger for every module of the SQLite store: its log lines name the store, as
 # they did when it was one module.
-log = logging.getLogger("chatd.store.sqlite")
+log = EventLogger(logging.getLogger("chatd.store.sqlite"))
 
 BUSY_TIMEOUT_MS: Final = 5000  # other processes (chatd backup, sqlite3 shell) hold locks briefly
 WAL_CHECKPOINT_PAGES: Final = 10_000

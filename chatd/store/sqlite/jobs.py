@@ -68,7 +68,7 @@ def call_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: A
     try:
         loop.call_soon_threadsafe(fn, *args)
     except RuntimeError:  # the loop is closed: nobody is waiting any more
-        log.warning("sqlite writer: event loop closed, results dropped")
+        log.warning("store.sqlite.results_dropped", hint="the event loop is closed")
 
 
 def join_all(threads: list[threading.Thread]) -> None:

@@ -126,7 +126,7 @@ def apply_migrations(conn: apsw.Connection) -> int:
     for version in range(found + 1, SCHEMA_VERSION + 1):
         conn.execute(MIGRATIONS[version])
         conn.execute(f"PRAGMA user_version = {version}")
-        log.info("sqlite schema migrated", extra={"schema_version": version})
+        log.info("store.sqlite.migrated", schema_version=version)
     return SCHEMA_VERSION
 
 

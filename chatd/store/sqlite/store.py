@@ -114,7 +114,7 @@ class SqliteStore:
             await self._writer.stop()
             raise
         self._reads.start(asyncio.get_running_loop())
-        log.info("sqlite store open", extra={"path": str(self.path), "sync": self.sync})
+        log.info("store.sqlite.open", path=self.path, sync=self.sync)
 
     async def continue_seqs(self) -> None:
         """From now on keep ``<database>.seqs`` ahead of every seq committed, and if this
@@ -127,9 +127,9 @@ class SqliteStore:
             if lease.value > last:
                 set_last_seq(conn, lease.value)
                 log.warning(
-                    "sqlite store: seqs continue above %d, not %d (%s is ahead of the"
-                    " database: was it restored from a backup?)",
-                    lease.value, last, lease.path,
+                    "store.sqlite.seqs_ahead", seq=lease.value, database_seq=last,
+                    lease=lease.path, hint="the lease is ahead of the database: was it"
+                    " restored from a backup? New seqs continue above the lease",
                 )
             else:
                 lease.write(last)
@@ -146,10 +146,10 @@ class SqliteStore:
             try:
                 await self._writer.run(lambda conn: lease.write(last_seq(conn)))
             except (StoreError, OSError):
-                log.exception("sqlite store: could not record the last seq")
+                log.exception("store.sqlite.seq_record_failed")
         await self._writer.stop()
         await self._reads.stop()
-        log.info("sqlite store closed", extra={"path": str(self.path), "commits": self.commits})
+        log.info("store.sqlite.closed", path=self.path, commits=self.commits)
 
     async def migrate(self) -> int:
         if self._writer.running:

@@ -21,6 +21,7 @@ from typing import Final, TypeVar
 
 import apsw
 
+from chatd.observe.logs import Trusted
 from chatd.store.base import StoreError
 from chatd.store.seqlease import SeqLease
 from chatd.store.sqlite.db import as_store_error, connect_writer, last_seq, log, scalar
@@ -100,7 +101,8 @@ def _release_wal(conn: apsw.Connection) -> None:
     try:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except apsw.Error as exc:
-        log.warning("sqlite: cannot checkpoint the WAL while the disk is full: %s", exc)
+        log.warning("store.sqlite.checkpoint_failed", error=Trusted(str(exc)),
+                    hint="cannot checkpoint the WAL while the disk is full")
 
 
 class Writer:
@@ -263,12 +265,13 @@ class Writer:
                 outcomes = self._transaction(conn, jobs, isolated=True)
         except Exception as exc:
             if self.write_failure is None:  # one line per outage, not one per commit
-                log.error("sqlite commit failed, %d writes lost: %s", len(jobs), exc)
+                log.error("store.sqlite.commit_failed", writes_lost=len(jobs),
+                          error=Trusted(str(exc)))
             if not conn.get_autocommit():
                 try:
                     conn.execute("ROLLBACK")
                 except apsw.Error:
-                    log.exception("sqlite rollback failed")
+                    log.exception("store.sqlite.rollback_failed")
             if _is_disk_full(exc):
                 _release_wal(conn)
             self.write_failure = f"{type(exc).__name__}: {exc}"
@@ -276,7 +279,7 @@ class Writer:
         else:
             self.commits += 1
             if self.write_failure is not None:
-                log.warning("sqlite commits work again after: %s", self.write_failure)
+                log.warning("store.sqlite.commit_restored", after=Trusted(self.write_failure))
                 self.write_failure = None
         self.last_batch_size = sum(job.messages for job in jobs)
         seconds = time.perf_counter() - started
@@ -322,4 +325,4 @@ class Writer:
             try:
                 self.on_commit(batch_size, seconds)
             except Exception:
-                log.exception("on_commit hook failed")
+                log.exception("store.sqlite.on_commit_failed")
