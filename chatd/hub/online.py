@@ -5,12 +5,12 @@ per-connection state (:class:`Online`), and the indexes every part of the hub re
 
 from __future__ import annotations
 
-import asyncio
 from typing import Protocol
 
 from chatd.accounts import Identity
 from chatd.ratelimit import TokenBucket
 from chatd.store import User
+from chatd.timers import Timer
 from libchat import protocol
 
 MAX_TRACKED_PUSHES = 10_000  # unconfirmed seqs remembered per connection
@@ -52,7 +52,7 @@ class Online:
         self.catching_up = True
         # live pushes held back during catch-up: (seq, frame, addressed to this user)
         self.deferred: list[tuple[int, str, bool]] = []
-        self.expiry: asyncio.TimerHandle | None = None
+        self.expiry: Timer | None = None
         # the last presence told, per peer: at most one entry per conversation peer
         self.presence_sent: dict[str, bool] = {}
         # seqs pushed to this connection as the recipient and not yet confirmed: a
