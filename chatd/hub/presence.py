@@ -40,8 +40,11 @@ def _presence_frame(user: str, online: bool) -> str:
 def tell_presence(online: Online, user: str, is_online: bool) -> None:
     """Push a peer's presence unless this connection already has that state: a
     newcomer's snapshot of who is online can overlap the peer's own announcement."""
-    if online.presence_sent.get(user) is not is_online:
-        online.presence_sent[user] = is_online
+    sent = online.presence_sent
+    if sent is None:
+        online.presence_sent = sent = {}
+    if sent.get(user) is not is_online:
+        sent[user] = is_online
         online.session.send_text(_presence_frame(user, is_online))
 
 
