@@ -41,7 +41,7 @@ class Timer:
     def __init__(
         self, timers: Timers, callback: Callable[..., object], args: tuple[Any, ...]
     ) -> None:
-        self._timers = timers
+        self._timers: Timers | None = timers  # None once out of the heap
         self._callback: Callable[..., object] | None = callback
         self._args = args
 
@@ -49,7 +49,8 @@ class Timer:
         if self._callback is not None:
             self._callback = None
             self._args = ()
-            self._timers._cancelled_one()
+            if self._timers is not None:
+                self._timers._cancelled_one()
 
     def cancelled(self) -> bool:
         return self._callback is None
@@ -115,15 +116,22 @@ class Timers:
 
     def _run(self) -> None:
         self._armed = None
-        heap = self._heap
-        # Run what is due now (never early); a timer a callback adds for later waits for
-        # its own wake-up.
+        # What is due now (never early), taken out first: a timer a callback adds, even
+        # for now, waits for the next wake-up (as loop.call_at's would for the next
+        # iteration), so a callback that keeps re-adding itself cannot hold the loop.
         now = self._loop.time()
+        heap = self._heap
+        due: list[Timer] = []
         while heap and heap[0][0] <= now:
             timer = heapq.heappop(heap)[2]
-            callback = timer._callback
-            if callback is None:
+            timer._timers = None
+            if timer._callback is None:
                 self._cancelled -= 1
+            else:
+                due.append(timer)
+        for timer in due:
+            callback = timer._callback
+            if callback is None:  # cancelled by a callback before it
                 continue
             args = timer._args
             timer._callback = None
@@ -132,9 +140,9 @@ class Timers:
                 callback(*args)
             except Exception:  # a bug in one callback must not stop the others
                 log.exception("timer.failed")
-            heap = self._heap  # a callback's cancel may have rebuilt it
+        heap = self._heap  # a callback's cancel may have rebuilt it
         while heap and heap[0][2]._callback is None:
-            heapq.heappop(heap)  # cancelled: no wake-up for them
+            heapq.heappop(heap)[2]._timers = None  # cancelled: no wake-up for them
             self._cancelled -= 1
-        if heap:
+        if heap and (self._armed is None or heap[0][0] + SLACK < self._armed_at):
             self._arm(heap[0][0])

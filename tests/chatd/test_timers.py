@@ -115,9 +115,24 @@ def test_a_callback_may_add_and_cancel_timers() -> None:
 
     timers.call_at(101.0, first)
     loop.advance(101.0 + SLACK)
+    assert ran == ["first"]  # what a callback adds, even for now, waits for a wake-up
+    loop.advance(101.0 + 2 * SLACK)
     assert ran == ["first", "added now"]
     loop.advance(103.0)
     assert ran == ["first", "added now", "added later"]
+
+
+def test_a_callback_that_keeps_re_adding_itself_does_not_hold_the_loop() -> None:
+    loop, timers = make()
+    runs: list[float] = []
+
+    def again() -> None:
+        runs.append(loop.now)
+        timers.call_at(loop.now, again)  # always due at once
+
+    timers.call_at(101.0, again)
+    loop.advance(101.0 + 3.5 * SLACK)
+    assert len(runs) == 3  # once per wake-up, each SLACK apart
 
 
 def test_a_failing_callback_costs_only_itself(caplog: pytest.LogCaptureFixture) -> None:
@@ -148,6 +163,8 @@ def test_cancelled_timers_are_swept_once_they_are_half_the_heap(
     assert len(timers) == 4  # swept: only the live ones stay
     loop.advance(300.0)
     assert ran == [6, 7, 8, 9]
+    made[9].cancel()  # after it ran: nothing to count
+    assert timers._cancelled == 0
 
 
 def test_close_forgets_everything() -> None:
