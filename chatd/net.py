@@ -171,7 +171,8 @@ class ChatProtocol(asyncio.Protocol):
     # one per socket: slots, not a dict (about 150 bytes a connection less)
     __slots__ = (
         "_admitted", "_cause", "_closed", "_drained", "_opened_at", "_paused_since",
-        "_refused", "_timer", "_timer_at", "conn", "conn_id", "connections", "flush_pending",
+        "_refused", "_timer", "_timer_at", "conn", "conn_id", "connections", "context",
+        "flush_pending",
         "identity", "is_websocket", "loop", "peer", "peer_ip", "peer_key", "transport",
         "upgrade_token",
     )

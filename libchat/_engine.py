@@ -47,10 +47,27 @@ class Engine(Generic[EventT]):
     _WS_TYPE: ClassVar[ConnectionType]
     # one engine per socket: slots, not a dict (a server holds thousands)
     __slots__ = (
-        "_close_deadline", "_close_timeout", "_cutter", "_fast_frames", "_has_cause",
-        "_last_rx", "_live", "_max_frame", "_max_frame_chars", "_out", "_part_bytes",
-        "_parts", "_report", "_report_at", "_sendable", "_sends", "_state", "_ws",
-        "_ws_started", "close_code", "close_reason",
+        "_close_deadline",
+        "_close_timeout",
+        "_cutter",
+        "_fast_frames",
+        "_has_cause",
+        "_last_rx",
+        "_live",
+        "_max_frame",
+        "_max_frame_chars",
+        "_out",
+        "_part_bytes",
+        "_parts",
+        "_report",
+        "_report_at",
+        "_sendable",
+        "_sends",
+        "_state",
+        "_ws",
+        "_ws_started",
+        "close_code",
+        "close_reason",
     )
 
     def __init__(
