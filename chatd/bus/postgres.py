@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import psycopg
@@ -100,20 +100,31 @@ class PostgresBus:
         self._listener = asyncio.create_task(self._listen_loop(conn), name="chatd-bus-listener")
 
     async def publish(self, event: BusEvent) -> None:
-        """Send ``event``; returns once it was sent (or given up on).
+        """Send ``event``; returns once it was sent (or given up on)."""
+        await self.publish_many((event,))
+
+    async def publish_many(self, events: Sequence[BusEvent]) -> None:
+        """Send ``events`` in order; returns once they were sent (or given up on).
 
         Group publish: events published while a send is on the wire wait in the outbox
         and the next send takes them all, in order, so a node sends one statement (one
         round trip, one commit) per round trip's worth of events, not one per event:
         at a few thousand events a second the sends keep up instead of queueing.
         """
-        self._outbox.extend(encode_event(piece, self.node_id) for piece in split_event(event))
-        self._outbox_events += 1
+        for event in events:
+            try:
+                payloads = [encode_event(piece, self.node_id) for piece in split_event(event)]
+            except ValueError as exc:  # too large for NOTIFY: only this event is lost
+                self.publish_failures += 1
+                log.error("bus.event_refused", kind=type(event).__name__, error=str(exc))
+                continue
+            self._outbox.extend(payloads)
+            self._outbox_events += 1
         async with self._publish_lock:
             if not self._outbox:
-                return  # an earlier send carried this event with its own
+                return  # an earlier send carried these events with its own
             payloads, self._outbox = self._outbox, []
-            events, self._outbox_events = self._outbox_events, 0
+            taken, self._outbox_events = self._outbox_events, 0
             for attempt in (1, 2):  # a dropped publishing connection is reopened once
                 try:
                     if self._publisher is None:
@@ -131,7 +142,7 @@ class PostgresBus:
                 except psycopg.Error as exc:
                     await self._drop_publisher()
                     if attempt == 2:
-                        self.publish_failures += events
+                        self.publish_failures += taken
                         self._publisher_down.failed(exc)
 
     async def close(self) -> None:

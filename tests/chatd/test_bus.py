@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 import pytest
@@ -28,6 +30,7 @@ from chatd.bus import (
     decode_event,
     encode_event,
 )
+from chatd.hub.bridge import Publisher
 from tests.support.aio import run
 from tests.support.pg import PG_DSN as DSN
 from tests.support.pg import require_postgres
@@ -100,6 +103,43 @@ def test_local_bus_delivers_nothing() -> None:
         await bus.publish(EVENTS[0])
         await bus.close()
         assert seen == []
+
+    run(body)
+
+
+class RecordingBus:
+    """A bus of several nodes that keeps what it was asked to publish, call by call."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[BusEvent]] = []
+
+    async def start(self, handler: Any, on_resync: Any = None) -> None:
+        pass
+
+    async def publish(self, event: BusEvent) -> None:
+        self.calls.append([event])
+
+    async def publish_many(self, events: Sequence[BusEvent]) -> None:
+        self.calls.append(list(events))
+
+    async def close(self) -> None:
+        pass
+
+
+def test_the_events_of_one_loop_turn_are_published_in_one_job() -> None:
+    """A message and its receipt each make an event: one job (one task) per turn, not
+    per event (issue 17); events of a later turn go in a later job, in order."""
+
+    async def body() -> None:
+        bus = RecordingBus()
+        publisher = Publisher(bus)
+        for event in EVENTS[:3]:
+            publisher.publish(event)
+        assert len(publisher.tasks.running) == 1
+        await asyncio.wait(publisher.tasks.running)
+        publisher.publish(EVENTS[3])
+        await asyncio.wait(publisher.tasks.running)
+        assert bus.calls == [EVENTS[:3], [EVENTS[3]]]
 
     run(body)
 
