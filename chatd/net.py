@@ -3,8 +3,8 @@
 Bytes go into the engine; its events go to the HTTP API or the hub; whatever the engine
 wants to write leaves through one ``transport.write`` per connection per loop turn
 (output is coalesced: many pushes in one turn become one write). The engine's single
-deadline drives one timer per connection. :class:`Connections` holds every socket of
-the process and what their glue shares.
+deadline is one entry of the process's timer heap (:mod:`chatd.timers`).
+:class:`Connections` holds every socket of the process and what their glue shares.
 
 Why one module of ~450 lines: both classes are the socket glue, and each needs the
 other (a protocol reports to the registry, the registry makes and flushes protocols);
@@ -31,6 +31,7 @@ from chatd.observe.context import CURRENT, RequestContext
 from chatd.observe.logs import EventLogger
 from chatd.observe.metrics import Metrics
 from chatd.reply import Reply
+from chatd.timers import Timer, Timers
 from chatd.turn import LoopTurn
 from libchat import events as ev
 from libchat import limits, protocol
@@ -95,6 +96,8 @@ class Connections:
         # One generator for every engine: seeding one per connection from os.urandom cost
         # ~8% of the loop while 10,000 clients connected (the server engine draws nothing).
         self.rng = random.Random()
+        # every connection's engine deadline, on one loop timer (see chatd.timers)
+        self.timers = Timers(loop)
         self.open: dict[int, ChatProtocol] = {}
         self.paused: dict[int, ChatProtocol] = {}  # whose transport stopped taking output
         self.websockets = 0  # open WebSockets: a count, not a scan
@@ -165,6 +168,15 @@ class Connections:
 class ChatProtocol(asyncio.Protocol):
     """A socket's glue: it is also the hub's :class:`chatd.hub.Session`."""
 
+    # one per socket: slots, not a dict (about 150 bytes a connection less)
+    __slots__ = (
+        "_admitted", "_cause", "_closed", "_drained", "_opened_at", "_paused_since",
+        "_refused", "_timer", "_timer_at", "conn", "conn_id", "connections", "context",
+        "flush_pending",
+        "identity", "is_websocket", "loop", "peer", "peer_ip", "peer_key", "transport",
+        "upgrade_token",
+    )
+
     def __init__(self, connections: Connections) -> None:
         self.connections = connections
         self.loop = connections.loop
@@ -177,7 +189,7 @@ class ChatProtocol(asyncio.Protocol):
         self.is_websocket = False
         self.conn: ServerConnection
         self.transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
         self._timer_at: float | None = None
         self.flush_pending = False
         self._paused_since: float | None = None
@@ -431,7 +443,7 @@ class ChatProtocol(asyncio.Protocol):
             self._timer = None
         self._timer_at = deadline
         if deadline is not None:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
+            self._timer = self.connections.timers.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -17,8 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-__all__ = ["PRIVATE_UMASK", "create_private_file", "make_private_dir", "private_umask",
-           "tighten"]
+__all__ = [
+    "PRIVATE_UMASK",
+    "create_private_file",
+    "make_private_dir",
+    "private_umask",
+    "tighten",
+    "write_private",
+]
 
 log = logging.getLogger(__name__)
 
@@ -74,3 +80,17 @@ def tighten(path: Path, mode: int) -> None:
     if info.st_uid == os.geteuid() and current & _OTHERS:
         path.chmod(mode)
         log.warning("%s was open to others (mode %o): now %o", path, current, mode)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically (a reader sees the old file or the new,
+    never part of one), readable by the owner only, on disk when this returns."""
+    make_private_dir(path.parent)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

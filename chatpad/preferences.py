@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Final
 
 import attrs
 
-from chatpad.files import make_private_dir
+from chatpad.files import write_private
 
 __all__ = ["FONT_SCALES", "THEMES", "Preferences", "preferences_file"]
 
@@ -69,16 +68,7 @@ class Preferences:
         """Write atomically, readable by the owner only; None: kept in memory only."""
         if path is None:
             return
-        make_private_dir(path.parent)
-        data = json.dumps(attrs.asdict(self), indent=2).encode()
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_private(path, json.dumps(attrs.asdict(self), indent=2).encode())
 
 
 def preferences_file(profile_folder: Path) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 import attrs
 import platformdirs
 
-from chatpad.files import make_private_dir
+from chatpad.files import write_private
 
 __all__ = ["Profile", "Session", "data_root", "parse_server"]
 
@@ -81,16 +81,7 @@ class Profile:
 
     def save_session(self, session: Session) -> None:
         """Write atomically, readable by the owner only."""
-        make_private_dir(self.folder)
-        data = json.dumps(attrs.asdict(session)).encode()
-        tmp = self.session_file.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.session_file)
+        write_private(self.session_file, json.dumps(attrs.asdict(session)).encode())
 
     def clear_session(self) -> None:
         self.session_file.unlink(missing_ok=True)

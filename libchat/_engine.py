@@ -35,6 +35,7 @@ __all__ = ["Engine"]
 
 _OPEN: Final = ConnState.OPEN
 _CLOSED: Final = ConnState.CLOSED
+_WS_OPEN: Final = ConnectionState.OPEN  # wsproto's open state, read once (hot path)
 _NOTHING: Final[frozenset[Outgoing]] = frozenset()
 EventT = TypeVar("EventT")
 
@@ -44,6 +45,30 @@ class Engine(Generic[EventT]):
 
     _ROLE: ClassVar[Role]
     _WS_TYPE: ClassVar[ConnectionType]
+    # one engine per socket: slots, not a dict (a server holds thousands)
+    __slots__ = (
+        "_close_deadline",
+        "_close_timeout",
+        "_cutter",
+        "_fast_frames",
+        "_has_cause",
+        "_last_rx",
+        "_live",
+        "_max_frame",
+        "_max_frame_chars",
+        "_out",
+        "_part_bytes",
+        "_parts",
+        "_report",
+        "_report_at",
+        "_sendable",
+        "_sends",
+        "_state",
+        "_ws",
+        "_ws_started",
+        "close_code",
+        "close_reason",
+    )
 
     def __init__(
         self, *, max_frame_bytes: int, close_timeout: float, fast_frames: bool, now: float
@@ -55,7 +80,11 @@ class Engine(Generic[EventT]):
         self._sends = SENDS[self._ROLE]
         self._sendable = self._sends.get(self._state, _NOTHING)
         self._out: list[bytes] = []
+        # wsproto's connection, made at the first frame the fast path leaves to it (a
+        # close, a fragment, a ping from the peer): until then its state would be OPEN.
+        # About 1.7 KiB a connection that most chat connections never need.
         self._ws: Connection | None = None
+        self._ws_started = False  # the WebSocket is open (or was): HTTP is over
         self._max_frame = max_frame_bytes
         # A text of at most this many characters cannot exceed the byte limit (UTF-8
         # takes at most 4 bytes per code point), so most messages skip the encode.
@@ -99,7 +128,7 @@ class Engine(Generic[EventT]):
         if state is _CLOSED:
             return self._take_report()
         self._last_rx = now
-        if self._ws is not None:
+        if self._ws_started:
             return self._receive_ws(data)
         if not data:  # not an end of stream: that is receive_eof()
             return []
@@ -180,7 +209,7 @@ class Engine(Generic[EventT]):
         if self._state is ConnState.CLOSED:
             return self._take_report()
         events: list[Any] = []
-        if self._ws is None:
+        if not self._ws_started:
             self._end(events, None, "connection closed by peer", now)
         else:
             self._end(events, CLOSE_ABNORMAL, "connection lost", now)
@@ -189,19 +218,30 @@ class Engine(Generic[EventT]):
     # --- WebSocket -------------------------------------------------------------------
 
     def _start_ws(self, now: float) -> None:
-        self._ws = Connection(self._WS_TYPE)
+        self._ws_started = True
         self._last_rx = now
 
+    def _wsproto(self) -> Connection:
+        """wsproto's connection for this WebSocket, made at its first use."""
+        ws = self._ws
+        if ws is None:
+            assert self._ws_started
+            self._ws = ws = Connection(self._WS_TYPE)
+        return ws
+
+    def _ws_open(self) -> bool:
+        """Whether wsproto's state is (or, not made yet, would be) OPEN."""
+        ws = self._ws
+        return ws is None or ws.state is _WS_OPEN
+
     def _send_text(self, text: str) -> None:
-        assert self._ws is not None
-        self._out.append(self._ws.send(TextMessage(data=text)))
+        self._out.append(self._wsproto().send(TextMessage(data=text)))
 
     def _send_close(self, code: int, reason: str, now: float) -> None:
         """Start the close handshake: our close frame goes out, the peer's is awaited
         for ``close_timeout`` seconds."""
-        assert self._ws is not None
         self._set_cause(code, reason)
-        self._out.append(self._ws.send(CloseConnection(code=code, reason=reason)))
+        self._out.append(self._wsproto().send(CloseConnection(code=code, reason=reason)))
         self._move(Trigger.CLOSE)
         self._close_deadline = now + self._close_timeout
 
@@ -217,15 +257,12 @@ class Engine(Generic[EventT]):
         cutter = self._cutter
         if not cutter.cutting:
             return self._receive_wsproto(data)
-        ws = self._ws
-        assert ws is not None
-        return cutter.cut(data, ws, self._on_text, self._receive_wsproto)
+        return cutter.cut(data, self._ws_open, self._on_text, self._receive_wsproto)
 
     def _receive_wsproto(self, data: bytes) -> list[Any]:
         """Feed bytes to wsproto and turn what it parsed into events."""
         events: list[Any] = []
-        ws = self._ws
-        assert ws is not None
+        ws = self._wsproto()
         if not data or ws.state is ConnectionState.CLOSED:
             return events  # bytes after the close handshake mean nothing
         ws.receive_data(data)
@@ -291,8 +328,7 @@ class Engine(Generic[EventT]):
             self._part_bytes = size
 
     def _on_close(self, event: CloseConnection, events: list[Any]) -> None:
-        ws = self._ws
-        assert ws is not None
+        ws = self._wsproto()
         reason = event.reason or ""
         now = self._last_rx
         if ws.state is ConnectionState.REMOTE_CLOSING:

@@ -59,6 +59,7 @@ class ClientConnection(Engine[ClientEvent]):
 
     _ROLE = Role.CLIENT
     _WS_TYPE = ConnectionType.CLIENT
+    __slots__ = ("_config", "_http", "_rng")
 
     def __init__(self, config: ClientConfig, rng: random.Random) -> None:
         super().__init__(

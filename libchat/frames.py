@@ -7,8 +7,9 @@ section 5.2) and leave every other frame, and every state wsproto must keep, to 
 
 - :func:`text_frame` writes a server's frame (unmasked, FIN, no extension bits; a
   client's frames are masked, so wsproto builds those);
-- :class:`FrameCutter` cuts inbound bytes into whole frames, decodes the plain text ones
-  and hands each other frame, whole, to wsproto.
+- :class:`FrameCutter` cuts inbound bytes into whole frames, decodes the plain text ones,
+  drops the pongs (an answer to a ping means nothing but that bytes arrived) and hands
+  each other frame, whole, to wsproto.
 
 Both are switched by the engines' ``fast_frames`` setting (``ServerConfig`` and
 ``ClientConfig``): with it off, wsproto reads and writes every byte. That slower path is
@@ -22,17 +23,15 @@ import struct
 from collections.abc import Callable
 from typing import Final, TypeVar
 
-from wsproto.connection import Connection, ConnectionState
-
 __all__ = ["FrameCutter", "text_frame"]
 
 _FIN: Final = 0x80  # first header byte: the last frame of a message
 _OPCODE: Final = 0x0F  # first header byte: the opcode (0: continuation)
 _FIN_TEXT: Final = _FIN | 0x1  # a whole text message in one frame, no extension bits
+_FIN_PONG: Final = _FIN | 0xA  # a pong (control frames are never fragmented), no extension bits
 _MASK: Final = 0x80  # second header byte: the payload is masked
 _HEADER_16: Final = struct.Struct("!BBH")  # payloads of 126 to 65,535 bytes
 _HEADER_64: Final = struct.Struct("!BBQ")  # larger payloads
-_OPEN: Final = ConnectionState.OPEN
 EventT = TypeVar("EventT")
 
 
@@ -59,7 +58,8 @@ def _unmask(payload: bytes, key: bytes) -> bytes:
 
 class FrameCutter:
     """Cuts one WebSocket's inbound bytes into frames: decodes a whole, unfragmented text
-    frame itself and leaves every other frame, whole, to wsproto.
+    frame itself, drops a pong (wsproto would report it, and the engines ignore it) and
+    leaves every other frame, whole, to wsproto.
 
     wsproto is only ever given whole frames, so between them it holds no partial state
     and frames may skip it. A frame that has not fully arrived, one over the size limit,
@@ -68,6 +68,8 @@ class FrameCutter:
     Only the first bytes of a plain text frame's header wait here (at most 13 bytes):
     wsproto, given them, would wait too.
     """
+
+    __slots__ = ("_carry", "_max_frame", "_peer_mask_bit", "cutting")
 
     def __init__(self, *, peer_masks: bool, max_frame_bytes: int, enabled: bool = True) -> None:
         """``peer_masks``: the peer is a client, whose frames must be masked (RFC 6455
@@ -80,16 +82,17 @@ class FrameCutter:
     def cut(
         self,
         data: bytes,
-        ws: Connection,
+        ws_open: Callable[[], bool],
         on_text: Callable[[str, list[EventT]], None],
         on_frames: Callable[[bytes], list[EventT]],
     ) -> list[EventT]:
         """Cut ``data`` into frames and hand each on, in order: a text message decoded
         here to ``on_text(text, events)``, which adds its events; the bytes of every
         other frame (whole; once :attr:`cutting` turns False, all the rest) to
-        ``on_frames``, which feeds them to ``ws``, the connection's wsproto object, and
-        returns their events. Returns the events, in order. Plain frames are decoded here
-        only while ``ws`` is open, which handing on earlier frames may change.
+        ``on_frames``, which feeds them to the connection's wsproto object and returns
+        their events. Returns the events, in order. Plain frames and pongs are taken
+        here only while ``ws_open()`` (wsproto's state is, or would be, OPEN), which
+        handing on earlier frames may change.
 
         (Callbacks rather than a generator of pieces: a generator cost about 0.4 us
         per read, some 6% of the hot path.)"""
@@ -107,6 +110,8 @@ class FrameCutter:
             masked = second & _MASK
             plain = first == _FIN_TEXT and masked == mask_bit
             size = second & 0x7F
+            # a control frame's payload is at most 125 bytes, in the short length form
+            pong = first == _FIN_PONG and masked == mask_bit and size < 126
             length_end = pos + (4 if size == 126 else 10 if size == 127 else 2)
             if length_end <= end and size >= 126:
                 size = int.from_bytes(data[pos + 2 : length_end], "big")
@@ -114,7 +119,7 @@ class FrameCutter:
                 plain = plain and size > (125 if length_end == pos + 4 else 0xFFFF)
             head = length_end + (4 if masked else 0)
             if head > end:  # the header is not all here yet
-                if plain:
+                if plain or pong:
                     break  # wsproto would wait too: keep it for the next bytes
                 self.cutting = False  # wsproto may refuse it now
                 events.extend(on_frames(data[pos:]))
@@ -126,7 +131,9 @@ class FrameCutter:
                 self.cutting = False
                 events.extend(on_frames(data[pos:]))
                 return events
-            if plain and ws.state is _OPEN:
+            if pong and ws_open():
+                pass  # its bytes already counted as activity: nothing else to do
+            elif plain and ws_open():
                 payload = data[head:frame_end]
                 if masked:
                     payload = _unmask(payload, data[head - 4 : head])

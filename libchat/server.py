@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import attrs
-from wsproto.connection import ConnectionState, ConnectionType
+from wsproto.connection import ConnectionType
 from wsproto.events import Ping
 
 from libchat import limits, protocol
@@ -77,7 +77,7 @@ _OUTGOING: Final[dict[type, Outgoing]] = {
 }
 _VERSION_RE: Final = re.compile(r"([0-9]{1,9})(\.[0-9]{1,9})*")
 _PING: Final = Ping(payload=b"")
-_WS_OPEN: Final = ConnectionState.OPEN  # wsproto's open state, read once (hot path)
+_PING_FRAME: Final = b"\x89\x00"  # _PING as a server writes it: FIN, opcode 9, unmasked, empty
 
 
 @attrs.frozen(kw_only=True)
@@ -109,6 +109,7 @@ class ServerConnection(Engine[ServerEvent]):
 
     _ROLE = Role.SERVER
     _WS_TYPE = ConnectionType.SERVER
+    __slots__ = ("_config", "_hello_deadline", "_http", "_next_ping", "_rng")
 
     def __init__(self, config: ServerConfig, rng: random.Random, now: float) -> None:
         super().__init__(
@@ -313,12 +314,10 @@ class ServerConnection(Engine[ServerEvent]):
         wsproto while the WebSocket is open (on every ack, push and receipt: wsproto's
         general path costs several times as much). Outside the open state wsproto still
         decides (it refuses data after a close)."""
-        ws = self._ws
-        assert ws is not None
-        if ws.state is not _WS_OPEN or not self._fast_frames:
+        if self._fast_frames and self._ws_open():
+            self._out.append(text_frame(text.encode()))
+        else:
             super()._send_text(text)
-            return
-        self._out.append(text_frame(text.encode()))
 
     def send(self, frame: protocol.ServerFrame, now: float) -> None:
         """Send one frame, as :data:`libchat.states.SENDS` allows: ``Welcome`` (or an
@@ -381,8 +380,10 @@ class ServerConnection(Engine[ServerEvent]):
             elif now >= self._last_rx + config.idle_timeout:
                 self._send_close(limits.CLOSE_NORMAL, "idle timeout", now)
             elif now >= self._next_ping:
-                assert self._ws is not None
-                self._out.append(self._ws.send(_PING))
+                if self._fast_frames and self._ws_open():
+                    self._out.append(_PING_FRAME)  # what wsproto writes, without making it
+                else:
+                    self._out.append(self._wsproto().send(_PING))
                 self._next_ping = now + config.ping_interval
             return []
         events: list[ServerEvent] = []

@@ -132,18 +132,18 @@ class CatchUp:
             # (with backoff) to a catch-up that starts over.
             log.warning("catch_up.failed", user=online.user.username, conn_id=session.conn_id,
                         error=str(exc)[:200])
-            online.deferred.clear()
+            online.deferred = None
             session.fail("internal_error", limits.CLOSE_TRY_AGAIN_LATER,
                          "your undelivered messages cannot be read now; reconnect later")
             return
         online.catching_up = False
         held_back = 0
-        for seq, text, to_me in online.deferred:
+        for seq, text, to_me in online.deferred or ():
             # The catch-up covered messages to this user up to `after`; copies of its
             # own messages (from its other devices) are never in it.
             if seq > after or not to_me:
                 session.send_text(text)
                 held_back += 1 if to_me else 0
-        online.deferred.clear()
+        online.deferred = None
         if held_back:  # counted now that they are written, once (not if the catch-up had them)
             self._metrics.messages_pushed_total.inc(held_back)

@@ -79,7 +79,7 @@ class Receipts:
             marks, marked = await self._delivered_one_by_one(marks, now_ms)
         for online, seqs in marks:
             for device in self._by_user.get(online.user.username, ()):
-                device.unconfirmed.difference_update(seqs)
+                device.confirmed(seqs)
             self._failures.confirmed(seqs)
         self.send_delivered_receipts(itertools.chain.from_iterable(marked), now_ms)
 

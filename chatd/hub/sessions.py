@@ -25,6 +25,7 @@ from chatd.hub.online import Online, Roster, Session
 from chatd.observe.logs import EventLogger
 from chatd.observe.metrics import Metrics
 from chatd.store import Retirement, StoreError, User
+from chatd.timers import Timers
 from chatd.users import UserDirectory
 from libchat import limits, protocol
 from libchat.protocol import Error, Hello, Reauth, Reauthed, Welcome
@@ -54,7 +55,8 @@ class Sessions:
         self._metrics = metrics
         self._publish = publish
         self._clock = clock
-        self._loop = asyncio.get_running_loop()
+        # every connection's token expiry, on one loop timer (see chatd.timers)
+        self._expiries = Timers(asyncio.get_running_loop())
 
     def add(self, session: Session, identity: Identity) -> tuple[Online, bool]:
         """Put a welcomed connection on the roster: (its record, whether it is its
@@ -88,7 +90,7 @@ class Sessions:
             online.expiry.cancel()
         now = self._clock()
         delay = max(0.0, self.revocations.usable_until(claims, now) - now)
-        online.expiry = self._loop.call_later(delay, self._expire, online)
+        online.expiry = self._expiries.call_later(delay, self._expire, online)
 
     def _expire(self, online: Online) -> None:
         online.expiry = None

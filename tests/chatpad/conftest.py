@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from chatpad.app import App, AppConfig
 from tests.chatd.server import ChatdProcess
 
 
@@ -34,3 +35,14 @@ def chatd(tmp_path: Path) -> Iterator[ChatdProcess]:
     finally:
         if server.proc is not None and server.proc.poll() is None:
             server.stop()
+
+
+@pytest.fixture
+def app() -> Iterator[App]:
+    """chatpad without a network thread, on the sign-in screen (test modules that need
+    more, a user signed in, say, define their own)."""
+    app = App(AppConfig(offline=True))
+    try:
+        yield app
+    finally:
+        app.close()

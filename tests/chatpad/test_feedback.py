@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.server
 import threading
 import time
-from collections.abc import Iterator
 from http import HTTPStatus
 
 import pygame
@@ -14,7 +13,7 @@ import pygame_gui
 import pytest
 
 from chatpad import messages as m
-from chatpad.app import MIN_SIZE, App, AppConfig
+from chatpad.app import MIN_SIZE, App
 from chatpad.scenes import ConversationScene, LoginScene
 from libchat.limits import MAX_MESSAGE_CHARS
 from tests.chatpad.driver import Driver
@@ -22,12 +21,6 @@ from tests.chatpad.test_screens import sign_up
 
 pytestmark = pytest.mark.gui
 
-
-@pytest.fixture
-def app() -> Iterator[App]:
-    app = App(AppConfig(offline=True))
-    yield app
-    app.close()
 
 
 def conversation(app: App) -> ConversationScene:

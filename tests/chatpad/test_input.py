@@ -7,18 +7,12 @@ import pygame
 import pytest
 
 from chatpad import messages as m
-from chatpad.app import App, AppConfig
+from chatpad.app import App
 from chatpad.scenes import ConversationScene, LoginScene
 from libchat.limits import MAX_MESSAGE_CHARS
 
 pytestmark = pytest.mark.gui
 
-
-@pytest.fixture
-def app() -> App:
-    app = App(AppConfig(offline=True))
-    yield app
-    app.close()
 
 
 def post(*events: pygame.event.Event) -> None:

@@ -4,25 +4,18 @@ keeps a minimum size instead of being recreated. Offline: the real scenes, no se
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pygame
 import pytest
 
 from chatpad import messages as m
-from chatpad.app import MIN_SIZE, App, AppConfig
+from chatpad.app import MIN_SIZE, App
 from chatpad.items import ChatItem
 from chatpad.scenes import ConversationScene, ConversationsScene, LoginScene
 
 pytestmark = pytest.mark.gui
 
-
-@pytest.fixture
-def app() -> Iterator[App]:
-    app = App(AppConfig(offline=True))
-    yield app
-    app.close()
 
 
 def signed_in_with_history(app: App, messages: int = 60) -> None:

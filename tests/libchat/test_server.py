@@ -812,6 +812,33 @@ def test_pings_are_answered_and_sent(raw: RawClient) -> None:
     assert raw.server.next_deadline() == limits.PING_INTERVAL + limits.IDLE_TIMEOUT
 
 
+@pytest.mark.parametrize("fast_frames", [True, False], ids=["fast", "wsproto"])
+def test_pings_and_pongs_of_an_idle_connection_cost_no_wsproto_state(
+    fast_frames: bool, raw: RawClient
+) -> None:
+    """Texts, our pings and the peer's pongs take the fast path: wsproto's connection
+    (about 1.7 KiB) is made only for a frame the fast path leaves to it; the ping bytes
+    are the ones wsproto writes, and a pong (whole or in pieces) is activity."""
+    raw.config = ServerConfig(fast_frames=fast_frames)
+    raw.__attrs_post_init__()
+    raw.open()
+    assert raw.text('{"type":"typing","to":"bob"}') == [protocol.Typing(to="bob")]
+    raw.advance_to(limits.PING_INTERVAL)
+    ping = raw.server.data_to_send()
+    assert ping == b"\x89\x00"  # FIN ping, unmasked, empty: what wsproto writes
+    raw.now = limits.PING_INTERVAL + 1
+    assert raw.send_ws(Pong(payload=b"")) == []
+    assert raw.server.next_deadline() == 2 * limits.PING_INTERVAL
+    raw.advance_to(2 * limits.PING_INTERVAL)
+    assert raw.server.data_to_send() == ping
+    assert raw.server.next_deadline() == 3 * limits.PING_INTERVAL
+    # (a frame arriving in pieces hands the rest of the stream to wsproto)
+    assert (raw.server._ws is None) is (fast_frames and not raw.bytewise)
+    raw.send_ws(Ping(payload=b"p"))  # the peer's own ping: wsproto answers it
+    assert raw.server._ws is not None
+    assert raw.frames()[-1] == Pong(payload=b"p")
+
+
 def test_idle_connection_is_closed_then_given_up(raw: RawClient) -> None:
     raw.open()
     raw.advance_to(limits.PING_INTERVAL)
