@@ -39,13 +39,17 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from bench.cluster import PgWatch, fresh_database, is_postgres, node_of
 from bench.profile import Recording, print_summary, summarise
 from bench.workers import raise_nofile_limit, worker_main
 from libchat import __version__
+
+if TYPE_CHECKING:
+    from chatd.auth.keyring import Keyring
 
 PASSWORD = "load-test-password"  # every bench user's password (logins need a real one)
 START_TIMEOUT = 60.0  # seconds for chatd to print its listening line
@@ -133,6 +137,10 @@ def merge_streams(replies: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for reply in replies:
         for code, count in reply["errors"].items():
             total["errors"][code] = total["errors"].get(code, 0) + count
+    pairs = sum(reply.get("pairs", 0) for reply in replies)
+    cross = sum(reply.get("cross_node_pairs", 0) for reply in replies)
+    if cross:
+        total["cross_node_pairs_pct"] = round(100 * cross / pairs, 1)
     sending = max(reply["sending_s"] for reply in replies)
     total["sending_s"] = round(sending, 2)
     total["throughput_msg_s"] = round(total["acked"] / sending, 1) if sending else 0.0
@@ -177,24 +185,33 @@ class ProcessWatch:
 
 
 class Window:
-    """Server and load generator CPU over one measured stretch of time."""
+    """Server (every node), PostgreSQL and load generator CPU over one measured
+    stretch of time; ``server_cpu`` adds up the nodes, ``nodes_cpu`` has each one."""
 
-    def __init__(self, server: ProcessWatch, workers: Sequence[ProcessWatch]) -> None:
-        self.server = server
+    def __init__(
+        self,
+        servers: Sequence[ProcessWatch],
+        workers: Sequence[ProcessWatch],
+        pg: PgWatch | None = None,
+    ) -> None:
+        self.servers = servers
         self.workers = workers
+        self.pg = pg
+        self.pg_sample = pg.sample() if pg is not None else None
         self.started = time.monotonic()
-        self.server_cpu = server.cpu_seconds()
+        self.server_cpu = [s.cpu_seconds() for s in servers]
         self.worker_cpu = [w.cpu_seconds() or 0.0 for w in workers]
 
     def close(self) -> dict[str, Any]:
         wall = time.monotonic() - self.started
-        server_cpu = self.server.cpu_seconds()
-        used = None
-        if server_cpu is not None and self.server_cpu is not None:
-            used = server_cpu - self.server_cpu
+        nodes: list[float | None] = []
+        for server, before in zip(self.servers, self.server_cpu, strict=True):
+            after = server.cpu_seconds()
+            nodes.append(None if after is None or before is None else after - before)
+        used = None if not nodes or None in nodes else sum(n or 0.0 for n in nodes)
         workers = sum(w.cpu_seconds() or 0.0 for w in self.workers) - sum(self.worker_cpu)
-        memory = self.server.memory_mib()
-        return {
+        memory = self.servers[0].memory_mib() if self.servers else {"rss": None, "peak": None}
+        result: dict[str, Any] = {
             "server_rss_mib": memory["rss"],
             "server_peak_rss_mib": memory["peak"],
             "server_cpu": {
@@ -204,15 +221,34 @@ class Window:
             },
             "loadgen_cpu_s": round(workers, 2),
         }
+        if len(self.servers) > 1:
+            result["nodes_cpu_pct"] = [
+                None if n is None else round(100 * n / wall, 1) for n in nodes
+            ]
+        if self.pg is not None and self.pg_sample is not None:
+            result["postgres"] = PgWatch.between(self.pg_sample, self.pg.sample())
+        return result
 
 
 class Chatd:
     """A chatd started by the load generator (``python -m chatd serve --port 0``)."""
 
-    def __init__(self, data_dir: Path, log_dir: Path, sync: str) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        log_dir: Path,
+        sync: str,
+        *,
+        db_url: str | None = None,
+        port: int = 0,
+        reuse_port: bool = False,
+    ) -> None:
         self.data_dir = data_dir
         self.log_dir = log_dir
         self.sync = sync
+        self.db_url = db_url
+        self.port = port
+        self.reuse_port = reuse_port
         self.proc: subprocess.Popen[str] | None = None
         self.host = ""
 
@@ -225,7 +261,7 @@ class Chatd:
             "--host",
             "127.0.0.1",
             "--port",
-            "0",
+            str(self.port),
             "--data-dir",
             str(self.data_dir),
             "--log-dir",
@@ -238,6 +274,11 @@ class Chatd:
             "--send-burst",
             "1000",
         ]
+        if self.db_url is not None:
+            command += ["--db", self.db_url]
+        if self.reuse_port:
+            command.append("--reuse-port")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         stderr = (self.log_dir / "chatd.stderr").open("w")
         self.proc = subprocess.Popen(
@@ -292,13 +333,16 @@ def password_hash() -> str:
 
 
 async def _create_users(
-    db_url: str, names: Sequence[str], hashed: str, sync: str
-) -> list[tuple[int, str, int]]:
+    data_dir: Path, db_url: str, names: Sequence[str], hashed: str, sync: str
+) -> tuple[Keyring, list[tuple[int, str, int]]]:
+    from chatd.auth.keys import key_source
     from chatd.store.factory import open_store
 
     store = open_store(db_url, sync=sync)
     await store.open()
     try:
+        # The keyring chatd will load: the data dir's key file, or PostgreSQL's shared one.
+        keyring = await key_source(store, data_dir, None).load()
         now_ms = int(time.time() * 1000)
         created: list[tuple[int, str, int]] = []
         for start in range(0, len(names), 500):
@@ -309,7 +353,7 @@ async def _create_users(
                     user = await store.user_by_name(name)
                     assert user is not None
                 created.append((user.id, user.username, user.token_generation))
-        return created
+        return keyring, created
     finally:
         await store.close()
 
@@ -346,11 +390,11 @@ async def _queue_messages(
 
 def make_users(data_dir: Path, db_url: str, names: Sequence[str], sync: str) -> list[BenchUser]:
     """Create (or find) the users and mint a one-day token for each."""
-    from chatd.auth import Tokens, load_or_create_key
+    from chatd.auth import Tokens
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    created = asyncio.run(_create_users(db_url, names, password_hash(), sync))
-    tokens = Tokens(load_or_create_key(data_dir), 86400)
+    keyring, created = asyncio.run(_create_users(data_dir, db_url, names, password_hash(), sync))
+    tokens = Tokens(keyring, 86400)
     now = time.time()
     return [
         BenchUser(user_id, name, tokens.issue(user_id, generation, now).token)
@@ -449,13 +493,19 @@ class Bench:
         self,
         params: Params,
         pool: Pool,
-        server: ProcessWatch,
+        server: ProcessWatch | Sequence[ProcessWatch],
         users: dict[str, list[BenchUser]],
         backlog: tuple[BenchUser, int] | None,
+        *,
+        pg: PgWatch | None = None,
+        node_ports: Sequence[int] = (),
     ) -> None:
         self.p = params
         self.pool = pool
-        self.server = server
+        self.servers = [server] if isinstance(server, ProcessWatch) else list(server)
+        self.pg = pg
+        # Nodes on ports of their own: each user is dealt to one (bench.cluster.node_of).
+        self.node_ports = list(node_ports)
         self.users = users
         self.backlog_user = backlog
         self.connected: set[str] = set()
@@ -465,11 +515,18 @@ class Bench:
         self.main_workers = list(range(params.workers))
         self.side_workers = list(range(params.workers, len(pool.pipes))) or self.main_workers
 
+    def port_of(self, index: int, workers: int) -> int | None:
+        """The port of the node a group's ``index``-th user (of ``workers``) connects to."""
+        if len(self.node_ports) < 2:
+            return None
+        node = node_of(index, workers, len(self.node_ports))
+        return self.node_ports[node]
+
     def workers_of(self, group: str) -> list[int]:
         return self.side_workers if group == "side" else self.main_workers
 
     def window(self) -> Window:
-        return Window(self.server, self.pool.watches)
+        return Window(self.servers, self.pool.watches, self.pg)
 
     def connect(self, group: str) -> dict[str, Any]:
         """Connect a group of users (once), spread over the workers."""
@@ -488,8 +545,8 @@ class Bench:
             timeout=timeout,
             indices=workers,
             per_worker=[
-                {"users": [(u.name, u.token) for u in share]}
-                for share in split(users, len(workers))
+                {"users": [(u.name, u.token, self.port_of(i, len(workers))) for i, u in share]}
+                for share in split(list(enumerate(users)), len(workers))
             ],
         )
         self.connected.add(group)
@@ -551,6 +608,11 @@ class Bench:
         self.connect("main")
         window = self.window()
         result = self.stream("main", "st", self.p.rate, self.p.duration)
+        measured = window.close()
+        cpu = measured["server_cpu"]["seconds"]
+        per_message = None
+        if cpu is not None and result["acked"]:
+            per_message = round(1e6 * cpu / result["acked"])
         return {
             "parameters": {
                 "users": self.p.users,
@@ -558,7 +620,8 @@ class Bench:
                 "duration_s": self.p.duration,
             },
             **result,
-            **window.close(),
+            **measured,
+            "server_cpu_us_per_msg": per_message,
         }
 
     def saturation(self) -> dict[str, Any]:
@@ -821,6 +884,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results here")
     parser.add_argument(
+        "--db",
+        metavar="URL",
+        help="run chatd on this PostgreSQL database (default: SQLite in the data dir)",
+    )
+    parser.add_argument(
+        "--fresh-db",
+        action="store_true",
+        help="with --db: a new database beside it for this run, dropped afterwards",
+    )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="start N chatd nodes on --db, each on its own port with the users dealt "
+        "among them (about half of each user's peers on another node with two)",
+    )
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="with --nodes: all nodes on one port (SO_REUSEPORT); the kernel picks",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
@@ -855,8 +941,63 @@ def run(
     json_path: Path | None = None,
     profile_dir: Path | None = None,
     quiet: bool = False,
+    db: str | None = None,
+    fresh_db: bool = False,
+    nodes: int = 1,
+    reuse_port: bool = False,
 ) -> list[dict[str, Any]]:
-    """Prepare users, start (or target) chatd, run the scenarios; returns the results."""
+    """Prepare users, start (or target) chatd, run the scenarios; returns the results.
+
+    ``db`` is a PostgreSQL URL (default: SQLite in the data dir); with ``fresh_db`` the
+    run gets a database of its own beside it, dropped afterwards. ``nodes`` chatd
+    processes share it: on ports of their own with the users dealt among them (about
+    half of each user's peers on another node with two), or with ``reuse_port`` on one
+    port that the kernel spreads connections over.
+    """
+    if nodes < 1:
+        raise ValueError("--nodes must be at least 1")
+    if (nodes > 1 or fresh_db) and not is_postgres(db):
+        raise ValueError("--nodes and --fresh-db need --db postgresql://...")
+    if url is not None and (nodes > 1 or fresh_db):
+        raise ValueError("--url targets one running chatd: no --nodes or --fresh-db")
+    tag = "b" + format(int(time.time()) % 1_000_000, "06d")
+    with contextlib.ExitStack() as stack:
+        if fresh_db:
+            assert db is not None
+            db = stack.enter_context(fresh_database(db, f"chatd_bench_{tag}"))
+            if not quiet:
+                print(f"fresh database {db}", flush=True)
+        return _run(
+            scenarios,
+            params,
+            tag,
+            url=url,
+            data_dir=data_dir,
+            server_pid=server_pid,
+            json_path=json_path,
+            profile_dir=profile_dir,
+            quiet=quiet,
+            db=db,
+            nodes=nodes,
+            reuse_port=reuse_port,
+        )
+
+
+def _run(
+    scenarios: Sequence[str],
+    params: Params,
+    tag: str,
+    *,
+    url: str | None,
+    data_dir: Path | None,
+    server_pid: int | None,
+    json_path: Path | None,
+    profile_dir: Path | None,
+    quiet: bool,
+    db: str | None,
+    nodes: int,
+    reuse_port: bool,
+) -> list[dict[str, Any]]:
     raise_nofile_limit()  # the started chatd inherits it
     if "all" in scenarios:
         scenarios = SCENARIOS
@@ -866,8 +1007,7 @@ def run(
             raise ValueError("--url needs the server's --data-dir (to mint tokens)")
         scratch = Path(tempfile.mkdtemp(prefix="chatd-bench-"))
         data_dir = scratch / "data"
-    db_url = str(data_dir / "chatd.db")
-    tag = "b" + format(int(time.time()) % 1_000_000, "06d")
+    db_url = db if db is not None else str(data_dir / "chatd.db")
     names = {
         "main": [f"{tag}u{i:05d}" for i in range(params.users)],
         "side": [f"{tag}s{i:04d}" for i in range(params.side_users if "storm" in scenarios else 0)],
@@ -892,29 +1032,63 @@ def run(
         backlog = (target, params.backlog)
     if not quiet:
         print(f"prepared {len(made):,} users in {time.monotonic() - started:.1f} s", flush=True)
-    chatd = None
-    if url is None:
-        assert scratch is not None
-        (scratch / "logs").mkdir(exist_ok=True)
-        chatd = Chatd(data_dir, scratch / "logs", params.sync)
-        chatd.start()
-        host = chatd.host
-        server_pid = chatd.proc.pid if chatd.proc else None
-    else:
-        host = url.split("://", 1)[-1].rstrip("/")
-    pool = Pool(params.workers + (1 if "storm" in scenarios else 0), host)
+    servers: list[Chatd] = []
+    pool = None
+    pg = None
     results: list[dict[str, Any]] = []
     try:
-        bench = Bench(params, pool, ProcessWatch(server_pid), users, backlog)
+        if url is None:
+            assert scratch is not None
+            port = 0
+            for index in range(nodes):
+                # Each node has a data dir (and lock) of its own; PostgreSQL holds the key.
+                node_dir = data_dir if index == 0 else scratch / f"data-node{index}"
+                chatd = Chatd(
+                    node_dir,
+                    scratch / ("logs" if index == 0 else f"logs-node{index}"),
+                    params.sync,
+                    db_url=db,
+                    port=port,
+                    reuse_port=reuse_port and nodes > 1,
+                )
+                servers.append(chatd)
+                chatd.start()
+                if reuse_port:
+                    port = int(chatd.host.rpartition(":")[2])
+            host = servers[0].host
+            pids = [c.proc.pid if c.proc else None for c in servers]
+        else:
+            host = url.split("://", 1)[-1].rstrip("/")
+            pids = [server_pid]
+        separate = len(servers) > 1 and not reuse_port
+        node_ports = [int(c.host.rpartition(":")[2]) for c in servers] if separate else []
+        if not quiet and len(servers) > 1:
+            how = "separate ports, users dealt among them" if separate else "--reuse-port"
+            print(f"{len(servers)} nodes ({how}): {[c.host for c in servers]}", flush=True)
+        if is_postgres(db):
+            from chatd.bus import channel_for
+            from chatd.store.factory import schema_from_url
+
+            assert db is not None
+            pg = PgWatch(db, channel_for(schema_from_url(db)))
+        pool = Pool(params.workers + (1 if "storm" in scenarios else 0), host)
+        watches = [ProcessWatch(pid) for pid in pids]
+        bench = Bench(params, pool, watches, users, backlog, pg=pg, node_ports=node_ports)
         for name in scenarios:
             if not quiet:
                 print(f"\nrunning {name} ...", flush=True)
-            if profile_dir is not None and server_pid is not None:
+            live = [pid for pid in pids if pid is not None]
+            if profile_dir is not None and live:
                 profile_dir.mkdir(parents=True, exist_ok=True)
-                stacks = profile_dir / f"{name}.txt"
-                with Recording(server_pid, stacks):
+                files = [
+                    profile_dir / (f"{name}.txt" if n == 0 else f"{name}-node{n}.txt")
+                    for n in range(len(live))
+                ]
+                with contextlib.ExitStack() as recordings:
+                    for pid, stacks in zip(live, files, strict=True):
+                        recordings.enter_context(Recording(pid, stacks))
                     result = {"scenario": name, **getattr(bench, name)()}
-                result["profile"] = summarise(stacks)
+                result["profile"] = summarise(files[0])
             else:
                 result = {"scenario": name, **getattr(bench, name)()}
             results.append(result)
@@ -923,15 +1097,29 @@ def run(
                 if "profile" in result:
                     print_summary(result["profile"])
     finally:
-        pool.close()
-        if chatd is not None:
+        if pool is not None:
+            pool.close()
+        for chatd in servers:
             chatd.stop()
+        if pg is not None:
+            pg.close()
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     if json_path is not None:
+        setup = {
+            "db": "postgresql" if is_postgres(db) else "sqlite",
+            "nodes": max(1, len(servers)),
+            "reuse_port": reuse_port and len(servers) > 1,
+        }
         json_path.write_text(
             json.dumps(
-                {"machine": machine(), "params": attrs.asdict(params), "results": results}, indent=2
+                {
+                    "machine": machine(),
+                    "params": attrs.asdict(params),
+                    "setup": setup,
+                    "results": results,
+                },
+                indent=2,
             )
         )
     return results
@@ -948,6 +1136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         server_pid=args.server_pid,
         json_path=args.json,
         profile_dir=args.profile,
+        db=args.db,
+        fresh_db=args.fresh_db,
+        nodes=args.nodes,
+        reuse_port=args.reuse_port,
     )
     return 0
 

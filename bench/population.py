@@ -29,9 +29,12 @@ MAX_CONNECT_ATTEMPTS = 8  # attempts per user when building the initial populati
 class User:
     """A simulated user: survives its connections (seen seqs, backoff, storm marks)."""
 
-    def __init__(self, name: str, token: str, rng: random.Random) -> None:
+    def __init__(
+        self, name: str, token: str, rng: random.Random, port: int | None = None
+    ) -> None:
         self.name = name
         self.token = token
+        self.port = port  # the node this user connects to (None: the population's host)
         self.seen = SeenSeqs()
         self.backoff = Backoff(rng=rng)
         self.client: Client | None = None
@@ -197,7 +200,9 @@ class Population:
     async def connect_once(self, user: User, timeout: float) -> bool:
         try:
             _, client = await asyncio.wait_for(
-                self.loop.create_connection(lambda: Client(self, user), self.address, self.port),
+                self.loop.create_connection(
+                    lambda: Client(self, user), self.address, user.port or self.port
+                ),
                 timeout,
             )
         except (OSError, TimeoutError):
@@ -223,11 +228,19 @@ class Population:
         return False
 
     async def connect(
-        self, group: str, users: list[tuple[str, str]], concurrency: int, timeout: float
+        self,
+        group: str,
+        users: list[tuple[str, str]] | list[tuple[str, str, int | None]],
+        concurrency: int,
+        timeout: float,
     ) -> dict[str, Any]:
-        """Connect ``users`` (name, token) as ``group``, ``concurrency`` at a time."""
+        """Connect ``users`` (name, token and optionally the port of the user's node) as
+        ``group``, ``concurrency`` at a time."""
         members = self.groups.setdefault(group, [])
-        new = [User(name, token, random.Random(self.rng.random())) for name, token in users]
+        new = [
+            User(user[0], user[1], random.Random(self.rng.random()), user[2] if user[2:] else None)
+            for user in users
+        ]
         members.extend(new)
         started = self.loop.time()
         deadline = started + timeout

@@ -74,6 +74,8 @@ class Scenarios:
         del self.ledger.runs[prefix]
         summary = run.summary()
         summary["sending_s"] = sending_s
+        summary["pairs"] = len(pairs)
+        summary["cross_node_pairs"] = sum(1 for a, b in pairs if a.port != b.port)
         return summary
 
     # --- storm -----------------------------------------------------------------------

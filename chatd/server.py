@@ -264,8 +264,7 @@ class Server:
     async def _update_gauges(self) -> None:
         while True:
             try:
-                stats = await self.store.stats()
-                self.metrics.queue_depth.set(stats.undelivered)
+                self.metrics.queue_depth.set(await self.store.undelivered_total())
             except StoreUnavailable:
                 pass  # the store logs an outage once
             except StoreError:

@@ -17,7 +17,7 @@ bus, and the names callers import.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from chatd.bus.events import (
@@ -70,6 +70,9 @@ class Bus(Protocol):
     async def publish(self, event: BusEvent) -> None:
         """Tell the other nodes; never raises (a lost signal is healed by resync)."""
 
+    async def publish_many(self, events: Sequence[BusEvent]) -> None:
+        """:meth:`publish` for several events, in order, at the cost of one."""
+
     async def close(self) -> None: ...
 
 
@@ -82,6 +85,9 @@ class LocalBus:
         pass
 
     async def publish(self, event: BusEvent) -> None:
+        pass
+
+    async def publish_many(self, events: Sequence[BusEvent]) -> None:
         pass
 
     async def close(self) -> None:

@@ -18,7 +18,7 @@ from chatd.hub.common import Common
 from chatd.hub.online import Online
 from chatd.observe.logs import EventLogger
 from chatd.observe.refusals import LogThrottle
-from chatd.store import StoreError
+from chatd.store import StoreError, StoreUnavailable
 from libchat import limits, protocol
 
 log = EventLogger(logging.getLogger(__name__))
@@ -77,6 +77,8 @@ class PushFailures:
             await asyncio.wait([previous])
         try:
             await self._store.count_failed_pushes(user_id, seqs)
+        except StoreUnavailable:
+            pass  # the store logs the outage once; the counts are advisory
         except StoreError:
             if self._store_log.allow(log, "store.error", "count_failed_pushes"):
                 log.exception("store.error", op="count_failed_pushes", count=len(seqs))

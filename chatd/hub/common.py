@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -18,10 +19,18 @@ from chatd.config import Config
 from chatd.hub.online import Roster
 from chatd.observe.logs import EventLogger
 from chatd.observe.metrics import Metrics
-from chatd.store import Store
+from chatd.store import Store, StoreUnavailable
 from chatd.users import UserDirectory
 
 log = EventLogger(logging.getLogger(__name__))
+
+
+def log_store_error(logger: EventLogger, op: str, **fields: Any) -> None:
+    """Inside an ``except``: a ``store.error`` line with the traceback, except for an
+    outage (:class:`StoreUnavailable`), which the store logs once when it starts and
+    once when it ends rather than once per failed query."""
+    if not isinstance(sys.exc_info()[1], StoreUnavailable):
+        logger.exception("store.error", op=op, **fields)
 
 
 class Tasks:

@@ -21,7 +21,7 @@ from chatd.hub.online import Online
 from chatd.observe.logs import EventLogger
 from chatd.observe.refusals import LogThrottle
 from chatd.ratelimit import KeyedBuckets
-from chatd.store import NewMessage, StoreError, User
+from chatd.store import NewMessage, StoreError, StoreUnavailable, User
 from chatd.turn import LoopTurn
 from libchat import protocol
 from libchat.protocol import Ack, Error, Message, Send
@@ -181,6 +181,8 @@ class Messaging:
             # the commit lands after all), and do not queue per-connection retries.
             if self._store_log.allow(log, "store.slow", "submit"):
                 log.error("store.slow", op="submit", count=len(batch), bound_s=SUBMIT_BOUND)
+            stored, timed_out = None, True
+        except StoreUnavailable:  # down: the store logs the outage once; no retries
             stored, timed_out = None, True
         except Exception:
             if self._store_log.allow(log, "store.error", "submit"):

@@ -14,7 +14,7 @@ import functools
 import logging
 
 from chatd import bus as busmod
-from chatd.hub.common import Common
+from chatd.hub.common import Common, log_store_error
 from chatd.hub.online import Online
 from chatd.observe.logs import EventLogger
 from chatd.ratelimit import TokenBucket
@@ -188,7 +188,7 @@ class Presence:
         try:
             peers.names.update(await self._store.peers(user.id))
         except StoreError:
-            log.exception("store.error", op="peers", user=user.username)
+            log_store_error(log, "peers", user=user.username)
             if self._peers.get(user.username) is peers:
                 del self._peers[user.username]  # the next call loads again
         finally:

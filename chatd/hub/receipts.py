@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from chatd import bus as busmod
 from chatd.hub.catchup import PushFailures
-from chatd.hub.common import Common
+from chatd.hub.common import Common, log_store_error
 from chatd.hub.online import Online
 from chatd.observe.logs import EventLogger
 from chatd.ratelimit import TokenBucket
@@ -70,7 +70,7 @@ class Receipts:
                 [(online.user.id, seqs) for online, seqs in marks], now_ms
             )
         except Exception:
-            log.exception("store.error", op="mark_delivered", count=len(marks))
+            log_store_error(log, "mark_delivered", count=len(marks))
             marked = None
         if marked is None:
             if len(marks) == 1:  # its own job failed: nobody else's to save
@@ -171,7 +171,7 @@ class Receipts:
                 return
             result = await self._store.mark_read(online.user.id, peer.id, frame.up_to, now_ms)
         except Exception:
-            log.exception("store.error", op="mark_read")
+            log_store_error(log, "mark_read")
             self._not_recorded(online, "read")
             return
         self.send_delivered_receipts(result.newly_delivered, now_ms)

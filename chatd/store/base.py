@@ -324,4 +324,9 @@ class Store(Protocol):
     async def queue_depth(self, recipient_id: int) -> int:
         """How many messages to ``recipient_id`` are undelivered."""
 
-    async def stats(self) -> Stats: ...
+    async def undelivered_total(self) -> int:
+        """How many messages are undelivered, to anyone: read from the index of the
+        undelivered, never a scan of every message (the metrics ask every 15 s)."""
+
+    async def stats(self) -> Stats:
+        """Counts for ``chatd stats``: these scan whole tables, seconds on a big store."""

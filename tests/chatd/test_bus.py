@@ -5,7 +5,10 @@ Each PostgresBus test uses its own NOTIFY channel, so tests running at once stay
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 import pytest
@@ -27,6 +30,7 @@ from chatd.bus import (
     decode_event,
     encode_event,
 )
+from chatd.hub.bridge import Publisher
 from tests.support.aio import run
 from tests.support.pg import PG_DSN as DSN
 from tests.support.pg import require_postgres
@@ -103,6 +107,43 @@ def test_local_bus_delivers_nothing() -> None:
     run(body)
 
 
+class RecordingBus:
+    """A bus of several nodes that keeps what it was asked to publish, call by call."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[BusEvent]] = []
+
+    async def start(self, handler: Any, on_resync: Any = None) -> None:
+        pass
+
+    async def publish(self, event: BusEvent) -> None:
+        self.calls.append([event])
+
+    async def publish_many(self, events: Sequence[BusEvent]) -> None:
+        self.calls.append(list(events))
+
+    async def close(self) -> None:
+        pass
+
+
+def test_the_events_of_one_loop_turn_are_published_in_one_job() -> None:
+    """A message and its receipt each make an event: one job (one task) per turn, not
+    per event (issue 17); events of a later turn go in a later job, in order."""
+
+    async def body() -> None:
+        bus = RecordingBus()
+        publisher = Publisher(bus)
+        for event in EVENTS[:3]:
+            publisher.publish(event)
+        assert len(publisher.tasks.running) == 1
+        await asyncio.wait(publisher.tasks.running)
+        publisher.publish(EVENTS[3])
+        await asyncio.wait(publisher.tasks.running)
+        assert bus.calls == [EVENTS[:3], [EVENTS[3]]]
+
+    run(body)
+
+
 # --- PostgresBus ------------------------------------------------------------------------
 
 
@@ -126,6 +167,32 @@ def test_events_reach_the_other_node_and_not_their_own(channel: str) -> None:
             await apoll(lambda: bool(at_a), "A to hear B's marker")
             assert at_b == EVENTS
             assert at_a == [marker]
+        finally:
+            await bus_a.close()
+            await bus_b.close()
+
+    run(body)
+
+
+@pytest.mark.pg
+def test_events_published_at_once_go_out_together_in_order(channel: str) -> None:
+    async def body() -> None:
+        heard: list[BusEvent] = []
+        bus_a = PostgresBus(DSN, channel=channel, node_id="a")
+        bus_b = PostgresBus(DSN, channel=channel, node_id="b")
+        await bus_a.start(lambda _event: None)
+        await bus_b.start(heard.append)
+        try:
+            # Repeats too: PostgreSQL delivers identical payloads of one transaction
+            # once, and the last "online" must not be lost.
+            flips = [Presence(user="alice", online=i % 2 == 0) for i in range(5)]
+            events = [MessageStored(recipient="bob", seq=i, sender="alice") for i in range(300)]
+            events += flips
+            await asyncio.gather(*(bus_a.publish(event) for event in events))
+            await apoll(lambda: len(heard) == len(events), "B to hear every event")
+            assert heard == events
+            assert bus_a.published == len(events)
+            assert bus_a.sends < len(events) / 10  # one statement per round trip's worth
         finally:
             await bus_a.close()
             await bus_b.close()

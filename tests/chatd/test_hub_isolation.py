@@ -22,6 +22,7 @@ import pytest
 
 from chatd.accounts import Accounts, Identity
 from chatd.auth import LoginLimiter, Passwords, RevocationCache, Tokens
+from chatd.bus import Delivered as BusDelivered
 from chatd.bus import MessageStored
 from chatd.config import Config
 from chatd.hub import Hub, Publisher, Sessions
@@ -273,6 +274,34 @@ async def test_a_remote_message_that_cannot_be_read_reaches_its_recipient_anyway
         w.hub.on_bus_event(MessageStored(recipient="bob", seq=message.seq, sender="alice"))
         await w.hub.wait_idle()
         assert [m.seq for m in w.sessions["bob"].of(Message)] == [message.seq]
+
+
+@run_async
+async def test_remote_delivered_marks_of_one_loop_turn_are_read_at_once(tmp_path: Path) -> None:
+    """Bob, on another node, confirmed two of alice's messages, in two events that
+    arrive in one loop turn: one store read brings alice both receipts (issue 17)."""
+    async with world(tmp_path) as w:
+        await w.connect("alice")
+        bob = await w.store.create_user("bob", "hash", TS)
+        assert bob is not None
+        w.users["bob"] = bob
+        first = await w.send("alice", "bob", "m-1")
+        second = await w.send("alice", "bob", "m-2")
+        await w.store.mark_delivered_many([(bob.id, [first.seq, second.seq])], TS + 5)
+        reads: list[Sequence[int]] = []
+        read = w.store.messages_by_seq
+
+        async def counted(seqs: Sequence[int]) -> list[Message]:
+            reads.append(list(seqs))
+            return await read(seqs)
+
+        w.store.messages_by_seq = counted  # type: ignore[method-assign]
+        w.hub.on_bus_event(BusDelivered(sender="alice", seqs=[first.seq]))
+        w.hub.on_bus_event(BusDelivered(sender="alice", seqs=[second.seq]))
+        await w.hub.wait_idle()
+        assert reads == [[first.seq, second.seq]]
+        receipts = w.sessions["alice"].of(protocol.DeliveredReceipt)
+        assert [r.id for r in receipts] == ["m-1", "m-2"]
 
 
 @run_async

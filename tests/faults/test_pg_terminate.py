@@ -11,9 +11,11 @@ id), and no acked message lost or duplicated.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -176,13 +178,19 @@ async def test_a_pool_of_terminated_backends_costs_no_send(make_server: Any) -> 
     _, token = await anew_user(a, "pool")
     bob, _ = await anew_user(a, "pool")
     peer = await ws_connect(a, token)
-    for _ in range(20):  # concurrent reads grow the pool
-        await asyncio.gather(*(
-            asyncio.to_thread(http, a, "GET", "/v1/conversations", token=token)
-            for _ in range(16)
-        ))
-        if await asyncio.to_thread(store_backends, a) >= 6:
-            break
+    # Concurrent reads grow the pool: 16 at once on threads of their own (the default
+    # executor has only cores + 4 threads, and quick reads then rarely overlap 6 deep).
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(16) as threads:
+        for _ in range(200):  # a few seconds at most: it grows within the first 20 mostly
+            await asyncio.gather(*(
+                loop.run_in_executor(
+                    threads, functools.partial(http, a, "GET", "/v1/conversations", token=token)
+                )
+                for _ in range(16)
+            ))
+            if await asyncio.to_thread(store_backends, a) >= 6:
+                break
     grown = await asyncio.to_thread(store_backends, a)
     assert grown >= 6, f"the pool did not grow: {grown} connections"
     killed = await asyncio.to_thread(terminate_backends, (a,))

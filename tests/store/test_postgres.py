@@ -11,13 +11,16 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
 from chatd.store.base import SchemaMismatch, StoreError, User
-from chatd.store.postgres import MIGRATIONS, PostgresStore
+from chatd.store.postgres import MIGRATIONS, PostgresStore, pool
+from chatd.store.postgres.pool import _is_quiet
 from tests.store.test_contract import new
 from tests.support.aio import run
 from tests.support.pg import PG_DSN as DSN
 from tests.support.pg import fresh_schema
+from tests.support.poll import apoll
 
 pytestmark = pytest.mark.pg
 
@@ -270,6 +273,56 @@ def test_store_recovers_from_killed_connections(schema: str) -> None:
             stored = await store.submit([new(alice, bob, "after")])
             assert stored[0].id == "after"
             assert [m.id for m in await store.undelivered(bob.id, 0, 10)] == ["before", "after"]
+        finally:
+            await store.close()
+
+    run(body)
+
+
+def test_only_a_connection_with_news_is_checked_with_a_round_trip() -> None:
+    """The pool checks a connection it hands out by asking the server only when
+    something arrived on it since its last query: a terminated backend's error, or the
+    end of its socket. A quiet one costs no round trip (issue 17)."""
+
+    async def body() -> None:
+        async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as conn:
+            await conn.execute("SELECT 1")
+            assert _is_quiet(conn)
+            async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as admin:
+                await admin.execute(
+                    "SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,)
+                )
+            await apoll(lambda: not _is_quiet(conn), "the terminated backend to speak")
+            with pytest.raises(psycopg.OperationalError):
+                await AsyncConnectionPool.check_connection(conn)
+
+    run(body)
+
+
+def test_statements_on_quiet_connections_the_server_ended_run_again(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every pooled backend ended, and (as in the moment before they say so) every
+    connection taken for quiet: a submit and a read each fail once with SQLSTATE 57P01,
+    never committed, and run again on a checked connection; nothing fails or repeats."""
+
+    async def body() -> None:
+        store = PostgresStore(DSN, schema=schema, min_size=4)
+        await store.open()
+        try:
+            alice, bob = await two_users(store)
+            await store.submit([new(alice, bob, "before")])
+            monkeypatch.setattr(pool, "_is_quiet", lambda conn: True)
+            async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as admin:
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = %s",
+                    (store.application_name,),
+                )
+            stored = await store.submit([new(alice, bob, "after")])
+            assert stored[0].id == "after"
+            queued = await store.undelivered(bob.id, 0, 10)
+            assert [m.id for m in queued] == ["before", "after"]
         finally:
             await store.close()
 

@@ -179,6 +179,12 @@ class Messages:
         )
         return 0 if row is None else int(row[0])
 
+    async def undelivered_total(self) -> int:
+        row = await self._db.fetchone(
+            "SELECT count(*) FROM messages WHERE delivered_at IS NULL", ()
+        )
+        return 0 if row is None else int(row[0])
+
     async def stats(self) -> Stats:
         row = await self._db.fetchone(
             """SELECT

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
-from collections.abc import AsyncIterator
+import select
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Final
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg_pool import AsyncConnectionPool
 
 from chatd.bus import StoreChanged, channel_for, encode_event
@@ -23,7 +25,7 @@ from chatd.observe.downtime import Downtime
 from chatd.observe.logs import EventLogger
 from chatd.store.base import StoreError, StoreUnavailable
 
-__all__ = ["OP_BOUND", "Database", "events", "log"]
+__all__ = ["OP_BOUND", "Database", "ended_by_server", "events", "log", "unchecked"]
 
 # One logger for every module of the PostgreSQL store: its log lines name the store, as
 # they did when it was one module.
@@ -45,6 +47,36 @@ OP_BOUND: Final = 2.0
 RECONNECT_TIMEOUT: Final = 2.0
 # What the changes other nodes must see at once send, in their own transaction.
 _CHANGED_PAYLOAD: Final = encode_event(StoreChanged(), node_id="store")
+# SQLSTATE class of a session the server ended (administrator command, crash of another
+# backend, shutdown): sent instead of the statement's result, which was never committed.
+ENDED_BY_SERVER: Final = "57P"
+# Checkouts in this context skip the pool's round-trip check for a quiet connection
+# (see Database._check): the hot path's queries, which run again on a checked connection
+# when the server turns out to have ended the session (see unchecked()).
+_UNCHECKED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "chatd_pg_unchecked", default=False
+)
+
+
+class _EndedByServer(Exception):
+    """A quiet connection handed out unchecked was ended by the server: run it again."""
+
+
+@contextlib.contextmanager
+def unchecked() -> Iterator[None]:
+    """Within this block, a quiet pooled connection is handed out without the check's
+    round trip. The caller must run its work again if it fails with
+    :func:`ended_by_server` (a statement that never committed)."""
+    token = _UNCHECKED.set(True)
+    try:
+        yield
+    finally:
+        _UNCHECKED.reset(token)
+
+
+def ended_by_server(exc: BaseException) -> bool:
+    """psycopg's error for a session the server ended before the statement committed."""
+    return isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith(ENDED_BY_SERVER)
 
 
 class Database:
@@ -84,12 +116,21 @@ class Database:
         """The pool's check of a connection it hands out. One found dead means the others
         probably died with it (a restart, terminated backends): the pool waits 1 s, 2 s,
         4 s... before each next try, so check every idle connection now, at once, and the
-        next try finds a live one instead of the next dead one."""
+        next try finds a live one instead of the next dead one.
+
+        Under :func:`unchecked`, a connection on which nothing arrived since its last
+        query is handed out without a round trip (one per query on the hot path, issue
+        17): a backend the server ends says so, or closes its socket, and either makes
+        the socket readable. A backend ended a moment ago may not have said so yet; the
+        statement sent to it then fails with SQLSTATE 57P0x, never committed, and the
+        caller runs it again on a checked connection.
+        """
+        if _UNCHECKED.get() and _is_quiet(conn):
+            return
         try:
             await AsyncConnectionPool.check_connection(conn)
         except psycopg.Error:
-            if self._sweep is None or self._sweep.done():
-                self._sweep = asyncio.create_task(self.pool.check(), name="chatd-pg-sweep")
+            self._sweep_soon()
             raise
 
     async def connect(self) -> psycopg.AsyncConnection[Any]:
@@ -133,10 +174,18 @@ class Database:
         except TimeoutError as exc:
             raise self.unavailable(f"no answer within {bound} s") from exc
         except psycopg.OperationalError as exc:  # PoolTimeout is one
+            if _UNCHECKED.get() and ended_by_server(exc):
+                self._sweep_soon()
+                raise _EndedByServer() from exc
             raise self.unavailable(exc) from exc
         except psycopg.Error as exc:
             raise StoreError(str(exc)) from exc
         self.outage.ok()
+
+    def _sweep_soon(self) -> None:
+        """Check every idle connection now: the server probably ended them together."""
+        if self._sweep is None or self._sweep.done():
+            self._sweep = asyncio.create_task(self.pool.check(), name="chatd-pg-sweep")
 
     def unavailable(self, error: Exception | str) -> StoreUnavailable:
         """The error for an unreachable database; counted in the outage log lines."""
@@ -146,6 +195,15 @@ class Database:
     async def fetchall(
         self, query: str, params: Any = None, *, bound: float | None = OP_BOUND
     ) -> list[tuple[Any, ...]]:
+        """One statement's rows: on a quiet connection unchecked, else (or again, when
+        the server had ended the unchecked one) on a checked one."""
+        try:
+            with unchecked():
+                async with self.connection(bound) as conn:
+                    cur = await conn.execute(query, params)
+                    return await cur.fetchall()
+        except _EndedByServer:
+            pass
         async with self.connection(bound) as conn:
             cur = await conn.execute(query, params)
             return await cur.fetchall()
@@ -169,5 +227,27 @@ class Database:
             return row
 
     async def execute(self, query: str, params: Any = None) -> None:
+        """One statement, as :meth:`fetchall` runs it."""
+        try:
+            with unchecked():
+                async with self.connection() as conn:
+                    await conn.execute(query, params)
+                    return
+        except _EndedByServer:
+            pass
         async with self.connection() as conn:
             await conn.execute(query, params)
+
+
+def _is_quiet(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """True when an idle connection looks alive without asking the server: libpq sees
+    it up and outside a transaction, and nothing (an error, a notice, end of file)
+    waits on its socket."""
+    pgconn = conn.pgconn
+    if pgconn.status != pq.ConnStatus.OK or (
+        pgconn.transaction_status != pq.TransactionStatus.IDLE
+    ):
+        return False
+    poller = select.poll()  # not select.select: a busy node's descriptors pass FD_SETSIZE
+    poller.register(pgconn.socket, select.POLLIN | select.POLLPRI)
+    return not poller.poll(0)

@@ -129,6 +129,9 @@ class PostgresStore:
         transaction, see :meth:`chatd.store.postgres.pool.Database.announced`)."""
         return False
 
+    async def undelivered_total(self) -> int:
+        return await self._messages.undelivered_total()
+
     async def stats(self) -> Stats:
         return await self._messages.stats()
 

@@ -16,7 +16,7 @@ import psycopg
 
 from chatd.store.base import NewMessage, StoreError, StoreUnavailable, message_from_row
 from chatd.store.postgres.columns import message_select
-from chatd.store.postgres.pool import Database, events
+from chatd.store.postgres.pool import Database, ended_by_server, events, unchecked
 from libchat.protocol import Message
 
 __all__ = ["INSERT_LOCK", "MAX_BATCH", "BatchWriter"]
@@ -101,7 +101,15 @@ class BatchWriter:
         submit fails only its own caller.
         """
         try:
-            await self._commit(batch)
+            try:
+                with unchecked():
+                    await self._commit(batch)
+            except psycopg.OperationalError as exc:
+                if not ended_by_server(exc):
+                    raise
+                # Sent on a quiet connection whose backend the server had just ended:
+                # never committed, so again on a checked one.
+                await self._commit(batch)
         except psycopg.OperationalError as exc:  # unreachable: no retries one by one
             self._fail(batch, self._db.unavailable(exc))
         except psycopg.Error as exc:

@@ -172,6 +172,10 @@ class SqliteStore:
         """Write a consistent copy of the live database to ``dest_path`` (replaced)."""
         await asyncio.to_thread(backup, self.path, Path(dest_path))
 
+    async def undelivered_total(self) -> int:
+        sql = "SELECT count(*) FROM messages WHERE delivered_at IS NULL"
+        return int(await self._reads.run(lambda conn: scalar(conn, sql)))
+
     async def stats(self) -> Stats:
         return await self._reads.run(self._stats)
 
