@@ -51,7 +51,7 @@ class CommitPacer:
     paces the rest. Used by the writer thread only; the clock is passed in.
     """
 
-    GATHER: Final = 2.0  # writes a pause must be expected to gather to be worth it
+    GATHER: Final = 1.0  # writes a pause must be expected to gather to be worth it
     WINDOW: Final = 0.1  # seconds: the decay time of the write rate
 
     def __init__(self, interval: float) -> None:
