@@ -46,8 +46,8 @@ class SqliteStore:
 
     ``sync`` is ``"full"`` (every commit survives a power cut) or ``"normal"`` (a power
     cut may lose the last commits, never corrupt). ``readers`` sizes the read pool.
-    ``commit_interval``: seconds from the start of one transaction to the next at least
-    (group commit, see :data:`~chatd.store.sqlite.writer.COMMIT_INTERVAL`).
+    ``commit_interval``: under load, seconds from the start of one transaction to the
+    next at least (group commit, see :class:`~chatd.store.sqlite.writer.CommitPacer`).
 
     Counters for metrics: ``commits`` and ``last_batch_size`` (messages inserted by the
     last transaction, as the PostgreSQL store counts); ``on_commit(batch_size, seconds)``,
