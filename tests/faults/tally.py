@@ -19,6 +19,7 @@ end of the pytest run, so ``make faults`` shows every run's figures.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -80,11 +81,13 @@ class Tally:
         return sorted(cid for cid in self.sent if cid not in self.acks and cid not in self.errors)
 
     def line(self) -> str:
-        errors = sum(len(codes) for codes in self.errors.values())
+        codes = Counter(code for codes in self.errors.values() for code in codes)
+        kinds = ", ".join(f"{code} {count}" for code, count in sorted(codes.items()))
         return (
             f"{self.run}: sent {len(self.sent)} / acked {len(self.acks)} / received "
             f"{len(self.arrived & self.acks.keys())} / lost {len(self.lost)} / duplicated "
-            f"{len(self.duplicated)} / unanswered {len(self.unanswered)} (errors {errors})"
+            f"{len(self.duplicated)} / unanswered {len(self.unanswered)} "
+            f"(errors {codes.total()}{': ' + kinds if kinds else ''})"
         )
 
     def check(self) -> None:
