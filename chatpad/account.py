@@ -193,6 +193,7 @@ class Account:
         elif isinstance(event, SendFailed):
             log.debug("send %s refused for good: %s", event.entry.client_id, event.code)
             self._set_status(event.entry.client_id, "failed")
+            self.history.post_conversations()  # its row no longer says queued
             self.post(m.Notice(text=f"A message to {event.entry.to} could not be sent "
                                     f"({event.code})."))
         elif isinstance(event, DeliveredReceipt):

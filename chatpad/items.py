@@ -53,6 +53,7 @@ class Summary:
     seq: int
     unread: int
     mine: bool
+    failed: bool = False  # the last message is mine and the server refused it for good
 
 
 def status_of(message: Message) -> str:

@@ -156,7 +156,9 @@ class LocalStore:
         ).fetchone()
         if row is not None:
             old_status, old_seq, old_ts = str(row[0]), row[1], int(str(row[2]))
-            if item.mine and STATUS_RANK.get(old_status, 0) > STATUS_RANK.get(item.status, 0):
+            refused = item.status == "failed" and old_status == "queued"  # never sent
+            if (item.mine and not refused
+                    and STATUS_RANK.get(old_status, 0) > STATUS_RANK.get(item.status, 0)):
                 item = _evolve(item, status=old_status)
             if item.seq is None and old_seq is not None:
                 item = _evolve(item, seq=int(old_seq))
@@ -287,17 +289,12 @@ class LocalStore:
         )
 
     def summary(self, peer: str) -> Summary | None:
-        row = self.db.execute(
-            "SELECT peer, preview, ts, seq, unread, mine FROM conversations WHERE peer = ?",
-            (peer,),
-        ).fetchone()
+        row = self.db.execute(_SUMMARY_SELECT + " WHERE c.peer = ?", (peer,)).fetchone()
         return None if row is None else _summary(row)
 
     def summaries(self) -> list[Summary]:
         """Most recent first (a queued message, with seq -1, sorts by its time)."""
-        rows = self.db.execute(
-            "SELECT peer, preview, ts, seq, unread, mine FROM conversations ORDER BY ts DESC"
-        ).fetchall()
+        rows = self.db.execute(_SUMMARY_SELECT + " ORDER BY c.ts DESC").fetchall()
         return [_summary(row) for row in rows]
 
 
@@ -395,10 +392,20 @@ def _item(row: tuple[object, ...]) -> ChatItem:
     )
 
 
+# A row whose last message is mine and has no seq is queued, or refused for good: the
+# message itself (the same time, mine, no seq) says which.
+_SUMMARY_SELECT = (
+    "SELECT c.peer, c.preview, c.ts, c.seq, c.unread, c.mine,"
+    " c.seq < 0 AND c.mine AND EXISTS (SELECT 1 FROM messages m WHERE m.peer = c.peer"
+    " AND m.seq IS NULL AND m.mine AND m.ts = c.ts AND m.status = 'failed')"
+    " FROM conversations c"
+)
+
+
 def _summary(row: tuple[object, ...]) -> Summary:
-    peer, preview, ts, seq, unread, mine = row
+    peer, preview, ts, seq, unread, mine, failed = row
     return Summary(peer=str(peer), preview=str(preview), ts=int(str(ts)), seq=int(str(seq)),
-                   unread=int(str(unread)), mine=bool(mine))
+                   unread=int(str(unread)), mine=bool(mine), failed=bool(failed))
 
 
 def _evolve(item: ChatItem, **changes: object) -> ChatItem:

@@ -29,11 +29,14 @@ def when(ts_ms: int) -> str:
 def is_queued(summary: Summary) -> bool:
     """Whether the conversation's last message is mine and still waits in the outbox (the
     server has not given it a seq yet)."""
-    return summary.mine and summary.seq < 0
+    return summary.mine and summary.seq < 0 and not summary.failed
 
 
 def stamp(summary: Summary) -> str:
-    """What the row says at its top right: "Queued", or when the last message was."""
+    """What the row says at its top right: "Queued", "Not sent", or when the last
+    message was."""
+    if summary.failed:
+        return "Not sent"
     return "Queued" if is_queued(summary) else when(summary.ts)
 
 
@@ -146,8 +149,9 @@ class ConversationList:
         half = row.height // 2
         name_y = row.y + half - name.get_height() - 1
         surface.blit(name, (x, name_y))
-        label = styles.small.render(stamp(summary), Colors.ACCENT if summary.unread
-                                    else Colors.MUTED)
+        color = (Colors.ERROR if summary.failed else Colors.ACCENT if summary.unread
+                 else Colors.MUTED)
+        label = styles.small.render(stamp(summary), color)
         surface.blit(label, (row.right - label.get_width() - 20,
                              name_y + (name.get_height() - label.get_height()) // 2))
         preview_text = ("You: " if summary.mine else "") + summary.preview

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pygame
 import pytest
 
+from chatpad import messages as m
+from chatpad.items import Summary
 from chatpad.scenes import ConversationScene, ConversationsScene
 from chatpad.ui.conversation_list import is_queued, stamp, when
 from tests.chatd.server import ChatdProcess
@@ -59,3 +61,29 @@ def test_a_queued_message_keeps_its_time_and_the_list_shows_it_queued(
     finally:
         driver.close()
         bob.close()
+
+
+def test_a_message_refused_for_good_shows_not_sent_in_the_list_and_its_bubble(
+        chatd: ChatdProcess) -> None:
+    driver = Driver(chatd.url)
+    try:
+        sign_up(driver, "alice")
+        driver.until(lambda: driver.app.model.status.state == "connected", "connected")
+        driver.app.submit(m.Post(peer="nobody", body="to a user who does not exist"))
+        model = driver.app.model
+
+        def row() -> Summary | None:
+            return next((s for s in model.conversations if s.peer == "nobody"), None)
+
+        driver.until(lambda: (r := row()) is not None and r.failed, "the row says not sent")
+        summary = row()
+        assert summary is not None
+        assert not is_queued(summary)
+        assert stamp(summary) == "Not sent"
+        # and its bubble says so too ("Not sent", red), read back from the local history
+        driver.app.open_conversation("nobody")
+        thread = model.thread("nobody")
+        driver.until(lambda: (i := thread.find("to a user who does not exist"))
+                     and i.status == "failed", "the bubble says not sent")
+    finally:
+        driver.close()
