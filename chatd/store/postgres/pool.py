@@ -195,18 +195,8 @@ class Database:
     async def fetchall(
         self, query: str, params: Any = None, *, bound: float | None = OP_BOUND
     ) -> list[tuple[Any, ...]]:
-        """One statement's rows: on a quiet connection unchecked, else (or again, when
-        the server had ended the unchecked one) on a checked one."""
-        try:
-            with unchecked():
-                async with self.connection(bound) as conn:
-                    cur = await conn.execute(query, params)
-                    return await cur.fetchall()
-        except _EndedByServer:
-            pass
-        async with self.connection(bound) as conn:
-            cur = await conn.execute(query, params)
-            return await cur.fetchall()
+        """One statement's rows (see :meth:`_statement`)."""
+        return await self._statement(query, params, bound, fetch=True)
 
     async def fetchone(
         self, query: str, params: Any = None, *, bound: float | None = OP_BOUND
@@ -228,15 +218,25 @@ class Database:
 
     async def execute(self, query: str, params: Any = None) -> None:
         """One statement, as :meth:`fetchall` runs it."""
+        await self._statement(query, params, OP_BOUND, fetch=False)
+
+    async def _statement(
+        self, query: str, params: Any, bound: float | None, *, fetch: bool
+    ) -> list[tuple[Any, ...]]:
+        """One statement on a quiet connection, unchecked; again on a checked one when
+        the server had ended the unchecked one (the statement never committed)."""
         try:
             with unchecked():
-                async with self.connection() as conn:
-                    await conn.execute(query, params)
-                    return
+                return await self._statement_once(query, params, bound, fetch)
         except _EndedByServer:
-            pass
-        async with self.connection() as conn:
-            await conn.execute(query, params)
+            return await self._statement_once(query, params, bound, fetch)
+
+    async def _statement_once(
+        self, query: str, params: Any, bound: float | None, fetch: bool
+    ) -> list[tuple[Any, ...]]:
+        async with self.connection(bound) as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall() if fetch else []
 
 
 def _is_quiet(conn: psycopg.AsyncConnection[Any]) -> bool:
@@ -247,6 +247,8 @@ def _is_quiet(conn: psycopg.AsyncConnection[Any]) -> bool:
     if pgconn.status != pq.ConnStatus.OK or (
         pgconn.transaction_status != pq.TransactionStatus.IDLE
     ):
+        return False
+    if not hasattr(select, "poll"):  # Windows: no poll(); check with a round trip
         return False
     poller = select.poll()  # not select.select: a busy node's descriptors pass FD_SETSIZE
     poller.register(pgconn.socket, select.POLLIN | select.POLLPRI)
