@@ -42,6 +42,10 @@ class Driver:
             time.sleep(0.005)  # yield the core to the network thread and chatd
         raise AssertionError(f"timed out waiting for {what}")
 
+    def until_connected(self, what: str = "connected") -> None:
+        """Step frames until chatpad's WebSocket is up (signed in and welcomed)."""
+        self.until(lambda: self.app.model.status.state == "connected", what)
+
     # --- input ------------------------------------------------------------------------------
 
     def click(self, target: Any) -> None:

@@ -26,7 +26,7 @@ def test_debug_log_tells_what_the_network_does(chatd: ChatdProcess,
     driver = Driver(chatd.url)
     try:
         sign_up(driver, "alice")
-        driver.until(lambda: driver.app.model.status.state == "connected", "connected")
+        driver.until_connected()
         driver.app.open_conversation("bob")
         convo = driver.app.scene
         assert isinstance(convo, ConversationScene)

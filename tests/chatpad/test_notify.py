@@ -359,7 +359,7 @@ def test_a_message_while_away_shows_in_the_title_until_read(
     try:
         sign_up(driver, "alice")
         driver.until(lambda: isinstance(app.scene, ConversationsScene), "signed in")
-        driver.until(lambda: app.model.status.state == "connected", "connected")
+        driver.until_connected()
         assert app.notifier.title == "chatpad — alice"
         app.focus_override = False  # the window goes to the back
         first = "secret plans for the weekend, part one"

@@ -35,7 +35,7 @@ def test_offline_send_survives_restart_and_arrives_once(chatd: ChatdProcess) -> 
     driver = Driver(chatd.url)
     try:
         sign_up(driver, "alice")
-        driver.until(lambda: driver.app.model.status.state == "connected", "connected")
+        driver.until_connected()
         bob.connect()
         bob.send_frame({"type": "send", "id": "hello-1", "to": "alice", "body": "hi alice"})
         convo = open_bob(driver)
@@ -134,7 +134,7 @@ def test_token_is_refreshed_before_it_expires(tmp_path: Path) -> None:
     driver = Driver(server.url)
     try:
         sign_up(driver, "alice")
-        driver.until(lambda: driver.app.model.status.state == "connected", "connected")
+        driver.until_connected()
         first = driver.app.profile.load_session()
         assert first is not None
         driver.until(lambda: (s := driver.app.profile.load_session()) is not None

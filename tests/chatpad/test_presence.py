@@ -19,7 +19,7 @@ def test_online_for_a_peer_already_connected_and_not_while_disconnected(
     driver = Driver(chatd.url)
     try:
         sign_up(driver, "alice")
-        driver.until(lambda: driver.app.model.status.state == "connected", "connected")
+        driver.until_connected()
         # both are connected before their conversation exists, and before it opens
         bob.send_frame({"type": "send", "id": "hi", "to": "alice", "body": "hi alice"})
         convo = open_bob(driver)

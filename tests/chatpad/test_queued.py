@@ -25,7 +25,7 @@ def test_a_queued_message_keeps_its_time_and_the_list_shows_it_queued(
     driver = Driver(chatd.url)
     try:
         sign_up(driver, "alice")
-        driver.until(lambda: driver.app.model.status.state == "connected", "connected")
+        driver.until_connected()
         driver.app.open_conversation("bob")
         convo = driver.app.scene
         assert isinstance(convo, ConversationScene)
@@ -68,7 +68,7 @@ def test_a_message_refused_for_good_shows_not_sent_in_the_list_and_its_bubble(
     driver = Driver(chatd.url)
     try:
         sign_up(driver, "alice")
-        driver.until(lambda: driver.app.model.status.state == "connected", "connected")
+        driver.until_connected()
         driver.app.submit(m.Post(peer="nobody", body="to a user who does not exist"))
         model = driver.app.model
 

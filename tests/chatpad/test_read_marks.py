@@ -36,7 +36,7 @@ def test_a_message_below_the_view_is_not_read_until_scrolled_to(chatd: ChatdProc
     driver = Driver(chatd.url)
     try:
         sign_up(driver, "alice")
-        driver.until(lambda: driver.app.model.status.state == "connected", "connected")
+        driver.until_connected()
         for n in range(30):  # several screens of history
             bob.send_frame({"type": "send", "id": f"old{n}", "to": "alice", "body": f"old {n}"})
         convo = open_bob(driver)
@@ -69,7 +69,7 @@ def test_leaving_while_scrolled_up_keeps_the_unseen_message_unread(chatd: ChatdP
     driver = Driver(chatd.url)
     try:
         sign_up(driver, "alice")
-        driver.until(lambda: driver.app.model.status.state == "connected", "connected")
+        driver.until_connected()
         for n in range(30):
             bob.send_frame({"type": "send", "id": f"old{n}", "to": "alice", "body": f"old {n}"})
         convo = open_bob(driver)

@@ -32,7 +32,7 @@ def test_sign_up_chat_receipts_and_history(chatd: ChatdProcess) -> None:
     try:
         sign_up(driver, "alice")
         driver.until(lambda: isinstance(driver.app.scene, ConversationsScene), "sign-up")
-        driver.until(lambda: driver.app.model.status.state == "connected", "connected")
+        driver.until_connected()
         # bob writes 200 messages before alice opens the conversation
         for n in range(200):
             bob.send_frame({"type": "send", "id": f"b{n}", "to": "alice", "body": f"old {n}"})
@@ -92,7 +92,7 @@ def test_restart_goes_straight_in_and_sign_out_clears_the_token(chatd: ChatdProc
     driver = Driver(chatd.url)
     try:
         sign_up(driver, "alice", create=False)
-        driver.until(lambda: driver.app.model.status.state == "connected", "signed in")
+        driver.until_connected("signed in")
         session_file = driver.app.profile.session_file
         assert session_file.exists()
     finally:
@@ -100,7 +100,7 @@ def test_restart_goes_straight_in_and_sign_out_clears_the_token(chatd: ChatdProc
     driver = Driver(chatd.url)
     try:
         assert isinstance(driver.app.scene, ConversationsScene)  # no sign-in screen
-        driver.until(lambda: driver.app.model.status.state == "connected", "reconnected")
+        driver.until_connected("reconnected")
         scene = driver.app.scene
         driver.click(scene.sign_out)
         driver.until(lambda: isinstance(driver.app.scene, LoginScene), "sign-in screen")
@@ -120,7 +120,7 @@ def test_unread_badge_and_keyboard_open(chatd: ChatdProcess) -> None:
     driver = Driver(chatd.url)
     try:
         sign_up(driver, "alice")
-        driver.until(lambda: driver.app.model.status.state == "connected", "connected")
+        driver.until_connected()
         scene = driver.app.scene
         assert isinstance(scene, ConversationsScene)
         for n in range(3):

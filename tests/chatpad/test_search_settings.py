@@ -34,7 +34,7 @@ def test_search_offline_opens_the_message_in_place(chatd: ChatdProcess) -> None:
     driver = Driver(chatd.url)
     try:
         sign_up(driver, "alice")
-        driver.until(lambda: driver.app.model.status.state == "connected", "connected")
+        driver.until_connected()
         bob.send_frame({"type": "send", "id": "target", "to": "alice", "body": TARGET})
         for n in range(FILLERS):
             bob.send_frame({"type": "send", "id": f"f{n}", "to": "alice",
@@ -101,7 +101,7 @@ def test_sign_out_removing_local_data(chatd: ChatdProcess) -> None:
     profile = driver.app.profile
     try:
         sign_up(driver, "alice")
-        driver.until(lambda: driver.app.model.status.state == "connected", "connected")
+        driver.until_connected()
         bob.send_frame({"type": "send", "id": "s1", "to": "alice", "body": "a secret"})
         driver.until(lambda: driver.app.model.summary("bob"), "bob's message cached")
         port = chatd.port
@@ -134,7 +134,7 @@ def test_sign_out_removing_local_data(chatd: ChatdProcess) -> None:
         chatd.start(port=port)  # signing in again starts a new, empty database
         sign_up(driver, "alice", create=False)
         scene_of(driver, ConversationsScene)
-        driver.until(lambda: driver.app.model.status.state == "connected", "connected again")
+        driver.until_connected("connected again")
         assert profile.database.exists()
         driver.key(pygame.K_f, pygame.KMOD_CTRL)
         search = scene_of(driver, SearchScene)
