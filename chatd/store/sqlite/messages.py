@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from typing import Final
 
 import apsw
+import orjson
 
 from chatd.store.base import NewMessage, Queued, ReadResult, message_from_row
-from chatd.store.sqlite.db import rows, scalar
+from chatd.store.sqlite.db import last_seq, rows, scalar
 from chatd.store.sqlite.readers import ReadPool
 from chatd.store.sqlite.writer import Writer
 from libchat.protocol import Message
@@ -32,55 +33,101 @@ def _message_columns(table: str) -> str:
 _MESSAGE_COLUMNS: Final = _message_columns("messages")
 _M_COLUMNS: Final = _message_columns("m")
 
-_INSERT_MESSAGE: Final = (
+# The hot path runs a whole batch in a few statements: the batch goes in as one JSON
+# array and its results come back as one JSON array. apsw releases the GIL around every
+# step of a statement, and the writer thread then waits for the event loop to let go of
+# it again: a statement and a row per message cost more in those waits than in SQLite.
+_INSERT_MESSAGES: Final = (
     "INSERT INTO messages (sender_id, recipient_id, pair_lo, pair_hi, client_id, body, ts)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (sender_id, client_id) DO NOTHING RETURNING seq, ts"
+    " SELECT value ->> 0, value ->> 1, min(value ->> 0, value ->> 1),"
+    " max(value ->> 0, value ->> 1), value ->> 2, value ->> 3, value ->> 4"
+    " FROM json_each(?) WHERE true ORDER BY key"
+    " ON CONFLICT (sender_id, client_id) DO NOTHING"
+)
+_INSERTED_SINCE: Final = (
+    "SELECT json_group_array(json_array(seq, sender_id, client_id, ts))"
+    " FROM messages WHERE seq > ?"
 )
 _EXISTING_MESSAGE: Final = (
     f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE sender_id = ? AND client_id = ?"
 )
-_MARK_DELIVERED: Final = (
-    "UPDATE messages SET delivered_at = ?"
-    " WHERE seq = ? AND recipient_id = ? AND delivered_at IS NULL"
-    f" RETURNING {_MESSAGE_COLUMNS}"
-)
-_UPSERT_CONVERSATION: Final = (
-    "INSERT INTO conversations (user_id, peer_id, last_seq) VALUES (?, ?, ?)"
+_UPSERT_CONVERSATIONS: Final = (
+    "INSERT INTO conversations (user_id, peer_id, last_seq)"
+    " SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?) WHERE true"
     " ON CONFLICT (user_id, peer_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)"
+)
+# (recipient id, seq) pairs in; the undelivered among them out, as message rows
+_UNDELIVERED: Final = (
+    "SELECT json_group_array(json_array(m.client_id, m.seq,"
+    " (SELECT username FROM users WHERE users.id = m.sender_id),"
+    " (SELECT username FROM users WHERE users.id = m.recipient_id),"
+    " m.body, m.ts, m.delivered_at, m.read_at, m.recipient_id))"
+    " FROM json_each(?) j JOIN messages m ON m.seq = j.value ->> 1"
+    " WHERE m.recipient_id = j.value ->> 0 AND m.delivered_at IS NULL"
+)
+_MARK_DELIVERED: Final = (
+    "UPDATE messages SET delivered_at = ? WHERE seq IN (SELECT value FROM json_each(?))"
 )
 
 
 def _insert_messages(conn: apsw.Connection, batch: Sequence[NewMessage]) -> list[Message]:
+    before = last_seq(conn)
+    conn.execute(
+        _INSERT_MESSAGES,
+        (orjson.dumps([
+            (new.sender_id, new.recipient_id, new.client_id, new.body, new.ts) for new in batch
+        ]),),
+    )
+    inserted = {
+        (sender_id, client_id): (seq, ts)
+        for seq, sender_id, client_id, ts in orjson.loads(scalar(conn, _INSERTED_SINCE, (before,)))
+    }
     stored: list[Message] = []
+    fresh: dict[tuple[int, str], Message] = {}  # inserted by this batch, by (sender, id)
     last: dict[tuple[int, int], int] = {}  # (user, peer) -> newest seq, for conversations
     for new in batch:
-        lo, hi = sorted((new.sender_id, new.recipient_id))
-        inserted = rows(
-            conn,
-            _INSERT_MESSAGE,
-            (new.sender_id, new.recipient_id, lo, hi, new.client_id, new.body, new.ts),
-        )
-        if not inserted:  # a repeat: answer with the original, whatever the new content
-            original = rows(conn, _EXISTING_MESSAGE, (new.sender_id, new.client_id))
-            stored.append(message_from_row(original[0]))
+        key = (new.sender_id, new.client_id)
+        found = inserted.pop(key, None)
+        if found is None:  # a repeat: answer with the original, whatever the new content
+            original = fresh.get(key)
+            if original is None:
+                row = rows(conn, _EXISTING_MESSAGE, key)[0]
+                original = message_from_row(row)
+            stored.append(original)
             continue
-        seq, ts = inserted[0]
-        stored.append(
-            Message(
-                id=new.client_id,
-                seq=seq,
-                sender=new.sender,
-                recipient=new.recipient,
-                body=new.body,
-                ts=ts,
-            )
+        seq, ts = found
+        message = Message(
+            id=new.client_id, seq=seq, sender=new.sender, recipient=new.recipient,
+            body=new.body, ts=ts,
         )
+        stored.append(message)
+        fresh[key] = message
         last[(new.sender_id, new.recipient_id)] = seq
         last[(new.recipient_id, new.sender_id)] = seq
     if last:
-        conn.executemany(_UPSERT_CONVERSATION, [(u, p, s) for (u, p), s in last.items()])
+        conn.execute(
+            _UPSERT_CONVERSATIONS, (orjson.dumps([(u, p, s) for (u, p), s in last.items()]),)
+        )
     return stored
+
+
+def _mark_delivered(
+    conn: apsw.Connection, wanted: Sequence[tuple[int, Sequence[int]]], now_ms: int
+) -> list[list[Message]]:
+    pairs = [(recipient_id, seq) for recipient_id, seqs in wanted for seq in seqs]
+    found = orjson.loads(scalar(conn, _UNDELIVERED, (orjson.dumps(pairs),)))
+    if not found:
+        return [[] for _ in wanted]
+    conn.execute(_MARK_DELIVERED, (now_ms, orjson.dumps([row[1] for row in found])))
+    by_key = {(row[8], row[1]): row for row in found}
+    marked: list[list[Message]] = []
+    for recipient_id, seqs in wanted:
+        # A seq asked for twice is returned once, to the first entry that asked for it.
+        rows_here = [by_key.pop((recipient_id, seq), None) for seq in seqs]
+        marked.append([
+            message_from_row((*row[:6], now_ms, row[7])) for row in rows_here if row is not None
+        ])
+    return marked
 
 
 class Messages:
@@ -103,19 +150,7 @@ class Messages:
         if not any(seqs for _, seqs in wanted):
             return [[] for _ in wanted]
 
-        def job(conn: apsw.Connection) -> list[list[Message]]:
-            # A seq already marked by an earlier entry no longer matches: each is
-            # returned once, by the first entry that asked for it.
-            return [
-                [
-                    message_from_row(row)
-                    for seq in seqs
-                    for row in rows(conn, _MARK_DELIVERED, (now_ms, seq, recipient_id))
-                ]
-                for recipient_id, seqs in wanted
-            ]
-
-        return await self._write(job)
+        return await self._write(lambda conn: _mark_delivered(conn, wanted, now_ms))
 
     async def mark_read(self, reader_id: int, peer_id: int, up_to: int, now_ms: int) -> ReadResult:
         lo, hi = sorted((reader_id, peer_id))
