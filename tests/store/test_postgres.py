@@ -7,14 +7,17 @@ Each test works in its own schema, dropped afterwards.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import psycopg
 import pytest
+from psycopg import pq
 from psycopg_pool import AsyncConnectionPool
 
 from chatd.store.base import SchemaMismatch, StoreError, User
-from chatd.store.postgres import MIGRATIONS, PostgresStore, pool
+from chatd.store.postgres import INSERT_LOCK, MIGRATIONS, PostgresStore, pool
 from chatd.store.postgres.pool import _is_quiet
 from tests.store.test_contract import new
 from tests.support.aio import run
@@ -23,6 +26,7 @@ from tests.support.pg import fresh_schema
 from tests.support.poll import apoll
 
 pytestmark = pytest.mark.pg
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -128,6 +132,97 @@ def test_repeat_in_one_batch_and_across_batches_returns_the_original(schema: str
             assert two[0].seq != one[0].seq
             again = await store.submit([new(alice, alice, "x", "changed")])
             assert again == [one[0]]  # the original recipient and body, whatever the repeat
+        finally:
+            await store.close()
+
+    run(body)
+
+
+async def round_trips(store: PostgresStore, work: Callable[[], Awaitable[T]]) -> tuple[int, T]:
+    """``work()``'s result, and the round trips to the server (its ReadyForQuery
+    messages) on the store's pooled connection, the only one (``max_size=1``), while it
+    ran; from libpq's trace."""
+    async with store._db.pool.connection() as conn:
+        pass  # checked now: the writer's checkout takes the quiet connection unchecked
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+        try:
+            result = await work()
+        finally:
+            conn.pgconn.untrace()
+        trace.seek(0)
+        count = sum(line.split("\t")[:3] == ["B", "5", "ReadyForQuery"] for line in trace)
+        return count, result
+
+
+def test_a_batch_commits_in_one_round_trip(schema: str) -> None:
+    """A batch is one statement, its own transaction: one round trip (it was five:
+    BEGIN, the lock, the insert, the conversations, COMMIT). Repeats of an earlier
+    commit cost one more, to read what was stored."""
+
+    async def body() -> None:
+        store = PostgresStore(DSN, schema=schema, min_size=1, max_size=1)
+        await store.open()
+        try:
+            alice, bob = await two_users(store)
+            count, (first, second) = await round_trips(store, lambda: asyncio.gather(
+                store.submit([new(alice, bob, "a"), new(alice, bob, "b")]),
+                store.submit([new(bob, alice, "c"), new(alice, bob, "a", "repeat")]),
+            ))
+            assert count == 1
+            assert store.commits == 1  # both submits in one batch
+            assert second[1] == first[0]
+            count, stored = await round_trips(store, lambda: store.submit(
+                [new(alice, bob, "b", "again"), new(alice, bob, "d")]
+            ))
+            assert count == 2
+            assert stored[0] == first[1]
+            conversations = await store.conversations(alice.id)
+            assert [(peer, m.id) for peer, m, _ in conversations] == [("bob", "d")]
+        finally:
+            await store.close()
+
+    run(body)
+
+
+def test_a_batch_draws_no_seq_before_it_holds_the_insert_lock(schema: str) -> None:
+    """The insert lock comes before the first seq: while another session holds it, a
+    batch waits without drawing one (a seq drawn before the lock could commit after a
+    later one), and goes on once it is released."""
+
+    async def body() -> None:
+        store = PostgresStore(DSN, schema=schema)
+        await store.open()
+        try:
+            alice, bob = await two_users(store)
+            (first,) = await store.submit([new(alice, bob, "first")])
+            async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as admin:
+                await admin.execute(f'SET search_path TO "{schema}"')
+
+                async def value(query: str, *params: object) -> object:
+                    cur = await admin.execute(query, params)
+                    row = await cur.fetchone()
+                    assert row is not None
+                    return row[0]
+
+                await value("SELECT pg_advisory_lock(%s, hashtext(%s))", INSERT_LOCK, schema)
+                sending = asyncio.create_task(
+                    store.submit([new(alice, bob, "second"), new(alice, bob, "third")])
+                )
+                await apoll(
+                    lambda: value(
+                        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+                        " WHERE l.locktype = 'advisory' AND NOT l.granted"
+                        " AND a.application_name = %s",
+                        store.application_name,
+                    ),
+                    "the writer to wait for the insert lock",
+                )
+                assert await value("SELECT last_value FROM messages_seq_seq") == first.seq
+                await value("SELECT pg_advisory_unlock(%s, hashtext(%s))", INSERT_LOCK, schema)
+                stored = await sending
+            assert [m.seq for m in stored] == [first.seq + 1, first.seq + 2]
         finally:
             await store.close()
 

@@ -1,7 +1,7 @@
 """The PostgreSQL store's message writer: one task per node, group commit.
 
-Every submit queued since the last commit goes into one transaction; the submitters'
-futures are resolved only after COMMIT.
+Every submit queued since the last commit goes into one transaction, one statement
+(INSERT_BATCH); the submitters' futures are resolved only after it committed.
 """
 
 from __future__ import annotations
@@ -19,10 +19,39 @@ from chatd.store.postgres.columns import message_select
 from chatd.store.postgres.pool import Database, ended_by_server, events, unchecked
 from libchat.protocol import Message
 
-__all__ = ["INSERT_LOCK", "MAX_BATCH", "BatchWriter"]
+__all__ = ["INSERT_BATCH", "INSERT_LOCK", "MAX_BATCH", "BatchWriter"]
 
 INSERT_LOCK: Final = 0x43480002  # advisory lock class around message inserts: see _insert
 MAX_BATCH: Final = 2000  # messages per transaction: bounds one commit's size and latency
+# A batch's commit in one statement, so one round trip instead of five (BEGIN, lock,
+# insert, conversations, COMMIT): on the pool's autocommit connections it is its own
+# transaction. The advisory lock (see BatchWriter._insert) comes from a one-row subquery
+# joined to the insert's source: taken before any row, hence any seq, is drawn, and held
+# until the statement commits. Conversations are grouped: an upsert may not touch a row
+# twice (a message to oneself gives the same pair twice).
+INSERT_BATCH: Final = """
+    WITH inserted AS (
+        INSERT INTO messages (sender_id, recipient_id, client_id, body, ts)
+        SELECT t.sender_id, t.recipient_id, t.client_id, t.body, t.ts
+        FROM (SELECT pg_advisory_xact_lock(%(lock)s, hashtext(%(schema)s))) AS held,
+            unnest(%(sender_ids)s::bigint[], %(recipient_ids)s::bigint[],
+                %(client_ids)s::text[], %(bodies)s::text[], %(timestamps)s::bigint[])
+                WITH ORDINALITY AS t(sender_id, recipient_id, client_id, body, ts, ord)
+        ORDER BY t.ord
+        ON CONFLICT (sender_id, client_id) DO NOTHING
+        RETURNING sender_id, recipient_id, client_id, seq
+    ), touched AS (
+        INSERT INTO conversations (user_id, peer_id, last_seq)
+        SELECT side.user_id, side.peer_id, max(inserted.seq)
+        FROM inserted CROSS JOIN LATERAL (VALUES
+            (inserted.sender_id, inserted.recipient_id),
+            (inserted.recipient_id, inserted.sender_id)) AS side(user_id, peer_id)
+        GROUP BY side.user_id, side.peer_id
+        ON CONFLICT (user_id, peer_id)
+            DO UPDATE SET last_seq = GREATEST(conversations.last_seq, EXCLUDED.last_seq)
+    )
+    SELECT sender_id, client_id, seq FROM inserted
+"""
 
 
 class _Submit:
@@ -108,7 +137,9 @@ class BatchWriter:
                 if not ended_by_server(exc):
                     raise
                 # Sent on a quiet connection whose backend the server had just ended:
-                # never committed, so again on a checked one.
+                # never committed, so again on a checked one. (Had the batch committed
+                # and only the read of its repeats failed, the retry finds every message
+                # a repeat and reads the stored ones: the same answer.)
                 await self._commit(batch)
         except psycopg.OperationalError as exc:  # unreachable: no retries one by one
             self._fail(batch, self._db.unavailable(exc))
@@ -124,7 +155,7 @@ class BatchWriter:
     async def _commit(self, batch: list[_Submit]) -> None:
         news = [message for submit in batch for message in submit.messages]
         started = time.perf_counter()
-        async with self._db.pool.connection() as conn, conn.transaction():
+        async with self._db.pool.connection() as conn:
             stored = await self._insert(conn, news)
         seconds = time.perf_counter() - started
         self.commits += 1
@@ -153,7 +184,7 @@ class BatchWriter:
     async def _insert(
         self, conn: psycopg.AsyncConnection[Any], news: list[NewMessage]
     ) -> dict[tuple[int, str], Message]:
-        """Insert in one transaction; the stored message for each (sender_id, client_id).
+        """Insert, committed; the stored message for each (sender_id, client_id).
 
         Sequence values are handed out at INSERT time, not at COMMIT, so two nodes
         inserting concurrently could commit seq 8 before seq 7 and a reader could see 8
@@ -161,30 +192,29 @@ class BatchWriter:
         every message-inserting transaction first takes one transaction-level advisory
         lock (released at commit): inserts are serialized across nodes and seqs follow
         commit order. That is the price of the ordering; group commit keeps it cheap by
-        taking the lock once per batch, not once per message.
+        taking the lock once per batch, not once per message, and :data:`INSERT_BATCH`
+        by holding it for one round trip.
+
+        Repeats of an earlier commit are read back after the commit, in a statement of
+        their own, only when there are any.
         """
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (INSERT_LOCK, self._db.schema)
-        )
+        if not conn.autocommit:  # the insert must be its own transaction: INSERT_BATCH
+            raise StoreError("the message writer needs an autocommit connection")
         first: dict[tuple[int, str], NewMessage] = {}
         for new in news:  # a repeat inside the batch gets the first one's row
             first.setdefault((new.sender_id, new.client_id), new)
         uniques = list(first.values())
         cur = await conn.execute(
-            """INSERT INTO messages (sender_id, recipient_id, client_id, body, ts)
-            SELECT sender_id, recipient_id, client_id, body, ts
-            FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::bigint[])
-                WITH ORDINALITY AS t(sender_id, recipient_id, client_id, body, ts, ord)
-            ORDER BY ord
-            ON CONFLICT (sender_id, client_id) DO NOTHING
-            RETURNING sender_id, client_id, seq""",
-            (
-                [m.sender_id for m in uniques],
-                [m.recipient_id for m in uniques],
-                [m.client_id for m in uniques],
-                [m.body for m in uniques],
-                [m.ts for m in uniques],
-            ),
+            INSERT_BATCH,
+            {
+                "lock": INSERT_LOCK,
+                "schema": self._db.schema,
+                "sender_ids": [m.sender_id for m in uniques],
+                "recipient_ids": [m.recipient_id for m in uniques],
+                "client_ids": [m.client_id for m in uniques],
+                "bodies": [m.body for m in uniques],
+                "timestamps": [m.ts for m in uniques],
+            },
         )
         stored: dict[tuple[int, str], Message] = {}
         for sender_id, client_id, seq in await cur.fetchall():
@@ -197,7 +227,6 @@ class BatchWriter:
                 body=new.body,
                 ts=new.ts,
             )
-        await self._touch_conversations(conn, [first[key] for key in stored], stored)
         repeats = [key for key in first if key not in stored]
         if repeats:  # already stored by an earlier commit: hand back the original
             cur = await conn.execute(
@@ -209,25 +238,3 @@ class BatchWriter:
             for row in await cur.fetchall():
                 stored[(row[0], row[1])] = message_from_row(row[1:])
         return stored
-
-    @staticmethod
-    async def _touch_conversations(
-        conn: psycopg.AsyncConnection[Any],
-        inserted: list[NewMessage],
-        stored: dict[tuple[int, str], Message],
-    ) -> None:
-        """Move both sides' ``conversations.last_seq`` to the newly inserted messages."""
-        last: dict[tuple[int, int], int] = {}
-        for new in inserted:
-            seq = stored[(new.sender_id, new.client_id)].seq
-            for pair in ((new.sender_id, new.recipient_id), (new.recipient_id, new.sender_id)):
-                last[pair] = max(seq, last.get(pair, 0))
-        if not last:
-            return
-        await conn.execute(
-            """INSERT INTO conversations (user_id, peer_id, last_seq)
-            SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[])
-            ON CONFLICT (user_id, peer_id)
-                DO UPDATE SET last_seq = GREATEST(conversations.last_seq, EXCLUDED.last_seq)""",
-            ([pair[0] for pair in last], [pair[1] for pair in last], list(last.values())),
-        )
