@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -73,7 +74,9 @@ class Client(asyncio.Protocol):
         self.flush()
 
     def data_received(self, data: bytes) -> None:
-        now = self.loop.time()
+        # The latencies are stamped with time.monotonic(): uvloop's loop.time() is the
+        # same clock in whole milliseconds, too coarse for a 2 ms target.
+        now = time.monotonic()
         for event in self.conn.receive_data(data, now):
             self._handle(event, now)
         self.queue_flush()

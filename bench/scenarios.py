@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from typing import Any
 
 from bench.ledger import Ledger, Record, Run
@@ -64,7 +65,7 @@ class Scenarios:
                     run.skipped += 1  # a pair with a side still (re)connecting
                     continue
                 message_id = f"{prefix}-{sent}"
-                run.records[message_id] = Record(now)
+                run.records[message_id] = Record(time.monotonic())  # see data_received
                 client.send(Send(id=message_id, to=recipient.name, body=body))
             await asyncio.sleep(TICK)
         sending_s = loop.time() - started
@@ -95,7 +96,7 @@ class Scenarios:
             if partner.client is None or not partner.client.is_welcomed:
                 continue
             message_id = f"{prefix}-{index}"
-            run.records[message_id] = Record(self.loop.time())
+            run.records[message_id] = Record(time.monotonic())
             awaited[message_id] = user
             partner.client.send(Send(id=message_id, to=user.name, body="mark"))
             if index % 200 == 199:
