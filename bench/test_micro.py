@@ -17,12 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from pytest_benchmark.fixture import BenchmarkFixture
 from wsproto.connection import Connection, ConnectionType
 
 from bench.conftest import MESSAGE, NOW, SEND, Pair, masked_send_frame, open_pair
 from chatd import routes
 from chatd.observe.logs import EventLogger, configure_logging
+from chatd.observe.metrics import LATENCY_BUCKETS, LoopCounter, LoopHistogram
 from chatd.store import NewMessage
 from chatd.store.sqlite import SqliteStore
 from libchat import events as ev
@@ -215,3 +217,27 @@ def test_log_message_event(benchmark: BenchmarkFixture, tmp_path: Path) -> None:
     finally:
         handle.close()
     assert (tmp_path / "chatd.log").stat().st_size > 0
+
+
+@pytest.mark.parametrize("kind", ["loop", "prometheus_client"])
+def test_metrics_per_message(benchmark: BenchmarkFixture, kind: str) -> None:
+    """A latency histogram's ``observe()`` and a counter's ``inc()``, what the hub does
+    per message push (twice with the delivered receipt): chatd's lock-free
+    ``LoopHistogram``/``LoopCounter`` against prometheus_client's ``Histogram``/``Counter``."""
+    registry = CollectorRegistry()
+    if kind == "loop":
+        histogram: LoopHistogram | Histogram = LoopHistogram(
+            "h", "H.", LATENCY_BUCKETS, registry=registry
+        )
+        counter: LoopCounter | Counter = LoopCounter("c", "C.", registry=registry)
+    else:
+        histogram = Histogram("h", "H.", buckets=LATENCY_BUCKETS, registry=registry)
+        counter = Counter("c", "C.", registry=registry)
+    latencies = itertools.cycle([0.0002, 0.0007, 0.003, 0.04, 0.3, 12.0])
+
+    def per_message() -> None:
+        counter.inc(1)
+        histogram.observe(next(latencies))
+
+    benchmark(per_message)
+    assert registry.get_sample_value("h_count") == registry.get_sample_value("c_total")

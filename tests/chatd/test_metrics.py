@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import timeit
+from collections.abc import Sequence
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from chatd.observe.metrics import BATCH_BUCKETS, CONTENT_TYPE, LATENCY_BUCKETS, Metrics
+from chatd.observe.metrics import (
+    BATCH_BUCKETS,
+    CONTENT_TYPE,
+    LATENCY_BUCKETS,
+    LoopCounter,
+    LoopHistogram,
+    Metrics,
+)
 
 
 def scrape(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -141,3 +152,62 @@ def test_hot_path_costs_microseconds() -> None:
     )
     assert inc / number < 50e-6
     assert observe / number < 50e-6
+
+
+def expositions(registry: CollectorRegistry) -> tuple[bytes, bytes]:
+    return generate_latest(registry), generate_openmetrics(registry)  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.parametrize(
+    ("buckets", "observations"),
+    [
+        (LATENCY_BUCKETS, []),
+        (LATENCY_BUCKETS, [0, 0.0, *LATENCY_BUCKETS, *LATENCY_BUCKETS[:3], 0.00049, 0.0005001,
+                           10.000001, 1e300, math.inf, -0.5]),
+        (BATCH_BUCKETS, [1, 1, 2, 3, 1000, 1001, 10**9, 0, 7.5]),
+    ],
+    ids=["none", "latency", "batch"],
+)
+def test_loop_histogram_exports_what_histogram_does(
+    buckets: Sequence[float], observations: list[float]
+) -> None:
+    """Same text, both formats (Prometheus and OpenMetrics), same sample values."""
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    histogram = Histogram("chatd_x_seconds", "Help with \\ and\nnewline.", buckets=buckets,
+                          registry=theirs)
+    loop = LoopHistogram("chatd_x_seconds", "Help with \\ and\nnewline.", buckets,
+                         registry=ours)
+    for value in observations:
+        histogram.observe(value)
+        loop.observe(value)
+    assert expositions(ours) == expositions(theirs)
+    assert b"_created" not in generate_latest(ours)
+    for le in ("+Inf", "0.0005", "1.0"):
+        labels = {"le": le}
+        assert ours.get_sample_value("chatd_x_seconds_bucket", labels) == theirs.get_sample_value(
+            "chatd_x_seconds_bucket", labels
+        )
+    assert ours.get_sample_value("chatd_x_seconds_count") == len(observations)
+
+
+def test_loop_counter_exports_what_counter_does() -> None:
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    counter = Counter("chatd_things", "Things.", registry=theirs)
+    loop = LoopCounter("chatd_things", "Things.", registry=ours)
+    assert expositions(ours) == expositions(theirs)
+    for amount in (1, 3, 0, 0.5):
+        counter.inc(amount)
+        loop.inc(amount)
+    loop.inc()
+    counter.inc()
+    assert expositions(ours) == expositions(theirs)
+    assert ours.get_sample_value("chatd_things_total") == 5.5
+    with pytest.raises(ValueError):
+        loop.inc(-1)
+
+
+def test_loop_metrics_names_are_checked_at_register() -> None:
+    registry = CollectorRegistry()
+    LoopHistogram("chatd_x_seconds", "X.", LATENCY_BUCKETS, registry=registry)
+    with pytest.raises(ValueError, match="Duplicated"):
+        Counter("chatd_x_seconds_count", "Clash.", registry=registry)
