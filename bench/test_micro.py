@@ -121,6 +121,22 @@ def test_encode_push(benchmark: BenchmarkFixture, pair: Pair) -> None:
     assert benchmark(push)
 
 
+# The three frames the server writes per message: ack and receipt to the sender, the
+# push to the recipient.
+HOT_FRAMES = {
+    "ack": protocol.Ack(id=MESSAGE.id, seq=MESSAGE.seq, ts=MESSAGE.ts),
+    "message": MESSAGE,
+    "receipt": protocol.DeliveredReceipt(id=MESSAGE.id, seq=MESSAGE.seq, ts=MESSAGE.ts),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOT_FRAMES))
+def test_encode_frame(benchmark: BenchmarkFixture, kind: str) -> None:
+    """``protocol.encode_frame`` alone on each of the per-message server frames."""
+    frame = HOT_FRAMES[kind]
+    assert benchmark(protocol.encode_frame, frame).startswith('{"type":')
+
+
 def test_send_ack_round_trip(benchmark: BenchmarkFixture, pair: Pair) -> None:
     """Client send -> server engine -> ``Send`` -> server ack -> client engine -> ``Ack``."""
     client, server = pair

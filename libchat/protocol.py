@@ -590,8 +590,48 @@ def decode_server_frame(data: bytes | str) -> ServerFrame:
     return frame
 
 
+# The frames a server writes for every message (the ack and the delivered receipt to the
+# sender, the push to the recipient), as the dict the generic path below makes of them,
+# built by hand: the same keys in the same order, every value as it is (the converter's
+# hooks for these fields are the identity, and a Message's unset optional fields are
+# written as null, not left out), so the same bytes. tests/libchat/test_protocol_types.py
+# holds them to the generic path with hypothesis. About half the time: encode_frame
+# (bench/test_micro.py test_encode_frame, min) ack 1.07 -> 0.46 us, push 1.30 -> 0.66 us,
+# receipt 1.07 -> 0.53 us. Looked up by exact type: a subclass takes the generic path.
+_HOT_FRAMES: Final[Mapping[type[Any], Callable[[Any], dict[str, Any]]]] = {
+    Ack: lambda f: {"type": "ack", "id": f.id, "seq": f.seq, "ts": f.ts},
+    Message: lambda f: {
+        "type": "message",
+        "id": f.id,
+        "seq": f.seq,
+        "from": f.sender,
+        "to": f.recipient,
+        "body": f.body,
+        "ts": f.ts,
+        "delivered_at": f.delivered_at,
+        "read_at": f.read_at,
+    },
+    DeliveredReceipt: lambda f: {
+        "type": "receipt",
+        "status": "delivered",
+        "id": f.id,
+        "seq": f.seq,
+        "ts": f.ts,
+    },
+}
+
+
 def encode_frame(frame: ClientFrame | ServerFrame) -> str:
     """The JSON text of one frame, ``type`` first."""
+    hot = _HOT_FRAMES.get(type(frame))
+    if hot is not None:
+        return orjson.dumps(hot(frame)).decode()
+    return _encode_generic(frame)
+
+
+def _encode_generic(frame: ClientFrame | ServerFrame) -> str:
+    """:func:`encode_frame` through the converter: every frame but the hot ones, and the
+    reference the hot ones are tested against."""
     out: dict[str, Any] = {"type": frame.TYPE}
     status = getattr(frame, "STATUS", None)
     if status is not None:
