@@ -152,6 +152,20 @@ def _lower(value: str) -> str:
     return value.lower()
 
 
+# --- trusted construction ----------------------------------------------------------------
+
+# ``trusted()`` on the frames a server builds per message (Message, Ack, DeliveredReceipt):
+# the instance ``cls(...)`` would make, its fields set directly, without the validators
+# or the class call, for values that are valid already (they came from the server's own
+# store, which took them from validated frames). Never for what a peer sent: decoding
+# always builds through the validating ``__init__``. Per instance (bench/test_micro.py
+# test_build_frame, min): Message 1.5 -> 0.9 us, Ack 1.0 -> 0.45 us, DeliveredReceipt
+# 0.6 -> 0.45 us. tests/libchat/test_protocol_types.py holds each to ``cls(...)`` with
+# hypothesis.
+_new: Final = object.__new__
+_set: Final = object.__setattr__  # what attrs' own __init__ of a frozen class uses
+
+
 # --- the message object, shared by pushes and HTTP pages ------------------------------
 
 
@@ -172,6 +186,32 @@ class Message:
     ts: int
     delivered_at: int | None = None
     read_at: int | None = None
+
+    @classmethod
+    def trusted(
+        cls,
+        *,
+        id: str,
+        seq: int,
+        sender: str,
+        recipient: str,
+        body: str,
+        ts: int,
+        delivered_at: int | None = None,
+        read_at: int | None = None,
+    ) -> Message:
+        """``Message(...)`` without the validators, for values already valid (a
+        server's own store); see "trusted construction" above."""
+        self = _new(cls)
+        _set(self, "id", id)
+        _set(self, "seq", seq)
+        _set(self, "sender", sender)
+        _set(self, "recipient", recipient)
+        _set(self, "body", body)
+        _set(self, "ts", ts)
+        _set(self, "delivered_at", delivered_at)
+        _set(self, "read_at", read_at)
+        return self
 
 
 # --- client -> server frames -----------------------------------------------------------
@@ -251,6 +291,16 @@ class Ack:
     seq: int = attrs.field(validator=_wire_int)
     ts: int
 
+    @classmethod
+    def trusted(cls, *, id: str, seq: int, ts: int) -> Ack:
+        """``Ack(...)`` without the validators, for values already valid (a server's
+        own store); see "trusted construction" above."""
+        self = _new(cls)
+        _set(self, "id", id)
+        _set(self, "seq", seq)
+        _set(self, "ts", ts)
+        return self
+
 
 @attrs.frozen(kw_only=True)
 class DeliveredReceipt:
@@ -261,6 +311,16 @@ class DeliveredReceipt:
     id: str
     seq: int
     ts: int
+
+    @classmethod
+    def trusted(cls, *, id: str, seq: int, ts: int) -> DeliveredReceipt:
+        """``DeliveredReceipt(...)`` without the class call (it has no validators), for
+        values already valid (a server's own store); see "trusted construction" above."""
+        self = _new(cls)
+        _set(self, "id", id)
+        _set(self, "seq", seq)
+        _set(self, "ts", ts)
+        return self
 
 
 @attrs.frozen(kw_only=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -147,6 +148,17 @@ def test_hot_frames_encode_to_the_contract_bytes() -> None:
     assert encode_frame(DeliveredReceipt(id="c-1", seq=1, ts=2)) == (
         '{"type":"receipt","status":"delivered","id":"c-1","seq":1,"ts":2}'
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(frame=hot_frames)
+def test_a_trusted_frame_is_the_validated_one(frame: HotFrame) -> None:
+    """``trusted()`` sets every field (a field it forgot would fail the call or the
+    comparison) to what ``cls(...)`` would."""
+    trusted = type(frame).trusted(**attrs.asdict(frame, recurse=False))
+    assert type(trusted) is type(frame)
+    assert trusted == frame and hash(trusted) == hash(frame)
+    assert _outcome(encode_frame, trusted) == _outcome(encode_frame, frame)
 
 
 @pytest.mark.parametrize(
