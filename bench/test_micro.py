@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -121,6 +122,43 @@ def test_encode_push(benchmark: BenchmarkFixture, pair: Pair) -> None:
         return out
 
     assert benchmark(push)
+
+
+# The three frames the server writes per message: ack and receipt to the sender, the
+# push to the recipient.
+HOT_FRAMES = {
+    "ack": protocol.Ack(id=MESSAGE.id, seq=MESSAGE.seq, ts=MESSAGE.ts),
+    "message": MESSAGE,
+    "receipt": protocol.DeliveredReceipt(id=MESSAGE.id, seq=MESSAGE.seq, ts=MESSAGE.ts),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOT_FRAMES))
+def test_encode_frame(benchmark: BenchmarkFixture, kind: str) -> None:
+    """``protocol.encode_frame`` alone on each of the per-message server frames."""
+    frame = HOT_FRAMES[kind]
+    assert benchmark(protocol.encode_frame, frame).startswith('{"type":')
+
+
+@pytest.mark.parametrize("how", ["validated", "trusted"])
+@pytest.mark.parametrize("kind", sorted(HOT_FRAMES))
+def test_build_frame(benchmark: BenchmarkFixture, kind: str, how: str) -> None:
+    """One per-message server frame built from the store's values: ``cls(...)``, which
+    runs the validators, or ``cls.trusted(...)``, which the server uses."""
+    frame = HOT_FRAMES[kind]
+    cls: Any = type(frame)
+    make = cls.trusted if how == "trusted" else cls
+    m = MESSAGE  # keywords spelled out, as at the call sites
+
+    def build() -> object:
+        if kind == "message":
+            return make(
+                id=m.id, seq=m.seq, sender=m.sender, recipient=m.recipient, body=m.body,
+                ts=m.ts, delivered_at=m.delivered_at, read_at=m.read_at,
+            )  # fmt: skip
+        return make(id=m.id, seq=m.seq, ts=m.ts)
+
+    assert benchmark(build) == frame
 
 
 def test_send_ack_round_trip(benchmark: BenchmarkFixture, pair: Pair) -> None:

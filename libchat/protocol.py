@@ -152,6 +152,20 @@ def _lower(value: str) -> str:
     return value.lower()
 
 
+# --- trusted construction ----------------------------------------------------------------
+
+# ``trusted()`` on the frames a server builds per message (Message, Ack, DeliveredReceipt):
+# the instance ``cls(...)`` would make, its fields set directly, without the validators
+# or the class call, for values that are valid already (they came from the server's own
+# store, which took them from validated frames). Never for what a peer sent: decoding
+# always builds through the validating ``__init__``. Per instance (bench/test_micro.py
+# test_build_frame, min): Message 1.5 -> 0.9 us, Ack 1.0 -> 0.45 us, DeliveredReceipt
+# 0.6 -> 0.45 us. tests/libchat/test_protocol_types.py holds each to ``cls(...)`` with
+# hypothesis.
+_new: Final = object.__new__
+_set: Final = object.__setattr__  # what attrs' own __init__ of a frozen class uses
+
+
 # --- the message object, shared by pushes and HTTP pages ------------------------------
 
 
@@ -172,6 +186,32 @@ class Message:
     ts: int
     delivered_at: int | None = None
     read_at: int | None = None
+
+    @classmethod
+    def trusted(
+        cls,
+        *,
+        id: str,
+        seq: int,
+        sender: str,
+        recipient: str,
+        body: str,
+        ts: int,
+        delivered_at: int | None = None,
+        read_at: int | None = None,
+    ) -> Message:
+        """``Message(...)`` without the validators, for values already valid (a
+        server's own store); see "trusted construction" above."""
+        self = _new(cls)
+        _set(self, "id", id)
+        _set(self, "seq", seq)
+        _set(self, "sender", sender)
+        _set(self, "recipient", recipient)
+        _set(self, "body", body)
+        _set(self, "ts", ts)
+        _set(self, "delivered_at", delivered_at)
+        _set(self, "read_at", read_at)
+        return self
 
 
 # --- client -> server frames -----------------------------------------------------------
@@ -251,6 +291,16 @@ class Ack:
     seq: int = attrs.field(validator=_wire_int)
     ts: int
 
+    @classmethod
+    def trusted(cls, *, id: str, seq: int, ts: int) -> Ack:
+        """``Ack(...)`` without the validators, for values already valid (a server's
+        own store); see "trusted construction" above."""
+        self = _new(cls)
+        _set(self, "id", id)
+        _set(self, "seq", seq)
+        _set(self, "ts", ts)
+        return self
+
 
 @attrs.frozen(kw_only=True)
 class DeliveredReceipt:
@@ -261,6 +311,16 @@ class DeliveredReceipt:
     id: str
     seq: int
     ts: int
+
+    @classmethod
+    def trusted(cls, *, id: str, seq: int, ts: int) -> DeliveredReceipt:
+        """``DeliveredReceipt(...)`` without the class call (it has no validators), for
+        values already valid (a server's own store); see "trusted construction" above."""
+        self = _new(cls)
+        _set(self, "id", id)
+        _set(self, "seq", seq)
+        _set(self, "ts", ts)
+        return self
 
 
 @attrs.frozen(kw_only=True)
@@ -590,8 +650,48 @@ def decode_server_frame(data: bytes | str) -> ServerFrame:
     return frame
 
 
+# The frames a server writes for every message (the ack and the delivered receipt to the
+# sender, the push to the recipient), as the dict the generic path below makes of them,
+# built by hand: the same keys in the same order, every value as it is (the converter's
+# hooks for these fields are the identity, and a Message's unset optional fields are
+# written as null, not left out), so the same bytes. tests/libchat/test_protocol_types.py
+# holds them to the generic path with hypothesis. About half the time: encode_frame
+# (bench/test_micro.py test_encode_frame, min) ack 1.07 -> 0.46 us, push 1.30 -> 0.66 us,
+# receipt 1.07 -> 0.53 us. Looked up by exact type: a subclass takes the generic path.
+_HOT_FRAMES: Final[Mapping[type[Any], Callable[[Any], dict[str, Any]]]] = {
+    Ack: lambda f: {"type": "ack", "id": f.id, "seq": f.seq, "ts": f.ts},
+    Message: lambda f: {
+        "type": "message",
+        "id": f.id,
+        "seq": f.seq,
+        "from": f.sender,
+        "to": f.recipient,
+        "body": f.body,
+        "ts": f.ts,
+        "delivered_at": f.delivered_at,
+        "read_at": f.read_at,
+    },
+    DeliveredReceipt: lambda f: {
+        "type": "receipt",
+        "status": "delivered",
+        "id": f.id,
+        "seq": f.seq,
+        "ts": f.ts,
+    },
+}
+
+
 def encode_frame(frame: ClientFrame | ServerFrame) -> str:
     """The JSON text of one frame, ``type`` first."""
+    hot = _HOT_FRAMES.get(type(frame))
+    if hot is not None:
+        return orjson.dumps(hot(frame)).decode()
+    return _encode_generic(frame)
+
+
+def _encode_generic(frame: ClientFrame | ServerFrame) -> str:
+    """:func:`encode_frame` through the converter: every frame but the hot ones, and the
+    reference the hot ones are tested against."""
     out: dict[str, Any] = {"type": frame.TYPE}
     status = getattr(frame, "STATUS", None)
     if status is not None:

@@ -117,7 +117,7 @@ class Messaging:
         except StoreError:
             original = None
         if original is not None:
-            online.session.send_frame(Ack(id=original.id, seq=original.seq, ts=original.ts))
+            online.session.send_frame(Ack.trusted(id=original.id, seq=original.seq, ts=original.ts))
             return
         self._metrics.errors_total.labels(code=code).inc()
         log.info("message.rejected", code=code, client_id=client_id, sender=online.user.username)
@@ -212,7 +212,7 @@ class Messaging:
         pushed: set[int] = set()
         accepted = 0
         for (online, new), message in zip(batch, stored, strict=True):
-            online.session.send_frame(Ack(id=message.id, seq=message.seq, ts=message.ts))
+            online.session.send_frame(Ack.trusted(id=message.id, seq=message.seq, ts=message.ts))
             if message.seq in pushed:
                 continue
             pushed.add(message.seq)

@@ -119,7 +119,7 @@ class Receipts:
         by_sender: dict[str, list[int]] = {}
         delivered = 0
         for message in marked:
-            receipt = DeliveredReceipt(
+            receipt = DeliveredReceipt.trusted(
                 id=message.id, seq=message.seq, ts=message.delivered_at or now_ms
             )
             for other in self._by_user.get(message.sender, ()):

@@ -88,7 +88,7 @@ def user_from_row(row: Sequence[Any]) -> User:
 def message_from_row(row: Sequence[Any]) -> Message:
     """A Message from the columns both stores select, in this order: client_id, seq,
     sender name, recipient name, body, ts, delivered_at, read_at."""
-    return Message(
+    return Message.trusted(
         id=row[0],
         seq=row[1],
         sender=row[2],

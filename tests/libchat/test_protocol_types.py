@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from libchat import limits
 from libchat.protocol import (
+    CLIENT_ID_RE,
+    USERNAME_RE,
     Ack,
     Delivered,
     DeliveredReceipt,
@@ -18,6 +24,7 @@ from libchat.protocol import (
     ReadReceipt,
     Send,
     Typing,
+    _encode_generic,
     decode_client_frame,
     decode_server_frame,
     encode_frame,
@@ -74,6 +81,84 @@ def test_server_frames_round_trip() -> None:
     assert encode_frame(Error(code="x")) == '{"type":"error","code":"x"}'
     assert '"from":"alice","to":"bob"' in encode_frame(message)
     assert decode_client_frame(encode_frame(Delivered(seqs=[1, 2]))) == Delivered(seqs=(1, 2))
+
+
+# --- the hot frames' encoder: byte for byte the generic (converter) path -----------------
+
+wire_ints = st.one_of(
+    st.sampled_from((0, limits.MAX_WIRE_INT)), st.integers(0, limits.MAX_WIRE_INT)
+)
+# Any code point, lone surrogates included: orjson refuses those, and both paths must.
+any_text = st.text(st.characters() | st.characters(categories=["Cs"]), max_size=40)
+bodies = st.one_of(
+    st.text(
+        st.characters(exclude_characters="\x00"), min_size=1, max_size=limits.MAX_MESSAGE_CHARS
+    ),
+    any_text,
+)
+client_ids = st.from_regex(CLIENT_ID_RE, fullmatch=True)
+usernames = st.one_of(st.from_regex(USERNAME_RE, fullmatch=True), any_text)
+hot_frames = st.one_of(
+    st.builds(Ack, id=client_ids, seq=wire_ints, ts=wire_ints),
+    st.builds(DeliveredReceipt, id=client_ids, seq=wire_ints, ts=wire_ints),
+    st.builds(
+        Message,
+        id=client_ids,
+        seq=wire_ints,
+        sender=usernames,
+        recipient=usernames,
+        body=bodies,
+        ts=wire_ints,
+        delivered_at=st.none() | wire_ints,
+        read_at=st.none() | wire_ints,
+    ),
+)
+
+
+HotFrame = Ack | DeliveredReceipt | Message
+
+
+def _outcome(encode: Callable[[HotFrame], str], frame: HotFrame) -> str | type[Exception]:
+    """The text, or the type of what was raised (orjson refuses lone surrogates)."""
+    try:
+        return encode(frame)
+    except Exception as exc:
+        return type(exc)
+
+
+@settings(max_examples=500, deadline=None)
+@given(frame=hot_frames)
+def test_hot_frames_encode_as_the_generic_path_does(
+    frame: HotFrame,
+) -> None:
+    assert _outcome(encode_frame, frame) == _outcome(_encode_generic, frame)
+
+
+def test_hot_frames_encode_to_the_contract_bytes() -> None:
+    top = limits.MAX_WIRE_INT
+    message = Message(id="c-1", seq=0, sender="alice", recipient="bob", body="é😀\u2028", ts=top)
+    assert encode_frame(message) == (
+        f'{{"type":"message","id":"c-1","seq":0,"from":"alice","to":"bob",'
+        f'"body":"é😀\u2028","ts":{top},"delivered_at":null,"read_at":null}}'
+    )
+    assert (
+        encode_frame(Ack(id="c-1", seq=top, ts=0))
+        == f'{{"type":"ack","id":"c-1","seq":{top},"ts":0}}'
+    )
+    assert encode_frame(DeliveredReceipt(id="c-1", seq=1, ts=2)) == (
+        '{"type":"receipt","status":"delivered","id":"c-1","seq":1,"ts":2}'
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(frame=hot_frames)
+def test_a_trusted_frame_is_the_validated_one(frame: HotFrame) -> None:
+    """``trusted()`` sets every field (a field it forgot would fail the call or the
+    comparison) to what ``cls(...)`` would."""
+    trusted = type(frame).trusted(**attrs.asdict(frame, recurse=False))
+    assert type(trusted) is type(frame)
+    assert trusted == frame and hash(trusted) == hash(frame)
+    assert _outcome(encode_frame, trusted) == _outcome(encode_frame, frame)
 
 
 @pytest.mark.parametrize(

@@ -219,7 +219,7 @@ class BatchWriter:
         stored: dict[tuple[int, str], Message] = {}
         for sender_id, client_id, seq in await cur.fetchall():
             new = first[(sender_id, client_id)]
-            stored[(sender_id, client_id)] = Message(
+            stored[(sender_id, client_id)] = Message.trusted(
                 id=new.client_id,
                 seq=seq,
                 sender=new.sender,

@@ -96,7 +96,7 @@ def _insert_messages(conn: apsw.Connection, batch: Sequence[NewMessage]) -> list
             stored.append(original)
             continue
         seq, ts = found
-        message = Message(
+        message = Message.trusted(
             id=new.client_id, seq=seq, sender=new.sender, recipient=new.recipient,
             body=new.body, ts=ts,
         )
