@@ -101,6 +101,66 @@ def test_a_failing_job_does_not_sink_its_batch(tmp_path: Path) -> None:
     run(body)
 
 
+def test_the_sends_and_marks_one_commit_gathers_run_as_one_statement_each(
+    tmp_path: Path,
+) -> None:
+    """Every loop turn's sends are one submit and its delivered marks one job; a commit
+    that gathers many turns inserts all their messages with one statement and marks all
+    their deliveries with one (each statement step costs the writer a wait for the GIL),
+    and still answers each caller with its own messages, marked at its own time."""
+
+    async def body() -> None:
+        store = SqliteStore(tmp_path / "chat.db")
+        await store.open()
+        try:
+            alice, bob = await two_users(store)
+            first = await store.submit([new(alice, bob, f"old{i}") for i in range(6)])
+            statements: list[str] = []
+
+            def trace(cursor: object, sql: str, bindings: object) -> bool:
+                statements.append(sql)
+                return True
+
+            def watch(conn: apsw.Connection) -> bool:
+                conn.exec_trace = trace
+                return gate.wait(10)
+
+            gate = threading.Event()
+            held = asyncio.ensure_future(store._writer.run(watch, bare=True))
+            await apoll(lambda: store._writer._queue.qsize() == 0, "the writer held")
+            jobs = [
+                store.submit([new(alice, bob, "a1"), new(alice, bob, "a2")]),
+                store.mark_delivered_many([(bob.id, [first[0].seq, first[1].seq])], TS + 1),
+                store.submit([new(bob, alice, "b1")]),
+                store.mark_delivered_many([(bob.id, [first[1].seq, first[2].seq])], TS + 2),
+                store.submit([new(alice, bob, "a1")]),  # a repeat: the original back
+            ]
+            tasks = [asyncio.ensure_future(job) for job in jobs]
+            await apoll(lambda: store._writer._queue.qsize() == 5, "the 5 jobs queued")
+            gate.set()
+            await held
+            sent1, marked1, sent2, marked2, repeat = await asyncio.gather(*tasks)
+            inserts = [sql for sql in statements if sql.startswith("INSERT INTO messages")]
+            updates = [sql for sql in statements if sql.startswith("UPDATE messages")]
+            assert (len(inserts), len(updates)) == (1, 1)
+            assert [m.id for m in sent1] == ["a1", "a2"] and [m.id for m in sent2] == ["b1"]
+            assert sent1[0].seq < sent1[1].seq < sent2[0].seq
+            assert repeat == [sent1[0]]
+            assert [[(m.seq, m.delivered_at) for m in entry] for entry in marked1] == [
+                [(first[0].seq, TS + 1), (first[1].seq, TS + 1)]
+            ]
+            # first[1] was marked by the earlier call: this one marks first[2] only
+            assert [[(m.seq, m.delivered_at) for m in entry] for entry in marked2] == [
+                [(first[2].seq, TS + 2)]
+            ]
+            undelivered = [m.id for m in await store.undelivered(bob.id, 0, 10)]
+            assert undelivered == ["old3", "old4", "old5", "a1", "a2"]
+        finally:
+            await store.close()
+
+    run(body)
+
+
 def test_sync_normal_works_and_wal_is_on(tmp_path: Path) -> None:
     path = tmp_path / "chat.db"
 

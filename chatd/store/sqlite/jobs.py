@@ -17,13 +17,22 @@ import apsw
 
 from chatd.store.sqlite.db import log
 
-__all__ = ["Job", "Outcome", "call_loop", "join_all", "settle", "take_more"]
+__all__ = ["Job", "Merge", "Outcome", "call_loop", "join_all", "settle", "take_more"]
+
+
+Merge = Callable[[apsw.Connection, list[Any]], list[Any]]
+"""Runs the payloads of several jobs at once: one result per payload, in order."""
 
 
 class Job:
-    """One unit of work for a thread; ``fn`` is None for the stop marker."""
+    """One unit of work for a thread; ``fn`` is None for the stop marker.
 
-    __slots__ = ("bare", "fn", "future", "messages")
+    A job with a ``merge`` function may run together with the other jobs of the same
+    function in a transaction: ``merge(conn, payloads)`` instead of one ``fn`` each
+    (``fn`` runs its payload alone).
+    """
+
+    __slots__ = ("bare", "fn", "future", "merge", "messages", "payload")
 
     def __init__(
         self,
@@ -32,11 +41,15 @@ class Job:
         messages: int = 0,
         *,
         bare: bool = False,
+        merge: Merge | None = None,
+        payload: Any = None,
     ) -> None:
         self.fn = fn
         self.future = future
         self.messages = messages  # messages it inserts, for the batch-size metric
         self.bare = bare  # a look at the connection outside any transaction
+        self.merge = merge
+        self.payload = payload
 
 
 Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]

@@ -65,8 +65,10 @@ _UNDELIVERED: Final = (
     " FROM json_each(?) j JOIN messages m ON m.seq = j.value ->> 1"
     " WHERE m.recipient_id = j.value ->> 0 AND m.delivered_at IS NULL"
 )
+# (seq, delivered_at) pairs in
 _MARK_DELIVERED: Final = (
-    "UPDATE messages SET delivered_at = ? WHERE seq IN (SELECT value FROM json_each(?))"
+    "UPDATE messages SET delivered_at = j.value ->> 1 FROM json_each(?) AS j"
+    " WHERE messages.seq = j.value ->> 0"
 )
 
 
@@ -111,23 +113,44 @@ def _insert_messages(conn: apsw.Connection, batch: Sequence[NewMessage]) -> list
     return stored
 
 
-def _mark_delivered(
-    conn: apsw.Connection, wanted: Sequence[tuple[int, Sequence[int]]], now_ms: int
+def _insert_batches(
+    conn: apsw.Connection, batches: list[Sequence[NewMessage]]
 ) -> list[list[Message]]:
-    pairs = [(recipient_id, seq) for recipient_id, seqs in wanted for seq in seqs]
+    """Several submits' messages inserted as one batch; each submit's stored messages."""
+    stored = _insert_messages(conn, [new for batch in batches for new in batch])
+    answers: list[list[Message]] = []
+    for batch in batches:
+        answers.append(stored[: len(batch)])
+        stored = stored[len(batch) :]
+    return answers
+
+
+_Marks = Sequence[tuple[int, Sequence[int]]]  # (recipient id, seqs) entries
+
+
+def _mark_delivered(
+    conn: apsw.Connection, asks: list[tuple[_Marks, int]]
+) -> list[list[list[Message]]]:
+    """Several ``mark_delivered_many`` calls (their marks and their time) in two
+    statements; for each call, the messages each of its entries marked."""
+    pairs = [(recipient_id, seq) for marks, _ in asks for recipient_id, seqs in marks
+             for seq in seqs]
     found = orjson.loads(scalar(conn, _UNDELIVERED, (orjson.dumps(pairs),)))
-    if not found:
-        return [[] for _ in wanted]
-    conn.execute(_MARK_DELIVERED, (now_ms, orjson.dumps([row[1] for row in found])))
-    by_key = {(row[8], row[1]): row for row in found}
-    marked: list[list[Message]] = []
-    for recipient_id, seqs in wanted:
-        # A seq asked for twice is returned once, to the first entry that asked for it.
-        rows_here = [by_key.pop((recipient_id, seq), None) for seq in seqs]
-        marked.append([
-            message_from_row((*row[:6], now_ms, row[7])) for row in rows_here if row is not None
-        ])
-    return marked
+    undelivered = {(row[8], row[1]): row for row in found}
+    updates: list[tuple[int, int]] = []  # (seq, delivered_at)
+    answers: list[list[list[Message]]] = []
+    for marks, now_ms in asks:
+        answer: list[list[Message]] = []
+        for recipient_id, seqs in marks:
+            # A seq asked for twice is marked once, for the first entry that asked for it.
+            marked = [row for seq in seqs
+                      if (row := undelivered.pop((recipient_id, seq), None)) is not None]
+            updates.extend((row[1], now_ms) for row in marked)
+            answer.append([message_from_row((*row[:6], now_ms, row[7])) for row in marked])
+        answers.append(answer)
+    if updates:
+        conn.execute(_MARK_DELIVERED, (orjson.dumps(updates),))
+    return answers
 
 
 class Messages:
@@ -135,13 +158,17 @@ class Messages:
 
     def __init__(self, writer: Writer, reads: ReadPool) -> None:
         self._write = writer.run
+        self._write_merged = writer.run_merged
         self._read = reads.run
 
     async def submit(self, messages: Sequence[NewMessage]) -> list[Message]:
         if not messages:
             return []
         batch = tuple(messages)
-        return await self._write(lambda conn: _insert_messages(conn, batch), messages=len(batch))
+        stored: list[Message] = await self._write_merged(
+            _insert_batches, batch, messages=len(batch)
+        )
+        return stored
 
     async def mark_delivered_many(
         self, marks: Sequence[tuple[int, Sequence[int]]], now_ms: int
@@ -150,7 +177,8 @@ class Messages:
         if not any(seqs for _, seqs in wanted):
             return [[] for _ in wanted]
 
-        return await self._write(lambda conn: _mark_delivered(conn, wanted, now_ms))
+        marked: list[list[Message]] = await self._write_merged(_mark_delivered, (wanted, now_ms))
+        return marked
 
     async def mark_read(self, reader_id: int, peer_id: int, up_to: int, now_ms: int) -> ReadResult:
         lo, hi = sorted((reader_id, peer_id))

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import apsw
 
@@ -25,7 +25,7 @@ from chatd.observe.logs import Trusted
 from chatd.store.base import StoreError
 from chatd.store.seqlease import SeqLease
 from chatd.store.sqlite.db import as_store_error, connect_writer, last_seq, log, scalar
-from chatd.store.sqlite.jobs import Job, Outcome, call_loop, settle, take_more
+from chatd.store.sqlite.jobs import Job, Merge, Outcome, call_loop, settle, take_more
 
 __all__ = ["COMMIT_INTERVAL", "MAX_BATCH_JOBS", "CommitPacer", "Writer"]
 
@@ -80,6 +80,59 @@ class CommitPacer:
 
 class _JobFailed(Exception):
     """A job of a group run without savepoints failed; the group was rolled back."""
+
+
+def _merged(jobs: list[Job]) -> list[list[Job]]:
+    """The jobs in the order they run: those of one merge function together, at the
+    place of the first of them; every other job alone, in its place. (Moving a later
+    send or delivered mark ahead of an earlier job of another kind changes nothing: a
+    send's rows are new, and a delivered mark names a message committed before.)"""
+    groups: list[list[Job]] = []
+    by_merge: dict[Merge, list[Job]] = {}
+    for job in jobs:
+        if job.merge is None:
+            groups.append([job])
+        elif (group := by_merge.get(job.merge)) is not None:
+            group.append(job)
+        else:
+            by_merge[job.merge] = group = [job]
+            groups.append(group)
+    return groups
+
+
+def _run_isolated(conn: apsw.Connection, jobs: list[Job]) -> list[Outcome]:
+    """Run each job alone in a savepoint: a failing one is undone alone, and its error
+    is its outcome."""
+    outcomes: list[Outcome] = []
+    for job in jobs:
+        assert job.fn is not None
+        conn.execute("SAVEPOINT job")
+        try:
+            result = job.fn(conn)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+            outcomes.append((job.future, None, as_store_error(exc)))
+        else:
+            conn.execute("RELEASE job")
+            outcomes.append((job.future, result, None))
+    return outcomes
+
+
+def _run_merged(conn: apsw.Connection, jobs: list[Job]) -> list[Outcome]:
+    """Run the jobs, those of one merge function in one call (see :func:`_merged`);
+    their outcomes in the jobs' order, so the loop settles them as they were queued."""
+    results: dict[int, object] = {}
+    for group in _merged(jobs):
+        merge = group[0].merge
+        if merge is None:
+            assert group[0].fn is not None
+            results[id(group[0])] = group[0].fn(conn)
+            continue
+        merged = merge(conn, [job.payload for job in group])
+        for job, result in zip(group, merged, strict=True):
+            results[id(job)] = result
+    return [(job.future, results[id(job)], None) for job in jobs]
 
 
 def _is_disk_full(exc: BaseException) -> bool:
@@ -172,6 +225,23 @@ class Writer:
             raise StoreError("the sqlite store is not open")
         future: asyncio.Future[T] = self._loop.create_future()
         self._queue.put(Job(fn, future, messages, bare=bare))
+        return await future
+
+    async def run_merged(self, merge: Merge, payload: Any, *, messages: int = 0) -> Any:
+        """``merge(conn, [payload])[0]``, run in the next transaction together with the
+        other payloads of ``merge`` queued for it: one call, so one set of statements,
+        for all of them. apsw lets go of the GIL around every statement step and the
+        writer then waits for the event loop to hand it back: the sends and the
+        delivered marks of every loop turn a commit gathers cost one set of such waits
+        instead of one set per turn."""
+        if self._thread is None or self.closing or self._loop is None:
+            raise StoreError("the sqlite store is not open")
+        future: asyncio.Future[Any] = self._loop.create_future()
+
+        def alone(conn: apsw.Connection) -> Any:
+            return merge(conn, [payload])[0]
+
+        self._queue.put(Job(alone, future, messages, merge=merge, payload=payload))
         return await future
 
     async def stop(self) -> None:
@@ -295,24 +365,14 @@ class Writer:
         alone and its error becomes its outcome. Jobs only touch the database, so they
         can run twice."""
         conn.execute("BEGIN IMMEDIATE")
-        outcomes: list[Outcome] = []
-        for job in jobs:
-            assert job.fn is not None
-            if isolated:
-                conn.execute("SAVEPOINT job")
+        if isolated:
+            outcomes = _run_isolated(conn, jobs)
+        else:
             try:
-                result = job.fn(conn)
+                outcomes = _run_merged(conn, jobs)
             except Exception as exc:
-                if not isolated:
-                    conn.execute("ROLLBACK")
-                    raise _JobFailed from exc
-                conn.execute("ROLLBACK TO job")
-                conn.execute("RELEASE job")
-                outcomes.append((job.future, None, as_store_error(exc)))
-            else:
-                if isolated:
-                    conn.execute("RELEASE job")
-                outcomes.append((job.future, result, None))
+                conn.execute("ROLLBACK")
+                raise _JobFailed from exc
         if self.lease is not None and any(job.messages for job in jobs):
             self.lease.cover(last_seq(conn))  # before the commit: an OSError undoes it
         conn.execute("COMMIT")
