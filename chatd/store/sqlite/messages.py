@@ -119,9 +119,10 @@ def _insert_batches(
     """Several submits' messages inserted as one batch; each submit's stored messages."""
     stored = _insert_messages(conn, [new for batch in batches for new in batch])
     answers: list[list[Message]] = []
+    start = 0
     for batch in batches:
-        answers.append(stored[: len(batch)])
-        stored = stored[len(batch) :]
+        answers.append(stored[start : start + len(batch)])
+        start += len(batch)
     return answers
 
 

@@ -5,7 +5,8 @@ queue. The writer thread takes every job queued since its last commit, runs them
 ``BEGIN IMMEDIATE`` ... ``COMMIT`` (a SAVEPOINT per job only when one of them failed, so
 one failing job does not sink the others), then wakes the event loop once for the whole
 batch. Jobs made with :meth:`Writer.run_merged` (the sends, the delivered marks) run as
-one call per kind: one set of statements for every loop turn the transaction gathered. A coroutine that wrote therefore returns only after the commit that holds its write.
+one call per kind: one set of statements for every loop turn the transaction gathered.
+A coroutine that wrote therefore returns only after the commit that holds its write.
 """
 
 from __future__ import annotations
