@@ -219,14 +219,21 @@ class Writer:
             raise
 
     async def run(
-        self, fn: Callable[[apsw.Connection], T], *, messages: int = 0, bare: bool = False
+        self,
+        fn: Callable[[apsw.Connection], T],
+        *,
+        messages: int = 0,
+        bare: bool = False,
+        merge: Merge | None = None,
+        payload: Any = None,
     ) -> T:
         """Run ``fn`` in the next transaction (``bare``: outside any, alone); its result
-        once that transaction committed. ``messages``: how many it inserts."""
+        once that transaction committed. ``messages``: how many it inserts. ``merge``
+        and ``payload``: see :meth:`run_merged`."""
         if self._thread is None or self.closing or self._loop is None:
             raise StoreError("the sqlite store is not open")
         future: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put(Job(fn, future, messages, bare=bare))
+        self._queue.put(Job(fn, future, messages, bare=bare, merge=merge, payload=payload))
         return await future
 
     async def run_merged(self, merge: Merge, payload: Any, *, messages: int = 0) -> Any:
@@ -236,15 +243,11 @@ class Writer:
         writer then waits for the event loop to hand it back: the sends and the
         delivered marks of every loop turn a commit gathers cost one set of such waits
         instead of one set per turn."""
-        if self._thread is None or self.closing or self._loop is None:
-            raise StoreError("the sqlite store is not open")
-        future: asyncio.Future[Any] = self._loop.create_future()
 
-        def alone(conn: apsw.Connection) -> Any:
+        def alone(conn: apsw.Connection) -> Any:  # when it runs on its own
             return merge(conn, [payload])[0]
 
-        self._queue.put(Job(alone, future, messages, merge=merge, payload=payload))
-        return await future
+        return await self.run(alone, messages=messages, merge=merge, payload=payload)
 
     async def stop(self) -> None:
         """Queue the stop marker behind every write already queued; wait for the thread."""
