@@ -20,6 +20,7 @@ __all__ = [
     "Delivered",
     "FamilyRevoked",
     "MessageStored",
+    "PeersOnline",
     "Presence",
     "ReadUpTo",
     "StoreChanged",
@@ -34,6 +35,7 @@ __all__ = [
 
 MAX_PAYLOAD_BYTES: Final = 7900  # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more
 MAX_SEQS_PER_EVENT: Final = 300  # 300 seqs of up to 19 digits stay well under the payload cap
+MAX_NAMES_PER_EVENT: Final = 150  # 150 usernames of up to 32 characters (JSON-escaped) too
 
 
 @attrs.frozen(kw_only=True)
@@ -79,6 +81,19 @@ class Presence:
 
     user: str
     online: bool
+
+
+def _name_tuple(value: Any) -> tuple[str, ...]:
+    return tuple(value)
+
+
+@attrs.frozen(kw_only=True)
+class PeersOnline:
+    """The answer to ``user`` coming online on another node: these conversation peers
+    of it are online on the publishing node (its node tells its connections)."""
+
+    user: str
+    peers: tuple[str, ...] = attrs.field(converter=_name_tuple)
 
 
 @attrs.frozen(kw_only=True)
@@ -137,6 +152,7 @@ BusEvent = (
     | ReadUpTo
     | Typing
     | Presence
+    | PeersOnline
     | TokenRevoked
     | TokenRetired
     | FamilyRevoked
@@ -151,6 +167,7 @@ _TAGS: Final[dict[type[Any], str]] = {
     ReadUpTo: "r",
     Typing: "t",
     Presence: "p",
+    PeersOnline: "o",
     TokenRevoked: "x",
     TokenRetired: "y",
     FamilyRevoked: "f",
@@ -193,11 +210,17 @@ def decode_event(payload: str | bytes) -> tuple[str, BusEvent]:
 
 
 def split_event(event: BusEvent) -> Iterator[BusEvent]:
-    """The event cut into pieces that each fit one NOTIFY (only Delivered can grow)."""
+    """The event cut into pieces that each fit one NOTIFY (only Delivered and
+    PeersOnline can grow)."""
     if isinstance(event, Delivered) and len(event.seqs) > MAX_SEQS_PER_EVENT:
         for start in range(0, len(event.seqs), MAX_SEQS_PER_EVENT):
             yield Delivered(
                 sender=event.sender, seqs=event.seqs[start : start + MAX_SEQS_PER_EVENT]
+            )
+    elif isinstance(event, PeersOnline) and len(event.peers) > MAX_NAMES_PER_EVENT:
+        for start in range(0, len(event.peers), MAX_NAMES_PER_EVENT):
+            yield PeersOnline(
+                user=event.user, peers=event.peers[start : start + MAX_NAMES_PER_EVENT]
             )
     else:
         yield event

@@ -97,6 +97,8 @@ class Bridge:
                 self._presence.typing_elsewhere(sender, to)
             case busmod.Presence(user=user, online=is_online):
                 self._presence.changed_elsewhere(user, is_online)
+            case busmod.PeersOnline(user=user, peers=peers):
+                self._presence.peers_online_elsewhere(user, peers)
             case busmod.TokenRevoked(jti=jti, expires_at=expires_at):
                 self._revocations.add(jti, expires_at)
                 self._sessions.revoke_token(jti)

@@ -102,6 +102,21 @@ class Presence:
             if first_device:
                 for other in peer_sessions:
                     tell_presence(other, username, True)
+        if not first_device:
+            self._copy_elsewhere(online)
+
+    def _copy_elsewhere(self, online: Online) -> None:
+        """Tell a user's further connection here which peers online on other nodes its
+        first one was told of: the other nodes answered the user's first arrival here
+        (:meth:`peers_online_elsewhere`), not this one's."""
+        by_user = self._by_user
+        for sibling in by_user.get(online.user.username, ()):
+            if sibling is online or not sibling.presence_sent:
+                continue
+            for peer, is_online in list(sibling.presence_sent.items()):
+                if is_online and peer not in by_user:
+                    tell_presence(online, peer, True)
+            return
 
     def left(self, user: User) -> None:
         """A user's last connection here closed: forget its peers, and tell them (here
@@ -124,12 +139,28 @@ class Presence:
             self._spawn(self._remote_presence(username, is_online))
 
     async def _remote_presence(self, username: str, is_online: bool) -> None:
+        """Tell the user's peers here; a user come online is answered with those of its
+        peers online here, as a connection on this node would be told them."""
         user = await self._users.by_name(username)
         if user is None:
             return
+        online_here: list[str] = []
         for peer in await self._store.peers(user.id):
-            for other in self._by_user.get(peer, ()):
-                tell_presence(other, username, is_online)
+            peer_sessions = self._by_user.get(peer)
+            if peer_sessions:
+                online_here.append(peer)
+                for other in peer_sessions:
+                    tell_presence(other, username, is_online)
+        if is_online and online_here:
+            self._publish(busmod.PeersOnline(user=username, peers=tuple(online_here)))
+
+    def peers_online_elsewhere(self, username: str, peers: tuple[str, ...]) -> None:
+        """Another node answers a user's arrival here: these of its peers are online
+        there. Its connections here are told (each state once)."""
+        if self._enabled:
+            for online in self._by_user.get(username, ()):
+                for peer in peers:
+                    tell_presence(online, peer, True)
 
     # --- typing -----------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from chatd.bus import (
     FamilyRevoked,
     LocalBus,
     MessageStored,
+    PeersOnline,
     PostgresBus,
     Presence,
     ReadUpTo,
@@ -30,6 +31,7 @@ from chatd.bus import (
     decode_event,
     encode_event,
 )
+from chatd.bus.events import split_event
 from chatd.hub.bridge import Publisher
 from tests.support.aio import run
 from tests.support.pg import PG_DSN as DSN
@@ -43,6 +45,7 @@ EVENTS: list[BusEvent] = [
     Typing(sender="alice", to="bob"),
     Presence(user="alice", online=True),
     Presence(user="alice", online=False),
+    PeersOnline(user="bob", peers=("alice", "carol")),
     TokenRevoked(jti="3f1c-9a", expires_at=1_700_003_600),
     TokenRetired(jti="3f1c-9a", family="77aa", expires_at=1_700_003_600, grace_until=1.7e9 + 0.25),
     FamilyRevoked(family="77aa", expires_at=1_700_003_600),
@@ -68,6 +71,15 @@ def test_every_event_round_trips(event: BusEvent) -> None:
 
 def test_delivered_seqs_are_a_tuple() -> None:
     assert Delivered(sender="a", seqs=[3, 4]).seqs == (3, 4)
+
+
+def test_many_peers_online_are_split_into_payloads_notify_takes() -> None:
+    names = [f"{index:04d}" + "x" * 28 for index in range(1000)]  # the longest usernames
+    pieces = list(split_event(PeersOnline(user="y" * 32, peers=names)))
+    assert len(pieces) > 1
+    assert [name for piece in pieces for name in piece.peers] == names
+    for piece in pieces:
+        assert len(encode_event(piece, "node-1").encode()) <= MAX_PAYLOAD_BYTES
 
 
 @pytest.mark.parametrize(

@@ -171,6 +171,37 @@ async def test_a_first_message_across_nodes_tells_both_of_the_other(nodes: Nodes
 
 
 @run_async
+async def test_a_connection_is_told_of_its_peers_online_on_the_other_node(nodes: Nodes) -> None:
+    """alice is online on one node; bob, her conversation peer, connects to the other:
+    after his catch-up he is told she is online (and so is his second device), as he
+    would be were she on his node."""
+    a, b = nodes
+    alice_name, alice_token = await anew_user(a, "alice")
+    bob_name, bob_token = await anew_user(b, "bob")
+    alice = await timed_connect(a, alice_token)
+    try:
+        await alice.send({"type": "send", "id": "before-1", "to": bob_name,
+                          "body": "are you there?"})
+        await alice.recv("ack")
+        bob = await timed_connect(b, bob_token)
+        bob_again = await timed_connect(b, bob_token)
+        try:
+            for device in (bob, bob_again):
+                await apoll(lambda d=device: frames(d, "presence"),  # type: ignore[misc]
+                            "bob told of alice on the other node")
+                assert [(f["user"], f["online"]) for f in frames(device, "presence")] == [
+                    (alice_name, True)]
+            await apoll(lambda: frames(alice, "presence"), "alice told of bob")
+            assert [(f["user"], f["online"]) for f in frames(alice, "presence")] == [
+                (bob_name, True)]
+        finally:
+            await bob.close()
+            await bob_again.close()
+    finally:
+        await alice.close()
+
+
+@run_async
 async def test_logout_on_one_node_refuses_the_token_on_the_other(nodes: Nodes) -> None:
     a, b = nodes
     _, token = await anew_user(a, "carol")
