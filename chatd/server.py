@@ -165,8 +165,8 @@ class Server:
         for family, expires_at in await self.store.revoked_families_since(0):
             self.revocations.revoke_family(family, expires_at)
         self._listener = listener
+        await self.hub.start_bus()  # first: a connection must not miss the other nodes
         await listener.start_serving()
-        await self.hub.start_bus()
         metrics_address = self.config.metrics_address
         if metrics_address is not None:
             host, metrics_port = metrics_address

@@ -8,7 +8,9 @@ PostgreSQL's LISTEN/NOTIFY later.
 
 Delivery is at most once: a node that misses events (its listener reconnected) is told to
 resync through ``on_resync``, and the store stays the truth (undelivered messages are
-pushed again on the recipient's next connection anyway).
+pushed again on the recipient's next connection anyway). A node that nobody else listens
+to publishes nothing (``others_listening``): a node alone on its database pays nothing
+for the bus.
 
 The events and their payload codec are in :mod:`chatd.bus.events`, the PostgreSQL
 transport in :mod:`chatd.bus.postgres`; this module holds the interface, the single-node
@@ -26,6 +28,8 @@ from chatd.bus.events import (
     Delivered,
     FamilyRevoked,
     MessageStored,
+    NodeHere,
+    NodeJoined,
     PeersOnline,
     Presence,
     ReadUpTo,
@@ -47,6 +51,8 @@ __all__ = [
     "FamilyRevoked",
     "LocalBus",
     "MessageStored",
+    "NodeHere",
+    "NodeJoined",
     "PeersOnline",
     "PostgresBus",
     "Presence",
@@ -63,6 +69,10 @@ __all__ = [
 
 
 class Bus(Protocol):
+    # False while no other node listens: publishing would tell nobody (a node learns
+    # of one joining before it could miss anything, see PostgresBus).
+    others_listening: bool
+
     async def start(
         self, handler: Callable[[BusEvent], None], on_resync: Callable[[], None] | None = None
     ) -> None:
@@ -80,6 +90,8 @@ class Bus(Protocol):
 
 class LocalBus:
     """The single-node bus: every connection is local, so there is nobody to tell."""
+
+    others_listening = False
 
     async def start(
         self, handler: Callable[[BusEvent], None], on_resync: Callable[[], None] | None = None

@@ -20,6 +20,8 @@ __all__ = [
     "Delivered",
     "FamilyRevoked",
     "MessageStored",
+    "NodeHere",
+    "NodeJoined",
     "PeersOnline",
     "Presence",
     "ReadUpTo",
@@ -146,6 +148,20 @@ class StoreChanged:
     poll. Sent by the PostgreSQL store in the transaction of the change itself."""
 
 
+@attrs.frozen(kw_only=True)
+class NodeJoined:
+    """A node began listening (it starts, or its listener reconnected): a node that
+    stopped publishing because nobody listened publishes again (the bus's own event)."""
+
+
+@attrs.frozen(kw_only=True)
+class NodeHere:
+    """The answer of a node that published nothing until ``to`` joined: ``to`` may
+    have missed events, so it resyncs (the bus's own event)."""
+
+    to: str
+
+
 BusEvent = (
     MessageStored
     | Delivered
@@ -158,6 +174,8 @@ BusEvent = (
     | FamilyRevoked
     | UserRevoked
     | StoreChanged
+    | NodeJoined
+    | NodeHere
 )
 
 # One short tag per event type, on the wire as "k"; the publishing node travels as "n".
@@ -173,6 +191,8 @@ _TAGS: Final[dict[type[Any], str]] = {
     FamilyRevoked: "f",
     UserRevoked: "u",
     StoreChanged: "c",
+    NodeJoined: "j",
+    NodeHere: "h",
 }
 _CLASSES: Final[dict[str, type[Any]]] = {tag: cls for cls, tag in _TAGS.items()}
 

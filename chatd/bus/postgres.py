@@ -12,7 +12,14 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-from chatd.bus.events import BusEvent, decode_event, encode_event, split_event
+from chatd.bus.events import (
+    BusEvent,
+    NodeHere,
+    NodeJoined,
+    decode_event,
+    encode_event,
+    split_event,
+)
 from chatd.observe.downtime import Downtime
 from chatd.observe.logs import EventLogger
 
@@ -23,6 +30,15 @@ log = EventLogger(logging.getLogger(__name__))
 RECONNECT_MIN: Final = 0.1  # seconds before the first listener reconnect attempt
 RECONNECT_MAX: Final = 2.0  # cap of the doubling delay: back within 2 s of the database
 CONNECT_TIMEOUT: Final = 5  # seconds for one connection attempt (libpq connect_timeout)
+OTHERS_CHECK_INTERVAL: Final = 5.0  # seconds between looks for the other nodes' listeners
+LISTENER_PREFIX: Final = "chatd-bus-listen-"  # application_name of every node's listener
+
+# The other nodes' listeners on this database (nodes of another schema count too: they
+# only make this node publish what nobody on its channel hears).
+_OTHER_LISTENERS: Final = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+    " AND application_name LIKE %s AND application_name <> %s"
+)
 
 
 def channel_for(schema: str | None) -> str:
@@ -43,10 +59,20 @@ class PostgresBus:
     and ``bus.listener_restored`` (how long, how many attempts) when it ends; likewise
     ``bus.publisher_lost`` and ``bus.publisher_restored`` for publishing.
 
+    A node alone publishes nothing. Every :data:`OTHERS_CHECK_INTERVAL` it counts the
+    other nodes' listeners (``pg_stat_activity``); with none, and no :class:`NodeJoined`
+    heard since the count began, ``others_listening`` turns False (``bus.alone``). A
+    node publishes :class:`NodeJoined` each time it begins listening; a node alone that
+    hears it publishes again at once and answers :class:`NodeHere`, on which the new
+    node resyncs for the events published to nobody before it was heard
+    (``bus.not_alone``). While its own listener is down a node cannot hear a join, so
+    it publishes.
+
     Args:
         dsn: a libpq connection string or URL.
         channel: the NOTIFY channel; nodes of one cluster share it.
         node_id: this node's id in every payload (default: a random one).
+        check_interval: seconds between looks for the other nodes' listeners.
     """
 
     def __init__(
@@ -55,10 +81,14 @@ class PostgresBus:
         *,
         channel: str = "chat",
         node_id: str | None = None,
+        check_interval: float = OTHERS_CHECK_INTERVAL,
     ) -> None:
         self.dsn = dsn
         self.channel = channel
         self.node_id = node_id or uuid.uuid4().hex[:12]
+        self.check_interval = check_interval
+        self.others_listening = True  # until a look finds nobody else
+        self._joins_heard = 0  # NodeJoined events heard: a look older than one is stale
         self.on_resync: Callable[[], None] | None = None  # given to start()
         # Counters for metrics (chatd_bus_*) and tests.
         self.reconnects = 0  # listener reconnects since start
@@ -70,6 +100,8 @@ class PostgresBus:
         self.listening = False  # the listening connection is up
         self._handler: Callable[[BusEvent], None] | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None  # looks for the other nodes
+        self._answers: set[asyncio.Task[None]] = set()  # NodeHere being published
         self._publisher: psycopg.AsyncConnection[Any] | None = None
         self._publish_lock = asyncio.Lock()
         self._outbox: list[str] = []  # payloads waiting for the next send (group publish)
@@ -82,7 +114,7 @@ class PostgresBus:
     @property
     def listener_name(self) -> str:
         """The listening connection's ``application_name`` (visible in pg_stat_activity)."""
-        return f"chatd-bus-listen-{self.node_id}"[:63]
+        return f"{LISTENER_PREFIX}{self.node_id}"[:63]
 
     async def start(
         self, handler: Callable[[BusEvent], None], on_resync: Callable[[], None] | None = None
@@ -98,6 +130,8 @@ class PostgresBus:
         conn = await self._listen()
         self.listening = True
         self._listener = asyncio.create_task(self._listen_loop(conn), name="chatd-bus-listener")
+        await self.publish(NodeJoined())
+        self._watcher = asyncio.create_task(self._watch_others(), name="chatd-bus-others")
 
     async def publish(self, event: BusEvent) -> None:
         """Send ``event``; returns once it was sent (or given up on)."""
@@ -146,12 +180,14 @@ class PostgresBus:
                         self._publisher_down.failed(exc)
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
-            self.listening = False
+        for task in (self._watcher, self._listener, *self._answers):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._watcher = self._listener = None
+        self._answers.clear()
+        self.listening = False
         async with self._publish_lock:
             await self._drop_publisher()
 
@@ -174,6 +210,48 @@ class PostgresBus:
             raise
         return conn
 
+    async def _watch_others(self) -> None:
+        while True:
+            await self._look_for_others()
+            await asyncio.sleep(self.check_interval)
+
+    async def _look_for_others(self) -> None:
+        """Count the other nodes' listeners; none (and no join heard meanwhile, and our
+        own listener up to hear the next one) means nobody hears what we publish."""
+        joins_before = self._joins_heard
+        try:
+            async with self._publish_lock:
+                if self._publisher is None:
+                    self._publisher = await self._connect(f"chatd-bus-notify-{self.node_id}")
+                cursor = await self._publisher.execute(
+                    _OTHER_LISTENERS, (LISTENER_PREFIX + "%", self.listener_name)
+                )
+                row = await cursor.fetchone()
+        except psycopg.Error:
+            async with self._publish_lock:
+                await self._drop_publisher()
+            return  # the next publish logs the outage; the state stays as it was
+        if row is not None and row[0]:
+            self._not_alone("listening")
+        elif self.listening and self._joins_heard == joins_before and self.others_listening:
+            self.others_listening = False
+            log.info("bus.alone", channel=self.channel)
+
+    def _not_alone(self, why: str) -> None:
+        if not self.others_listening:
+            self.others_listening = True
+            log.info("bus.not_alone", channel=self.channel, reason=why)
+
+    def _joined(self, node_id: str) -> None:
+        """Another node began listening: publish again, and if this node published
+        nothing meanwhile, tell the newcomer to resync."""
+        self._joins_heard += 1
+        if not self.others_listening:
+            self._not_alone("joined")
+            answer = asyncio.create_task(self.publish(NodeHere(to=node_id)))
+            self._answers.add(answer)
+            answer.add_done_callback(self._answers.discard)
+
     async def _drop_publisher(self) -> None:
         if self._publisher is not None:
             await self._publisher.close()
@@ -190,10 +268,12 @@ class PostgresBus:
                     delay = RECONNECT_MIN
                     self._listener_down.ok()
                     self._resync()
+                    await self.publish(NodeJoined())
                 async for notify in conn.notifies():
                     self._dispatch(notify.payload)
             except psycopg.Error as exc:
                 self.listening = False
+                self._not_alone("listener lost")  # a join now would go unheard
                 self._listener_down.failed(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX)
@@ -212,6 +292,13 @@ class PostgresBus:
         if node_id == self.node_id or self._handler is None:
             return
         self.received += 1
+        if isinstance(event, NodeJoined):
+            self._joined(node_id)
+            return
+        if isinstance(event, NodeHere):
+            if event.to == self.node_id:
+                self._resync()
+            return
         try:
             self._handler(event)
         except Exception:

@@ -102,6 +102,7 @@ class BusStats(Protocol):
     invalid: int  # notifications that could not be decoded
     reconnects: int  # listener reconnects
     listening: bool  # the listening connection is up
+    others_listening: bool  # another node listens (else nothing is published)
 
 
 class _Sources(Collector):
@@ -124,6 +125,10 @@ class _Sources(Collector):
             yield GaugeMetricFamily(f"{_PREFIX}_bus_listener_connected",
                                     "1 while the bus listens for the other nodes' events.",
                                     value=1 if bus.listening else 0)
+            yield GaugeMetricFamily(f"{_PREFIX}_bus_other_nodes",
+                                    "1 while another node listens; 0: alone, nothing is"
+                                    " published.",
+                                    value=1 if bus.others_listening else 0)
             for name, text, count in (
                 ("bus_events_published", "Bus notifications sent to the other nodes.",
                  bus.published),

@@ -20,6 +20,8 @@ from chatd.bus import (
     FamilyRevoked,
     LocalBus,
     MessageStored,
+    NodeHere,
+    NodeJoined,
     PeersOnline,
     PostgresBus,
     Presence,
@@ -46,11 +48,17 @@ EVENTS: list[BusEvent] = [
     Presence(user="alice", online=True),
     Presence(user="alice", online=False),
     PeersOnline(user="bob", peers=("alice", "carol")),
+    NodeJoined(),
+    NodeHere(to="3f1c9a77aa01"),
     TokenRevoked(jti="3f1c-9a", expires_at=1_700_003_600),
     TokenRetired(jti="3f1c-9a", family="77aa", expires_at=1_700_003_600, grace_until=1.7e9 + 0.25),
     FamilyRevoked(family="77aa", expires_at=1_700_003_600),
     UserRevoked(username="alice", generation=3),
 ]
+
+
+# What reaches the hub: the bus acts on its own events (NodeJoined, NodeHere) itself.
+HUB_EVENTS = [e for e in EVENTS if not isinstance(e, (NodeJoined, NodeHere))]
 
 
 @pytest.fixture
@@ -122,6 +130,8 @@ def test_local_bus_delivers_nothing() -> None:
 class RecordingBus:
     """A bus of several nodes that keeps what it was asked to publish, call by call."""
 
+    others_listening = True
+
     def __init__(self) -> None:
         self.calls: list[list[BusEvent]] = []
 
@@ -160,6 +170,66 @@ def test_the_events_of_one_loop_turn_are_published_in_one_job() -> None:
 
 
 @pytest.mark.pg
+def test_a_node_alone_publishes_nothing_and_a_node_joining_is_heard_at_once(
+    channel: str,
+) -> None:
+    """A node alone on the database stops publishing (nobody would hear it); a node
+    that starts is heard before anything could be lost: the first publishes again and
+    the newcomer resyncs for what was published to nobody; when it leaves, the first
+    is alone again."""
+
+    async def body() -> None:
+        heard_at_b: list[BusEvent] = []
+        resyncs_at_b: list[str] = []
+        bus_a = PostgresBus(DSN, channel=channel, node_id="a", check_interval=0.05)
+        publisher = Publisher(bus_a)
+        await bus_a.start(lambda _event: None)
+        try:
+            await apoll(lambda: not bus_a.others_listening, "A to find itself alone")
+            published = bus_a.published
+            publisher.publish(Presence(user="alice", online=True))
+            assert not publisher.tasks.running
+            assert bus_a.published == published
+
+            bus_b = PostgresBus(DSN, channel=channel, node_id="b", check_interval=3600)
+            await bus_b.start(heard_at_b.append, lambda: resyncs_at_b.append("resync"))
+            try:
+                await apoll(lambda: bus_a.others_listening, "A to hear B join")
+                await apoll(lambda: resyncs_at_b == ["resync"], "B told to resync")
+                publisher.publish(Presence(user="alice", online=False))
+                await apoll(lambda: heard_at_b == [Presence(user="alice", online=False)],
+                            "B to hear A")
+            finally:
+                await bus_b.close()
+            await apoll(lambda: not bus_a.others_listening, "A alone again")
+        finally:
+            await bus_a.close()
+
+    run(body)
+
+
+@pytest.mark.pg
+def test_a_node_whose_listener_is_down_publishes(channel: str) -> None:
+    """It could not hear a node join meanwhile."""
+
+    async def body() -> None:
+        bus = PostgresBus(DSN, channel=channel, node_id="a", check_interval=0.05)
+        await bus.start(lambda _event: None)
+        try:
+            await apoll(lambda: not bus.others_listening, "alone")
+            with psycopg.connect(DSN, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                              " WHERE application_name = %s", (bus.listener_name,))
+            await apoll(lambda: bus.others_listening, "publishing while deaf")
+            await apoll(lambda: bus.listening and not bus.others_listening,
+                        "alone again once listening")
+        finally:
+            await bus.close()
+
+    run(body)
+
+
+@pytest.mark.pg
 def test_events_reach_the_other_node_and_not_their_own(channel: str) -> None:
     async def body() -> None:
         at_a: list[BusEvent] = []
@@ -170,14 +240,14 @@ def test_events_reach_the_other_node_and_not_their_own(channel: str) -> None:
         await bus_b.start(at_b.append)
         try:
             for event in EVENTS:
-                await bus_a.publish(event)
+                await bus_a.publish(event)  # NodeHere is to another node: ignored
             marker = Presence(user="b-done", online=True)
             await bus_b.publish(marker)
-            await apoll(lambda: len(at_b) == len(EVENTS), "B to hear all of A's events")
+            await apoll(lambda: len(at_b) == len(HUB_EVENTS), "B to hear all of A's events")
             # A hears B's marker, published after A's own events: had A not skipped its
             # own, they would be in front of it.
             await apoll(lambda: bool(at_a), "A to hear B's marker")
-            assert at_b == EVENTS
+            assert at_b == HUB_EVENTS
             assert at_a == [marker]
         finally:
             await bus_a.close()
@@ -192,19 +262,21 @@ def test_events_published_at_once_go_out_together_in_order(channel: str) -> None
         heard: list[BusEvent] = []
         bus_a = PostgresBus(DSN, channel=channel, node_id="a")
         bus_b = PostgresBus(DSN, channel=channel, node_id="b")
-        await bus_a.start(lambda _event: None)
         await bus_b.start(heard.append)
+        await bus_a.start(lambda _event: None)  # after B: it never publishes NodeHere
         try:
             # Repeats too: PostgreSQL delivers identical payloads of one transaction
             # once, and the last "online" must not be lost.
             flips = [Presence(user="alice", online=i % 2 == 0) for i in range(5)]
             events = [MessageStored(recipient="bob", seq=i, sender="alice") for i in range(300)]
             events += flips
+            published, sends = bus_a.published, bus_a.sends  # its NodeJoined before
             await asyncio.gather(*(bus_a.publish(event) for event in events))
             await apoll(lambda: len(heard) == len(events), "B to hear every event")
             assert heard == events
-            assert bus_a.published == len(events)
-            assert bus_a.sends < len(events) / 10  # one statement per round trip's worth
+            assert bus_a.published - published == len(events)
+            # one statement per round trip's worth
+            assert bus_a.sends - sends < len(events) / 10
         finally:
             await bus_a.close()
             await bus_b.close()

@@ -34,7 +34,7 @@ PROMQL = {
 
 class _Bus:
     published = publish_failures = received = invalid = reconnects = 0
-    listening = True
+    listening = others_listening = True
 
 
 def exported_names() -> set[str]:

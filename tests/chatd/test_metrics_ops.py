@@ -11,8 +11,8 @@ import websockets
 
 from chatd.observe.metrics import UPGRADE_REFUSALS, Metrics
 from tests.chatd.clients import TIMEOUT, anew_user, exchange, ws_connect
-from tests.chatd.conftest import run_async
-from tests.chatd.pg import running_nodes
+from tests.chatd.conftest import _shut, run_async
+from tests.chatd.pg import pg_schema, running_nodes
 from tests.chatd.server import ChatdProcess
 from tests.chatd.test_observability_live import scrape
 from tests.support.poll import apoll
@@ -95,3 +95,40 @@ async def test_pool_and_bus_series_with_postgresql(tmp_path: Path) -> None:
     assert after["chatd_pg_pool_connections_total"] >= 1
     assert after["chatd_bus_publish_failures_total"] == 0
     assert after["chatd_bus_events_invalid_total"] == 0
+
+
+@pytest.mark.pg
+@run_async
+async def test_a_node_alone_publishes_nothing_until_another_starts(tmp_path: Path) -> None:
+    """A single node on PostgreSQL would tell nobody: its messages make no NOTIFY. A
+    node started beside it is heard at once, and messages cross from then on."""
+    with pg_schema() as url:
+        a = ChatdProcess(tmp_path / "a", tmp_path / "a-logs", db=url).start()
+        try:
+            await apoll(lambda: scrape(a)["chatd_bus_other_nodes"] == 0, "A alone")
+            published = scrape(a)["chatd_bus_events_published_total"]
+            alice_name, alice_token = await anew_user(a, "solo")
+            bob_name, bob_token = await anew_user(a, "solo")
+            alice = await ws_connect(a, alice_token)
+            bob = await ws_connect(a, bob_token)
+            try:
+                await exchange(alice, bob, bob_name)
+                await exchange(bob, alice, alice_name)
+            finally:
+                await bob.close()
+            assert scrape(a)["chatd_bus_events_published_total"] == published
+
+            b = ChatdProcess(tmp_path / "b", tmp_path / "b-logs", db=url).start()
+            try:
+                await apoll(lambda: scrape(a)["chatd_bus_other_nodes"] == 1, "A to hear B")
+                bob = await ws_connect(b, bob_token)
+                try:
+                    await exchange(alice, bob, bob_name)
+                finally:
+                    await bob.close()
+            finally:
+                _shut(b)
+            await apoll(lambda: scrape(a)["chatd_bus_other_nodes"] == 0, "A alone again")
+            await alice.close()
+        finally:
+            _shut(a)
