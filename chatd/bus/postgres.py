@@ -217,8 +217,9 @@ class PostgresBus:
 
     async def _look_for_others(self) -> None:
         """Count the other nodes' listeners; none (and no join heard meanwhile, and our
-        own listener up to hear the next one) means nobody hears what we publish."""
-        joins_before = self._joins_heard
+        own listener up to hear the next one, and not deaf for a while since the count
+        began) means nobody hears what we publish."""
+        heard_before = (self._joins_heard, self.reconnects)
         try:
             async with self._publish_lock:
                 if self._publisher is None:
@@ -233,7 +234,8 @@ class PostgresBus:
             return  # the next publish logs the outage; the state stays as it was
         if row is not None and row[0]:
             self._not_alone("listening")
-        elif self.listening and self._joins_heard == joins_before and self.others_listening:
+        elif (self.others_listening and self.listening
+              and (self._joins_heard, self.reconnects) == heard_before):
             self.others_listening = False
             log.info("bus.alone", channel=self.channel)
 
