@@ -91,8 +91,6 @@ class Server:
             self.metrics.watch_bus(bus)
         if isinstance(store, PostgresStore):
             self.metrics.watch_pool(store.pool_stats)
-            if bus is not None:
-                store.announce_to(bus)  # new messages and delivered marks: by NOTIFY
         publisher = Publisher(bus)
         sessions = Sessions(self.revocations, self.users, self.metrics, publisher.publish)
         self.accounts = Accounts(

@@ -230,9 +230,8 @@ class Messaging:
             # (Other nodes learn of the conversation from the bus, chatd.hub.bridge.)
             self._learn_peers(message.sender, message.recipient)
             self.push(message, exclude=online.session.conn_id, repeat=not fresh)
-            if not (fresh and self._store.tells_other_nodes):  # else its commit told them
-                self._publish(busmod.MessageStored(
-                    recipient=message.recipient, seq=message.seq, sender=message.sender))
+            self._publish(busmod.MessageStored(
+                recipient=message.recipient, seq=message.seq, sender=message.sender))
         if accepted:
             self._metrics.messages_accepted_total.inc(accepted)
 

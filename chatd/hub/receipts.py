@@ -81,8 +81,7 @@ class Receipts:
             for device in self._by_user.get(online.user.username, ()):
                 device.confirmed(seqs)
             self._failures.confirmed(seqs)
-        self.send_delivered_receipts(itertools.chain.from_iterable(marked), now_ms,
-                                     announced=self._store.tells_other_nodes)
+        self.send_delivered_receipts(itertools.chain.from_iterable(marked), now_ms)
 
     async def _delivered_one_by_one(
         self, marks: _Marks, now_ms: int
@@ -113,12 +112,10 @@ class Receipts:
         ))
 
     def send_delivered_receipts(
-        self, marked: Iterable[Message], now_ms: int, *, local_only: bool = False,
-        announced: bool = False,
+        self, marked: Iterable[Message], now_ms: int, *, local_only: bool = False
     ) -> None:
         """Delivered receipts to the senders' connections. ``local_only`` for marks made
-        on another node (already counted, logged and published there); ``announced``
-        for marks whose commit told the other nodes (not published again)."""
+        on another node (already counted, logged and published there)."""
         by_sender: dict[str, list[int]] = {}
         delivered = 0
         for message in marked:
@@ -139,9 +136,8 @@ class Receipts:
             )
         if delivered:
             self._metrics.messages_delivered_total.inc(delivered)
-        if not announced:
-            for sender, seqs in by_sender.items():
-                self._publish(busmod.Delivered(sender=sender, seqs=seqs))
+        for sender, seqs in by_sender.items():
+            self._publish(busmod.Delivered(sender=sender, seqs=seqs))
 
     # --- read -------------------------------------------------------------------------
 

@@ -150,10 +150,6 @@ class Stats:
 
 class Store(Protocol):
     schema_version: int  # the version this implementation writes and expects
-    # True when submit() and the delivered marks tell the other nodes themselves, in
-    # their own transactions, of the messages they insert and the marks they make
-    # (bus events MessageStored and Delivered): the hub publishes only the rest.
-    tells_other_nodes: bool
 
     async def open(self) -> None:
         """Connect, check the schema (raising :class:`SchemaMismatch`), start workers."""

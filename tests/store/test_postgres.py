@@ -13,10 +13,9 @@ from typing import TypeVar
 
 import psycopg
 import pytest
-from psycopg import pq, sql
+from psycopg import pq
 from psycopg_pool import AsyncConnectionPool
 
-from chatd.bus import BusEvent, Delivered, MessageStored, decode_event
 from chatd.store.base import SchemaMismatch, StoreError, User
 from chatd.store.postgres import INSERT_LOCK, MIGRATIONS, PostgresStore, pool
 from chatd.store.postgres.pool import _is_quiet
@@ -344,83 +343,6 @@ def test_messages_by_seq(schema: str) -> None:
             assert await store.messages_by_seq([]) == []
         finally:
             await store.close()
-
-    run(body)
-
-
-class Announcer:
-    def __init__(self, channel: str) -> None:
-        self.channel = channel
-        self.node_id = "node-a"
-        self.others_listening = True
-
-
-def test_inserts_and_delivered_marks_announce_themselves_in_their_commit(schema: str) -> None:
-    """With an announcer, a batch's insert tells the other nodes of each new message
-    (not of a repeat: the hub publishes those) and a delivered mark of its seqs, per
-    sender, in pieces NOTIFY takes, in the statement that commits them: nothing more
-    to send, and nothing sent while nobody listens."""
-
-    async def body() -> None:
-        channel = f"chat.{schema}"
-        announcer = Announcer(channel)
-        store = PostgresStore(DSN, schema=schema, min_size=1, max_size=1)
-        await store.open()
-        heard: list[tuple[str, BusEvent]] = []
-        async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as listener:
-            await listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-
-            async def hear(count: int) -> list[BusEvent]:
-                async for notify in listener.notifies(timeout=10.0, stop_after=count):
-                    heard.append(decode_event(notify.payload))
-                events = [event for _, event in heard]
-                heard.clear()
-                return events
-
-            try:
-                assert not store.tells_other_nodes
-                store.announce_to(announcer)
-                assert store.tells_other_nodes
-                alice, bob = await two_users(store)
-                first = await store.submit([new(alice, bob, "a"), new(bob, alice, "b")])
-                count, (again,) = await round_trips(
-                    store, lambda: store.submit([new(alice, bob, "a", "repeat")]))
-                assert count == 2  # the insert, and the read of the repeat
-                assert again == first[0]
-                assert await hear(2) == [
-                    MessageStored(recipient="bob", seq=first[0].seq, sender="alice"),
-                    MessageStored(recipient="alice", seq=first[1].seq, sender="bob"),
-                ]
-
-                many = await store.submit([new(alice, bob, f"m{i}") for i in range(700)])
-                await hear(700)
-                count, marked = await round_trips(store, lambda: store.mark_delivered_many(
-                    [(bob.id, [m.seq for m in many] + [first[0].seq]), (alice.id, [first[1].seq])],
-                    5,
-                ))
-                assert count == 1
-                assert [len(m) for m in marked] == [701, 1]
-                told = await hear(4)
-                assert all(isinstance(event, Delivered) for event in told)
-                by_sender: dict[str, list[int]] = {}
-                for event in told:
-                    assert isinstance(event, Delivered)
-                    assert len(event.seqs) <= 300
-                    by_sender.setdefault(event.sender, []).extend(event.seqs)
-                assert by_sender == {
-                    "alice": sorted([m.seq for m in many] + [first[0].seq]),
-                    "bob": [first[1].seq],
-                }
-
-                announcer.others_listening = False
-                quiet = await store.submit([new(alice, bob, "quiet")])
-                await store.mark_delivered(bob.id, [quiet[0].seq], 6)
-                announcer.others_listening = True
-                loud = await store.submit([new(alice, bob, "loud")])
-                assert await hear(1) == [
-                    MessageStored(recipient="bob", seq=loud[0].seq, sender="alice")]
-            finally:
-                await store.close()
 
     run(body)
 

@@ -5,10 +5,9 @@ pushes) and reads (catch-up, history, conversations). Inserts are the writer's
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 from chatd.store.base import Queued, ReadResult, Stats, message_from_row
-from chatd.store.postgres.announce import DELIVERED_TOLD, Announcer
 from chatd.store.postgres.columns import message_select
 from chatd.store.postgres.pool import Database
 from libchat.protocol import Message
@@ -16,25 +15,6 @@ from libchat.protocol import Message
 __all__ = ["Messages"]
 
 NO_SEQ: Final = 2**63 - 1  # "before" when none is given: above every seq
-
-_MARK_DELIVERED_CHANGED: Final = """WITH changed AS (
-        UPDATE messages SET delivered_at = %(now)s
-        FROM unnest(%(recipient_ids)s::bigint[], %(seqs)s::bigint[]) AS t(recipient_id, seq)
-        WHERE messages.seq = t.seq AND messages.recipient_id = t.recipient_id
-            AND messages.delivered_at IS NULL
-        RETURNING messages.*
-    )"""
-_MARK_DELIVERED: Final = _MARK_DELIVERED_CHANGED + message_select(
-    "changed", extra="m.recipient_id, "
-)
-# The same, telling the other nodes: the WHERE reads ``told`` (once), so it runs.
-_MARK_DELIVERED_ANNOUNCED: Final = (
-    _MARK_DELIVERED_CHANGED
-    + ", "
-    + DELIVERED_TOLD
-    + message_select("changed", extra="m.recipient_id, ")
-    + "WHERE (SELECT count(*) FROM told) >= 0"
-)
 
 
 def _pair(a: int, b: int) -> tuple[int, int]:
@@ -47,7 +27,6 @@ class Messages:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self.announcer: Announcer | None = None  # tells the other nodes of new marks
 
 
     async def mark_delivered_many(
@@ -57,17 +36,17 @@ class Messages:
         pairs = {(recipient_id, seq) for recipient_id, seqs in wanted for seq in seqs}
         if not pairs:
             return [[] for _ in wanted]
-        params: dict[str, Any] = {
-            "now": now_ms,
-            "recipient_ids": [pair[0] for pair in pairs],
-            "seqs": [pair[1] for pair in pairs],
-        }
-        statement = _MARK_DELIVERED
-        announcer = self.announcer
-        if announcer is not None and announcer.others_listening:
-            params["channel"], params["node"] = announcer.channel, announcer.node_id
-            statement = _MARK_DELIVERED_ANNOUNCED
-        rows = await self._db.fetchall(statement, params)
+        rows = await self._db.fetchall(
+            """WITH changed AS (
+                UPDATE messages SET delivered_at = %s
+                FROM unnest(%s::bigint[], %s::bigint[]) AS t(recipient_id, seq)
+                WHERE messages.seq = t.seq AND messages.recipient_id = t.recipient_id
+                    AND messages.delivered_at IS NULL
+                RETURNING messages.*
+            )"""
+            + message_select("changed", extra="m.recipient_id, "),
+            (now_ms, [pair[0] for pair in pairs], [pair[1] for pair in pairs]),
+        )
         marked = {(row[0], row[2]): message_from_row(row[1:]) for row in rows}
         # each marked seq goes to the first entry that asked for it
         return [

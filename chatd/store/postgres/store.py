@@ -23,7 +23,6 @@ from chatd.store.base import (
     Stats,
     User,
 )
-from chatd.store.postgres.announce import Announcer
 from chatd.store.postgres.keys import SharedKeys
 from chatd.store.postgres.logins import LoginLimits
 from chatd.store.postgres.messages import Messages
@@ -50,7 +49,6 @@ class PostgresStore:
     """
 
     schema_version: int = SCHEMA_VERSION
-    tells_other_nodes = False  # until announce_to()
 
     def __init__(
         self,
@@ -70,13 +68,6 @@ class PostgresStore:
         self._logins = LoginLimits(self._db)
         self._messages = Messages(self._db)
         self._keys = SharedKeys(self._db)
-
-    def announce_to(self, announcer: Announcer) -> None:
-        """Tell the other nodes of the messages inserted and the delivered marks made
-        from now on, by NOTIFY in the statement that commits them (while anyone
-        listens): no separate publish per event, and no later than the commit."""
-        self._writer.announcer = self._messages.announcer = announcer
-        self.tells_other_nodes = True
 
     @property
     def application_name(self) -> str:

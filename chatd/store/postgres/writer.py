@@ -15,12 +15,11 @@ from typing import Any, Final
 import psycopg
 
 from chatd.store.base import NewMessage, StoreError, StoreUnavailable, message_from_row
-from chatd.store.postgres.announce import MESSAGE_STORED, Announcer
 from chatd.store.postgres.columns import message_select
 from chatd.store.postgres.pool import Database, ended_by_server, events, unchecked
 from libchat.protocol import Message
 
-__all__ = ["INSERT_BATCH", "INSERT_BATCH_ANNOUNCED", "INSERT_LOCK", "MAX_BATCH", "BatchWriter"]
+__all__ = ["INSERT_BATCH", "INSERT_LOCK", "MAX_BATCH", "BatchWriter"]
 
 INSERT_LOCK: Final = 0x43480002  # advisory lock class around message inserts: see _insert
 MAX_BATCH: Final = 2000  # messages per transaction: bounds one commit's size and latency
@@ -30,7 +29,7 @@ MAX_BATCH: Final = 2000  # messages per transaction: bounds one commit's size an
 # joined to the insert's source: taken before any row, hence any seq, is drawn, and held
 # until the statement commits. Conversations are grouped: an upsert may not touch a row
 # twice (a message to oneself gives the same pair twice).
-_INSERT_BATCH: Final = """
+INSERT_BATCH: Final = """
     WITH inserted AS (
         INSERT INTO messages (sender_id, recipient_id, client_id, body, ts)
         SELECT t.sender_id, t.recipient_id, t.client_id, t.body, t.ts
@@ -51,17 +50,8 @@ _INSERT_BATCH: Final = """
         ON CONFLICT (user_id, peer_id)
             DO UPDATE SET last_seq = GREATEST(conversations.last_seq, EXCLUDED.last_seq)
     )
-    {result}
+    SELECT sender_id, client_id, seq FROM inserted
 """
-# What INSERT_BATCH answers: each new row's key and seq; announced, each also tells the
-# other nodes (in seq order, the order a recipient's node pushes them in).
-_INSERTED: Final = "SELECT sender_id, client_id, seq FROM inserted"
-_INSERTED_ANNOUNCED: Final = f"""SELECT i.sender_id, i.client_id, i.seq, {MESSAGE_STORED}
-    FROM inserted i JOIN users s ON s.id = i.sender_id JOIN users r ON r.id = i.recipient_id
-    ORDER BY i.seq"""
-
-INSERT_BATCH: Final = _INSERT_BATCH.format(result=_INSERTED)
-INSERT_BATCH_ANNOUNCED: Final = _INSERT_BATCH.format(result=_INSERTED_ANNOUNCED)
 
 
 class _Submit:
@@ -76,13 +66,11 @@ class _Submit:
 
 class BatchWriter:
     """The writer task. ``on_commit``, if set, is called on the loop after each commit
-    with the batch's message count and the transaction's duration in seconds; with an
-    ``announcer`` every commit tells the other nodes of its new messages."""
+    with the batch's message count and the transaction's duration in seconds."""
 
     def __init__(self, db: Database, on_commit: Callable[[int, float], None] | None) -> None:
         self._db = db
         self.on_commit = on_commit
-        self.announcer: Announcer | None = None
         self.commits = 0  # message transactions committed by this node's writer
         self._pending: deque[_Submit] = deque()
         self._wakeup = asyncio.Event()
@@ -216,23 +204,20 @@ class BatchWriter:
         for new in news:  # a repeat inside the batch gets the first one's row
             first.setdefault((new.sender_id, new.client_id), new)
         uniques = list(first.values())
-        params: dict[str, Any] = {
-            "lock": INSERT_LOCK,
-            "schema": self._db.schema,
-            "sender_ids": [m.sender_id for m in uniques],
-            "recipient_ids": [m.recipient_id for m in uniques],
-            "client_ids": [m.client_id for m in uniques],
-            "bodies": [m.body for m in uniques],
-            "timestamps": [m.ts for m in uniques],
-        }
-        announcer = self.announcer
-        if announcer is not None and announcer.others_listening:
-            params["channel"], params["node"] = announcer.channel, announcer.node_id
-            cur = await conn.execute(INSERT_BATCH_ANNOUNCED, params)
-        else:
-            cur = await conn.execute(INSERT_BATCH, params)
+        cur = await conn.execute(
+            INSERT_BATCH,
+            {
+                "lock": INSERT_LOCK,
+                "schema": self._db.schema,
+                "sender_ids": [m.sender_id for m in uniques],
+                "recipient_ids": [m.recipient_id for m in uniques],
+                "client_ids": [m.client_id for m in uniques],
+                "bodies": [m.body for m in uniques],
+                "timestamps": [m.ts for m in uniques],
+            },
+        )
         stored: dict[tuple[int, str], Message] = {}
-        for sender_id, client_id, seq, *_ in await cur.fetchall():
+        for sender_id, client_id, seq in await cur.fetchall():
             new = first[(sender_id, client_id)]
             stored[(sender_id, client_id)] = Message.trusted(
                 id=new.client_id,

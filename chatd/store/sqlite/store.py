@@ -55,7 +55,6 @@ class SqliteStore:
     """
 
     schema_version: int = SCHEMA_VERSION
-    tells_other_nodes = False  # one node: nobody to tell
 
     def __init__(
         self,
