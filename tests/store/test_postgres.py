@@ -186,6 +186,43 @@ def test_a_batch_commits_in_one_round_trip(schema: str) -> None:
     run(body)
 
 
+def test_delivered_marks_asked_for_together_share_one_statement(schema: str) -> None:
+    """Calls made in one loop turn (or while a mark statement is on the wire, see
+    tests/store/test_marks.py) share one statement: it was one per call, a call per
+    loop turn. Each gets its own entries' results, a seq asked for twice going to the
+    earliest; a call whose marks fail the statement fails alone."""
+
+    async def body() -> None:
+        store = PostgresStore(DSN, schema=schema, min_size=1, max_size=1)
+        await store.open()
+        try:
+            alice, bob = await two_users(store)
+            m = await store.submit([new(alice, bob, f"m{i}") for i in range(4)])
+            count, (first, second, third) = await round_trips(store, lambda: asyncio.gather(
+                store.mark_delivered_many([(bob.id, [m[0].seq])], 10),
+                store.mark_delivered_many([(bob.id, [m[1].seq, m[2].seq])], 11),
+                store.mark_delivered(bob.id, [m[2].seq, m[3].seq], 12),
+            ))
+            assert count == 1
+            assert [x.seq for x in first[0]] == [m[0].seq]
+            assert [x.seq for x in second[0]] == [m[1].seq, m[2].seq]
+            assert [x.seq for x in third] == [m[3].seq]
+
+            more = await store.submit([new(alice, bob, "n")])
+            bad, good = await asyncio.gather(
+                store.mark_delivered(bob.id, [2**63], 14),  # out of bigint's range
+                store.mark_delivered(bob.id, [more[0].seq], 14),
+                return_exceptions=True,
+            )
+            assert isinstance(bad, StoreError)
+            assert isinstance(good, list)
+            assert [x.seq for x in good] == [more[0].seq]
+        finally:
+            await store.close()
+
+    run(body)
+
+
 def test_a_batch_draws_no_seq_before_it_holds_the_insert_lock(schema: str) -> None:
     """The insert lock comes before the first seq: while another session holds it, a
     batch waits without drawing one (a seq drawn before the lock could commit after a

@@ -25,6 +25,7 @@ from chatd.store.base import (
 )
 from chatd.store.postgres.keys import SharedKeys
 from chatd.store.postgres.logins import LoginLimits
+from chatd.store.postgres.marks import DeliveredMarks
 from chatd.store.postgres.messages import Messages
 from chatd.store.postgres.pool import Database
 from chatd.store.postgres.schema import SCHEMA_VERSION, found_version, migrate
@@ -67,6 +68,7 @@ class PostgresStore:
         self._tokens = Tokens(self._db)
         self._logins = LoginLimits(self._db)
         self._messages = Messages(self._db)
+        self._marks = DeliveredMarks(self._messages.mark_delivered_many)
         self._keys = SharedKeys(self._db)
 
     @property
@@ -245,7 +247,7 @@ class PostgresStore:
     async def mark_delivered_many(
         self, marks: Sequence[tuple[int, Sequence[int]]], now_ms: int
     ) -> list[list[Message]]:
-        return await self._messages.mark_delivered_many(marks, now_ms)
+        return await self._marks.mark(marks, now_ms)
 
     async def mark_read(self, reader_id: int, peer_id: int, up_to: int, now_ms: int) -> ReadResult:
         return await self._messages.mark_read(reader_id, peer_id, up_to, now_ms)
