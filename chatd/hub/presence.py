@@ -134,9 +134,15 @@ class Presence:
                 tell_presence(other, user.username, False)
 
     def changed_elsewhere(self, username: str, is_online: bool) -> None:
-        """Another node says a user came online or went offline there."""
-        if self._enabled:
-            self._spawn(self._remote_presence(username, is_online))
+        """Another node says a user came online or went offline there. Offline there is
+        not offline while the user has a connection here: its peers here are told
+        nothing, and the other nodes, told offline too, are told online again."""
+        if not self._enabled:
+            return
+        if not is_online and username in self._by_user:
+            self._publish(busmod.Presence(user=username, online=True))
+            return
+        self._spawn(self._remote_presence(username, is_online))
 
     async def _remote_presence(self, username: str, is_online: bool) -> None:
         """Tell the user's peers here; a user come online is answered with those of its

@@ -202,6 +202,45 @@ async def test_a_connection_is_told_of_its_peers_online_on_the_other_node(nodes:
 
 
 @run_async
+async def test_a_user_still_online_on_one_node_is_not_reported_offline_by_the_other(
+    nodes: Nodes,
+) -> None:
+    """alice has a device on each node; bob, her peer, is on B. Her device on A going
+    away is not her going offline: bob hears nothing of it. When her last device goes,
+    he hears she is offline."""
+    a, b = nodes
+    alice_name, alice_token = await anew_user(a, "alice")
+    bob_name, bob_token = await anew_user(b, "bob")
+    carol_name, carol_token = await anew_user(a, "carol")
+    bob = await timed_connect(b, bob_token)
+    carol = await timed_connect(a, carol_token)
+    await exchange(carol, bob, bob_name)  # carol is bob's peer too, then goes
+    await carol.close()
+    alice_on_a = await timed_connect(a, alice_token)
+    alice_on_b = await timed_connect(b, alice_token)
+    try:
+        await exchange(alice_on_a, bob, bob_name)
+
+        def told() -> list[tuple[str, bool]]:
+            return [(f["user"], f["online"]) for f in frames(bob, "presence")]
+
+        await apoll(lambda: (alice_name, True) in told(), "bob told alice is online")
+        await alice_on_a.close()
+        # A marker: carol coming online on A reaches bob after A's news of alice's
+        # device, by the same way.
+        carol = await timed_connect(a, carol_token)
+        await apoll(lambda: told().count((carol_name, True)) == 2, "bob told of carol again")
+        await carol.close()
+        assert (alice_name, False) not in told()
+        await alice_on_b.close()
+        await apoll(lambda: (alice_name, False) in told(), "bob told alice is offline")
+    finally:
+        await alice_on_a.close()
+        await alice_on_b.close()
+        await bob.close()
+
+
+@run_async
 async def test_logout_on_one_node_refuses_the_token_on_the_other(nodes: Nodes) -> None:
     a, b = nodes
     _, token = await anew_user(a, "carol")
