@@ -5,6 +5,11 @@ this node the hub keeps the set of its conversation peers, loaded from the store
 and grown by every message pushed (local sends and other nodes' alike); it is dropped
 with the user's last connection. Typing is rate-limited per connection and dropped
 silently over its rate (it is ephemeral).
+
+Across nodes (the bus): a node publishes a user's coming (its first connection there)
+and going (its last); every other node tells that user's peers it holds, answers a
+coming with the user's peers online there (``PeersOnline``), and answers a going with
+a coming when the user still has a connection there.
 """
 
 from __future__ import annotations
