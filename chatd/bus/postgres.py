@@ -212,7 +212,11 @@ class PostgresBus:
 
     async def _watch_others(self) -> None:
         while True:
-            await self._look_for_others()
+            try:
+                await self._look_for_others()
+            except Exception:  # a bug here must not stop the looks (nor publishing)
+                log.exception("bus.look_failed")
+                self._not_alone("look failed")
             await asyncio.sleep(self.check_interval)
 
     async def _look_for_others(self) -> None:
