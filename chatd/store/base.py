@@ -12,6 +12,7 @@ object, with ``from``/``to`` as usernames.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -146,6 +147,19 @@ class Stats:
     messages: int
     undelivered: int
     db_bytes: int
+
+
+def retrieve_when_done(future: asyncio.Future[Any]) -> None:
+    """Mark ``future``'s error retrieved once it has one. A caller whose wait behind
+    ``asyncio.shield`` was cancelled (a timeout) leaves nobody to retrieve it, and
+    asyncio would log "exception was never retrieved" for an outcome already handled
+    (the store logs its own failures); a caller still waiting gets the error as ever."""
+    future.add_done_callback(_retrieve)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class Store(Protocol):

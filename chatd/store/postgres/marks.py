@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
-from chatd.store.base import StoreUnavailable
+from chatd.store.base import StoreUnavailable, retrieve_when_done
 from libchat.protocol import Message
 
 __all__ = ["DeliveredMarks"]
@@ -46,6 +46,7 @@ class DeliveredMarks:
     async def mark(self, marks: Marks, now_ms: int) -> list[list[Message]]:
         loop = asyncio.get_running_loop()
         ask = _Ask(marks, now_ms, loop.create_future())
+        retrieve_when_done(ask.future)
         self._waiting.append(ask)
         if self._drain is None:
             self._drain = loop.create_task(self._run_waiting(), name="chatd-pg-marks")

@@ -14,7 +14,13 @@ from typing import Any, Final
 
 import psycopg
 
-from chatd.store.base import NewMessage, StoreError, StoreUnavailable, message_from_row
+from chatd.store.base import (
+    NewMessage,
+    StoreError,
+    StoreUnavailable,
+    message_from_row,
+    retrieve_when_done,
+)
 from chatd.store.postgres.columns import message_select
 from chatd.store.postgres.pool import Database, ended_by_server, events, unchecked
 from libchat.protocol import Message
@@ -96,6 +102,7 @@ class BatchWriter:
         if self._task is None or self._closing:
             raise StoreError("the store is not open")
         future: asyncio.Future[list[Message]] = asyncio.get_running_loop().create_future()
+        retrieve_when_done(future)
         self._pending.append(_Submit(list(messages), future))
         self._wakeup.set()
         # A cancelled caller does not cancel the write: the message may still commit,
