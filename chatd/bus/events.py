@@ -49,7 +49,7 @@ class MessageStored:
     sender: str
 
 
-def _seq_tuple(value: Any) -> tuple[int, ...]:
+def _as_tuple(value: Any) -> tuple[Any, ...]:
     return tuple(value)
 
 
@@ -58,7 +58,7 @@ class Delivered:
     """The recipient confirmed these seqs: send ``sender`` its delivered receipts."""
 
     sender: str
-    seqs: tuple[int, ...] = attrs.field(converter=_seq_tuple)
+    seqs: tuple[int, ...] = attrs.field(converter=_as_tuple)
 
 
 @attrs.frozen(kw_only=True)
@@ -85,17 +85,13 @@ class Presence:
     online: bool
 
 
-def _name_tuple(value: Any) -> tuple[str, ...]:
-    return tuple(value)
-
-
 @attrs.frozen(kw_only=True)
 class PeersOnline:
     """The answer to ``user`` coming online on another node: these conversation peers
     of it are online on the publishing node (its node tells its connections)."""
 
     user: str
-    peers: tuple[str, ...] = attrs.field(converter=_name_tuple)
+    peers: tuple[str, ...] = attrs.field(converter=_as_tuple)
 
 
 @attrs.frozen(kw_only=True)
@@ -229,18 +225,25 @@ def decode_event(payload: str | bytes) -> tuple[str, BusEvent]:
     return node_id, event
 
 
+# The events that can grow past one NOTIFY: the field that grows, and its piece's size.
+_SPLIT: Final[dict[type[Any], tuple[str, int]]] = {
+    Delivered: ("seqs", MAX_SEQS_PER_EVENT),
+    PeersOnline: ("peers", MAX_NAMES_PER_EVENT),
+}
+
+
 def split_event(event: BusEvent) -> Iterator[BusEvent]:
-    """The event cut into pieces that each fit one NOTIFY (only Delivered and
-    PeersOnline can grow)."""
-    if isinstance(event, Delivered) and len(event.seqs) > MAX_SEQS_PER_EVENT:
-        for start in range(0, len(event.seqs), MAX_SEQS_PER_EVENT):
-            yield Delivered(
-                sender=event.sender, seqs=event.seqs[start : start + MAX_SEQS_PER_EVENT]
-            )
-    elif isinstance(event, PeersOnline) and len(event.peers) > MAX_NAMES_PER_EVENT:
-        for start in range(0, len(event.peers), MAX_NAMES_PER_EVENT):
-            yield PeersOnline(
-                user=event.user, peers=event.peers[start : start + MAX_NAMES_PER_EVENT]
-            )
-    else:
+    """The event cut into pieces that each fit one NOTIFY (see :data:`_SPLIT`)."""
+    split = _SPLIT.get(type(event))
+    if split is None:
         yield event
+        return
+    field, size = split
+    values: tuple[Any, ...] = getattr(event, field)
+    if len(values) <= size:
+        yield event
+        return
+    fields = attrs.asdict(event, recurse=False)
+    for start in range(0, len(values), size):
+        fields[field] = values[start : start + size]
+        yield type(event)(**fields)

@@ -161,10 +161,9 @@ class PostgresBus:
             taken, self._outbox_events = self._outbox_events, 0
             for attempt in (1, 2):  # a dropped publishing connection is reopened once
                 try:
-                    if self._publisher is None:
-                        self._publisher = await self._connect(f"chatd-bus-notify-{self.node_id}")
+                    publisher = await self._publishing_connection()
                     for chunk in _distinct_runs(payloads):
-                        await self._publisher.execute(
+                        await publisher.execute(
                             "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) WITH ORDINALITY"
                             " AS t(p, i) ORDER BY i",
                             (self.channel, chunk),
@@ -224,18 +223,16 @@ class PostgresBus:
         own listener up to hear the next one, and not deaf for a while since the count
         began) means nobody hears what we publish."""
         heard_before = (self._joins_heard, self.reconnects)
-        try:
-            async with self._publish_lock:
-                if self._publisher is None:
-                    self._publisher = await self._connect(f"chatd-bus-notify-{self.node_id}")
-                cursor = await self._publisher.execute(
+        async with self._publish_lock:
+            try:
+                publisher = await self._publishing_connection()
+                cursor = await publisher.execute(
                     _OTHER_LISTENERS, (LISTENER_PREFIX + "%", self.listener_name)
                 )
                 row = await cursor.fetchone()
-        except psycopg.Error:
-            async with self._publish_lock:
+            except psycopg.Error:
                 await self._drop_publisher()
-            return  # the next publish logs the outage; the state stays as it was
+                return  # the next publish logs the outage; the state stays as it was
         if row is not None and row[0]:
             self._not_alone("listening")
         elif (self.others_listening and self.listening
@@ -257,6 +254,12 @@ class PostgresBus:
             answer = asyncio.create_task(self.publish(NodeHere(to=node_id)))
             self._answers.add(answer)
             answer.add_done_callback(self._answers.discard)
+
+    async def _publishing_connection(self) -> psycopg.AsyncConnection[Any]:
+        """The publishing connection, opened if needed (under the publish lock)."""
+        if self._publisher is None:
+            self._publisher = await self._connect(f"chatd-bus-notify-{self.node_id}")
+        return self._publisher
 
     async def _drop_publisher(self) -> None:
         if self._publisher is not None:

@@ -12,13 +12,14 @@ object, with ``from``/``to`` as usernames.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Sequence, Sized
+from typing import Any, Protocol, TypeVar
 
 import attrs
 
 from libchat.protocol import Message
+
+T = TypeVar("T")
 
 # Given the times of the failed and in-flight logins from one IP and against one account
 # (each list oldest first), when to count a new attempt, or None to refuse it.
@@ -149,17 +150,15 @@ class Stats:
     db_bytes: int
 
 
-def retrieve_when_done(future: asyncio.Future[Any]) -> None:
-    """Mark ``future``'s error retrieved once it has one. A caller whose wait behind
-    ``asyncio.shield`` was cancelled (a timeout) leaves nobody to retrieve it, and
-    asyncio would log "exception was never retrieved" for an outcome already handled
-    (the store logs its own failures); a caller still waiting gets the error as ever."""
-    future.add_done_callback(_retrieve)
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
+def split_like(flat: Sequence[T], parts: Iterable[Sized]) -> list[list[T]]:
+    """``flat`` cut into consecutive pieces as long as each of ``parts``: the answers
+    of several callers whose requests ran as one (a group's statement)."""
+    pieces: list[list[T]] = []
+    start = 0
+    for part in parts:
+        pieces.append(list(flat[start : start + len(part)]))
+        start += len(part)
+    return pieces
 
 
 class Store(Protocol):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
-from chatd.store.base import StoreUnavailable, retrieve_when_done
+from chatd.store.base import StoreUnavailable, split_like
 from libchat.protocol import Message
 
 __all__ = ["DeliveredMarks"]
@@ -46,12 +46,12 @@ class DeliveredMarks:
     async def mark(self, marks: Marks, now_ms: int) -> list[list[Message]]:
         loop = asyncio.get_running_loop()
         ask = _Ask(marks, now_ms, loop.create_future())
-        retrieve_when_done(ask.future)
         self._waiting.append(ask)
         if self._drain is None:
             self._drain = loop.create_task(self._run_waiting(), name="chatd-pg-marks")
-        # A cancelled caller does not cancel the statement the others share.
-        return await asyncio.shield(ask.future)
+        # A cancelled caller cancels its future only, not the statement the others
+        # share (_settle skips a future already done).
+        return await ask.future
 
     async def _run_waiting(self) -> None:
         try:
@@ -76,10 +76,9 @@ class DeliveredMarks:
             for ask in asks:
                 await self._run([ask])
             return
-        start = 0
-        for ask in asks:
-            _settle(ask, results[start : start + len(ask.marks)])
-            start += len(ask.marks)
+        for ask, answer in zip(asks, split_like(results, [ask.marks for ask in asks]),
+                               strict=True):
+            _settle(ask, answer)
 
 
 def _settle(ask: _Ask, outcome: list[list[Message]] | Exception) -> None:

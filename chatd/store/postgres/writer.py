@@ -14,13 +14,7 @@ from typing import Any, Final
 
 import psycopg
 
-from chatd.store.base import (
-    NewMessage,
-    StoreError,
-    StoreUnavailable,
-    message_from_row,
-    retrieve_when_done,
-)
+from chatd.store.base import NewMessage, StoreError, StoreUnavailable, message_from_row
 from chatd.store.postgres.columns import message_select
 from chatd.store.postgres.pool import Database, ended_by_server, events, unchecked
 from libchat.protocol import Message
@@ -102,12 +96,12 @@ class BatchWriter:
         if self._task is None or self._closing:
             raise StoreError("the store is not open")
         future: asyncio.Future[list[Message]] = asyncio.get_running_loop().create_future()
-        retrieve_when_done(future)
         self._pending.append(_Submit(list(messages), future))
         self._wakeup.set()
-        # A cancelled caller does not cancel the write: the message may still commit,
-        # and a retry with the same client id gets the original back.
-        return await asyncio.shield(future)
+        # A cancelled caller cancels this future only, not the write: the message may
+        # still commit (its outcome is then dropped: _commit and _fail skip a future
+        # already done), and a retry with the same client id gets the original back.
+        return await future
 
     async def _write_loop(self) -> None:
         while True:

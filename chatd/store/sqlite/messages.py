@@ -9,7 +9,7 @@ from typing import Final
 import apsw
 import orjson
 
-from chatd.store.base import NewMessage, Queued, ReadResult, message_from_row
+from chatd.store.base import NewMessage, Queued, ReadResult, message_from_row, split_like
 from chatd.store.sqlite.db import last_seq, rows, scalar
 from chatd.store.sqlite.readers import ReadPool
 from chatd.store.sqlite.writer import Writer
@@ -117,13 +117,8 @@ def _insert_batches(
     conn: apsw.Connection, batches: list[Sequence[NewMessage]]
 ) -> list[list[Message]]:
     """Several submits' messages inserted as one batch; each submit's stored messages."""
-    stored = _insert_messages(conn, [new for batch in batches for new in batch])
-    answers: list[list[Message]] = []
-    start = 0
-    for batch in batches:
-        answers.append(stored[start : start + len(batch)])
-        start += len(batch)
-    return answers
+    return split_like(_insert_messages(conn, [new for batch in batches for new in batch]),
+                      batches)
 
 
 _Marks = Sequence[tuple[int, Sequence[int]]]  # (recipient id, seqs) entries
