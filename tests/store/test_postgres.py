@@ -384,6 +384,56 @@ def test_messages_by_seq(schema: str) -> None:
     run(body)
 
 
+def test_a_burst_of_other_queries_leaves_the_live_path_its_connections(schema: str) -> None:
+    """Sends, delivered and read marks and the reads of messages other nodes announce
+    do not queue behind a burst of other queries (a thousand users connecting at once:
+    their tokens, catch-ups and peers): those share all but LIVE_RESERVED of the pool's
+    connections. Here the burst's queries wait on a lock the test holds, as long as it
+    likes; the live path must get through meanwhile."""
+    lock = 0x43480099
+
+    async def body() -> None:
+        store = PostgresStore(DSN, schema=schema, min_size=1, max_size=4)
+        await store.open()
+        holder = await psycopg.AsyncConnection.connect(DSN, autocommit=True)
+        burst: list[asyncio.Task[list[tuple[object, ...]]]] = []
+        try:
+            alice, bob = await two_users(store)
+            await holder.execute("SELECT pg_advisory_lock(%s)", (lock,))
+            burst = [
+                asyncio.create_task(
+                    store._db.fetchall("SELECT pg_advisory_xact_lock(%s)", (lock,), bound=None)
+                )
+                for _ in range(8)
+            ]
+
+            async def burst_holds_connections() -> bool:
+                cur = await holder.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                )
+                row = await cur.fetchone()
+                return row is not None and row[0] >= 2
+
+            await apoll(burst_holds_connections, "the burst holds connections")
+
+            async def live() -> None:
+                stored = await store.submit([new(alice, bob, "m1"), new(alice, bob, "m2")])
+                assert await store.messages_by_seq([m.seq for m in stored]) == stored
+                marked = await store.mark_delivered(bob.id, [stored[0].seq], 10)
+                assert [m.seq for m in marked] == [stored[0].seq]
+                read = await store.mark_read(bob.id, alice.id, stored[1].seq, 11)
+                assert read.up_to == stored[1].seq
+
+            await asyncio.wait_for(live(), 10)
+            assert not any(task.done() for task in burst)
+        finally:
+            await holder.close()  # lets the burst through
+            await asyncio.gather(*burst, return_exceptions=True)
+            await store.close()
+
+    run(body)
+
+
 def test_store_recovers_from_killed_connections(schema: str) -> None:
     """A server restart or a killed backend costs at most the calls in flight."""
 

@@ -46,6 +46,7 @@ class Messages:
             )"""
             + message_select("changed", extra="m.recipient_id, "),
             (now_ms, [pair[0] for pair in pairs], [pair[1] for pair in pairs]),
+            live=True,
         )
         marked = {(row[0], row[2]): message_from_row(row[1:]) for row in rows}
         # each marked seq goes to the first entry that asked for it
@@ -84,6 +85,7 @@ class Messages:
                 "low": low,
                 "high": high,
             },
+            live=True,
         )
         if not rows:
             return ReadResult(up_to=None, newly_delivered=())
@@ -115,7 +117,7 @@ class Messages:
         if not seqs:
             return []
         rows = await self._db.fetchall(
-            message_select() + "WHERE m.seq = ANY(%s) ORDER BY m.seq", (list(seqs),)
+            message_select() + "WHERE m.seq = ANY(%s) ORDER BY m.seq", (list(seqs),), live=True
         )
         return [message_from_row(row) for row in rows]
 

@@ -45,6 +45,13 @@ OP_BOUND: Final = 2.0
 # and reconnects on the next demand instead: the pool's default, minutes of ever longer
 # waits, kept it away for up to a minute after the database came back.
 RECONNECT_TIMEOUT: Final = 2.0
+# Pooled connections that queries off the live path may not take. The live path is
+# the exchange between connected users: the message writer's commits, the delivered
+# and read marks, the reads of messages other nodes announce. A burst of the others
+# (a thousand users connecting at once: their tokens, catch-ups, peers) would queue
+# in the pool, and a send or a push behind the whole queue (issue 17: acks 0.5-0.8 s
+# late in the first second after 1,000 users connected to two nodes).
+LIVE_RESERVED: Final = 2
 # What the changes other nodes must see at once send, in their own transaction.
 _CHANGED_PAYLOAD: Final = encode_event(StoreChanged(), node_id="store")
 # SQLSTATE class of a session the server ended (administrator command, crash of another
@@ -83,7 +90,8 @@ class Database:
     """The connections of one store to one schema: a pool, and connections of their own.
 
     ``min_size``, ``max_size``: bounds of the pool. Every connection sets its
-    ``search_path`` to ``schema``.
+    ``search_path`` to ``schema``. Queries off the live path share all but
+    :data:`LIVE_RESERVED` of the pool's connections (see :meth:`connection`).
     """
 
     def __init__(self, dsn: str, schema: str, min_size: int, max_size: int) -> None:
@@ -103,6 +111,7 @@ class Database:
         )
         self.outage = Downtime(events, lost="store.unavailable", restored="store.restored")
         self._sweep: asyncio.Task[None] | None = None  # the pool's check after a dead one
+        self._off_live = asyncio.Semaphore(max(1, max_size - LIVE_RESERVED))
 
     @property
     def application_name(self) -> str:
@@ -160,16 +169,21 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def connection(
-        self, bound: float | None = OP_BOUND
+        self, bound: float | None = OP_BOUND, *, live: bool = False
     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection for one piece of work of at most ``bound`` seconds (None:
-        as long as it takes, a pooled connection within POOL_TIMEOUT).
+        as long as it takes, a pooled connection within POOL_TIMEOUT). Work off the live
+        path (``live`` False) waits its turn for one of all but LIVE_RESERVED of them.
 
         psycopg's errors come out as StoreError; those of an unreachable database (and
         the bound running out) as StoreUnavailable, counted in the outage log lines.
         """
         try:
-            async with asyncio.timeout(bound), self.pool.connection() as conn:
+            async with (
+                asyncio.timeout(bound),
+                contextlib.nullcontext() if live else self._off_live,
+                self.pool.connection() as conn,
+            ):
                 yield conn
         except TimeoutError as exc:
             raise self.unavailable(f"no answer within {bound} s") from exc
@@ -193,10 +207,16 @@ class Database:
         return StoreUnavailable(str(error))
 
     async def fetchall(
-        self, query: str, params: Any = None, *, bound: float | None = OP_BOUND
+        self,
+        query: str,
+        params: Any = None,
+        *,
+        bound: float | None = OP_BOUND,
+        live: bool = False,
     ) -> list[tuple[Any, ...]]:
-        """One statement's rows (see :meth:`_statement`)."""
-        return await self._statement(query, params, bound, fetch=True)
+        """One statement's rows (see :meth:`_statement`; ``live`` as for
+        :meth:`connection`)."""
+        return await self._statement(query, params, bound, fetch=True, live=live)
 
     async def fetchone(
         self, query: str, params: Any = None, *, bound: float | None = OP_BOUND
@@ -221,20 +241,20 @@ class Database:
         await self._statement(query, params, OP_BOUND, fetch=False)
 
     async def _statement(
-        self, query: str, params: Any, bound: float | None, *, fetch: bool
+        self, query: str, params: Any, bound: float | None, *, fetch: bool, live: bool = False
     ) -> list[tuple[Any, ...]]:
         """One statement on a quiet connection, unchecked; again on a checked one when
         the server had ended the unchecked one (the statement never committed)."""
         try:
             with unchecked():
-                return await self._statement_once(query, params, bound, fetch)
+                return await self._statement_once(query, params, bound, fetch, live)
         except _EndedByServer:
-            return await self._statement_once(query, params, bound, fetch)
+            return await self._statement_once(query, params, bound, fetch, live)
 
     async def _statement_once(
-        self, query: str, params: Any, bound: float | None, fetch: bool
+        self, query: str, params: Any, bound: float | None, fetch: bool, live: bool
     ) -> list[tuple[Any, ...]]:
-        async with self.connection(bound) as conn:
+        async with self.connection(bound, live=live) as conn:
             cur = await conn.execute(query, params)
             return await cur.fetchall() if fetch else []
 

@@ -156,7 +156,7 @@ class BatchWriter:
     async def _commit(self, batch: list[_Submit]) -> None:
         news = [message for submit in batch for message in submit.messages]
         started = time.perf_counter()
-        async with self._db.pool.connection() as conn:
+        async with self._db.pool.connection() as conn:  # live: see pool.LIVE_RESERVED
             stored = await self._insert(conn, news)
         seconds = time.perf_counter() - started
         self.commits += 1
