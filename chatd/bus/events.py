@@ -87,8 +87,9 @@ class Presence:
 
 @attrs.frozen(kw_only=True)
 class PeersOnline:
-    """The answer to ``user`` coming online on another node: these conversation peers
-    of it are online on the publishing node (its node tells its connections)."""
+    """These conversation peers of ``user`` are online on the publishing node (the
+    nodes holding ``user`` tell its connections): the answer to ``user`` coming online
+    on another node, or to its first message to one of them."""
 
     user: str
     peers: tuple[str, ...] = attrs.field(converter=_as_tuple)

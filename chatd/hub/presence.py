@@ -9,7 +9,8 @@ silently over its rate (it is ephemeral).
 Across nodes (the bus): a node publishes a user's coming (its first connection there)
 and going (its last); every other node tells that user's peers it holds, answers a
 coming with the user's peers online there (``PeersOnline``), and answers a going with
-a coming when the user still has a connection there.
+a coming when the user still has a connection there. A first message from a user on
+another node is answered with ``PeersOnline`` too: its recipient is online here.
 """
 
 from __future__ import annotations
@@ -262,8 +263,8 @@ class Presence:
             if new_to_sender is not False:
                 for online in senders:
                     tell_presence(online, recipient, True)
-        elif new_to_recipient:  # the sender is on another node: tell it from here, once
-            self._publish(busmod.Presence(user=recipient, online=True))
+        elif new_to_recipient:  # the sender is on another node: tell it there, once
+            self._publish(busmod.PeersOnline(user=sender, peers=(recipient,)))
 
     def _learn(self, user: str, peer: str) -> bool | None:
         """Add ``peer`` to the peers of ``user`` if they are cached: True when it was
