@@ -7,7 +7,8 @@ that server's ``--data-dir``), spreads the simulated users over worker processes
 client engine) and runs the scenarios of issue 5:
 
 - ``capacity``: N idle authenticated connections; server RSS and CPU while idle.
-- ``steady``: R msg/s among random pairs for T s; ack and push latency, lost, duplicates.
+- ``steady``: R msg/s among random pairs for T s (after a warm-up of W s at the same rate,
+  reported apart); ack and push latency, lost, duplicates.
 - ``saturation``: raise the rate step by step until p99 passes 1 s.
 - ``backlog``: one user with K queued messages connects; time until all arrive.
 - ``storm``: N clients dropped at once reconnect with libchat's backoff; a side stream
@@ -39,7 +40,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
@@ -69,6 +70,7 @@ class Params:
     workers: int = 2  # load generator processes
     rate: float = 500.0  # msg/s of steady (and the stream beside logins)
     duration: float = 15.0  # seconds of steady
+    warmup: float = 3.0  # seconds of steady's stream before its measured window (0: none)
     idle: float = 10.0  # seconds capacity watches the idle server
     sat_start: float = 1000.0  # msg/s of the first saturation step
     sat_factor: float = 1.5  # each step's rate over the previous one
@@ -118,6 +120,10 @@ def percentiles(values: Iterable[float]) -> dict[str, float | None]:
         return round(ordered[index], 2)
 
     return {"p50": rank(50), "p95": rank(95), "p99": rank(99), "max": round(ordered[-1], 2)}
+
+
+# What steady reports of its warm-up stream (it counts in "0 lost, 0 duplicated" too).
+_WARMUP_KEYS: Final = ("sent", "acked", "lost", "duplicates", "latency_ms")
 
 
 def merge_streams(replies: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -606,6 +612,13 @@ class Bench:
 
     def steady(self) -> dict[str, Any]:
         self.connect("main")
+        warmup = None
+        if self.p.warmup > 0:
+            # Measured apart: every pair's first message, the pools' and the caches'
+            # first use, right after every user connected (on a fresh database the
+            # nodes' first seconds cost more: bench/RESULTS.md, issue 17)
+            warm = self.stream("main", "sw", self.p.rate, self.p.warmup)
+            warmup = {key: warm[key] for key in _WARMUP_KEYS}
         window = self.window()
         result = self.stream("main", "st", self.p.rate, self.p.duration)
         measured = window.close()
@@ -618,10 +631,12 @@ class Bench:
                 "users": self.p.users,
                 "rate": self.p.rate,
                 "duration_s": self.p.duration,
+                "warmup_s": self.p.warmup,
             },
             **result,
             **measured,
             "server_cpu_us_per_msg": per_message,
+            "warmup": warmup,
         }
 
     def saturation(self) -> dict[str, Any]:

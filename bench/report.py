@@ -93,7 +93,23 @@ def capacity(r: dict[str, Any]) -> list[Row]:
 
 
 def steady(r: dict[str, Any]) -> list[Row]:
-    return _stream_rows(r, 50.0) + _server_rows(r)
+    return _stream_rows(r, 50.0) + _warmup_rows(r.get("warmup")) + _server_rows(r)
+
+
+def _warmup_rows(warm: dict[str, Any] | None) -> list[Row]:
+    """The warm-up stream before the window: its own line, its losses count too."""
+    if not warm:
+        return []
+    push = warm["latency_ms"]["push"]
+    return [
+        (
+            "warm-up: sent / acked, lost / duplicated, push p50 / p99 / max",
+            f"{warm['sent']:,} / {warm['acked']:,}, {warm['lost']} / {warm['duplicates']}, "
+            + " / ".join(_ms(push[k]) for k in ("p50", "p99", "max")),
+            "0 / 0 lost",
+            warm["lost"] == 0 and warm["duplicates"] == 0,
+        )
+    ]
 
 
 def saturation(r: dict[str, Any]) -> list[Row]:

@@ -70,6 +70,10 @@ def test_report_puts_targets_beside_figures() -> None:
                 "server_rss_mib": 100.0,
                 "server_cpu": {"seconds": 1.0, "wall_s": 2.0, "pct_of_one_core": 50.0},
                 "loadgen_cpu_s": 1.0,
+                "warmup": {
+                    "sent": 30, "acked": 30, "lost": 0, "duplicates": 0,
+                    "latency_ms": merge_streams([_stream(30, [900.0] * 30)])["latency_ms"],
+                },
             },
             {
                 "scenario": "backlog",
@@ -88,3 +92,7 @@ def test_report_puts_targets_beside_figures() -> None:
         in text
     )
     assert "| < 2 s | **no** |" in text
+    assert (
+        "| warm-up: sent / acked, lost / duplicated, push p50 / p99 / max "
+        "| 30 / 30, 0 / 0, 900 ms / 900 ms / 900 ms | 0 / 0 lost | yes |" in text
+    )

@@ -1,6 +1,6 @@
 """A small ``steady`` run of the load generator as a correctness check: 100 users,
-200 msg/s for 10 s against a real chatd; nothing lost, nothing duplicated. No timing
-is asserted (the machine is shared)."""
+200 msg/s for 10 s (after a warm-up of 1 s) against a real chatd; nothing lost,
+nothing duplicated. No timing is asserted (the machine is shared)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from bench.load import Params, run
 
 @pytest.mark.timeout(180)
 def test_steady_small_loses_and_duplicates_nothing() -> None:
-    params = Params(users=100, rate=200.0, duration=10.0, drain=20.0, workers=2)
+    params = Params(users=100, rate=200.0, duration=10.0, warmup=1.0, drain=20.0, workers=2)
     [result] = run(["steady"], params, quiet=True)
     assert result["scenario"] == "steady"
     assert result["sent"] >= 1900  # 200 msg/s for 10 s, less any sender not yet back
@@ -22,3 +22,7 @@ def test_steady_small_loses_and_duplicates_nothing() -> None:
     assert result["receipts"] == result["sent"]
     assert result["lost"] == 0
     assert result["duplicates"] == 0
+    warmup = result["warmup"]  # before the window, its own stream
+    assert warmup["sent"] >= 150
+    assert warmup["acked"] == warmup["sent"]
+    assert warmup["lost"] == warmup["duplicates"] == 0
