@@ -11,6 +11,11 @@ and going (its last); every other node tells that user's peers it holds, answers
 coming with the user's peers online there (``PeersOnline``), and answers a going with
 a coming when the user still has a connection there. A first message from a user on
 another node is answered with ``PeersOnline`` too: its recipient is online here.
+Conversations are symmetric, so the peers here of a user coming or going elsewhere are
+the users here whose peer sets hold it: the cache answers, indexed both ways, without a
+store read (a thousand users reconnecting to one node cost every other node two reads
+each). A user whose set is still loading announces itself once it is loaded, and the
+answers to that tell it what it missed.
 """
 
 from __future__ import annotations
@@ -73,13 +78,13 @@ class Presence:
     def __init__(self, common: Common) -> None:
         self._enabled = common.config.presence
         self._store = common.store
-        self._users = common.users
         self._roster = common.roster
         self._by_user = common.roster.by_user
         self._spawn = common.tasks.spawn
         self._publish = common.publish
         self._loop = common.loop
         self._peers: dict[str, _Peers] = {}  # per user online here: its conversation peers
+        self._held_by: dict[str, set[str]] = {}  # a username -> the users here holding it
 
     # --- presence ---------------------------------------------------------------------
 
@@ -127,7 +132,7 @@ class Presence:
     def left(self, user: User) -> None:
         """A user's last connection here closed: forget its peers, and tell them (here
         and on the other nodes) it is offline unless it comes back meanwhile."""
-        self._peers.pop(user.username, None)
+        self._drop_peers(user.username)
         if self._enabled:
             self._spawn(self._announce_offline(user))
 
@@ -148,16 +153,10 @@ class Presence:
         if not is_online and username in self._by_user:
             self._publish(busmod.Presence(user=username, online=True))
             return
-        self._spawn(self._remote_presence(username, is_online))
-
-    async def _remote_presence(self, username: str, is_online: bool) -> None:
-        """Tell the user's peers here; a user come online is answered with those of its
-        peers online here, as a connection on this node would be told them."""
-        user = await self._users.by_name(username)
-        if user is None:
-            return
+        # Tell the user's peers here; a user come online is answered with those of its
+        # peers online here, as a connection on this node would be told them.
         online_here: list[str] = []
-        for peer in await self._store.peers(user.id):
+        for peer in sorted(self._held_by.get(username, ())):
             peer_sessions = self._by_user.get(peer)
             if peer_sessions:
                 online_here.append(peer)
@@ -229,11 +228,14 @@ class Presence:
 
     async def _load_peers(self, user: User, peers: _Peers) -> None:
         try:
-            peers.names.update(await self._store.peers(user.id))
+            loaded = await self._store.peers(user.id)
+            if self._peers.get(user.username) is peers:  # not gone meanwhile
+                for peer in loaded:
+                    self._add_peer(user.username, peers, peer)
         except StoreError:
             log_store_error(log, "peers", user=user.username)
             if self._peers.get(user.username) is peers:
-                del self._peers[user.username]  # the next call loads again
+                self._drop_peers(user.username)  # the next call loads again
         finally:
             loading, peers.loading = peers.loading, None
             if loading is not None:
@@ -274,5 +276,26 @@ class Presence:
             return None
         if peer in peers.names:
             return False
-        peers.names.add(peer)
+        self._add_peer(user, peers, peer)
         return True
+
+    def _add_peer(self, user: str, peers: _Peers, peer: str) -> None:
+        """Add ``peer`` to the set of ``user`` (online here), and to the index."""
+        peers.names.add(peer)
+        holders = self._held_by.get(peer)
+        if holders is None:
+            self._held_by[peer] = {user}
+        else:
+            holders.add(user)
+
+    def _drop_peers(self, user: str) -> None:
+        """Forget the set of ``user`` (gone from here, or its load failed)."""
+        peers = self._peers.pop(user, None)
+        if peers is None:
+            return
+        for peer in peers.names:
+            holders = self._held_by.get(peer)
+            if holders is not None:
+                holders.discard(user)
+                if not holders:
+                    del self._held_by[peer]

@@ -241,6 +241,41 @@ async def test_a_user_still_online_on_one_node_is_not_reported_offline_by_the_ot
 
 
 @run_async
+async def test_a_users_peers_on_the_other_node_hear_it_come_and_go(nodes: Nodes) -> None:
+    """alice on A; bob, her peer, and dave, who is not, on B. Her going and coming back
+    reach bob and never dave; after bob left B and came back, they reach his new
+    connection too (B answers from the peers of the users it holds, not the store)."""
+    a, b = nodes
+    alice_name, alice_token = await anew_user(a, "alice")
+    bob_name, bob_token = await anew_user(b, "bob")
+    _, dave_token = await anew_user(b, "dave")
+    alice = await timed_connect(a, alice_token)
+    bob = await timed_connect(b, bob_token)
+    dave = await timed_connect(b, dave_token)
+    try:
+        await exchange(alice, bob, bob_name)
+
+        def told(peer: WsPeer) -> list[bool]:
+            return [f["online"] for f in frames(peer, "presence") if f["user"] == alice_name]
+
+        await apoll(lambda: told(bob) == [True], "bob told alice is online")
+        await alice.close()
+        await apoll(lambda: told(bob) == [True, False], "bob told alice is offline")
+        alice = await timed_connect(a, alice_token)
+        await apoll(lambda: told(bob) == [True, False, True], "bob told she is back")
+        await bob.close()
+        bob = await timed_connect(b, bob_token)
+        await apoll(lambda: told(bob) == [True], "bob's new connection told she is online")
+        await alice.close()
+        await apoll(lambda: told(bob) == [True, False], "and that she went")
+        assert told(dave) == []
+    finally:
+        await alice.close()
+        await bob.close()
+        await dave.close()
+
+
+@run_async
 async def test_logout_on_one_node_refuses_the_token_on_the_other(nodes: Nodes) -> None:
     a, b = nodes
     _, token = await anew_user(a, "carol")
