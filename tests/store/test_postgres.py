@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
@@ -16,7 +17,7 @@ import pytest
 from psycopg import pq
 from psycopg_pool import AsyncConnectionPool
 
-from chatd.store.base import SchemaMismatch, StoreError, User
+from chatd.store.base import SchemaMismatch, StoreError, StoreUnavailable, User
 from chatd.store.postgres import INSERT_LOCK, MIGRATIONS, PostgresStore, pool
 from chatd.store.postgres.pool import _is_quiet
 from tests.store.test_contract import new
@@ -429,6 +430,39 @@ def test_a_burst_of_other_queries_leaves_the_live_path_its_connections(schema: s
         finally:
             await holder.close()  # lets the burst through
             await asyncio.gather(*burst, return_exceptions=True)
+            await store.close()
+
+    run(body)
+
+
+def test_queries_queued_behind_answered_ones_wait_past_the_bound(schema: str) -> None:
+    """Queries off the live path waiting for their turn while the database answers the
+    ones ahead wait past OP_BOUND (load, not an outage: the catch-ups of a thousand users
+    connecting at once); they failed as 'no answer within 2.0 s' and closed connections.
+    Queued behind a query the database does not answer, they fail after the bound."""
+    lock = 0x43480098
+    slow = pool.OP_BOUND * 0.3  # each query's seconds: six one after the other pass the bound
+
+    async def body() -> None:
+        store = PostgresStore(DSN, schema=schema, min_size=1, max_size=pool.LIVE_RESERVED + 1)
+        await store.open()
+        holder = await psycopg.AsyncConnection.connect(DSN, autocommit=True)
+        try:
+            queued = [store._db.fetchall("SELECT pg_sleep(%s)", (slow,)) for _ in range(6)]
+            assert len(await asyncio.gather(*queued)) == 6
+            assert not store._db.outage.down
+
+            await holder.execute("SELECT pg_advisory_lock(%s)", (lock,))
+            started = time.monotonic()
+            stuck = await asyncio.gather(
+                *(store._db.fetchall("SELECT pg_advisory_xact_lock(%s)", (lock,))
+                  for _ in range(3)),
+                return_exceptions=True,
+            )
+            assert all(isinstance(outcome, StoreUnavailable) for outcome in stuck)
+            assert time.monotonic() - started < pool.QUEUE_BOUND
+        finally:
+            await holder.close()
             await store.close()
 
     run(body)

@@ -2,7 +2,9 @@
 
 Every query but the writer's commits runs within :data:`OP_BOUND` seconds, waiting for
 a connection included, or fails with :class:`StoreUnavailable`: every HTTP request is
-answered within a bound while the database is away. An outage is logged once when it
+answered within a bound while the database is away. A query off the live path (see
+:data:`LIVE_RESERVED`) may first wait longer for its turn, up to :data:`QUEUE_BOUND`,
+while the database answers the queries ahead of it. An outage is logged once when it
 starts and once when it ends.
 """
 
@@ -13,6 +15,7 @@ import contextlib
 import contextvars
 import logging
 import select
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Final
 
@@ -47,11 +50,18 @@ OP_BOUND: Final = 2.0
 RECONNECT_TIMEOUT: Final = 2.0
 # Pooled connections that queries off the live path may not take. The live path is
 # the exchange between connected users: the message writer's commits, the delivered
-# and read marks, the reads of messages other nodes announce. A burst of the others
-# (a thousand users connecting at once: their tokens, catch-ups, peers) would queue
-# in the pool, and a send or a push behind the whole queue (issue 17: acks 0.5-0.8 s
-# late in the first second after 1,000 users connected to two nodes).
+# and read marks, the reads of messages other nodes announce, and users looked up by
+# name (a send's recipient not cached yet: every one at first, after a restart). A
+# burst of the others (a thousand users connecting at once: their tokens, catch-ups,
+# peers) would queue in the pool, and a send or a push behind the whole queue (issue
+# 17: acks 0.5-0.8 s late in the first second after 1,000 users connected to two nodes).
 LIVE_RESERVED: Final = 2
+# Seconds a query off the live path may wait for its turn while the database answers
+# the queries ahead of it: that is load, not an outage (the catch-ups of a thousand
+# users connecting at once queue for seconds; failing them after OP_BOUND closed their
+# connections, and their clients came back into the same queue). With no answer for
+# OP_BOUND it is an outage.
+QUEUE_BOUND: Final = 10.0
 # What the changes other nodes must see at once send, in their own transaction.
 _CHANGED_PAYLOAD: Final = encode_event(StoreChanged(), node_id="store")
 # SQLSTATE class of a session the server ended (administrator command, crash of another
@@ -111,7 +121,7 @@ class Database:
         )
         self.outage = Downtime(events, lost="store.unavailable", restored="store.restored")
         self._sweep: asyncio.Task[None] | None = None  # the pool's check after a dead one
-        self._off_live = asyncio.Semaphore(max(1, max_size - LIVE_RESERVED))
+        self._turns = _Turns(max(1, max_size - LIVE_RESERVED))
 
     @property
     def application_name(self) -> str:
@@ -179,12 +189,14 @@ class Database:
         the bound running out) as StoreUnavailable, counted in the outage log lines.
         """
         try:
-            async with (
-                asyncio.timeout(bound),
-                contextlib.nullcontext() if live else self._off_live,
-                self.pool.connection() as conn,
-            ):
-                yield conn
+            if not live:
+                await self._turns.take(bound)
+            try:
+                async with asyncio.timeout(bound), self.pool.connection() as conn:
+                    yield conn
+            finally:
+                if not live:
+                    self._turns.give_back()
         except TimeoutError as exc:
             raise self.unavailable(f"no answer within {bound} s") from exc
         except psycopg.OperationalError as exc:  # PoolTimeout is one
@@ -194,6 +206,12 @@ class Database:
             raise self.unavailable(exc) from exc
         except psycopg.Error as exc:
             raise StoreError(str(exc)) from exc
+        self.answered()
+
+    def answered(self) -> None:
+        """A statement succeeded: the database is up (an outage ends, see Downtime), and
+        queries waiting for their turn go on waiting (see _Turns)."""
+        self._turns.answered = time.monotonic()
         self.outage.ok()
 
     def _sweep_soon(self) -> None:
@@ -219,9 +237,14 @@ class Database:
         return await self._statement(query, params, bound, fetch=True, live=live)
 
     async def fetchone(
-        self, query: str, params: Any = None, *, bound: float | None = OP_BOUND
+        self,
+        query: str,
+        params: Any = None,
+        *,
+        bound: float | None = OP_BOUND,
+        live: bool = False,
     ) -> tuple[Any, ...] | None:
-        rows = await self.fetchall(query, params, bound=bound)
+        rows = await self.fetchall(query, params, bound=bound, live=live)
         return rows[0] if rows else None
 
     async def announced(self, query: str, params: Any = None) -> tuple[Any, ...] | None:
@@ -257,6 +280,41 @@ class Database:
         async with self.connection(bound, live=live) as conn:
             cur = await conn.execute(query, params)
             return await cur.fetchall() if fetch else []
+
+
+class _Turns:
+    """Turns for the queries off the live path: ``slots`` at once, first come first
+    served. Waiting behind other queries while the database answers them is load, not
+    an outage: a waiter gives up (TimeoutError) once no query was answered for its
+    ``bound`` seconds, or after QUEUE_BOUND seconds in all."""
+
+    def __init__(self, slots: int) -> None:
+        self._free = asyncio.Semaphore(slots)
+        self.answered = time.monotonic()  # when the database last answered a query
+
+    async def take(self, bound: float | None) -> None:
+        free = self._free
+        if bound is None or not free.locked():
+            await free.acquire()
+            return
+        waiting = asyncio.ensure_future(free.acquire())  # keeps its place in the queue
+        give_up = time.monotonic() + QUEUE_BOUND
+        try:
+            while True:
+                done, _ = await asyncio.wait((waiting,), timeout=bound)
+                if done:
+                    waiting.result()
+                    return
+                now = time.monotonic()
+                if now >= give_up or now - self.answered >= bound:
+                    raise TimeoutError
+        except BaseException:
+            if not waiting.cancel() and not waiting.cancelled() and waiting.exception() is None:
+                free.release()  # the turn came just as the wait ended
+            raise
+
+    def give_back(self) -> None:
+        self._free.release()
 
 
 def _is_quiet(conn: psycopg.AsyncConnection[Any]) -> bool:

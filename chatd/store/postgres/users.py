@@ -33,8 +33,11 @@ class Users:
         return None if row is None else user_from_row(row)
 
     async def user_by_name(self, username: str) -> User | None:
+        # live (pool.LIVE_RESERVED): mostly a send's recipient not cached yet
         row = await self._db.fetchone(
-            f"SELECT {USER_COLUMNS} FROM users WHERE username = %s", (username.lower(),)
+            f"SELECT {USER_COLUMNS} FROM users WHERE username = %s",
+            (username.lower(),),
+            live=True,
         )
         return None if row is None else user_from_row(row)
 

@@ -160,7 +160,7 @@ class BatchWriter:
             stored = await self._insert(conn, news)
         seconds = time.perf_counter() - started
         self.commits += 1
-        self._db.outage.ok()
+        self._db.answered()
         for submit in batch:
             if not submit.future.done():
                 submit.future.set_result(
