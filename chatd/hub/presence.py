@@ -132,15 +132,18 @@ class Presence:
     def left(self, user: User) -> None:
         """A user's last connection here closed: forget its peers, and tell them (here
         and on the other nodes) it is offline unless it comes back meanwhile."""
+        cache = self._peers.get(user.username)
+        loaded = cache.names if cache is not None and cache.loading is None else None
         self._drop_peers(user.username)
         if self._enabled:
-            self._spawn(self._announce_offline(user))
+            self._spawn(self._announce_offline(user, loaded))
 
-    async def _announce_offline(self, user: User) -> None:
+    async def _announce_offline(self, user: User, peers: set[str] | None) -> None:
+        """``peers``: the user's, from its cache; None when it never finished loading."""
         if user.username in self._by_user:  # came back meanwhile
             return
         self._publish(busmod.Presence(user=user.username, online=False))
-        for peer in await self._store.peers(user.id):
+        for peer in peers if peers is not None else await self._store.peers(user.id):
             for other in self._by_user.get(peer, ()):
                 tell_presence(other, user.username, False)
 
