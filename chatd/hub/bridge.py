@@ -36,6 +36,11 @@ class Publisher:
         self.tasks = Tasks(asyncio.get_running_loop())
         self._pending: list[busmod.BusEvent] = []  # for the job already started
 
+    @property
+    def several_nodes(self) -> bool:
+        """Whether other nodes may share this node's database (and hear its events)."""
+        return not isinstance(self.bus, busmod.LocalBus)
+
     def publish(self, event: busmod.BusEvent) -> None:
         if self.bus.others_listening:
             if not self._pending:

@@ -66,7 +66,7 @@ class Hub:
         )
         self._signin = SignIn(common, accounts, sessions, welcomed=self._welcomed,
                               receive=self.receive)
-        self._presence = Presence(common)
+        self._presence = Presence(common, several_nodes=publisher.several_nodes)
         # Messaging first: its batch of a loop turn's sends runs before the receipts'
         # batch of delivered marks, so a turn keeps each connection's frame order.
         self._messaging = Messaging(common, turn, learn_peers=self._presence.learn_peers)

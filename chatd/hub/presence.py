@@ -12,9 +12,9 @@ coming with the user's peers online there (``PeersOnline``), and answers a going
 a coming when the user still has a connection there. A first message from a user on
 another node is answered with ``PeersOnline`` too: its recipient is online here.
 Conversations are symmetric, so the peers here of a user coming or going elsewhere are
-the users here whose peer sets hold it: the cache answers, indexed both ways, without a
-store read (a thousand users reconnecting to one node cost every other node two reads
-each). A user whose set is still loading announces itself once it is loaded, and the
+the users here whose peer sets hold it: the cache answers, indexed both ways on a node
+that shares its database, without a store read (a thousand users reconnecting to one
+node cost every other node two reads each). A user whose set is still loading announces itself once it is loaded, and the
 answers to that tell it what it missed.
 """
 
@@ -75,7 +75,7 @@ class _Peers:
 class Presence:
     """Who is told that whom is online, and typing forwarded to conversation peers."""
 
-    def __init__(self, common: Common) -> None:
+    def __init__(self, common: Common, *, several_nodes: bool = False) -> None:
         self._enabled = common.config.presence
         self._store = common.store
         self._roster = common.roster
@@ -84,7 +84,10 @@ class Presence:
         self._publish = common.publish
         self._loop = common.loop
         self._peers: dict[str, _Peers] = {}  # per user online here: its conversation peers
-        self._held_by: dict[str, set[str]] = {}  # a username -> the users here holding it
+        # a username -> the users here holding it; kept only where other nodes may tell
+        # of users coming and going (a node alone would pay its memory for nothing)
+        self._held_by: dict[str, set[str]] = {}
+        self._indexed = several_nodes
 
     # --- presence ---------------------------------------------------------------------
 
@@ -285,6 +288,8 @@ class Presence:
     def _add_peer(self, user: str, peers: _Peers, peer: str) -> None:
         """Add ``peer`` to the set of ``user`` (online here), and to the index."""
         peers.names.add(peer)
+        if not self._indexed:
+            return
         holders = self._held_by.get(peer)
         if holders is None:
             self._held_by[peer] = {user}
@@ -294,7 +299,7 @@ class Presence:
     def _drop_peers(self, user: str) -> None:
         """Forget the set of ``user`` (gone from here, or its load failed)."""
         peers = self._peers.pop(user, None)
-        if peers is None:
+        if peers is None or not self._indexed:
             return
         for peer in peers.names:
             holders = self._held_by.get(peer)
