@@ -410,7 +410,9 @@ def test_a_burst_of_other_queries_leaves_the_live_path_its_connections(schema: s
 
             async def burst_holds_connections() -> bool:
                 cur = await holder.execute(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                    " AND objid::bigint = %s AND NOT granted",
+                    (lock,),
                 )
                 row = await cur.fetchone()
                 return row is not None and row[0] >= 2
