@@ -14,8 +14,8 @@ another node is answered with ``PeersOnline`` too: its recipient is online here.
 Conversations are symmetric, so the peers here of a user coming or going elsewhere are
 the users here whose peer sets hold it: the cache answers, indexed both ways on a node
 that shares its database, without a store read (a thousand users reconnecting to one
-node cost every other node two reads each). A user whose set is still loading announces itself once it is loaded, and the
-answers to that tell it what it missed.
+node cost every other node two reads each). A user whose set is still loading announces
+itself once it is loaded, and the answers to that tell it what it missed.
 """
 
 from __future__ import annotations
