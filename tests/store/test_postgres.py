@@ -224,6 +224,33 @@ def test_delivered_marks_asked_for_together_share_one_statement(schema: str) -> 
     run(body)
 
 
+def test_peer_lists_asked_for_together_share_one_statement(schema: str) -> None:
+    """Peer lists asked for while one is being read (a thousand users connecting at
+    once, each loading its peers) are read together: one statement, each caller its own
+    user's peers in order, none for a user without conversations. It was one each."""
+
+    async def body() -> None:
+        store = PostgresStore(DSN, schema=schema, min_size=1, max_size=1)
+        await store.open()
+        try:
+            alice, bob = await two_users(store)
+            carol = await store.create_user("carol", "hash-c", 3)
+            dave = await store.create_user("dave", "hash-d", 4)
+            assert carol is not None and dave is not None
+            await store.submit([new(alice, bob, "a1"), new(carol, alice, "c1")])
+            count, lists = await round_trips(store, lambda: asyncio.gather(
+                *(store.peers(user.id) for user in (alice, bob, carol, dave, alice))
+            ))
+            assert count == 1
+            assert lists == [["bob", "carol"], ["alice"], ["alice"], [], ["bob", "carol"]]
+            lists[0].append("changed")  # each caller's list is its own
+            assert await store.peers(alice.id) == ["bob", "carol"]
+        finally:
+            await store.close()
+
+    run(body)
+
+
 def test_a_batch_draws_no_seq_before_it_holds_the_insert_lock(schema: str) -> None:
     """The insert lock comes before the first seq: while another session holds it, a
     batch waits without drawing one (a seq drawn before the lock could commit after a

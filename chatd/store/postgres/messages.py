@@ -164,15 +164,19 @@ class Messages:
         )
         return [(row[0], message_from_row(row[2:]), int(row[1])) for row in rows]
 
-    async def peers(self, user_id: int) -> list[str]:
+    async def peers_of(self, user_ids: Sequence[int]) -> dict[int, list[str]]:
+        """The peers of each user, in one statement (see :class:`Gathered`)."""
         rows = await self._db.fetchall(
-            """SELECT u.username FROM conversations c JOIN users u ON u.id = c.peer_id
-            WHERE c.user_id = %(u)s AND c.peer_id <> %(u)s
-            ORDER BY u.username COLLATE "C"
+            """SELECT c.user_id, u.username FROM conversations c JOIN users u ON u.id = c.peer_id
+            WHERE c.user_id = ANY(%(u)s) AND c.peer_id <> c.user_id
+            ORDER BY c.user_id, u.username COLLATE "C"
             """,
-            {"u": user_id},
+            {"u": list(user_ids)},
         )
-        return [row[0] for row in rows]
+        peers: dict[int, list[str]] = {user_id: [] for user_id in user_ids}
+        for user_id, username in rows:
+            peers[user_id].append(username)
+        return peers
 
     async def queue_depth(self, recipient_id: int) -> int:
         row = await self._db.fetchone(

@@ -23,6 +23,7 @@ from chatd.store.base import (
     Stats,
     User,
 )
+from chatd.store.postgres.gather import Gathered
 from chatd.store.postgres.keys import SharedKeys
 from chatd.store.postgres.logins import LoginLimits
 from chatd.store.postgres.marks import DeliveredMarks
@@ -69,6 +70,7 @@ class PostgresStore:
         self._logins = LoginLimits(self._db)
         self._messages = Messages(self._db)
         self._marks = DeliveredMarks(self._messages.mark_delivered_many)
+        self._peers = Gathered(self._messages.peers_of, "chatd-pg-peers")
         self._keys = SharedKeys(self._db)
 
     @property
@@ -276,7 +278,7 @@ class PostgresStore:
         return await self._messages.conversations(user_id)
 
     async def peers(self, user_id: int) -> list[str]:
-        return await self._messages.peers(user_id)
+        return list(await self._peers.get(user_id))  # a list of its own: callers may change it
 
     async def queue_depth(self, recipient_id: int) -> int:
         return await self._messages.queue_depth(recipient_id)
