@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from chatd import bus as busmod
 from chatd.auth import RevocationCache
-from chatd.hub.common import Tasks
+from chatd.hub.common import Tasks, log_store_error
 from chatd.hub.messaging import Messaging
 from chatd.hub.presence import Presence
 from chatd.hub.receipts import Receipts
@@ -142,10 +142,22 @@ class Bridge:
     async def _remote_receipts(self) -> None:
         await asyncio.sleep(0)  # gather every seq announced in this loop turn: one read
         seqs, self._remote_delivered = self._remote_delivered, []
-        marked = [m for m in await self._store.messages_by_seq(seqs) if m.delivered_at]
+        try:
+            messages = await self._store.messages_by_seq(seqs)
+        except StoreError:
+            # Receipts are neither stored nor queued (the contract): the senders see
+            # these messages delivered in their history.
+            log_store_error(log, "remote_receipts", count=len(seqs))
+            return
+        marked = [m for m in messages if m.delivered_at]
         self._receipts.send_delivered_receipts(marked, 0, local_only=True)
 
     async def _remote_user_change(self, username: str) -> None:
-        user = await self._store.user_by_name(username)
+        try:
+            user = await self._store.user_by_name(username)
+        except StoreError:
+            log_store_error(log, "remote_user_change", user=username)
+            self._on_store_changed()  # the look for changes closes what it must
+            return
         if user is not None:
             self._sessions.revoke_user(user)

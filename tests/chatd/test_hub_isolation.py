@@ -10,6 +10,7 @@ connection alone hears ``internal_error``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,11 +24,11 @@ import pytest
 from chatd.accounts import Accounts, Identity
 from chatd.auth import LoginLimiter, Passwords, RevocationCache, Tokens
 from chatd.bus import Delivered as BusDelivered
-from chatd.bus import MessageStored
+from chatd.bus import MessageStored, UserRevoked
 from chatd.config import Config
 from chatd.hub import Hub, Publisher, Sessions
 from chatd.observe.metrics import Metrics
-from chatd.store import NewMessage, StoreError, User
+from chatd.store import NewMessage, StoreError, StoreUnavailable, User
 from chatd.store.sqlite import SqliteStore
 from chatd.turn import LoopTurn
 from chatd.users import UserDirectory
@@ -302,6 +303,71 @@ async def test_remote_delivered_marks_of_one_loop_turn_are_read_at_once(tmp_path
         assert reads == [[first.seq, second.seq]]
         receipts = w.sessions["alice"].of(protocol.DeliveredReceipt)
         assert [r.id for r in receipts] == ["m-1", "m-2"]
+
+
+@pytest.mark.parametrize("error", [StoreUnavailable, StoreError])
+def test_remote_delivered_marks_that_cannot_be_read_fail_quietly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, error: type[StoreError]
+) -> None:
+    """Bob, on another node, confirmed alice's message; reading it here fails. Receipts
+    are not stored or queued (the contract: alice sees it delivered in her history), so
+    it is dropped, but as a store failure: during an outage nothing (the store logs the
+    outage once), otherwise one store.error line, never a failed hub task. The next
+    receipt reads again."""
+
+    @run_async
+    async def body() -> None:
+        async with world(tmp_path) as w:
+            await w.connect("alice")
+            bob = await w.store.create_user("bob", "hash", TS)
+            assert bob is not None
+            w.users["bob"] = bob
+            first = await w.send("alice", "bob", "m-1")
+            second = await w.send("alice", "bob", "m-2")
+            await w.store.mark_delivered_many([(bob.id, [first.seq, second.seq])], TS + 5)
+            read = w.store.messages_by_seq
+
+            async def unreadable(seqs: Sequence[int]) -> list[Message]:
+                w.store.messages_by_seq = read  # type: ignore[method-assign]
+                raise error("no answer within 2.0 s")
+
+            w.store.messages_by_seq = unreadable  # type: ignore[method-assign]
+            with caplog.at_level(logging.INFO, logger="chatd"):
+                w.hub.on_bus_event(BusDelivered(sender="alice", seqs=[first.seq]))
+                await w.hub.wait_idle()
+                w.hub.on_bus_event(BusDelivered(sender="alice", seqs=[second.seq]))
+                await w.hub.wait_idle()
+            logged = [record.getMessage() for record in caplog.records]
+            assert "hub.task_failed" not in logged
+            assert logged.count("store.error") == (error is StoreError)
+            receipts = w.sessions["alice"].of(protocol.DeliveredReceipt)
+            assert [r.id for r in receipts] == ["m-2"]
+
+    body()
+
+
+@run_async
+async def test_a_remote_user_change_that_cannot_be_read_asks_for_the_look_for_changes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another node disabled bob; reading his row here fails. His connections must still
+    close: the server's look for changes (which reads every user changed lately) is
+    asked to run, instead of the hub task failing and the change waiting for the next
+    regular look."""
+    async with world(tmp_path) as w:
+        await w.connect("bob")
+        looks: list[None] = []
+        w.hub._bridge._on_store_changed = lambda: looks.append(None)
+
+        async def unreadable(username: str) -> User | None:
+            raise StoreUnavailable("no answer within 2.0 s")
+
+        w.store.user_by_name = unreadable  # type: ignore[method-assign]
+        with caplog.at_level(logging.INFO, logger="chatd"):
+            w.hub.on_bus_event(UserRevoked(username="bob", generation=2))
+            await w.hub.wait_idle()
+        assert looks == [None]
+        assert "hub.task_failed" not in [record.getMessage() for record in caplog.records]
 
 
 @run_async
