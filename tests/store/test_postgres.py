@@ -251,6 +251,42 @@ def test_peer_lists_asked_for_together_share_one_statement(schema: str) -> None:
     run(body)
 
 
+def test_catch_ups_asked_for_together_share_one_statement(schema: str) -> None:
+    """Catch-ups asked for while one is being read (users connecting at once) are read
+    together: one statement, each caller its own recipient's undelivered messages after
+    its seq, oldest first, at most its limit. It was one each."""
+
+    async def body() -> None:
+        store = PostgresStore(DSN, schema=schema, min_size=1, max_size=1)
+        await store.open()
+        try:
+            alice, bob = await two_users(store)
+            carol = await store.create_user("carol", "hash-c", 3)
+            assert carol is not None
+            to_bob = await store.submit([new(alice, bob, f"b{i}") for i in range(4)])
+            to_alice = await store.submit([new(bob, alice, "a0")])
+            await store.mark_delivered(bob.id, [to_bob[1].seq], 10)
+            count, answers = await round_trips(store, lambda: asyncio.gather(
+                store.queued(bob.id, 0, 10),
+                store.queued(bob.id, to_bob[0].seq, 1),
+                store.queued(alice.id, 0, 10),
+                store.queued(carol.id, 0, 10),
+            ))
+            assert count == 1
+            seqs = [[q.message.seq for q in answer] for answer in answers]
+            assert seqs == [
+                [to_bob[0].seq, to_bob[2].seq, to_bob[3].seq],
+                [to_bob[2].seq],
+                [to_alice[0].seq],
+                [],
+            ]
+            assert answers[0][0].message == to_bob[0] and answers[0][0].failed_pushes == 0
+        finally:
+            await store.close()
+
+    run(body)
+
+
 def test_a_batch_draws_no_seq_before_it_holds_the_insert_lock(schema: str) -> None:
     """The insert lock comes before the first seq: while another session holds it, a
     batch waits without drawing one (a seq drawn before the lock could commit after a

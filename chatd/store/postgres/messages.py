@@ -95,14 +95,29 @@ class Messages:
             newly_delivered=tuple(m for m, was_delivered in messages if not was_delivered),
         )
 
-    async def queued(self, recipient_id: int, after_seq: int, limit: int) -> list[Queued]:
+    async def queued_many(
+        self, asks: Sequence[tuple[int, int, int]]
+    ) -> dict[tuple[int, int, int], list[Queued]]:
+        """The undelivered messages of each (recipient id, after seq, limit), oldest first,
+        in one statement (see :class:`Gathered`): the catch-ups of users connecting."""
         rows = await self._db.fetchall(
-            message_select(extra="m.failed_pushes, ")
-            + """WHERE m.recipient_id = %s AND m.delivered_at IS NULL AND m.seq > %s
-            ORDER BY m.seq LIMIT %s""",
-            (recipient_id, after_seq, limit),
+            """SELECT q.* FROM unnest(%s::bigint[], %s::bigint[], %s::int[])
+                WITH ORDINALITY AS t(recipient_id, after_seq, lim, ord)
+            CROSS JOIN LATERAL ("""
+            + message_select(extra="t.ord, m.failed_pushes, ")
+            + """WHERE m.recipient_id = t.recipient_id AND m.delivered_at IS NULL
+                AND m.seq > t.after_seq
+                ORDER BY m.seq LIMIT t.lim
+            ) q
+            ORDER BY q.ord, q.seq""",
+            ([ask[0] for ask in asks], [ask[1] for ask in asks], [ask[2] for ask in asks]),
         )
-        return [Queued(message=message_from_row(row[1:]), failed_pushes=row[0]) for row in rows]
+        queued: dict[tuple[int, int, int], list[Queued]] = {ask: [] for ask in asks}
+        for row in rows:
+            queued[asks[row[0] - 1]].append(
+                Queued(message=message_from_row(row[2:]), failed_pushes=row[1])
+            )
+        return queued
 
     async def count_failed_pushes(self, recipient_id: int, seqs: Sequence[int]) -> None:
         if seqs:

@@ -71,6 +71,7 @@ class PostgresStore:
         self._messages = Messages(self._db)
         self._marks = DeliveredMarks(self._messages.mark_delivered_many)
         self._peers = Gathered(self._messages.peers_of, "chatd-pg-peers")
+        self._queued = Gathered(self._messages.queued_many, "chatd-pg-catch-ups")
         self._keys = SharedKeys(self._db)
 
     @property
@@ -264,7 +265,7 @@ class PostgresStore:
         return [queued.message for queued in await self.queued(recipient_id, after_seq, limit)]
 
     async def queued(self, recipient_id: int, after_seq: int, limit: int) -> list[Queued]:
-        return await self._messages.queued(recipient_id, after_seq, limit)
+        return list(await self._queued.get((recipient_id, after_seq, limit)))
 
     async def count_failed_pushes(self, recipient_id: int, seqs: Sequence[int]) -> None:
         await self._messages.count_failed_pushes(recipient_id, seqs)
