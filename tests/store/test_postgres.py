@@ -287,6 +287,31 @@ def test_catch_ups_asked_for_together_share_one_statement(schema: str) -> None:
     run(body)
 
 
+def test_users_asked_for_together_by_id_share_one_statement(schema: str) -> None:
+    """Users looked up by id while one is being read (the sign-ins of users connecting
+    at once) are read together: one statement, each caller its own user or None. A
+    lookup made after a change waits for a statement that sees it."""
+
+    async def body() -> None:
+        store = PostgresStore(DSN, schema=schema, min_size=1, max_size=1)
+        await store.open()
+        try:
+            alice, bob = await two_users(store)
+            count, found = await round_trips(store, lambda: asyncio.gather(
+                store.user_by_id(alice.id), store.user_by_id(bob.id),
+                store.user_by_id(10_000), store.user_by_id(alice.id),
+            ))
+            assert count == 1
+            assert found == [alice, bob, None, alice]
+            await store.set_disabled(bob.id, True)
+            changed = await store.user_by_id(bob.id)
+            assert changed is not None and changed.disabled
+        finally:
+            await store.close()
+
+    run(body)
+
+
 def test_a_batch_draws_no_seq_before_it_holds_the_insert_lock(schema: str) -> None:
     """The insert lock comes before the first seq: while another session holds it, a
     batch waits without drawing one (a seq drawn before the lock could commit after a

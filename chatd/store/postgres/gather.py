@@ -1,8 +1,8 @@
 """Reads gathered into one statement per round trip.
 
-When a thousand users connect to a node at once, each connection reads its peers and
-its undelivered messages: statements each, queued on the pool's connections behind one
-another (issue 17). Calls
+When a thousand users connect to a node at once, each connection reads its user, its
+peers and its undelivered messages: statements each, queued on the pool's connections
+behind one another (issue 17). Calls
 made while a statement is on the wire wait and go together in the next one, as the
 message writer and the delivered marks do.
 """

@@ -72,6 +72,7 @@ class PostgresStore:
         self._marks = DeliveredMarks(self._messages.mark_delivered_many)
         self._peers = Gathered(self._messages.peers_of, "chatd-pg-peers")
         self._queued = Gathered(self._messages.queued_many, "chatd-pg-catch-ups")
+        self._user_rows = Gathered(self._users.users_by_id, "chatd-pg-users")
         self._keys = SharedKeys(self._db)
 
     @property
@@ -164,7 +165,7 @@ class PostgresStore:
         return await self._users.user_by_name(username)
 
     async def user_by_id(self, user_id: int) -> User | None:
-        return await self._users.user_by_id(user_id)
+        return await self._user_rows.get(user_id)
 
     async def list_users(self) -> list[User]:
         return await self._users.list_users()
