@@ -1,71 +1,87 @@
-"""Reads gathered into one statement per round trip.
+"""Calls gathered into one statement per round trip.
 
-When a thousand users connect to a node at once, each connection reads its user, its
-peers and its undelivered messages: statements each, queued on the pool's connections
-behind one another (issue 17). Calls
-made while a statement is on the wire wait and go together in the next one, as the
-message writer and the delivered marks do.
+The message writer commits every submit queued since its last commit in one statement.
+The other calls a burst of work makes one by one go the same way: the delivered marks
+of every loop turn, and the reads each connecting user makes (its row, its peers, its
+undelivered messages: a thousand users connecting at once made a statement each,
+queued on the pool's connections behind one another, issue 17). Calls made while a
+statement is on the wire wait and go together in the next one; a call never shares a
+statement that began before it was made, so it sees every change committed before it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from chatd.store.base import StoreUnavailable
 
-__all__ = ["Gathered"]
+__all__ = ["Gathered", "keyed"]
 
-K = TypeVar("K")
+A = TypeVar("A")
 R = TypeVar("R")
 
 
-class Gathered(Generic[K, R]):
-    """Runs ``many`` (one statement for several keys) for the keys of every call made
-    while the previous statement ran; each call gets its own key's answer. When a
-    gathered statement fails for its content, each call runs alone, so one bad key
-    fails only its caller; an unreachable database fails them all at once."""
+class Gathered(Generic[A, R]):
+    """Runs ``many`` (one statement) for the asks of every call made while the previous
+    statement ran; ``many`` answers each ask, in order. When a gathered statement fails
+    for its content, each call runs alone, so one bad ask fails only its caller; an
+    unreachable database fails them all at once."""
 
-    def __init__(self, many: Callable[[Sequence[K]], Awaitable[dict[K, R]]], name: str) -> None:
+    def __init__(self, many: Callable[[list[A]], Awaitable[list[R]]], name: str) -> None:
         self._many = many
         self._name = name
-        self._waiting: list[tuple[K, asyncio.Future[R]]] = []
+        self._waiting: list[tuple[A, asyncio.Future[R]]] = []
         self._drain: asyncio.Task[None] | None = None
 
-    async def get(self, key: K) -> R:
+    async def ask(self, ask: A) -> R:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
-        self._waiting.append((key, future))
+        self._waiting.append((ask, future))
         if self._drain is None:
             self._drain = loop.create_task(self._run_waiting(), name=self._name)
-        # A cancelled caller cancels its future only, not the statement the others share.
+        # A cancelled caller cancels its future only, not the statement the others
+        # share (_settle skips a future already done).
         return await future
 
     async def _run_waiting(self) -> None:
         try:
             while self._waiting:
-                asks, self._waiting = self._waiting, []
-                await self._run(asks)
+                waiting, self._waiting = self._waiting, []
+                await self._run(waiting)
         finally:
             self._drain = None
 
-    async def _run(self, asks: list[tuple[K, asyncio.Future[R]]]) -> None:
+    async def _run(self, waiting: list[tuple[A, asyncio.Future[R]]]) -> None:
         try:
-            answers = await self._many(list(dict.fromkeys(key for key, _ in asks)))
+            answers = await self._many([ask for ask, _ in waiting])
         except StoreUnavailable as exc:
-            for _, future in asks:
+            for _, future in waiting:
                 _settle(future, exc)
             return
         except Exception as exc:
-            if len(asks) == 1:
-                _settle(asks[0][1], exc)
+            if len(waiting) == 1:
+                _settle(waiting[0][1], exc)
                 return
-            for ask in asks:
-                await self._run([ask])
+            for one in waiting:
+                await self._run([one])
             return
-        for key, future in asks:
-            _settle(future, answers[key])
+        for (_, future), answer in zip(waiting, answers, strict=True):
+            _settle(future, answer)
+
+
+def keyed(
+    many: Callable[[list[A]], Awaitable[dict[A, R]]],
+) -> Callable[[list[A]], Awaitable[list[R]]]:
+    """``many`` for :class:`Gathered` from a read that answers each distinct key once
+    (two connections of one user asking together read its row once)."""
+
+    async def each(asks: list[A]) -> list[R]:
+        answers = await many(list(dict.fromkeys(asks)))
+        return [answers[ask] for ask in asks]
+
+    return each
 
 
 def _settle(future: asyncio.Future[R], outcome: R | Exception) -> None:
@@ -75,3 +91,4 @@ def _settle(future: asyncio.Future[R], outcome: R | Exception) -> None:
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
+

@@ -23,7 +23,7 @@ from chatd.store.base import (
     Stats,
     User,
 )
-from chatd.store.postgres.gather import Gathered
+from chatd.store.postgres.gather import Gathered, keyed
 from chatd.store.postgres.keys import SharedKeys
 from chatd.store.postgres.logins import LoginLimits
 from chatd.store.postgres.marks import DeliveredMarks
@@ -70,9 +70,9 @@ class PostgresStore:
         self._logins = LoginLimits(self._db)
         self._messages = Messages(self._db)
         self._marks = DeliveredMarks(self._messages.mark_delivered_many)
-        self._peers = Gathered(self._messages.peers_of, "chatd-pg-peers")
-        self._queued = Gathered(self._messages.queued_many, "chatd-pg-catch-ups")
-        self._user_rows = Gathered(self._users.users_by_id, "chatd-pg-users")
+        self._peers = Gathered(keyed(self._messages.peers_of), "chatd-pg-peers")
+        self._queued = Gathered(keyed(self._messages.queued_many), "chatd-pg-catch-ups")
+        self._user_rows = Gathered(keyed(self._users.users_by_id), "chatd-pg-users")
         self._keys = SharedKeys(self._db)
 
     @property
@@ -165,7 +165,7 @@ class PostgresStore:
         return await self._users.user_by_name(username)
 
     async def user_by_id(self, user_id: int) -> User | None:
-        return await self._user_rows.get(user_id)
+        return await self._user_rows.ask(user_id)
 
     async def list_users(self) -> list[User]:
         return await self._users.list_users()
@@ -266,7 +266,7 @@ class PostgresStore:
         return [queued.message for queued in await self.queued(recipient_id, after_seq, limit)]
 
     async def queued(self, recipient_id: int, after_seq: int, limit: int) -> list[Queued]:
-        return list(await self._queued.get((recipient_id, after_seq, limit)))
+        return list(await self._queued.ask((recipient_id, after_seq, limit)))
 
     async def count_failed_pushes(self, recipient_id: int, seqs: Sequence[int]) -> None:
         await self._messages.count_failed_pushes(recipient_id, seqs)
@@ -280,7 +280,7 @@ class PostgresStore:
         return await self._messages.conversations(user_id)
 
     async def peers(self, user_id: int) -> list[str]:
-        return list(await self._peers.get(user_id))  # a list of its own: callers may change it
+        return list(await self._peers.ask(user_id))  # a list of its own: callers may change it
 
     async def queue_depth(self, recipient_id: int) -> int:
         return await self._messages.queue_depth(recipient_id)
