@@ -120,6 +120,16 @@ class World:
             self.hub.receive(session, [Hello(protocol="1.0", token=token)])
         await self.hub.wait_idle()
 
+    async def delivered_elsewhere(self, sender: str, recipient: str, *ids: str) -> list[Message]:
+        """Messages from ``sender`` to ``recipient``, a user with no connection here,
+        stored and marked delivered as the recipient's node does."""
+        user = await self.store.create_user(recipient, "hash", TS)
+        assert user is not None
+        self.users[recipient] = user
+        messages = [await self.send(sender, recipient, client_id) for client_id in ids]
+        await self.store.mark_delivered_many([(user.id, [m.seq for m in messages])], TS + 5)
+        return messages
+
     async def send(self, sender: str, recipient: str, client_id: str) -> Message:
         (message,) = await self.store.submit([NewMessage(
             sender_id=self.users[sender].id, sender=sender,
@@ -283,12 +293,7 @@ async def test_remote_delivered_marks_of_one_loop_turn_are_read_at_once(tmp_path
     arrive in one loop turn: one store read brings alice both receipts (issue 17)."""
     async with world(tmp_path) as w:
         await w.connect("alice")
-        bob = await w.store.create_user("bob", "hash", TS)
-        assert bob is not None
-        w.users["bob"] = bob
-        first = await w.send("alice", "bob", "m-1")
-        second = await w.send("alice", "bob", "m-2")
-        await w.store.mark_delivered_many([(bob.id, [first.seq, second.seq])], TS + 5)
+        first, second = await w.delivered_elsewhere("alice", "bob", "m-1", "m-2")
         reads: list[Sequence[int]] = []
         read = w.store.messages_by_seq
 
@@ -306,7 +311,8 @@ async def test_remote_delivered_marks_of_one_loop_turn_are_read_at_once(tmp_path
 
 
 @pytest.mark.parametrize("error", [StoreUnavailable, StoreError])
-def test_remote_delivered_marks_that_cannot_be_read_fail_quietly(
+@run_async
+async def test_remote_delivered_marks_that_cannot_be_read_fail_quietly(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, error: type[StoreError]
 ) -> None:
     """Bob, on another node, confirmed alice's message; reading it here fails. Receipts
@@ -314,36 +320,26 @@ def test_remote_delivered_marks_that_cannot_be_read_fail_quietly(
     it is dropped, but as a store failure: during an outage nothing (the store logs the
     outage once), otherwise one store.error line, never a failed hub task. The next
     receipt reads again."""
+    async with world(tmp_path) as w:
+        await w.connect("alice")
+        first, second = await w.delivered_elsewhere("alice", "bob", "m-1", "m-2")
+        read = w.store.messages_by_seq
 
-    @run_async
-    async def body() -> None:
-        async with world(tmp_path) as w:
-            await w.connect("alice")
-            bob = await w.store.create_user("bob", "hash", TS)
-            assert bob is not None
-            w.users["bob"] = bob
-            first = await w.send("alice", "bob", "m-1")
-            second = await w.send("alice", "bob", "m-2")
-            await w.store.mark_delivered_many([(bob.id, [first.seq, second.seq])], TS + 5)
-            read = w.store.messages_by_seq
+        async def unreadable(seqs: Sequence[int]) -> list[Message]:
+            w.store.messages_by_seq = read  # type: ignore[method-assign]
+            raise error("no answer within 2.0 s")
 
-            async def unreadable(seqs: Sequence[int]) -> list[Message]:
-                w.store.messages_by_seq = read  # type: ignore[method-assign]
-                raise error("no answer within 2.0 s")
-
-            w.store.messages_by_seq = unreadable  # type: ignore[method-assign]
-            with caplog.at_level(logging.INFO, logger="chatd"):
-                w.hub.on_bus_event(BusDelivered(sender="alice", seqs=[first.seq]))
-                await w.hub.wait_idle()
-                w.hub.on_bus_event(BusDelivered(sender="alice", seqs=[second.seq]))
-                await w.hub.wait_idle()
-            logged = [record.getMessage() for record in caplog.records]
-            assert "hub.task_failed" not in logged
-            assert logged.count("store.error") == (error is StoreError)
-            receipts = w.sessions["alice"].of(protocol.DeliveredReceipt)
-            assert [r.id for r in receipts] == ["m-2"]
-
-    body()
+        w.store.messages_by_seq = unreadable  # type: ignore[method-assign]
+        with caplog.at_level(logging.INFO, logger="chatd"):
+            w.hub.on_bus_event(BusDelivered(sender="alice", seqs=[first.seq]))
+            await w.hub.wait_idle()
+            w.hub.on_bus_event(BusDelivered(sender="alice", seqs=[second.seq]))
+            await w.hub.wait_idle()
+        logged = [record.getMessage() for record in caplog.records]
+        assert "hub.task_failed" not in logged
+        assert logged.count("store.error") == (error is StoreError)
+        receipts = w.sessions["alice"].of(protocol.DeliveredReceipt)
+        assert [r.id for r in receipts] == ["m-2"]
 
 
 @run_async

@@ -7,9 +7,10 @@ Each test works in its own schema, dropped afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import psycopg
@@ -34,6 +35,18 @@ T = TypeVar("T")
 def schema() -> Iterator[str]:
     with fresh_schema() as name:
         yield name
+
+
+@contextlib.asynccontextmanager
+async def one_connection(schema: str) -> AsyncIterator[PostgresStore]:
+    """An open store with one pooled connection: every statement on it is traceable
+    (see round_trips)."""
+    store = PostgresStore(DSN, schema=schema, min_size=1, max_size=1)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 async def two_users(store: PostgresStore) -> tuple[User, User]:
@@ -163,9 +176,7 @@ def test_a_batch_commits_in_one_round_trip(schema: str) -> None:
     commit cost one more, to read what was stored."""
 
     async def body() -> None:
-        store = PostgresStore(DSN, schema=schema, min_size=1, max_size=1)
-        await store.open()
-        try:
+        async with one_connection(schema) as store:
             alice, bob = await two_users(store)
             count, (first, second) = await round_trips(store, lambda: asyncio.gather(
                 store.submit([new(alice, bob, "a"), new(alice, bob, "b")]),
@@ -181,8 +192,6 @@ def test_a_batch_commits_in_one_round_trip(schema: str) -> None:
             assert stored[0] == first[1]
             conversations = await store.conversations(alice.id)
             assert [(peer, m.id) for peer, m, _ in conversations] == [("bob", "d")]
-        finally:
-            await store.close()
 
     run(body)
 
@@ -194,9 +203,7 @@ def test_delivered_marks_asked_for_together_share_one_statement(schema: str) -> 
     earliest; a call whose marks fail the statement fails alone."""
 
     async def body() -> None:
-        store = PostgresStore(DSN, schema=schema, min_size=1, max_size=1)
-        await store.open()
-        try:
+        async with one_connection(schema) as store:
             alice, bob = await two_users(store)
             m = await store.submit([new(alice, bob, f"m{i}") for i in range(4)])
             count, (first, second, third) = await round_trips(store, lambda: asyncio.gather(
@@ -218,8 +225,6 @@ def test_delivered_marks_asked_for_together_share_one_statement(schema: str) -> 
             assert isinstance(bad, StoreError)
             assert isinstance(good, list)
             assert [x.seq for x in good] == [more[0].seq]
-        finally:
-            await store.close()
 
     run(body)
 
@@ -230,9 +235,7 @@ def test_peer_lists_asked_for_together_share_one_statement(schema: str) -> None:
     user's peers in order, none for a user without conversations. It was one each."""
 
     async def body() -> None:
-        store = PostgresStore(DSN, schema=schema, min_size=1, max_size=1)
-        await store.open()
-        try:
+        async with one_connection(schema) as store:
             alice, bob = await two_users(store)
             carol = await store.create_user("carol", "hash-c", 3)
             dave = await store.create_user("dave", "hash-d", 4)
@@ -245,8 +248,6 @@ def test_peer_lists_asked_for_together_share_one_statement(schema: str) -> None:
             assert lists == [["bob", "carol"], ["alice"], ["alice"], [], ["bob", "carol"]]
             lists[0].append("changed")  # each caller's list is its own
             assert await store.peers(alice.id) == ["bob", "carol"]
-        finally:
-            await store.close()
 
     run(body)
 
@@ -257,9 +258,7 @@ def test_catch_ups_asked_for_together_share_one_statement(schema: str) -> None:
     its seq, oldest first, at most its limit. It was one each."""
 
     async def body() -> None:
-        store = PostgresStore(DSN, schema=schema, min_size=1, max_size=1)
-        await store.open()
-        try:
+        async with one_connection(schema) as store:
             alice, bob = await two_users(store)
             carol = await store.create_user("carol", "hash-c", 3)
             assert carol is not None
@@ -281,8 +280,6 @@ def test_catch_ups_asked_for_together_share_one_statement(schema: str) -> None:
                 [],
             ]
             assert answers[0][0].message == to_bob[0] and answers[0][0].failed_pushes == 0
-        finally:
-            await store.close()
 
     run(body)
 
@@ -293,9 +290,7 @@ def test_users_asked_for_together_by_id_share_one_statement(schema: str) -> None
     lookup made after a change waits for a statement that sees it."""
 
     async def body() -> None:
-        store = PostgresStore(DSN, schema=schema, min_size=1, max_size=1)
-        await store.open()
-        try:
+        async with one_connection(schema) as store:
             alice, bob = await two_users(store)
             count, found = await round_trips(store, lambda: asyncio.gather(
                 store.user_by_id(alice.id), store.user_by_id(bob.id),
@@ -306,8 +301,6 @@ def test_users_asked_for_together_by_id_share_one_statement(schema: str) -> None
             await store.set_disabled(bob.id, True)
             changed = await store.user_by_id(bob.id)
             assert changed is not None and changed.disabled
-        finally:
-            await store.close()
 
     run(body)
 
