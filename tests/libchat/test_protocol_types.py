@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import attrs
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,6 +25,7 @@ from libchat.protocol import (
     ReadReceipt,
     Send,
     Typing,
+    _decode_client_generic,
     _encode_generic,
     decode_client_frame,
     decode_server_frame,
@@ -159,6 +161,59 @@ def test_a_trusted_frame_is_the_validated_one(frame: HotFrame) -> None:
     assert type(trusted) is type(frame)
     assert trusted == frame and hash(trusted) == hash(frame)
     assert _outcome(encode_frame, trusted) == _outcome(encode_frame, frame)
+
+
+# --- the hot frames' decoder: the generic (converter) path's outcome, exactly --------------
+
+# Values of every JSON kind, near and at each field's limits, with the keys sometimes
+# missing or extra: the fast decoders must accept what the validating path accepts, as
+# the same frame, and leave everything else to it.
+json_scalars = st.one_of(
+    st.none(), st.booleans(), st.floats(allow_nan=False), any_text,
+    st.integers(-(2**63), 2**64 - 1), wire_ints,
+    st.sampled_from((-1, limits.MAX_WIRE_INT + 1, 2**64 - 1)),
+)
+seq_lists = st.lists(st.one_of(wire_ints, json_scalars), max_size=3) | st.sampled_from(
+    (limits.MAX_SEQS_PER_DELIVERED, limits.MAX_SEQS_PER_DELIVERED + 1)
+).map(lambda count: list(range(count)))
+send_values = {
+    "id": st.one_of(client_ids, json_scalars),
+    "to": st.one_of(usernames, usernames.map(str.swapcase), st.just(""), json_scalars),
+    "body": st.one_of(
+        bodies, st.just(""), bodies.map(lambda body: body + "\x00"), json_scalars,
+        st.text(min_size=limits.MAX_MESSAGE_CHARS, max_size=limits.MAX_MESSAGE_CHARS + 1),
+    ),
+}
+hot_client_objects = st.one_of(
+    st.fixed_dictionaries({"type": st.just("send"), **send_values}),
+    st.fixed_dictionaries({"type": st.just("send")}, optional={
+        **send_values, "extra": json_scalars,
+    }),
+    st.fixed_dictionaries({"type": st.just("delivered")}, optional={
+        "seqs": st.one_of(seq_lists, json_scalars), "id": client_ids,
+    }),
+)
+
+
+def _decoded(decode: Callable[[], object]) -> object:
+    """The frame, or what the violation says."""
+    try:
+        frame = decode()
+    except ProtocolViolation as exc:
+        return (exc.code, exc.message, exc.ref)
+    return (type(frame), frame)
+
+
+@settings(max_examples=500, deadline=None)
+@given(obj=hot_client_objects)
+def test_hot_frames_decode_as_the_generic_path_does(obj: dict[str, object]) -> None:
+    try:
+        text = orjson.dumps(obj)
+    except TypeError:  # a lone surrogate: no client can send it
+        return
+    assert _decoded(lambda: decode_client_frame(text)) == _decoded(
+        lambda: _decode_client_generic(dict(obj))
+    )
 
 
 @pytest.mark.parametrize(
