@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint typecheck bench bench-full faults man man-deps test-deps clean
+.PHONY: install run test lint typecheck bench bench-full faults fuzz man man-deps test-deps clean
 
 install: $(STAMP)
 
@@ -23,8 +23,8 @@ run: install
 test: install test-deps
 	$(BIN)/ruff check libchat
 	$(BIN)/mypy --strict libchat chatd
-	$(BIN)/python -m pytest tests/libchat tests/protocol --cov=libchat --cov-branch \
-		--cov-report=term --cov-fail-under=95 $(PYTEST_ARGS)
+	LIBCHAT_FUZZ_SCALE=0.33 $(BIN)/python -m pytest tests/libchat tests/protocol \
+		--cov=libchat --cov-branch --cov-report=term --cov-fail-under=95 $(PYTEST_ARGS)
 	$(BIN)/python -m pytest tests --ignore=tests/libchat --ignore=tests/protocol \
 		-m "not long_fault and not exe" $(PYTEST_ARGS)
 
@@ -37,6 +37,11 @@ FAULTS := tests/faults tests/chatd/test_crash.py tests/chatd/test_failover.py \
 
 faults: install
 	$(BIN)/python -m pytest $(FAULTS) -v $(PYTEST_ARGS)
+
+# The engines' fuzzers (tests/libchat/test_fuzz.py) at four times their named examples;
+# `make test` runs them at a third.
+fuzz: install
+	LIBCHAT_FUZZ_SCALE=4 $(BIN)/python -m pytest tests/libchat/test_fuzz.py $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check libchat chatd chatpad bench tests examples
