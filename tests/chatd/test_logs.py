@@ -26,6 +26,7 @@ from chatd.observe.logs import (
     Trusted,
     clean_text,
     configure_logging,
+    format_ts,
 )
 from chatd.observe.refusals import LINES_PER_WINDOW, WINDOW_S, LogThrottle, Refusals
 
@@ -114,6 +115,16 @@ def test_timestamp_is_rfc3339_utc_with_milliseconds() -> None:
     record.created = 1795690380.1239  # 2026-11-26T10:53:00.123Z
     obj = orjson.loads(JsonFormatter().format(record))
     assert obj["ts"] == "2026-11-26T10:53:00.123Z"
+
+
+def test_timestamps_cut_milliseconds_and_follow_the_second() -> None:
+    """Each time its own: the text of the second before is never reused for the next."""
+    assert [format_ts(created) for created in (
+        1795690380.9999, 1795690381.0, 1795690380.0005, 1795690439.5, 0.25,
+    )] == [
+        "2026-11-26T10:53:00.999Z", "2026-11-26T10:53:01.000Z", "2026-11-26T10:53:00.000Z",
+        "2026-11-26T10:53:59.500Z", "1970-01-01T00:00:00.250Z",
+    ]
 
 
 def test_plain_records_use_the_formatted_message_as_event(
