@@ -80,7 +80,8 @@ class PgWatch:
         self.channel = channel
         self._conn = psycopg.connect(url, autocommit=True, application_name="bench-pgwatch")
         self._own = {self._conn.info.backend_pid}
-        self.notifies: Counter[str] = Counter()
+        self.notifies: Counter[str] = Counter()  # the events notified, by kind
+        self.notifications = 0  # the notifications that carried them (several when packed)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._listening = threading.Event()
@@ -97,12 +98,10 @@ class PgWatch:
             self._listening.set()
             while not self._stop.is_set():
                 for notify in conn.notifies(timeout=LISTEN_POLL):
-                    try:
-                        kind = str(orjson.loads(notify.payload).get("k", "?"))
-                    except (orjson.JSONDecodeError, AttributeError):
-                        kind = "?"
+                    kinds = _event_kinds(notify.payload)
                     with self._lock:
-                        self.notifies[kind] += 1
+                        self.notifications += 1
+                        self.notifies.update(kinds)
 
     def sample(self) -> dict[str, Any]:
         """Backends' CPU by pid, the shared processes' CPU, commits and NOTIFYs so far."""
@@ -115,6 +114,7 @@ class PgWatch:
         with self._lock:
             own = set(self._own)
             notifies = dict(self.notifies)
+            notifications = self.notifications
         backends: dict[int, float] = {}
         shared = 0.0
         for pid, kind, ours in rows:
@@ -133,6 +133,7 @@ class PgWatch:
             "shared": shared,
             "commits": int(commits[0]) if commits else 0,
             "notifies": notifies,
+            "notifications": notifications,
         }
 
     @staticmethod
@@ -149,7 +150,8 @@ class PgWatch:
             kind: count - first["notifies"].get(kind, 0)
             for kind, count in sorted(last["notifies"].items())
         }
-        notifies = sum(kinds.values())
+        events = sum(kinds.values())
+        notifications = last["notifications"] - first["notifications"]
         return {
             "backends": len(last["backends"]),
             "backend_cpu_s": round(backend, 2),
@@ -157,12 +159,23 @@ class PgWatch:
             "shared_cpu_s": round(shared, 2),
             "commits": commits,
             "commits_per_s": round(commits / wall, 1),
-            "notifies": notifies,
-            "notifies_per_s": round(notifies / wall, 1),
-            "notifies_by_kind": {k: v for k, v in kinds.items() if v},
+            "notifies": notifications,
+            "notifies_per_s": round(notifications / wall, 1),
+            "notified_events": events,
+            "notifies_by_kind": {k: v for k, v in kinds.items() if v},  # events, by kind
         }
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(LISTEN_POLL * 4 + 5)
         self._conn.close()
+
+
+def _event_kinds(payload: str) -> list[str]:
+    """The kind tag of each event in a bus payload: one event, or several packed."""
+    try:
+        data = orjson.loads(payload)
+        items = data.get("e", [data])
+        return [str(item.get("k", "?")) for item in items]
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+        return ["?"]

@@ -1,12 +1,15 @@
 """The bus events and their NOTIFY payload codec: what one chatd node tells the others.
 
 Events carry ids only, never bodies; :func:`encode_event` makes the compact JSON payload
-(type tag as ``"k"``, the publishing node as ``"n"``) and :func:`decode_event` reads it back.
+of one event (type tag as ``"k"``, the publishing node as ``"n"``). :func:`pack_events`
+puts many events in one payload (``{"n": node, "e": [event, ...]}``, each event without
+its ``"n"``): one notification for a send's worth of events rather than one per event,
+for nodes that all read it (``chatd.bus.postgres``). :func:`decode_payload` reads both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 import attrs
@@ -31,7 +34,9 @@ __all__ = [
     "Typing",
     "UserRevoked",
     "decode_event",
+    "decode_payload",
     "encode_event",
+    "pack_events",
     "split_event",
 ]
 
@@ -207,23 +212,72 @@ def encode_event(event: BusEvent, node_id: str) -> str:
     return payload
 
 
-def decode_event(payload: str | bytes) -> tuple[str, BusEvent]:
-    """``(node_id, event)`` from a payload made by :func:`encode_event`.
+def pack_events(events: Sequence[BusEvent], node_id: str) -> list[str]:
+    """The payloads carrying ``events`` in order, as many in each as fit one NOTIFY.
+
+    Raises:
+        ValueError: one event alone is too large for NOTIFY (split it first).
+    """
+    head = b'{"n":' + orjson.dumps(node_id) + b',"e":['
+    room = MAX_PAYLOAD_BYTES - len(head) - 2  # "]}"
+    payloads: list[str] = []
+    pieces: list[bytes] = []
+    used = 0
+    for event in events:
+        piece = orjson.dumps({"k": _TAGS[type(event)], **attrs.asdict(event)})
+        if len(piece) > room:
+            raise ValueError(f"bus event of {len(piece)} bytes is over the NOTIFY limit")
+        if pieces and used + 1 + len(piece) > room:
+            payloads.append((head + b",".join(pieces) + b"]}").decode())
+            pieces, used = [], 0
+        used += len(piece) + (1 if pieces else 0)
+        pieces.append(piece)
+    if pieces:
+        payloads.append((head + b",".join(pieces) + b"]}").decode())
+    return payloads
+
+
+def decode_payload(payload: str | bytes) -> tuple[str, list[BusEvent]]:
+    """``(node_id, events)`` from a payload made by :func:`encode_event` (one event) or
+    :func:`pack_events` (several).
 
     Raises:
         ValueError: the payload is not one of ours.
     """
     try:
         data = orjson.loads(payload)
-        fields = dict(data)
-        cls = _CLASSES[fields.pop("k")]
-        node_id = fields.pop("n")
-        event: BusEvent = cls(**fields)
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        node_id = data["n"]
+        packed = data.get("e")
+        if packed is None:
+            events = [_event(data)]
+        elif type(packed) is list:
+            events = [_event(item) for item in packed]
+        else:
+            raise TypeError("the events are not a list")
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"not a bus event: {exc}") from exc
     if not isinstance(node_id, str):
         raise ValueError("not a bus event: the node id is not a string")
-    return node_id, event
+    return node_id, events
+
+
+def _event(data: dict[str, Any]) -> BusEvent:
+    fields = dict(data)
+    fields.pop("n", None)
+    event: BusEvent = _CLASSES[fields.pop("k")](**fields)
+    return event
+
+
+def decode_event(payload: str | bytes) -> tuple[str, BusEvent]:
+    """``(node_id, event)`` from a payload made by :func:`encode_event`.
+
+    Raises:
+        ValueError: the payload is not one of ours, or carries more than one event.
+    """
+    node_id, events = decode_payload(payload)
+    if len(events) != 1:
+        raise ValueError(f"not one bus event but {len(events)}")
+    return node_id, events[0]
 
 
 # The events that can grow past one NOTIFY: the field that grows, and its piece's size.

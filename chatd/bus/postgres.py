@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Final
 
 import psycopg
@@ -16,8 +16,9 @@ from chatd.bus.events import (
     BusEvent,
     NodeHere,
     NodeJoined,
-    decode_event,
+    decode_payload,
     encode_event,
+    pack_events,
     split_event,
 )
 from chatd.observe.downtime import Downtime
@@ -32,11 +33,15 @@ RECONNECT_MAX: Final = 2.0  # cap of the doubling delay: back within 2 s of the 
 CONNECT_TIMEOUT: Final = 5  # seconds for one connection attempt (libpq connect_timeout)
 OTHERS_CHECK_INTERVAL: Final = 5.0  # seconds between looks for the other nodes' listeners
 LISTENER_PREFIX: Final = "chatd-bus-listen-"  # application_name of every node's listener
+# ... ended by this when the node reads packed payloads (many events in one notification)
+READS_PACKED: Final = "+packed"
 
 # The other nodes' listeners on this database (nodes of another schema count too: they
-# only make this node publish what nobody on its channel hears).
+# only make this node publish what nobody on its channel hears), and how many of them
+# cannot read packed payloads (older nodes).
 _OTHER_LISTENERS: Final = (
-    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+    "SELECT count(*), count(*) FILTER (WHERE application_name NOT LIKE %s)"
+    " FROM pg_stat_activity WHERE datname = current_database()"
     " AND application_name LIKE %s AND application_name <> %s"
 )
 
@@ -68,6 +73,12 @@ class PostgresBus:
     (``bus.not_alone``). While its own listener is down a node cannot hear a join, so
     it publishes.
 
+    A send packs its events into as few notifications as they fit (``packing``) once a
+    look found that every other listener reads packed payloads (its name ends with
+    :data:`READS_PACKED`) and no node joined since the look began; until then, and from
+    the moment a join is heard until the next look, one event per notification, which
+    nodes of every version read. A join asks for a look at once.
+
     Args:
         dsn: a libpq connection string or URL.
         channel: the NOTIFY channel; nodes of one cluster share it.
@@ -88,24 +99,27 @@ class PostgresBus:
         self.node_id = node_id or uuid.uuid4().hex[:12]
         self.check_interval = check_interval
         self.others_listening = True  # until a look finds nobody else
+        self.packing = False  # every other listener reads packed payloads (see above)
+        self.looks = 0  # looks for the other nodes' listeners done
         self._joins_heard = 0  # NodeJoined events heard: a look older than one is stale
         self.on_resync: Callable[[], None] | None = None  # given to start()
         # Counters for metrics (chatd_bus_*) and tests.
         self.reconnects = 0  # listener reconnects since start
-        self.published = 0  # notifications sent
+        self.published = 0  # events sent (the pieces of split ones counted each)
+        self.notifications = 0  # the notifications that carried them (fewer when packing)
         self.sends = 0  # statements that sent them (group publish: fewer under load)
         self.publish_failures = 0  # events lost: publishing failed twice
-        self.received = 0  # notifications of the other nodes handled
+        self.received = 0  # events of the other nodes handled
         self.invalid = 0  # notifications that could not be decoded
         self.listening = False  # the listening connection is up
         self._handler: Callable[[BusEvent], None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None  # looks for the other nodes
-        self._answers: set[asyncio.Task[None]] = set()  # NodeHere being published
+        self._answers: set[asyncio.Task[None]] = set()  # NodeHere answers, looks after a join
         self._publisher: psycopg.AsyncConnection[Any] | None = None
         self._publish_lock = asyncio.Lock()
-        self._outbox: list[str] = []  # payloads waiting for the next send (group publish)
-        self._outbox_events = 0  # the events they make up
+        self._outbox: list[BusEvent] = []  # events (pieces) for the next send (group publish)
+        self._outbox_events = 0  # the published events they make up
         self._listener_down = Downtime(log, lost="bus.listener_lost",
                                        restored="bus.listener_restored", channel=channel)
         self._publisher_down = Downtime(log, lost="bus.publisher_lost",
@@ -114,7 +128,7 @@ class PostgresBus:
     @property
     def listener_name(self) -> str:
         """The listening connection's ``application_name`` (visible in pg_stat_activity)."""
-        return f"{LISTENER_PREFIX}{self.node_id}"[:63]
+        return f"{LISTENER_PREFIX}{self.node_id}"[: 63 - len(READS_PACKED)] + READS_PACKED
 
     async def start(
         self, handler: Callable[[BusEvent], None], on_resync: Callable[[], None] | None = None
@@ -147,18 +161,24 @@ class PostgresBus:
         """
         for event in events:
             try:
-                payloads = [encode_event(piece, self.node_id) for piece in split_event(event)]
+                pieces = list(split_event(event))
+                for piece in pieces:
+                    encode_event(piece, self.node_id)  # refused here if too large
             except ValueError as exc:  # too large for NOTIFY: only this event is lost
                 self.publish_failures += 1
                 log.error("bus.event_refused", kind=type(event).__name__, error=str(exc))
                 continue
-            self._outbox.extend(payloads)
+            self._outbox.extend(pieces)
             self._outbox_events += 1
         async with self._publish_lock:
             if not self._outbox:
                 return  # an earlier send carried these events with its own
-            payloads, self._outbox = self._outbox, []
+            pieces, self._outbox = self._outbox, []
             taken, self._outbox_events = self._outbox_events, 0
+            if self.packing:
+                payloads = pack_events(pieces, self.node_id)
+            else:
+                payloads = [encode_event(piece, self.node_id) for piece in pieces]
             for attempt in (1, 2):  # a dropped publishing connection is reopened once
                 try:
                     publisher = await self._publishing_connection()
@@ -170,7 +190,8 @@ class PostgresBus:
                         )
                         self.sends += 1
                     self._publisher_down.ok()
-                    self.published += len(payloads)
+                    self.published += len(pieces)
+                    self.notifications += len(payloads)
                     return
                 except psycopg.Error as exc:
                     await self._drop_publisher()
@@ -211,12 +232,16 @@ class PostgresBus:
 
     async def _watch_others(self) -> None:
         while True:
-            try:
-                await self._look_for_others()
-            except Exception:  # a bug here must not stop the looks (nor publishing)
-                log.exception("bus.look_failed")
-                self._not_alone("look failed")
+            await self._look_once()
             await asyncio.sleep(self.check_interval)
+
+    async def _look_once(self) -> None:
+        try:
+            await self._look_for_others()
+        except Exception:  # a bug here must not stop the looks (nor publishing)
+            log.exception("bus.look_failed")
+            self.packing = False
+            self._not_alone("look failed")
 
     async def _look_for_others(self) -> None:
         """Count the other nodes' listeners; none (and no join heard meanwhile, and our
@@ -227,12 +252,16 @@ class PostgresBus:
             try:
                 publisher = await self._publishing_connection()
                 cursor = await publisher.execute(
-                    _OTHER_LISTENERS, (LISTENER_PREFIX + "%", self.listener_name)
+                    _OTHER_LISTENERS,
+                    ("%" + READS_PACKED, LISTENER_PREFIX + "%", self.listener_name),
                 )
                 row = await cursor.fetchone()
             except psycopg.Error:
                 await self._drop_publisher()
                 return  # the next publish logs the outage; the state stays as it was
+        self.looks += 1
+        stale = self._joins_heard != heard_before[0]  # a node joined during the look
+        self.packing = row is not None and row[1] == 0 and not stale
         if row is not None and row[0]:
             self._not_alone("listening")
         elif (self.others_listening and self.listening
@@ -246,14 +275,20 @@ class PostgresBus:
             log.info("bus.not_alone", channel=self.channel, reason=why)
 
     def _joined(self, node_id: str) -> None:
-        """Another node began listening: publish again, and if this node published
-        nothing meanwhile, tell the newcomer to resync."""
+        """Another node began listening: publish again, one event per notification
+        until a look says it reads packed payloads; if this node published nothing
+        meanwhile, or packed payloads the newcomer may not read, tell it to resync."""
         self._joins_heard += 1
-        if not self.others_listening:
+        was_packing, self.packing = self.packing, False
+        self._in_background(self._look_once())
+        if not self.others_listening or was_packing:
             self._not_alone("joined")
-            answer = asyncio.create_task(self.publish(NodeHere(to=node_id)))
-            self._answers.add(answer)
-            answer.add_done_callback(self._answers.discard)
+            self._in_background(self.publish(NodeHere(to=node_id)))
+
+    def _in_background(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(job)
+        self._answers.add(task)
+        task.add_done_callback(self._answers.discard)
 
     async def _publishing_connection(self) -> psycopg.AsyncConnection[Any]:
         """The publishing connection, opened if needed (under the publish lock)."""
@@ -293,25 +328,25 @@ class PostgresBus:
 
     def _dispatch(self, payload: str) -> None:
         try:
-            node_id, event = decode_event(payload)
+            node_id, events = decode_payload(payload)
         except ValueError as exc:
             self.invalid += 1
             log.warning("bus.payload_ignored", error=str(exc))
             return
         if node_id == self.node_id or self._handler is None:
             return
-        self.received += 1
-        if isinstance(event, NodeJoined):
-            self._joined(node_id)
-            return
-        if isinstance(event, NodeHere):
-            if event.to == self.node_id:
-                self._resync()
-            return
-        try:
-            self._handler(event)
-        except Exception:
-            log.exception("bus.handler_failed", kind=type(event).__name__)
+        for event in events:
+            self.received += 1
+            if isinstance(event, NodeJoined):
+                self._joined(node_id)
+            elif isinstance(event, NodeHere):
+                if event.to == self.node_id:
+                    self._resync()
+            else:
+                try:
+                    self._handler(event)
+                except Exception:
+                    log.exception("bus.handler_failed", kind=type(event).__name__)
 
     def _resync(self) -> None:
         if self.on_resync is None:

@@ -30,6 +30,7 @@ def test_pg_figures_are_differences_over_the_window() -> None:
         "shared": 2.0,
         "commits": 100,
         "notifies": {"m": 10},
+        "notifications": 10,
     }
     last = {
         "at": 12.0,
@@ -37,12 +38,14 @@ def test_pg_figures_are_differences_over_the_window() -> None:
         "shared": 2.5,
         "commits": 300,
         "notifies": {"m": 50, "d": 20},
+        "notifications": 15,  # the events of the window, packed
     }
     figures = PgWatch.between(first, last)
     assert figures["backend_cpu_s"] == 1.5  # pid 1 used 1 s, pid 3 (new) 0.5 s
     assert figures["shared_cpu_s"] == 0.5
     assert figures["commits_per_s"] == 100.0
-    assert figures["notifies"] == 60
+    assert figures["notifies"] == 5
+    assert figures["notified_events"] == 60
     assert figures["notifies_by_kind"] == {"d": 20, "m": 40}
 
 

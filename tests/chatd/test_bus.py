@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from chatd.bus import (
     MAX_PAYLOAD_BYTES,
@@ -33,7 +34,7 @@ from chatd.bus import (
     decode_event,
     encode_event,
 )
-from chatd.bus.events import split_event
+from chatd.bus.events import decode_payload, pack_events, split_event
 from chatd.hub.bridge import Publisher
 from tests.support.aio import run
 from tests.support.pg import PG_DSN as DSN
@@ -107,6 +108,32 @@ def test_many_peers_online_are_split_into_payloads_notify_takes() -> None:
 def test_foreign_payloads_are_refused(payload: str) -> None:
     with pytest.raises(ValueError):
         decode_event(payload)
+
+
+def test_events_are_packed_in_order_into_payloads_notify_takes() -> None:
+    events = [*EVENTS, *(MessageStored(recipient=f"u{i}", seq=i, sender="a") for i in range(300))]
+    payloads = pack_events(events, "node-1")
+    assert 1 < len(payloads) < 10
+    assert all(len(payload.encode()) <= MAX_PAYLOAD_BYTES for payload in payloads)
+    decoded = [decode_payload(payload) for payload in payloads]
+    assert {node for node, _ in decoded} == {"node-1"}
+    assert [event for _, some in decoded for event in some] == events
+    # a payload of one event, as a node of any version writes it, reads the same way
+    assert decode_payload(encode_event(events[0], "node-2")) == ("node-2", [events[0]])
+    with pytest.raises(ValueError):  # several events are not one
+        decode_event(payloads[0])
+    with pytest.raises(ValueError):
+        pack_events([Delivered(sender="a", seqs=range(2000))], "n")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ['{"n": "x", "e": {}}', '{"n": "x", "e": [{"k": "?"}]}', '{"n": 1, "e": []}',
+     '{"n": "x", "e": [{"k": "p", "user": "a"}]}'],
+)
+def test_foreign_packed_payloads_are_refused(payload: str) -> None:
+    with pytest.raises(ValueError):
+        decode_payload(payload)
 
 
 def test_oversized_payload_is_refused() -> None:
@@ -387,6 +414,87 @@ def test_handler_errors_do_not_stop_the_listener(channel: str) -> None:
             await apoll(lambda: len(heard) == 2, "both events")
             assert heard == EVENTS[:2]
         finally:
+            await bus_a.close()
+            await bus_b.close()
+
+    run(body)
+
+
+@pytest.mark.pg
+def test_nodes_that_all_read_packed_payloads_send_many_events_per_notification(
+    channel: str,
+) -> None:
+    """One notification per send's worth of events, not one per event: PostgreSQL
+    queues and every listener reads each notification."""
+
+    async def body() -> None:
+        heard: list[BusEvent] = []
+        bus_a = PostgresBus(DSN, channel=channel, node_id="a", check_interval=0.05)
+        bus_b = PostgresBus(DSN, channel=channel, node_id="b")
+        await bus_b.start(heard.append)
+        await bus_a.start(lambda _event: None)
+        try:
+            await apoll(lambda: bus_a.packing, "A to find that B reads packed payloads")
+            flips = [Presence(user="alice", online=i % 2 == 0) for i in range(5)]
+            events = [MessageStored(recipient="bob", seq=i, sender="alice") for i in range(300)]
+            events += flips
+            published, notifications = bus_a.published, bus_a.notifications
+            await asyncio.gather(*(bus_a.publish(event) for event in events))
+            await apoll(lambda: len(heard) == len(events), "B to hear every event")
+            assert heard == events
+            assert bus_a.published - published == len(events)
+            assert bus_a.notifications - notifications <= 10
+        finally:
+            await bus_a.close()
+            await bus_b.close()
+
+    run(body)
+
+
+@pytest.mark.pg
+def test_beside_an_older_node_events_go_one_per_notification(channel: str) -> None:
+    """A node that reads one event per notification (its listener's name lacks the
+    mark) gets every event as such, from its join on: the node that was packing
+    stops at once and tells it to resync for what it may not have read."""
+
+    async def body() -> None:
+        bus_a = PostgresBus(DSN, channel=channel, node_id="a", check_interval=0.05)
+        bus_b = PostgresBus(DSN, channel=channel, node_id="b")
+        await bus_b.start(lambda _event: None)
+        await bus_a.start(lambda _event: None)
+        old: psycopg.AsyncConnection[Any] | None = None
+        try:
+            await apoll(lambda: bus_a.packing, "A packing beside B")
+            old = await psycopg.AsyncConnection.connect(
+                DSN, autocommit=True, application_name="chatd-bus-listen-old")
+            await old.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            joined = encode_event(NodeJoined(), "old")
+            await old.execute("SELECT pg_notify(%s, %s)", (channel, joined))
+            payloads: list[str] = []
+
+            async def read_until_done() -> None:
+                async for notify in old.notifies():
+                    payloads.append(notify.payload)
+                    if notify.payload == encode_event(Presence(user="done", online=True), "a"):
+                        return
+
+            reader = asyncio.create_task(read_until_done())
+            await apoll(lambda: not bus_a.packing, "A to hear the old node join")
+            events = [MessageStored(recipient="bob", seq=i, sender="alice") for i in range(50)]
+            await asyncio.gather(*(bus_a.publish(event) for event in events))
+            await bus_a.publish(Presence(user="done", online=True))
+            await asyncio.wait_for(reader, 10)
+            from_a = [decode_payload(p) for p in payloads if decode_payload(p)[0] == "a"]
+            assert all(len(some) == 1 for _, some in from_a)  # each one event, old-style
+            heard = [some[0] for _, some in from_a]
+            assert NodeHere(to="old") in heard
+            assert heard[-51:-1] == events
+            looks = bus_a.looks  # and later looks find the old node: A does not pack
+            await apoll(lambda: bus_a.looks >= looks + 2, "two more looks")
+            assert not bus_a.packing
+        finally:
+            if old is not None:
+                await old.close()
             await bus_a.close()
             await bus_b.close()
 
