@@ -1,10 +1,11 @@
 """The bus events and their NOTIFY payload codec: what one chatd node tells the others.
 
-Events carry ids only, never bodies; :func:`encode_event` makes the compact JSON payload
-of one event (type tag as ``"k"``, the publishing node as ``"n"``). :func:`pack_events`
-puts many events in one payload (``{"n": node, "e": [event, ...]}``, each event without
-its ``"n"``): one notification for a send's worth of events rather than one per event,
-for nodes that all read it (``chatd.bus.postgres``). :func:`decode_payload` reads both.
+Events carry ids only, never bodies. :func:`encode_piece` makes an event's compact JSON
+(its type tag as ``"k"``, then its fields); a payload carries one, with the publishing
+node as ``"n"`` (:func:`single_payload`, :func:`encode_event`), or several
+(``{"n": node, "e": [event, ...]}``, :func:`pack_pieces`): one notification for a send's
+worth of events rather than one per event, for nodes that all read it
+(``chatd.bus.postgres``). :func:`decode_payload` reads both.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ __all__ = [
     "decode_event",
     "decode_payload",
     "encode_event",
+    "encode_piece",
     "pack_events",
+    "pack_pieces",
+    "single_payload",
     "split_event",
 ]
 
@@ -199,42 +203,57 @@ _TAGS: Final[dict[type[Any], str]] = {
 _CLASSES: Final[dict[str, type[Any]]] = {tag: cls for cls, tag in _TAGS.items()}
 
 
-def encode_event(event: BusEvent, node_id: str) -> str:
-    """The NOTIFY payload for ``event``: compact JSON with the type tag and the node id.
+def encode_piece(event: BusEvent) -> bytes:
+    """``event`` as the JSON object a payload carries: ``{"k": tag, field: value...}``."""
+    return orjson.dumps({"k": _TAGS[type(event)], **attrs.asdict(event)})
+
+
+def single_payload(piece: bytes, node_id: str) -> str:
+    """The NOTIFY payload of one event (a piece from :func:`encode_piece`), which nodes
+    of every version read: the piece with the node id as ``"n"``.
 
     Raises:
-        ValueError: the payload would be too large for NOTIFY (split it first).
+        ValueError: the payload would be too large for NOTIFY (split the event first).
     """
-    fields = attrs.asdict(event)
-    payload = orjson.dumps({"k": _TAGS[type(event)], "n": node_id, **fields}).decode()
-    if len(payload.encode()) > MAX_PAYLOAD_BYTES:
-        raise ValueError(f"bus payload of {len(payload)} characters is over the NOTIFY limit")
-    return payload
+    payload = b'{"n":' + orjson.dumps(node_id) + b"," + piece[1:]
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"bus payload of {len(payload)} bytes is over the NOTIFY limit")
+    return payload.decode()
 
 
-def pack_events(events: Sequence[BusEvent], node_id: str) -> list[str]:
-    """The payloads carrying ``events`` in order, as many in each as fit one NOTIFY.
+def encode_event(event: BusEvent, node_id: str) -> str:
+    """The NOTIFY payload of ``event`` alone (see :func:`single_payload`)."""
+    return single_payload(encode_piece(event), node_id)
+
+
+def pack_pieces(pieces: Sequence[bytes], node_id: str) -> list[str]:
+    """The payloads carrying ``pieces`` (from :func:`encode_piece`) in order, as many in
+    each as fit one NOTIFY.
 
     Raises:
-        ValueError: one event alone is too large for NOTIFY (split it first).
+        ValueError: one piece alone is too large for NOTIFY (split its event first).
     """
     head = b'{"n":' + orjson.dumps(node_id) + b',"e":['
     room = MAX_PAYLOAD_BYTES - len(head) - 2  # "]}"
     payloads: list[str] = []
-    pieces: list[bytes] = []
+    run: list[bytes] = []
     used = 0
-    for event in events:
-        piece = orjson.dumps({"k": _TAGS[type(event)], **attrs.asdict(event)})
+    for piece in pieces:
         if len(piece) > room:
             raise ValueError(f"bus event of {len(piece)} bytes is over the NOTIFY limit")
-        if pieces and used + 1 + len(piece) > room:
-            payloads.append((head + b",".join(pieces) + b"]}").decode())
-            pieces, used = [], 0
-        used += len(piece) + (1 if pieces else 0)
-        pieces.append(piece)
-    if pieces:
-        payloads.append((head + b",".join(pieces) + b"]}").decode())
+        if run and used + 1 + len(piece) > room:
+            payloads.append((head + b",".join(run) + b"]}").decode())
+            run, used = [], 0
+        used += len(piece) + (1 if run else 0)
+        run.append(piece)
+    if run:
+        payloads.append((head + b",".join(run) + b"]}").decode())
     return payloads
+
+
+def pack_events(events: Sequence[BusEvent], node_id: str) -> list[str]:
+    """:func:`pack_pieces` of ``events``."""
+    return pack_pieces([encode_piece(event) for event in events], node_id)
 
 
 def decode_payload(payload: str | bytes) -> tuple[str, list[BusEvent]]:

@@ -17,8 +17,9 @@ from chatd.bus.events import (
     NodeHere,
     NodeJoined,
     decode_payload,
-    encode_event,
-    pack_events,
+    encode_piece,
+    pack_pieces,
+    single_payload,
     split_event,
 )
 from chatd.observe.downtime import Downtime
@@ -118,7 +119,7 @@ class PostgresBus:
         self._answers: set[asyncio.Task[None]] = set()  # NodeHere answers, looks after a join
         self._publisher: psycopg.AsyncConnection[Any] | None = None
         self._publish_lock = asyncio.Lock()
-        self._outbox: list[BusEvent] = []  # events (pieces) for the next send (group publish)
+        self._outbox: list[bytes] = []  # events' JSON for the next send (group publish)
         self._outbox_events = 0  # the published events they make up
         self._listener_down = Downtime(log, lost="bus.listener_lost",
                                        restored="bus.listener_restored", channel=channel)
@@ -161,9 +162,11 @@ class PostgresBus:
         """
         for event in events:
             try:
-                pieces = list(split_event(event))
+                # as JSON now, each piece checked alone: packed in the send's payloads
+                # or not, as the send finds it
+                pieces = [encode_piece(piece) for piece in split_event(event)]
                 for piece in pieces:
-                    encode_event(piece, self.node_id)  # refused here if too large
+                    single_payload(piece, self.node_id)  # raises when too large
             except ValueError as exc:  # too large for NOTIFY: only this event is lost
                 self.publish_failures += 1
                 log.error("bus.event_refused", kind=type(event).__name__, error=str(exc))
@@ -176,9 +179,9 @@ class PostgresBus:
             pieces, self._outbox = self._outbox, []
             taken, self._outbox_events = self._outbox_events, 0
             if self.packing:
-                payloads = pack_events(pieces, self.node_id)
+                payloads = pack_pieces(pieces, self.node_id)
             else:
-                payloads = [encode_event(piece, self.node_id) for piece in pieces]
+                payloads = [single_payload(piece, self.node_id) for piece in pieces]
             for attempt in (1, 2):  # a dropped publishing connection is reopened once
                 try:
                     publisher = await self._publishing_connection()
