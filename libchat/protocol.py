@@ -636,9 +636,13 @@ def peek_type(data: bytes | str) -> str | None:
 def _fast_send(obj: dict[str, Any]) -> Send | None:
     msg_id, to, body = obj.get("id"), obj.get("to"), obj.get("body")
     if (
-        type(msg_id) is not str or CLIENT_ID_RE.fullmatch(msg_id) is None
-        or type(to) is not str or not to
-        or type(body) is not str or not body or len(body) > limits.MAX_MESSAGE_CHARS
+        type(msg_id) is not str
+        or CLIENT_ID_RE.fullmatch(msg_id) is None
+        or type(to) is not str
+        or not to
+        or type(body) is not str
+        or not body
+        or len(body) > limits.MAX_MESSAGE_CHARS
         or "\x00" in body
     ):
         return None
