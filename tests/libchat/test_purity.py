@@ -137,6 +137,26 @@ def test_importing_libchat_loads_nothing_that_does_io() -> None:
     assert not bad, f"importing libchat loads: {bad}"
 
 
+def test_a_server_of_the_engines_never_loads_the_client_side() -> None:
+    """``libchat``'s names are imported on first use: chatd, which imports the server
+    engine and the protocol types, starts without the session, the outbox and the
+    client engine (a tenth of its start-up)."""
+    code = (
+        "import sys\n"
+        "import libchat.protocol, libchat.server\n"
+        "from libchat import ServerConnection, __version__\n"
+        "print('\\n'.join(sorted(sys.modules)))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COV_CORE_", "COVERAGE_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        cwd=LIBCHAT_DIR.parent, env=env, timeout=60,
+    )
+    loaded = set(result.stdout.split())
+    assert "libchat.server" in loaded
+    assert not loaded & {"libchat.client", "libchat.session", "libchat.outbox", "libchat.aio"}
+
+
 def test_aio_is_the_only_io_module_and_uses_only_asyncio_and_ssl() -> None:
     path = LIBCHAT_DIR / f"{IO_MODULE}.py"
     found = {name for name in _imports(path) if _forbidden(name)}
