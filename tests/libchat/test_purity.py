@@ -114,7 +114,7 @@ def test_importing_libchat_loads_nothing_that_does_io() -> None:
     code = (
         "import sys\n"
         "import libchat\n"
-        "assert set(libchat.__all__) <= set(dir(libchat)) | {'AsyncClient'}\n"
+        "assert all(hasattr(libchat, n) for n in libchat.__all__ if n != 'AsyncClient')\n"
         f"for name in {modules!r}:\n"
         "    __import__(name)\n"
         "print('\\n'.join(sorted(sys.modules)))\n"
