@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Final
 
 from chatd.datalock import DatabaseInUse, DataLock
-from chatd.migrate_data import migrate_data
 from chatd.store.base import StoreError
 from chatd.store.factory import schema_from_url
 
@@ -49,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"chatd: {exc}: stop it first, or migrate from a `chatd backup` copy",
               file=sys.stderr)
         return EXIT_ERROR
+    from chatd.migrate_data import migrate_data  # psycopg: only for this subcommand
+
     try:
         report = asyncio.run(migrate_data(args.source, target, schema=schema_from_url(target)))
     except StoreError as exc:  # SchemaMismatch included

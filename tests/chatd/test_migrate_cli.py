@@ -238,3 +238,18 @@ def test_migrate_data_refuses_a_missing_file_or_a_non_postgres_url(tmp_path: Pat
 ])
 def test_the_schema_comes_from_the_urls_search_path(url: str, schema: str | None) -> None:
     assert schema_from_url(url) == schema
+
+
+def test_the_other_commands_do_not_load_the_postgresql_driver() -> None:
+    """migrate-data's parser is one of chatd's, but PostgreSQL's driver (a quarter of a
+    second) loads only when the copy runs: `chatd user`, `chatd health` and the rest
+    start without it."""
+    code = (
+        "import sys\n"
+        "from chatd.cli import build_parser\n"
+        "build_parser().parse_args(['user', 'list', '--data-dir', 'x'])\n"
+        "print('psycopg' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60)
+    assert done.stdout.strip() == "False"
