@@ -105,7 +105,8 @@ def test_restart_goes_straight_in_and_sign_out_clears_the_token(chatd: ChatdProc
         driver.click(scene.sign_out)
         driver.until(lambda: isinstance(driver.app.scene, LoginScene), "sign-in screen")
         assert not session_file.exists()
-        assert driver.app.model.status.state == "signed_out"
+        # the worker reports its status after the sign-out, in a turn of its own
+        driver.until(lambda: driver.app.model.status.state == "signed_out", "signed-out status")
     finally:
         driver.close()
     driver = Driver(chatd.url)
