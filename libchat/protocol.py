@@ -665,7 +665,7 @@ def _fast_delivered(obj: dict[str, Any]) -> Delivered | None:
     return frame
 
 
-_FAST_DECODERS: Final[Mapping[object, Callable[[dict[str, Any]], ClientFrame | None]]] = {
+_FAST_DECODERS: Final[Mapping[str, Callable[[dict[str, Any]], ClientFrame | None]]] = {
     "send": _fast_send,
     "delivered": _fast_delivered,
 }
@@ -674,7 +674,8 @@ _FAST_DECODERS: Final[Mapping[object, Callable[[dict[str, Any]], ClientFrame | N
 def decode_client_frame(data: bytes | str) -> ClientFrame:
     """Parse one text frame a client sent. Raises :class:`ProtocolViolation` only."""
     obj = _load_object(data)
-    fast = _FAST_DECODERS.get(obj.get("type"))
+    kind = obj.get("type")  # any JSON value: a list or an object is no key
+    fast = _FAST_DECODERS.get(kind) if type(kind) is str else None
     if fast is not None and (done := fast(obj)) is not None:
         return done
     return _decode_client_generic(obj)

@@ -156,6 +156,11 @@ async def unknown_frame_type(server: ChatdProcess) -> None:
     assert error["code"] == "invalid_frame" and error["ref"] == "u-1"
     await peer.send({"type": 17})
     assert (await peer.recv("error"))["code"] == "invalid_frame"
+    await peer.send({"type": ["send"], "id": "u-2"})  # not a key of any table of types
+    error = await peer.recv("error")
+    assert error["code"] == "invalid_frame" and error["ref"] == "u-2"
+    await peer.send({"type": {"send": 1}})
+    assert (await peer.recv("error"))["code"] == "invalid_frame"
     assert peer.close_code is None
     await peer.close()
 

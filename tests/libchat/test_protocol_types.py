@@ -49,6 +49,8 @@ def test_send_is_parsed_and_recipient_lowered() -> None:
         ('{"type":"send","id":"c1","to":"bob","body":5}', "invalid_frame", "c1"),
         ('{"type":"send","id":"c1","to":"bob"}', "invalid_frame", "c1"),
         ('{"type":"nope","id":"c1"}', "invalid_frame", "c1"),
+        ('{"type":["send"],"id":"c1"}', "invalid_frame", "c1"),
+        ('{"type":{"send":1}}', "invalid_frame", None),
         ('{"type":"delivered","seqs":[1,true]}', "invalid_frame", None),
         ('{"type":"delivered","seqs":[18446744073709551615]}', "invalid_frame", None),
         ('{"type":"delivered","seqs":[9223372036854775808]}', "invalid_frame", None),
@@ -185,6 +187,10 @@ send_values = {
     ),
 }
 hot_client_objects = st.one_of(
+    st.fixed_dictionaries({"type": st.one_of(
+        json_scalars, st.lists(json_scalars, max_size=2),
+        st.dictionaries(any_text, json_scalars, max_size=2),
+    )}, optional={**send_values}),
     st.fixed_dictionaries({"type": st.just("send"), **send_values}),
     st.fixed_dictionaries({"type": st.just("send")}, optional={
         **send_values, "extra": json_scalars,
