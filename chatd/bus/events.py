@@ -38,8 +38,8 @@ __all__ = [
     "decode_payload",
     "encode_event",
     "encode_piece",
-    "pack_events",
     "pack_pieces",
+    "piece_room",
     "single_payload",
     "split_event",
 ]
@@ -226,6 +226,16 @@ def encode_event(event: BusEvent, node_id: str) -> str:
     return single_payload(encode_piece(event), node_id)
 
 
+def _packed_head(node_id: str) -> bytes:
+    return b'{"n":' + orjson.dumps(node_id) + b',"e":['
+
+
+def piece_room(node_id: str) -> int:
+    """The largest piece a payload of ``node_id`` carries, alone or packed: a larger
+    event must be split (:func:`split_event`) or refused."""
+    return MAX_PAYLOAD_BYTES - len(_packed_head(node_id)) - 2  # "]}"
+
+
 def pack_pieces(pieces: Sequence[bytes], node_id: str) -> list[str]:
     """The payloads carrying ``pieces`` (from :func:`encode_piece`) in order, as many in
     each as fit one NOTIFY.
@@ -233,8 +243,8 @@ def pack_pieces(pieces: Sequence[bytes], node_id: str) -> list[str]:
     Raises:
         ValueError: one piece alone is too large for NOTIFY (split its event first).
     """
-    head = b'{"n":' + orjson.dumps(node_id) + b',"e":['
-    room = MAX_PAYLOAD_BYTES - len(head) - 2  # "]}"
+    head = _packed_head(node_id)
+    room = piece_room(node_id)
     payloads: list[str] = []
     run: list[bytes] = []
     used = 0
@@ -251,14 +261,12 @@ def pack_pieces(pieces: Sequence[bytes], node_id: str) -> list[str]:
     return payloads
 
 
-def pack_events(events: Sequence[BusEvent], node_id: str) -> list[str]:
-    """:func:`pack_pieces` of ``events``."""
-    return pack_pieces([encode_piece(event) for event in events], node_id)
-
-
-def decode_payload(payload: str | bytes) -> tuple[str, list[BusEvent]]:
-    """``(node_id, events)`` from a payload made by :func:`encode_event` (one event) or
-    :func:`pack_events` (several).
+def decode_payload(
+    payload: str | bytes, *, unless_from: str | None = None
+) -> tuple[str, list[BusEvent]]:
+    """``(node_id, events)`` from a payload made by :func:`single_payload` (one event)
+    or :func:`pack_pieces` (several); no events when ``node_id`` is ``unless_from`` (a
+    node hears its own notifications: it reads whose they are, and no further).
 
     Raises:
         ValueError: the payload is not one of ours.
@@ -267,7 +275,9 @@ def decode_payload(payload: str | bytes) -> tuple[str, list[BusEvent]]:
         data = orjson.loads(payload)
         node_id = data["n"]
         packed = data.get("e")
-        if packed is None:
+        if node_id == unless_from:
+            events = []
+        elif packed is None:
             events = [_event(data)]
         elif type(packed) is list:
             events = [_event(item) for item in packed]

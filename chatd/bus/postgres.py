@@ -19,6 +19,7 @@ from chatd.bus.events import (
     decode_payload,
     encode_piece,
     pack_pieces,
+    piece_room,
     single_payload,
     split_event,
 )
@@ -98,6 +99,7 @@ class PostgresBus:
         self.dsn = dsn
         self.channel = channel
         self.node_id = node_id or uuid.uuid4().hex[:12]
+        self._piece_room = piece_room(self.node_id)  # an event's largest JSON
         self.check_interval = check_interval
         self.others_listening = True  # until a look finds nobody else
         self.packing = False  # every other listener reads packed payloads (see above)
@@ -116,7 +118,7 @@ class PostgresBus:
         self._handler: Callable[[BusEvent], None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None  # looks for the other nodes
-        self._answers: set[asyncio.Task[None]] = set()  # NodeHere answers, looks after a join
+        self._background: set[asyncio.Task[None]] = set()  # NodeHere answers, looks after joins
         self._publisher: psycopg.AsyncConnection[Any] | None = None
         self._publish_lock = asyncio.Lock()
         self._outbox: list[bytes] = []  # events' JSON for the next send (group publish)
@@ -161,15 +163,13 @@ class PostgresBus:
         at a few thousand events a second the sends keep up instead of queueing.
         """
         for event in events:
-            try:
-                # as JSON now, each piece checked alone: packed in the send's payloads
-                # or not, as the send finds it
-                pieces = [encode_piece(piece) for piece in split_event(event)]
-                for piece in pieces:
-                    single_payload(piece, self.node_id)  # raises when too large
-            except ValueError as exc:  # too large for NOTIFY: only this event is lost
+            # as JSON now: the send wraps each piece alone, or packs them, as it finds
+            pieces = [encode_piece(piece) for piece in split_event(event)]
+            largest = max(len(piece) for piece in pieces)
+            if largest > self._piece_room:  # too large for NOTIFY: only this event is lost
                 self.publish_failures += 1
-                log.error("bus.event_refused", kind=type(event).__name__, error=str(exc))
+                log.error("bus.event_refused", kind=type(event).__name__,
+                          error=f"bus event of {largest} bytes is over the NOTIFY limit")
                 continue
             self._outbox.extend(pieces)
             self._outbox_events += 1
@@ -203,13 +203,13 @@ class PostgresBus:
                         self._publisher_down.failed(exc)
 
     async def close(self) -> None:
-        for task in (self._watcher, self._listener, *self._answers):
+        for task in (self._watcher, self._listener, *self._background):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._watcher = self._listener = None
-        self._answers.clear()
+        self._background.clear()
         self.listening = False
         async with self._publish_lock:
             await self._drop_publisher()
@@ -290,8 +290,8 @@ class PostgresBus:
 
     def _in_background(self, job: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(job)
-        self._answers.add(task)
-        task.add_done_callback(self._answers.discard)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _publishing_connection(self) -> psycopg.AsyncConnection[Any]:
         """The publishing connection, opened if needed (under the publish lock)."""
@@ -331,12 +331,12 @@ class PostgresBus:
 
     def _dispatch(self, payload: str) -> None:
         try:
-            node_id, events = decode_payload(payload)
+            node_id, events = decode_payload(payload, unless_from=self.node_id)
         except ValueError as exc:
             self.invalid += 1
             log.warning("bus.payload_ignored", error=str(exc))
             return
-        if node_id == self.node_id or self._handler is None:
+        if self._handler is None:
             return
         for event in events:
             self.received += 1

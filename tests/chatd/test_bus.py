@@ -34,7 +34,7 @@ from chatd.bus import (
     decode_event,
     encode_event,
 )
-from chatd.bus.events import decode_payload, pack_events, split_event
+from chatd.bus.events import decode_payload, encode_piece, pack_pieces, split_event
 from chatd.hub.bridge import Publisher
 from tests.support.aio import run
 from tests.support.pg import PG_DSN as DSN
@@ -112,18 +112,19 @@ def test_foreign_payloads_are_refused(payload: str) -> None:
 
 def test_events_are_packed_in_order_into_payloads_notify_takes() -> None:
     events = [*EVENTS, *(MessageStored(recipient=f"u{i}", seq=i, sender="a") for i in range(300))]
-    payloads = pack_events(events, "node-1")
+    payloads = pack_pieces([encode_piece(event) for event in events], "node-1")
     assert 1 < len(payloads) < 10
     assert all(len(payload.encode()) <= MAX_PAYLOAD_BYTES for payload in payloads)
     decoded = [decode_payload(payload) for payload in payloads]
     assert {node for node, _ in decoded} == {"node-1"}
     assert [event for _, some in decoded for event in some] == events
+    assert decode_payload(payloads[0], unless_from="node-1") == ("node-1", [])  # its own
     # a payload of one event, as a node of any version writes it, reads the same way
     assert decode_payload(encode_event(events[0], "node-2")) == ("node-2", [events[0]])
     with pytest.raises(ValueError):  # several events are not one
         decode_event(payloads[0])
     with pytest.raises(ValueError):
-        pack_events([Delivered(sender="a", seqs=range(2000))], "n")
+        pack_pieces([encode_piece(Delivered(sender="a", seqs=range(2000)))], "n")
 
 
 @pytest.mark.parametrize(
