@@ -25,7 +25,7 @@ from chatd.auth import (
     RevocationCache,
     Tokens,
 )
-from chatd.bus import PostgresBus, channel_for
+from chatd.bus import Bus, channel_for
 from chatd.config import Config
 from chatd.http import HttpApi
 from chatd.hub import Hub, Publisher, Sessions
@@ -34,8 +34,7 @@ from chatd.observe.health import HealthMonitor
 from chatd.observe.logs import EventLogger
 from chatd.observe.metrics import Metrics
 from chatd.store import Store, StoreError, StoreUnavailable
-from chatd.store.factory import schema_from_url
-from chatd.store.postgres import PostgresStore
+from chatd.store.factory import is_postgres, schema_from_url
 from chatd.tlsgate import TlsGates
 from chatd.turn import LoopTurn
 from chatd.users import UserDirectory
@@ -86,11 +85,7 @@ class Server:
         self.users = UserDirectory(store)
         self.revocations = RevocationCache()
         # made before the accounts, which tell the sessions of each token that dies here
-        bus = self._bus()
-        if bus is not None:
-            self.metrics.watch_bus(bus)
-        if isinstance(store, PostgresStore):
-            self.metrics.watch_pool(store.pool_stats)
+        bus = self._postgres_bus(store) if is_postgres(config.db_url) else None
         publisher = Publisher(bus)
         sessions = Sessions(self.revocations, self.users, self.metrics, publisher.publish)
         self.accounts = Accounts(
@@ -122,12 +117,18 @@ class Server:
         self._listener: asyncio.base_events.Server | None = None
         self._metrics_server: WSGIServer | None = None  # --metrics-listen's, in a thread
 
-    def _bus(self) -> PostgresBus | None:
-        """Several nodes share a PostgreSQL database and hear each other over it."""
+    def _postgres_bus(self, store: Store) -> Bus:
+        """The bus of the nodes sharing this PostgreSQL database, with its figures and the
+        pool's exported. psycopg is imported here, so a SQLite server never loads it."""
+        from chatd.bus.postgres import PostgresBus
+        from chatd.store.postgres import PostgresStore
+
         url = self.config.db_url
-        if url.startswith(("postgresql://", "postgres://")):
-            return PostgresBus(url, channel=channel_for(schema_from_url(url)))
-        return None
+        bus = PostgresBus(url, channel=channel_for(schema_from_url(url)))
+        self.metrics.watch_bus(bus)
+        if isinstance(store, PostgresStore):
+            self.metrics.watch_pool(store.pool_stats)
+        return bus
 
     def _changes_announced_now(self) -> None:
         """Another process says it changed users, tokens or keys (or the bus lost such

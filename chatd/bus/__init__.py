@@ -13,8 +13,9 @@ to publishes nothing (``others_listening``): a node alone on its database pays n
 for the bus.
 
 The events and their payload codec are in :mod:`chatd.bus.events`, the PostgreSQL
-transport in :mod:`chatd.bus.postgres`; this module holds the interface, the single-node
-bus, and the names callers import.
+transport in :mod:`chatd.bus.postgres` (imported only where PostgreSQL is used: it loads
+psycopg); this module holds the interface, the single-node bus, and the names callers
+import.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from chatd.bus.events import (
     decode_event,
     encode_event,
 )
-from chatd.bus.postgres import PostgresBus, channel_for
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
@@ -54,7 +54,6 @@ __all__ = [
     "NodeHere",
     "NodeJoined",
     "PeersOnline",
-    "PostgresBus",
     "Presence",
     "ReadUpTo",
     "StoreChanged",
@@ -66,6 +65,12 @@ __all__ = [
     "decode_event",
     "encode_event",
 ]
+
+
+def channel_for(schema: str | None) -> str:
+    """The NOTIFY channel of the nodes on ``schema``: channels are per database, and
+    nodes on another schema of it must not hear these."""
+    return "chat" if schema in (None, "public") else f"chat.{schema}"[:63]
 
 
 class Bus(Protocol):

@@ -26,7 +26,7 @@ from chatd.bus.events import (
 from chatd.observe.downtime import Downtime
 from chatd.observe.logs import EventLogger
 
-__all__ = ["PostgresBus", "channel_for"]
+__all__ = ["PostgresBus"]
 
 log = EventLogger(logging.getLogger(__name__))
 
@@ -46,12 +46,6 @@ _OTHER_LISTENERS: Final = (
     " FROM pg_stat_activity WHERE datname = current_database()"
     " AND application_name LIKE %s AND application_name <> %s"
 )
-
-
-def channel_for(schema: str | None) -> str:
-    """The NOTIFY channel of the nodes on ``schema``: channels are per database, and
-    nodes on another schema of it must not hear these."""
-    return "chat" if schema in (None, "public") else f"chat.{schema}"[:63]
 
 
 class PostgresBus:

@@ -94,7 +94,7 @@ _PREFIX: Final = "chatd"
 
 
 class BusStats(Protocol):
-    """What the bus between nodes counts (:class:`chatd.bus.PostgresBus`)."""
+    """What the bus between nodes counts (:class:`chatd.bus.postgres.PostgresBus`)."""
 
     published: int  # notifications sent
     publish_failures: int  # events lost because publishing failed twice

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 from chatd.store.base import Store
 from chatd.store.sqlite import SqliteStore
 
-__all__ = ["check_db_url", "open_store", "schema_from_url"]
+__all__ = ["check_db_url", "is_postgres", "open_store", "schema_from_url"]
 
 _SCHEME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _SYNC_MODES: Final = ("full", "normal")
@@ -40,7 +40,7 @@ def open_store(
     if sync not in _SYNC_MODES:
         raise ValueError(f"sync must be 'full' or 'normal', not {sync!r}")
     check_db_url(url)
-    if _is_postgres(url):
+    if is_postgres(url):
         from chatd.store.postgres import PostgresStore  # psycopg only when asked for
 
         return PostgresStore(url, schema=schema_from_url(url), on_commit=on_commit)
@@ -58,12 +58,13 @@ def check_db_url(url: str) -> None:
     Anything else (another scheme, a typo such as ``postgresq://``, a bare word) is
     refused rather than taken for the name of a new SQLite file.
     """
-    if _is_postgres(url):
+    if is_postgres(url):
         return
     _sqlite_path(url)
 
 
-def _is_postgres(url: str) -> bool:
+def is_postgres(url: str) -> bool:
+    """Whether ``url`` names a PostgreSQL database (else it is SQLite's)."""
     return url.startswith(("postgresql://", "postgres://"))
 
 

@@ -24,7 +24,6 @@ from chatd.bus import (
     NodeHere,
     NodeJoined,
     PeersOnline,
-    PostgresBus,
     Presence,
     ReadUpTo,
     TokenRetired,
@@ -35,6 +34,7 @@ from chatd.bus import (
     encode_event,
 )
 from chatd.bus.events import decode_payload, encode_piece, pack_pieces, split_event
+from chatd.bus.postgres import PostgresBus
 from chatd.hub.bridge import Publisher
 from tests.support.aio import run
 from tests.support.pg import PG_DSN as DSN

@@ -13,7 +13,7 @@ import asyncio
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from chatd.store.base import NewMessage, Store, User
 from chatd.store.factory import schema_from_url
 from chatd.store.sqlite import SqliteStore
 from libchat import protocol
-from tests.chatd.clients import PASSWORD, http, login, ws_connect
+from tests.chatd.clients import PASSWORD, http, login, new_user, ws_connect
 from tests.chatd.conftest import _shut, run_async
 from tests.chatd.pg import pg_schema
 from tests.chatd.server import ChatdProcess
@@ -253,3 +253,15 @@ def test_the_other_commands_do_not_load_the_postgresql_driver() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, timeout=60)
     assert done.stdout.strip() == "False"
+
+
+def test_a_server_on_sqlite_does_not_load_the_postgresql_driver(
+    make_server: Callable[..., ChatdProcess],
+) -> None:
+    """PostgreSQL's store and bus import psycopg only for a PostgreSQL ``--db``: a
+    SQLite chatd, serving, has none of the driver's libraries mapped."""
+    server = make_server()
+    new_user(server)  # it served a sign-up and a login
+    assert server.proc is not None
+    maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
+    assert "psycopg" not in maps and "libpq" not in maps
