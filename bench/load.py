@@ -1016,12 +1016,12 @@ def _run(
     raise_nofile_limit()  # the started chatd inherits it
     if "all" in scenarios:
         scenarios = SCENARIOS
-    scratch = None
-    if data_dir is None:
-        if url is not None:
-            raise ValueError("--url needs the server's --data-dir (to mint tokens)")
+    scratch = None  # the started nodes' logs and other data dirs
+    if url is None:
         scratch = Path(tempfile.mkdtemp(prefix="chatd-bench-"))
-        data_dir = scratch / "data"
+        data_dir = data_dir or scratch / "data"
+    elif data_dir is None:
+        raise ValueError("--url needs the server's --data-dir (to mint tokens)")
     db_url = db if db is not None else str(data_dir / "chatd.db")
     names = {
         "main": [f"{tag}u{i:05d}" for i in range(params.users)],
@@ -1052,8 +1052,7 @@ def _run(
     pg = None
     results: list[dict[str, Any]] = []
     try:
-        if url is None:
-            assert scratch is not None
+        if scratch is not None:  # no --url: start the nodes
             port = 0
             for index in range(nodes):
                 # Each node has a data dir (and lock) of its own; PostgreSQL holds the key.
