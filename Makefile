@@ -19,14 +19,12 @@ run: install
 	$(BIN)/chatd serve
 
 # libchat must stay ruff-clean and libchat and chatd mypy-clean, with at least 95% branch
-# coverage of libchat from its own tests; then everything else runs.
+# coverage of libchat from its own tests; everything else runs beside those tests
+# (tests/suites.sh), and their report follows the rest's.
 test: install test-deps
 	$(BIN)/ruff check libchat
 	$(BIN)/mypy --strict libchat chatd
-	LIBCHAT_FUZZ_SCALE=0.33 $(BIN)/python -m pytest tests/libchat tests/protocol \
-		--cov=libchat --cov-branch --cov-report=term --cov-fail-under=95 $(PYTEST_ARGS)
-	$(BIN)/python -m pytest tests --ignore=tests/libchat --ignore=tests/protocol \
-		-m "not long_fault and not exe" $(PYTEST_ARGS)
+	tests/suites.sh $(BIN)/python $(PYTEST_ARGS)
 
 # The fault suite (docs/faults.md): real chatd processes through crashes under load,
 # node loss, shutdowns, terminated database backends, resets, a reader that never reads,
