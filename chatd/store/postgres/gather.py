@@ -1,9 +1,9 @@
 """Calls gathered into one statement per round trip.
 
-The message writer commits every submit queued since its last commit in one statement.
-The other calls a burst of work makes one by one go the same way: the delivered marks
-of every loop turn, and the reads each connecting user makes (its row, its peers, its
-undelivered messages: a thousand users connecting at once made a statement each,
+The message writer commits every submit queued since its last commit in one statement,
+and the other calls a burst of work makes one by one go the same way: the delivered
+marks of every loop turn, and the reads each connecting user makes (its row, its peers,
+its undelivered messages: a thousand users connecting at once made a statement each,
 queued on the pool's connections behind one another, issue 17). Calls made while a
 statement is on the wire wait and go together in the next one; a call never shares a
 statement that began before it was made, so it sees every change committed before it.
@@ -25,13 +25,23 @@ R = TypeVar("R")
 
 class Gathered(Generic[A, R]):
     """Runs ``many`` (one statement) for the asks of every call made while the previous
-    statement ran; ``many`` answers each ask, in order. When a gathered statement fails
-    for its content, each call runs alone, so one bad ask fails only its caller; an
-    unreachable database fails them all at once."""
+    statement ran (up to ``limit`` by ``size``, if given); ``many`` answers each ask, in
+    order. When a gathered statement fails for its content, each call runs alone, so one
+    bad ask fails only its caller; an unreachable database (``many`` raises
+    StoreUnavailable) fails them all at once."""
 
-    def __init__(self, many: Callable[[list[A]], Awaitable[list[R]]], name: str) -> None:
+    def __init__(
+        self,
+        many: Callable[[list[A]], Awaitable[list[R]]],
+        name: str,
+        *,
+        limit: int | None = None,
+        size: Callable[[A], int] = lambda ask: 1,
+    ) -> None:
         self._many = many
         self._name = name
+        self._limit = limit  # the most a statement takes, by size (one ask, whatever size)
+        self._size = size
         self._waiting: list[tuple[A, asyncio.Future[R]]] = []
         self._drain: asyncio.Task[None] | None = None
 
@@ -45,13 +55,31 @@ class Gathered(Generic[A, R]):
         # share (_settle skips a future already done).
         return await future
 
+    async def idle(self) -> None:
+        """Return once every call made so far is answered (a cancelled wait leaves the
+        statements running)."""
+        while self._drain is not None:
+            await asyncio.shield(self._drain)
+
     async def _run_waiting(self) -> None:
         try:
             while self._waiting:
-                waiting, self._waiting = self._waiting, []
-                await self._run(waiting)
+                await self._run(self._take())
         finally:
             self._drain = None
+
+    def _take(self) -> list[tuple[A, asyncio.Future[R]]]:
+        """The calls waiting, in order, or the first of them that fit the limit."""
+        taken = len(self._waiting)
+        if self._limit is not None:
+            total = 0
+            for index, (ask, _) in enumerate(self._waiting):
+                total += self._size(ask)
+                if index and total > self._limit:
+                    taken = index
+                    break
+        waiting, self._waiting = self._waiting[:taken], self._waiting[taken:]
+        return waiting
 
     async def _run(self, waiting: list[tuple[A, asyncio.Future[R]]]) -> None:
         try:

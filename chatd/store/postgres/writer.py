@@ -1,21 +1,20 @@
-"""The PostgreSQL store's message writer: one task per node, group commit.
+"""The PostgreSQL store's message writer: group commit.
 
 Every submit queued since the last commit goes into one transaction, one statement
-(INSERT_BATCH); the submitters' futures are resolved only after it committed.
+(INSERT_BATCH); the submitters are answered only after it committed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import psycopg
 
-from chatd.store.base import NewMessage, StoreError, StoreUnavailable, message_from_row
+from chatd.store.base import NewMessage, StoreError, message_from_row
 from chatd.store.postgres.columns import message_select
+from chatd.store.postgres.gather import Gathered
 from chatd.store.postgres.pool import Database, ended_by_server, events, unchecked
 from libchat.protocol import Message
 
@@ -54,86 +53,54 @@ INSERT_BATCH: Final = """
 """
 
 
-class _Submit:
-    """One submit() call waiting in the writer's queue."""
-
-    __slots__ = ("future", "messages")
-
-    def __init__(self, messages: list[NewMessage], future: asyncio.Future[list[Message]]) -> None:
-        self.messages = messages
-        self.future = future
-
-
 class BatchWriter:
-    """The writer task. ``on_commit``, if set, is called on the loop after each commit
-    with the batch's message count and the transaction's duration in seconds."""
+    """The message writer: every submit queued since the last commit goes in the next
+    (:class:`Gathered`, up to MAX_BATCH messages). ``on_commit``, if set, is called on
+    the loop after each commit with the batch's message count and the transaction's
+    duration in seconds."""
 
     def __init__(self, db: Database, on_commit: Callable[[int, float], None] | None) -> None:
         self._db = db
         self.on_commit = on_commit
         self.commits = 0  # message transactions committed by this node's writer
-        self._pending: deque[_Submit] = deque()
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._open = False
+        self._gathered: Gathered[list[NewMessage], list[Message]] = Gathered(
+            self._commit, "chatd-pg-writer", limit=MAX_BATCH, size=len
+        )
 
     def start(self) -> None:
-        self._closing = False
-        self._task = asyncio.create_task(self._write_loop(), name="chatd-pg-writer")
+        self._open = True
 
     async def stop(self) -> None:
-        """Finish every queued write, then end the task."""
-        self._closing = True
-        self._wakeup.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        """Refuse new submits, and return once every queued one is committed."""
+        self._open = False
+        await self._gathered.idle()
 
     async def submit(self, messages: Sequence[NewMessage]) -> list[Message]:
-        """Queue messages for the writer; returns after the COMMIT that holds them."""
+        """Queue messages for the writer; returns after the COMMIT that holds them.
+
+        A cancelled caller stops waiting, not the write: the message may still commit,
+        and a retry with the same client id gets the original back.
+        """
         if not messages:
             return []
-        if self._task is None or self._closing:
+        if not self._open:
             raise StoreError("the store is not open")
-        future: asyncio.Future[list[Message]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Submit(list(messages), future))
-        self._wakeup.set()
-        # A cancelled caller cancels this future only, not the write: the message may
-        # still commit (its outcome is then dropped: _commit and _fail skip a future
-        # already done), and a retry with the same client id gets the original back.
-        return await future
+        return await self._gathered.ask(list(messages))
 
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                batch = self._take_batch()
-                await self._write_batch(batch)
-            if self._closing:
-                return
+    async def _commit(self, submits: list[list[NewMessage]]) -> list[list[Message]]:
+        """Commit the submits' messages in one transaction; each submit's stored messages.
 
-    def _take_batch(self) -> list[_Submit]:
-        """Submits queued since the last commit, up to about MAX_BATCH messages."""
-        batch: list[_Submit] = []
-        count = 0
-        while self._pending and (not batch or count + len(self._pending[0].messages) <= MAX_BATCH):
-            submit = self._pending.popleft()
-            batch.append(submit)
-            count += len(submit.messages)
-        return batch
-
-    async def _write_batch(self, batch: list[_Submit]) -> None:
-        """Commit the batch in one transaction and settle its futures.
-
-        When the database refuses the batch for its content (a constraint, bad data)
-        rather than for being unreachable, each submit is retried alone, so one bad
-        submit fails only its own caller.
+        A database refusing the batch for its content (a constraint, bad data) raises
+        StoreError, and Gathered retries each submit alone, so one bad submit fails only
+        its own caller; an unreachable one raises StoreUnavailable, for them all.
         """
+        news = [message for submit in submits for message in submit]
+        started = time.perf_counter()
         try:
             try:
                 with unchecked():
-                    await self._commit(batch)
+                    stored = await self._insert_on_pool(news)
             except psycopg.OperationalError as exc:
                 if not ended_by_server(exc):
                     raise
@@ -141,46 +108,26 @@ class BatchWriter:
                 # never committed, so again on a checked one. (Had the batch committed
                 # and only the read of its repeats failed, the retry finds every message
                 # a repeat and reads the stored ones: the same answer.)
-                await self._commit(batch)
-        except psycopg.OperationalError as exc:  # unreachable: no retries one by one
-            self._fail(batch, self._db.unavailable(exc))
+                stored = await self._insert_on_pool(news)
+        except psycopg.OperationalError as exc:
+            raise self._db.unavailable(exc) from exc
         except psycopg.Error as exc:
-            if len(batch) > 1:
-                for submit in batch:
-                    await self._write_batch([submit])
-                return
-            self._fail(batch, exc)
-        except Exception as exc:  # every waiter must hear about it; the writer goes on
-            self._fail(batch, exc)
-
-    async def _commit(self, batch: list[_Submit]) -> None:
-        news = [message for submit in batch for message in submit.messages]
-        started = time.perf_counter()
-        async with self._db.pool.connection() as conn:  # live: see pool.LIVE_RESERVED
-            stored = await self._insert(conn, news)
+            if len(submits) == 1:  # the one that fails alone, logged
+                events.error("store.commit_failed", batch=len(news), error=str(exc))
+            raise StoreError(f"commit failed: {exc}") from exc
         seconds = time.perf_counter() - started
         self.commits += 1
         self._db.answered()
-        for submit in batch:
-            if not submit.future.done():
-                submit.future.set_result(
-                    [stored[(m.sender_id, m.client_id)] for m in submit.messages]
-                )
         if self.on_commit is not None:
             try:
                 self.on_commit(len(news), seconds)
             except Exception:
                 events.exception("store.postgres.on_commit_failed")
+        return [[stored[(m.sender_id, m.client_id)] for m in submit] for submit in submits]
 
-    @staticmethod
-    def _fail(batch: list[_Submit], exc: Exception) -> None:
-        if not isinstance(exc, StoreUnavailable):  # an outage is logged as one
-            count = sum(len(submit.messages) for submit in batch)
-            events.error("store.commit_failed", batch=count, error=str(exc))
-        error = exc if isinstance(exc, StoreError) else StoreError(f"commit failed: {exc}")
-        for submit in batch:
-            if not submit.future.done():
-                submit.future.set_exception(error)
+    async def _insert_on_pool(self, news: list[NewMessage]) -> dict[tuple[int, str], Message]:
+        async with self._db.pool.connection() as conn:  # live: see pool.LIVE_RESERVED
+            return await self._insert(conn, news)
 
     async def _insert(
         self, conn: psycopg.AsyncConnection[Any], news: list[NewMessage]
