@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import psycopg
 import pytest
-from psycopg import pq
+from psycopg import pq, sql
 from psycopg_pool import AsyncConnectionPool
 
 from chatd.store.base import SchemaMismatch, StoreError, StoreUnavailable, User
@@ -547,6 +547,60 @@ def test_queries_queued_behind_answered_ones_wait_past_the_bound(schema: str) ->
         finally:
             await holder.close()
             await store.close()
+
+    run(body)
+
+
+def test_a_query_waiting_behind_an_unanswered_one_fails_within_the_bound_of_its_own(
+    schema: str,
+) -> None:
+    """In an outage, a query is answered (StoreUnavailable) within OP_BOUND of when it was
+    asked, however long it queued: for a turn of the pool (the bug: its turn came when
+    the query ahead failed, and then it waited a whole bound more), or for the gathered
+    statement ahead of it (the same). Here the queries ahead wait on locks the test
+    holds; the second of each pair is asked half a bound after the first."""
+    lock = 0x43480097
+    late = pool.OP_BOUND / 2
+
+    async def asked_late(first: Awaitable[object], second: Callable[[], Awaitable[object]],
+                         ) -> float:
+        """Seconds from asking ``second`` (``late`` s after ``first``) to its failure."""
+        ahead = asyncio.ensure_future(first)
+        await asyncio.sleep(late)  # pacing the second ask, not waiting for a state
+        asked = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await second()
+        took = time.monotonic() - asked
+        with pytest.raises(StoreUnavailable):
+            await ahead
+        return took
+
+    async def body() -> None:
+        turns = PostgresStore(DSN, schema=schema, min_size=1, max_size=pool.LIVE_RESERVED + 1)
+        gathered = PostgresStore(DSN, schema=schema, min_size=1, max_size=2)
+        await turns.open()
+        await gathered.open()
+        alice, bob = await two_users(gathered)
+        holder = await psycopg.AsyncConnection.connect(DSN, autocommit=True)
+        try:
+            await holder.execute("SELECT pg_advisory_lock(%s)", (lock,))
+            await holder.execute("BEGIN")
+            await holder.execute(
+                sql.SQL("LOCK TABLE {}.conversations IN ACCESS EXCLUSIVE MODE").format(
+                    sql.Identifier(schema)))
+
+            def stuck() -> Awaitable[object]:  # off the live path: it takes a turn
+                return turns._db.fetchall("SELECT pg_advisory_xact_lock(%s)", (lock,))
+
+            for took in await asyncio.gather(
+                asked_late(stuck(), stuck),
+                asked_late(gathered.peers(alice.id), lambda: gathered.peers(bob.id)),
+            ):
+                assert took < pool.OP_BOUND + 0.5
+        finally:
+            await holder.close()
+            await turns.close()
+            await gathered.close()
 
     run(body)
 

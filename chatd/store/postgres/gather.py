@@ -12,15 +12,21 @@ statement that began before it was made, so it sees every change committed befor
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from chatd.store.base import StoreUnavailable
+from chatd.store.postgres.pool import began_at
 
 __all__ = ["Gathered", "keyed"]
 
 A = TypeVar("A")
 R = TypeVar("R")
+
+
+# A call waiting for its statement: its ask, its caller's future, when it was made.
+_Call = tuple[A, "asyncio.Future[R]", float]
 
 
 class Gathered(Generic[A, R]):
@@ -42,13 +48,13 @@ class Gathered(Generic[A, R]):
         self._name = name
         self._limit = limit  # the most a statement takes, by size (one ask, whatever size)
         self._size = size
-        self._waiting: list[tuple[A, asyncio.Future[R]]] = []
+        self._waiting: list[_Call[A, R]] = []
         self._drain: asyncio.Task[None] | None = None
 
     async def ask(self, ask: A) -> R:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
-        self._waiting.append((ask, future))
+        self._waiting.append((ask, future, time.monotonic()))
         if self._drain is None:
             self._drain = loop.create_task(self._run_waiting(), name=self._name)
         # A cancelled caller cancels its future only, not the statement the others
@@ -68,12 +74,12 @@ class Gathered(Generic[A, R]):
         finally:
             self._drain = None
 
-    def _take(self) -> list[tuple[A, asyncio.Future[R]]]:
+    def _take(self) -> list[_Call[A, R]]:
         """The calls waiting, in order, or the first of them that fit the limit."""
         taken = len(self._waiting)
         if self._limit is not None:
             total = 0
-            for index, (ask, _) in enumerate(self._waiting):
+            for index, (ask, _, _) in enumerate(self._waiting):
                 total += self._size(ask)
                 if index and total > self._limit:
                     taken = index
@@ -81,11 +87,14 @@ class Gathered(Generic[A, R]):
         waiting, self._waiting = self._waiting[:taken], self._waiting[taken:]
         return waiting
 
-    async def _run(self, waiting: list[tuple[A, asyncio.Future[R]]]) -> None:
+    async def _run(self, waiting: list[_Call[A, R]]) -> None:
+        # The statement is bounded as work that began with its oldest call, which may
+        # have waited for the statement before (see pool.began_at).
         try:
-            answers = await self._many([ask for ask, _ in waiting])
+            with began_at(min(made for _, _, made in waiting)):
+                answers = await self._many([ask for ask, _, _ in waiting])
         except StoreUnavailable as exc:
-            for _, future in waiting:
+            for _, future, _ in waiting:
                 _settle(future, exc)
             return
         except Exception as exc:
@@ -95,7 +104,7 @@ class Gathered(Generic[A, R]):
             for one in waiting:
                 await self._run([one])
             return
-        for (_, future), answer in zip(waiting, answers, strict=True):
+        for (_, future, _), answer in zip(waiting, answers, strict=True):
             _settle(future, answer)
 
 

@@ -2,10 +2,11 @@
 
 Every query but the writer's commits runs within :data:`OP_BOUND` seconds, waiting for
 a connection included, or fails with :class:`StoreUnavailable`: every HTTP request is
-answered within a bound while the database is away. A query off the live path (see
-:data:`LIVE_RESERVED`) may first wait longer for its turn, up to :data:`QUEUE_BOUND`,
-while the database answers the queries ahead of it. An outage is logged once when it
-starts and once when it ends.
+answered within a bound while the database is away. The bound counts from when the work
+began (a gathered statement's: its oldest call's, see :func:`began_at`), whatever it
+queued behind. A query may wait longer only while the database answers the queries
+ahead of it (load, not an outage), up to :data:`QUEUE_BOUND`. An outage is logged once
+when it starts and once when it ends.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from chatd.observe.downtime import Downtime
 from chatd.observe.logs import EventLogger
 from chatd.store.base import StoreError, StoreUnavailable
 
-__all__ = ["OP_BOUND", "Database", "ended_by_server", "events", "log", "unchecked"]
+__all__ = ["OP_BOUND", "Database", "began_at", "ended_by_server", "events", "log", "unchecked"]
 
 # One logger for every module of the PostgreSQL store: its log lines name the store, as
 # they did when it was one module.
@@ -75,6 +76,13 @@ _UNCHECKED: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
+# When the work a query serves began, if before the query itself (a gathered statement
+# runs for calls that waited for the one before it): its bound counts from there.
+_BEGAN: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "chatd_pg_began", default=None
+)
+
+
 class _EndedByServer(Exception):
     """A quiet connection handed out unchecked was ended by the server: run it again."""
 
@@ -89,6 +97,17 @@ def unchecked() -> Iterator[None]:
         yield
     finally:
         _UNCHECKED.reset(token)
+
+
+@contextlib.contextmanager
+def began_at(moment: float) -> Iterator[None]:
+    """Within this block, queries are bounded as work that began at ``moment`` (a
+    ``time.monotonic()``): time spent queued before them counts against their bound."""
+    token = _BEGAN.set(moment)
+    try:
+        yield
+    finally:
+        _BEGAN.reset(token)
 
 
 def ended_by_server(exc: BaseException) -> bool:
@@ -182,17 +201,24 @@ class Database:
         self, bound: float | None = OP_BOUND, *, live: bool = False
     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection for one piece of work of at most ``bound`` seconds (None:
-        as long as it takes, a pooled connection within POOL_TIMEOUT). Work off the live
-        path (``live`` False) waits its turn for one of all but LIVE_RESERVED of them.
+        as long as it takes, a pooled connection within POOL_TIMEOUT), counted from when
+        the work began (see _Turns.left). Work off the live path (``live`` False) waits
+        its turn for one of all but LIVE_RESERVED of them.
 
         psycopg's errors come out as StoreError; those of an unreachable database (and
         the bound running out) as StoreUnavailable, counted in the outage log lines.
         """
+        began = _BEGAN.get()
+        if began is None:
+            began = time.monotonic()
         try:
             if not live:
-                await self._turns.take(bound)
+                await self._turns.take(bound, began)
             try:
-                async with asyncio.timeout(bound), self.pool.connection() as conn:
+                async with (
+                    asyncio.timeout(self._turns.left(bound, began)),
+                    self.pool.connection() as conn,
+                ):
                     yield conn
             finally:
                 if not live:
@@ -285,29 +311,44 @@ class Database:
 class _Turns:
     """Turns for the queries off the live path: ``slots`` at once, first come first
     served. Waiting behind other queries while the database answers them is load, not
-    an outage: a waiter gives up (TimeoutError) once no query was answered for its
-    ``bound`` seconds, or after QUEUE_BOUND seconds in all."""
+    an outage: a waiter gives up (TimeoutError) once the database answered nothing for
+    its ``bound`` seconds since its work began, or QUEUE_BOUND seconds after it began."""
 
     def __init__(self, slots: int) -> None:
         self._free = asyncio.Semaphore(slots)
         self.answered = time.monotonic()  # when the database last answered a query
 
-    async def take(self, bound: float | None) -> None:
+    def left(self, bound: float | None, began: float) -> float | None:
+        """The seconds work that began at ``began`` has left of its ``bound``: all of it
+        when the database answered a query since (load, not an outage), else what is
+        left since ``began``.
+
+        Raises:
+            TimeoutError: none is left.
+        """
+        if bound is None or self.answered > began:
+            return bound
+        left = began + bound - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        return left
+
+    async def take(self, bound: float | None, began: float) -> None:
         free = self._free
         if bound is None or not free.locked():
             await free.acquire()
             return
         waiting = asyncio.ensure_future(free.acquire())  # keeps its place in the queue
-        give_up = time.monotonic() + QUEUE_BOUND
         try:
             while True:
-                done, _ = await asyncio.wait((waiting,), timeout=bound)
+                now = time.monotonic()
+                give_up = min(began + QUEUE_BOUND, max(began, self.answered) + bound)
+                if now >= give_up:
+                    raise TimeoutError
+                done, _ = await asyncio.wait((waiting,), timeout=give_up - now)
                 if done:
                     waiting.result()
                     return
-                now = time.monotonic()
-                if now >= give_up or now - self.answered >= bound:
-                    raise TimeoutError
         except BaseException:
             if not waiting.cancel() and not waiting.cancelled() and waiting.exception() is None:
                 free.release()  # the turn came just as the wait ended
