@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from chatd.store.base import SchemaMismatch, StoreError, StoreUnavailable, User
 from chatd.store.postgres import INSERT_LOCK, MIGRATIONS, PostgresStore, pool
 from chatd.store.postgres.pool import _is_quiet
+from tests.faults.pgproxy import Outage
 from tests.store.test_contract import new
 from tests.support.aio import run
 from tests.support.pg import PG_DSN as DSN
@@ -377,6 +378,58 @@ def test_a_bad_submit_fails_alone_and_the_writer_goes_on(schema: str) -> None:
             assert commits == [1, 1]
         finally:
             await store.close()
+
+    run(body)
+
+
+def test_a_batch_whose_connection_is_cut_goes_again_on_a_new_one(schema: str) -> None:
+    """The writer's connection cut while its insert runs (a network blip, or a backend
+    gone without a word: 'server closed the connection unexpectedly', seen now and then
+    when backends are terminated under load): the batch runs again on a new connection,
+    its sender gets the stored message, and the message is stored once, whether the cut
+    insert committed or not. The sends failed (answered internal_error) before. Here the
+    insert waits for the insert lock, which the test holds, while the proxy cuts it."""
+
+    async def body() -> None:
+        outage = await Outage.to(DSN)
+        store = PostgresStore(outage.route(DSN), schema=schema, min_size=1, max_size=2)
+        await store.open()
+        admin = await psycopg.AsyncConnection.connect(DSN, autocommit=True)
+        try:
+            alice, bob = await two_users(store)
+
+            async def value(query: str, *params: object) -> object:
+                cur = await admin.execute(query, params)
+                row = await cur.fetchone()
+                assert row is not None
+                return row[0]
+
+            await value("SELECT pg_advisory_lock(%s, hashtext(%s))", INSERT_LOCK, schema)
+            sending = asyncio.create_task(store.submit([new(alice, bob, "cut")]))
+
+            async def inserts_waiting() -> object:
+                return await value(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+                    " WHERE l.locktype = 'advisory' AND NOT l.granted"
+                    " AND a.application_name = %s",
+                    store.application_name,
+                )
+
+            await apoll(inserts_waiting, "the writer to wait for the insert lock")
+            outage.down()  # cuts every connection of the store
+            outage.up()
+            await apoll(inserts_waiting, "the batch to wait again, on a new connection")
+            await value("SELECT pg_advisory_unlock(%s, hashtext(%s))", INSERT_LOCK, schema)
+            (stored,) = await asyncio.wait_for(sending, 10)
+            assert stored.id == "cut"
+            count = await value(
+                sql.SQL("SELECT count(*) FROM {}.messages").format(sql.Identifier(schema))
+            )
+            assert count == 1
+        finally:
+            await admin.close()
+            await store.close()
+            outage.close()
 
     run(body)
 

@@ -11,11 +11,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import psycopg
+from psycopg_pool import PoolTimeout
 
 from chatd.store.base import NewMessage, StoreError, message_from_row
 from chatd.store.postgres.columns import message_select
 from chatd.store.postgres.gather import Gathered
-from chatd.store.postgres.pool import Database, ended_by_server, events, unchecked
+from chatd.store.postgres.pool import Database, events, unchecked
 from libchat.protocol import Message
 
 __all__ = ["INSERT_BATCH", "INSERT_LOCK", "MAX_BATCH", "BatchWriter"]
@@ -101,13 +102,14 @@ class BatchWriter:
             try:
                 with unchecked():
                     stored = await self._insert_on_pool(news)
-            except psycopg.OperationalError as exc:
-                if not ended_by_server(exc):
-                    raise
-                # Sent on a quiet connection whose backend the server had just ended:
-                # never committed, so again on a checked one. (Had the batch committed
-                # and only the read of its repeats failed, the retry finds every message
-                # a repeat and reads the stored ones: the same answer.)
+            except PoolTimeout:
+                raise
+            except psycopg.OperationalError:
+                # The connection ended under the insert: its backend ended by the server
+                # (SQLSTATE 57P0x, never committed), or the connection cut without a
+                # word (committed or not). Either way again, on a checked connection: a
+                # batch that did commit comes back as repeats, and the stored messages
+                # are read back: the same answer.
                 stored = await self._insert_on_pool(news)
         except psycopg.OperationalError as exc:
             raise self._db.unavailable(exc) from exc
