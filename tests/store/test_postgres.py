@@ -11,7 +11,7 @@ import contextlib
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -56,6 +56,26 @@ async def two_users(store: PostgresStore) -> tuple[User, User]:
     assert alice is not None
     assert bob is not None
     return alice, bob
+
+
+async def value(conn: psycopg.AsyncConnection[Any], query: str, *params: object) -> object:
+    """The first column of the first row of ``query`` on ``conn``."""
+    cur = await conn.execute(query, params)
+    row = await cur.fetchone()
+    assert row is not None
+    return row[0]
+
+
+async def waiting_for_the_insert_lock(admin: psycopg.AsyncConnection[Any],
+                                      store: PostgresStore) -> object:
+    """How many of ``store``'s connections wait for an advisory lock (its writer's, for
+    the insert lock the test holds)."""
+    return await value(
+        admin,
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+        " WHERE l.locktype = 'advisory' AND NOT l.granted AND a.application_name = %s",
+        store.application_name,
+    )
 
 
 def test_two_nodes_get_distinct_seqs_in_commit_order(schema: str) -> None:
@@ -319,28 +339,17 @@ def test_a_batch_draws_no_seq_before_it_holds_the_insert_lock(schema: str) -> No
             (first,) = await store.submit([new(alice, bob, "first")])
             async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as admin:
                 await admin.execute(f'SET search_path TO "{schema}"')
-
-                async def value(query: str, *params: object) -> object:
-                    cur = await admin.execute(query, params)
-                    row = await cur.fetchone()
-                    assert row is not None
-                    return row[0]
-
-                await value("SELECT pg_advisory_lock(%s, hashtext(%s))", INSERT_LOCK, schema)
+                await value(admin, "SELECT pg_advisory_lock(%s, hashtext(%s))",
+                            INSERT_LOCK, schema)
                 sending = asyncio.create_task(
                     store.submit([new(alice, bob, "second"), new(alice, bob, "third")])
                 )
-                await apoll(
-                    lambda: value(
-                        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-                        " WHERE l.locktype = 'advisory' AND NOT l.granted"
-                        " AND a.application_name = %s",
-                        store.application_name,
-                    ),
-                    "the writer to wait for the insert lock",
-                )
-                assert await value("SELECT last_value FROM messages_seq_seq") == first.seq
-                await value("SELECT pg_advisory_unlock(%s, hashtext(%s))", INSERT_LOCK, schema)
+                await apoll(lambda: waiting_for_the_insert_lock(admin, store),
+                            "the writer to wait for the insert lock")
+                last = await value(admin, "SELECT last_value FROM messages_seq_seq")
+                assert last == first.seq
+                await value(admin, "SELECT pg_advisory_unlock(%s, hashtext(%s))",
+                            INSERT_LOCK, schema)
                 stored = await sending
             assert [m.seq for m in stored] == [first.seq + 1, first.seq + 2]
         finally:
@@ -397,33 +406,19 @@ def test_a_batch_whose_connection_is_cut_goes_again_on_a_new_one(schema: str) ->
         admin = await psycopg.AsyncConnection.connect(DSN, autocommit=True)
         try:
             alice, bob = await two_users(store)
-
-            async def value(query: str, *params: object) -> object:
-                cur = await admin.execute(query, params)
-                row = await cur.fetchone()
-                assert row is not None
-                return row[0]
-
-            await value("SELECT pg_advisory_lock(%s, hashtext(%s))", INSERT_LOCK, schema)
+            await value(admin, "SELECT pg_advisory_lock(%s, hashtext(%s))", INSERT_LOCK, schema)
             sending = asyncio.create_task(store.submit([new(alice, bob, "cut")]))
-
-            async def inserts_waiting() -> object:
-                return await value(
-                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-                    " WHERE l.locktype = 'advisory' AND NOT l.granted"
-                    " AND a.application_name = %s",
-                    store.application_name,
-                )
-
-            await apoll(inserts_waiting, "the writer to wait for the insert lock")
+            await apoll(lambda: waiting_for_the_insert_lock(admin, store),
+                        "the writer to wait for the insert lock")
             outage.down()  # cuts every connection of the store
             outage.up()
-            await apoll(inserts_waiting, "the batch to wait again, on a new connection")
-            await value("SELECT pg_advisory_unlock(%s, hashtext(%s))", INSERT_LOCK, schema)
+            await apoll(lambda: waiting_for_the_insert_lock(admin, store),
+                        "the batch to wait again, on a new connection")
+            await value(admin, "SELECT pg_advisory_unlock(%s, hashtext(%s))", INSERT_LOCK, schema)
             (stored,) = await asyncio.wait_for(sending, 10)
             assert stored.id == "cut"
             count = await value(
-                sql.SQL("SELECT count(*) FROM {}.messages").format(sql.Identifier(schema))
+                admin, sql.SQL("SELECT count(*) FROM {}.messages").format(sql.Identifier(schema))
             )
             assert count == 1
         finally:
