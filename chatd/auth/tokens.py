@@ -172,7 +172,10 @@ class Tokens:
     async def reload(self, now: float, *, rate_limited: bool = True) -> bool:
         """Read the keyring again (at most once per :data:`KEY_RELOAD_INTERVAL` when
         ``rate_limited``: a token can name any kid, and each unknown one asks for a
-        reload). Concurrent callers share one read. True when the keyring changed.
+        reload). A caller too soon after the last read waits for the next one allowed:
+        a key rotated just after that read (the token it signed is on its way to this
+        node) is in the next. Concurrent callers share one read. True when the keyring
+        changed.
 
         Raises:
             KeyFileError: the keyring cannot be read; the current one stays in use.
@@ -182,7 +185,14 @@ class Tokens:
         if self._reloading is not None:
             return await asyncio.shield(self._reloading)
         if rate_limited and now - self._last_reload < KEY_RELOAD_INTERVAL:
-            return False
+            last = self._last_reload
+            wait = last + KEY_RELOAD_INTERVAL - now
+            await asyncio.sleep(wait)
+            if self._reloading is not None:
+                return await asyncio.shield(self._reloading)
+            if self._last_reload != last:
+                return False  # read by another caller since this one asked: current
+            now += wait
         self._last_reload = now
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._reloading = future

@@ -27,6 +27,7 @@ from chatd.auth import (
     UnknownKey,
 )
 from chatd.auth.keys import FileKeys, key_source, read_keyring, write_keyring
+from chatd.auth.tokens import KEY_RELOAD_INTERVAL
 from chatd.store import Retirement
 
 KEY = bytes(range(32))
@@ -163,6 +164,10 @@ def test_family_claim() -> None:
 
 
 def test_reload_is_rate_limited_shared_and_forgets_pruned_keys() -> None:
+    """A reload asked for within KEY_RELOAD_INTERVAL of the last read waits for the next
+    read allowed, then reads (it returned False at once, and the token that asked, signed
+    with a key rotated just after the last read, was refused); callers at once share one
+    read; a pruned key's tokens stop verifying."""
     legacy = Keyring.from_legacy(KEY)
     current = {"ring": legacy}
     loads = []
@@ -176,11 +181,11 @@ def test_reload_is_rate_limited_shared_and_forgets_pruned_keys() -> None:
         tokens = Tokens(legacy, DAY, loader=loader)
         old = tokens.issue(1, 0, NOW).token
         tokens.decode(old, NOW)  # remembered as verified
-        assert await tokens.reload(NOW) is False
-        assert await tokens.reload(NOW + 0.5) is False and len(loads) == 1  # rate-limited
+        assert await tokens.reload(NOW) is False and len(loads) == 1
         current["ring"] = Keyring((SigningKey(secret=NEW_KEY, created_at=int(NOW)),))
-        # two at once share one read
-        results = await asyncio.gather(tokens.reload(NOW + 2), tokens.reload(NOW + 2))
+        # too soon: both wait for the next read allowed (0.05 s here), and share it
+        soon = NOW + KEY_RELOAD_INTERVAL - 0.05
+        results = await asyncio.gather(tokens.reload(soon), tokens.reload(soon))
         assert results == [True, True] and len(loads) == 2
         with pytest.raises(InvalidToken):  # the key that signed it is gone
             tokens.decode(old, NOW + 2)

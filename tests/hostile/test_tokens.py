@@ -9,6 +9,7 @@ of it (by the thief or the victim) revokes every token descended from the same l
 from __future__ import annotations
 
 import asyncio
+import secrets
 import subprocess
 import sys
 import time
@@ -18,6 +19,8 @@ from pathlib import Path
 import jwt
 import pytest
 
+from chatd.auth import Keyring, Tokens
+from chatd.auth.keys import read_keyring, write_keyring
 from tests.chatd.clients import (
     WsPeer,
     ahttp,
@@ -240,6 +243,30 @@ async def test_a_rotated_out_key_verifies_until_its_tokens_expire(
     await apoll(logins_use_the_new_key, "the server to sign with the new key", interval=0.05)
     assert peer.close_code is None
     await peer.close()
+
+
+@run_async
+async def test_a_key_rotated_just_after_a_read_of_the_keyring_is_read_for_its_token(
+    make_server: MakeServer, tmp_path: Path,
+) -> None:
+    """A node reads its keyring again for a token whose key it does not know, at most
+    once a second. A token signed with a key rotated just after such a read, and shown
+    within that second, was refused (401: its user had to sign in again); now the node
+    waits for the next read allowed. Here a token with a made-up key makes the node read
+    the key file; the file is rotated and a token of its new key shown at once."""
+    key_file = tmp_path / "token.keys"
+    write_keyring(key_file, Keyring.from_legacy(secrets.token_bytes(32)))
+    server = make_server("--token-key-file", str(key_file))
+    _, token = await anew_user(server)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    made_up = jwt.encode({**claims, "jti": "x"}, secrets.token_bytes(32), algorithm="HS256",
+                         headers={"kid": "made-up"})
+    assert await status_with(server, made_up) == 401  # the node read the file for it
+    rotated, _ = read_keyring(key_file).rotated(secrets.token_bytes(32), time.time(), 86400)
+    write_keyring(key_file, rotated)
+    fresh = Tokens(rotated, 3600).issue(int(claims["sub"]), claims["gen"], time.time()).token
+    assert kid(fresh) not in (kid(token), "made-up")
+    assert await status_with(server, fresh) == 200
 
 
 def test_a_missing_or_bad_token_key_file_stops_serve(tmp_path: Path) -> None:
