@@ -186,7 +186,7 @@ class Tokens:
             return await asyncio.shield(self._reloading)
         if rate_limited and now - self._last_reload < KEY_RELOAD_INTERVAL:
             last = self._last_reload
-            wait = last + KEY_RELOAD_INTERVAL - now
+            wait = min(last + KEY_RELOAD_INTERVAL - now, KEY_RELOAD_INTERVAL)  # clock set back
             await asyncio.sleep(wait)
             if self._reloading is not None:
                 return await asyncio.shield(self._reloading)
