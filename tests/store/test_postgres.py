@@ -429,6 +429,47 @@ def test_a_batch_whose_connection_is_cut_goes_again_on_a_new_one(schema: str) ->
     run(body)
 
 
+def test_a_read_whose_connection_is_cut_goes_again_on_a_new_one(schema: str) -> None:
+    """A read cut without a word (as the writer's insert above) runs again on a new
+    connection: it changes nothing. It failed (StoreUnavailable): for the read of
+    messages another node announced, the node then pushed every local user's undelivered
+    messages again. Here the read waits for a lock the test holds on the table."""
+
+    async def body() -> None:
+        outage = await Outage.to(DSN)
+        store = PostgresStore(outage.route(DSN), schema=schema, min_size=1, max_size=2)
+        await store.open()
+        admin = await psycopg.AsyncConnection.connect(DSN, autocommit=True)
+        try:
+            alice, bob = await two_users(store)
+            stored = await store.submit([new(alice, bob, "read")])
+            await admin.execute("BEGIN")
+            await admin.execute(sql.SQL("LOCK TABLE {}.messages IN ACCESS EXCLUSIVE MODE")
+                                .format(sql.Identifier(schema)))
+            reading = asyncio.create_task(store.messages_by_seq([stored[0].seq]))
+
+            async def reads_waiting() -> bool:
+                async with await psycopg.AsyncConnection.connect(DSN) as look:
+                    cur = await look.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+                        " AND wait_event_type = 'Lock'", (store.application_name,))
+                    row = await cur.fetchone()
+                    return row is not None and row[0] > 0
+
+            await apoll(reads_waiting, "the read to wait for the table lock")
+            outage.down()  # cuts every connection of the store
+            outage.up()
+            await apoll(reads_waiting, "the read to wait again, on a new connection")
+            await admin.execute("COMMIT")
+            assert await asyncio.wait_for(reading, 10) == stored
+        finally:
+            await admin.close()
+            await store.close()
+            outage.close()
+
+    run(body)
+
+
 def test_close_finishes_queued_writes(schema: str) -> None:
     async def body() -> None:
         store = PostgresStore(DSN, schema=schema)

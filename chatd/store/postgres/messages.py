@@ -111,6 +111,7 @@ class Messages:
             ) q
             ORDER BY q.ord, q.seq""",
             ([ask[0] for ask in asks], [ask[1] for ask in asks], [ask[2] for ask in asks]),
+            read_only=True,
         )
         queued: dict[tuple[int, int, int], list[Queued]] = {ask: [] for ask in asks}
         for row in rows:
@@ -132,7 +133,10 @@ class Messages:
         if not seqs:
             return []
         rows = await self._db.fetchall(
-            message_select() + "WHERE m.seq = ANY(%s) ORDER BY m.seq", (list(seqs),), live=True
+            message_select() + "WHERE m.seq = ANY(%s) ORDER BY m.seq",
+            (list(seqs),),
+            live=True,
+            read_only=True,
         )
         return [message_from_row(row) for row in rows]
 
@@ -187,6 +191,7 @@ class Messages:
             ORDER BY c.user_id, u.username COLLATE "C"
             """,
             {"u": list(user_ids)},
+            read_only=True,
         )
         peers: dict[int, list[str]] = {user_id: [] for user_id in user_ids}
         for user_id, username in rows:

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import psycopg
 from psycopg import pq, sql
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from chatd.bus import StoreChanged, channel_for, encode_event
 from chatd.observe.downtime import Downtime
@@ -198,7 +198,7 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def connection(
-        self, bound: float | None = OP_BOUND, *, live: bool = False
+        self, bound: float | None = OP_BOUND, *, live: bool = False, read_only: bool = False
     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection for one piece of work of at most ``bound`` seconds (None:
         as long as it takes, a pooled connection within POOL_TIMEOUT), counted from when
@@ -207,6 +207,9 @@ class Database:
 
         psycopg's errors come out as StoreError; those of an unreachable database (and
         the bound running out) as StoreUnavailable, counted in the outage log lines.
+        Under :func:`unchecked`, a connection the server ended under the work raises
+        _EndedByServer instead (run it again); with ``read_only`` (work that changes
+        nothing) so does a connection cut without a word.
         """
         began = _BEGAN.get()
         if began is None:
@@ -226,7 +229,9 @@ class Database:
         except TimeoutError as exc:
             raise self.unavailable(f"no answer within {bound} s") from exc
         except psycopg.OperationalError as exc:  # PoolTimeout is one
-            if _UNCHECKED.get() and ended_by_server(exc):
+            if _UNCHECKED.get() and (
+                ended_by_server(exc) or (read_only and not isinstance(exc, PoolTimeout))
+            ):
                 self._sweep_soon()
                 raise _EndedByServer() from exc
             raise self.unavailable(exc) from exc
@@ -257,10 +262,12 @@ class Database:
         *,
         bound: float | None = OP_BOUND,
         live: bool = False,
+        read_only: bool = False,
     ) -> list[tuple[Any, ...]]:
-        """One statement's rows (see :meth:`_statement`; ``live`` as for
-        :meth:`connection`)."""
-        return await self._statement(query, params, bound, fetch=True, live=live)
+        """One statement's rows (see :meth:`_statement`; ``live`` and ``read_only`` as
+        for :meth:`connection`)."""
+        return await self._statement(query, params, bound, fetch=True, live=live,
+                                     read_only=read_only)
 
     async def fetchone(
         self,
@@ -269,8 +276,9 @@ class Database:
         *,
         bound: float | None = OP_BOUND,
         live: bool = False,
+        read_only: bool = False,
     ) -> tuple[Any, ...] | None:
-        rows = await self.fetchall(query, params, bound=bound, live=live)
+        rows = await self.fetchall(query, params, bound=bound, live=live, read_only=read_only)
         return rows[0] if rows else None
 
     async def announced(self, query: str, params: Any = None) -> tuple[Any, ...] | None:
@@ -290,20 +298,34 @@ class Database:
         await self._statement(query, params, OP_BOUND, fetch=False)
 
     async def _statement(
-        self, query: str, params: Any, bound: float | None, *, fetch: bool, live: bool = False
+        self,
+        query: str,
+        params: Any,
+        bound: float | None,
+        *,
+        fetch: bool,
+        live: bool = False,
+        read_only: bool = False,
     ) -> list[tuple[Any, ...]]:
         """One statement on a quiet connection, unchecked; again on a checked one when
-        the server had ended the unchecked one (the statement never committed)."""
+        the server had ended the unchecked one (the statement never committed), or,
+        for one that changes nothing, when the connection was cut under it."""
         try:
             with unchecked():
-                return await self._statement_once(query, params, bound, fetch, live)
+                return await self._statement_once(query, params, bound, fetch, live, read_only)
         except _EndedByServer:
-            return await self._statement_once(query, params, bound, fetch, live)
+            return await self._statement_once(query, params, bound, fetch, live, read_only)
 
     async def _statement_once(
-        self, query: str, params: Any, bound: float | None, fetch: bool, live: bool
+        self,
+        query: str,
+        params: Any,
+        bound: float | None,
+        fetch: bool,
+        live: bool,
+        read_only: bool,
     ) -> list[tuple[Any, ...]]:
-        async with self.connection(bound, live=live) as conn:
+        async with self.connection(bound, live=live, read_only=read_only) as conn:
             cur = await conn.execute(query, params)
             return await cur.fetchall() if fetch else []
 

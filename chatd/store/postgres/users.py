@@ -39,6 +39,7 @@ class Users:
             f"SELECT {USER_COLUMNS} FROM users WHERE username = %s",
             (username.lower(),),
             live=True,
+            read_only=True,
         )
         return None if row is None else user_from_row(row)
 
@@ -46,7 +47,8 @@ class Users:
         """Each user, None for an id nobody has, in one statement (see :class:`Gathered`):
         the sign-ins of users connecting at once."""
         rows = await self._db.fetchall(
-            f"SELECT {USER_COLUMNS} FROM users WHERE id = ANY(%s)", (list(user_ids),)
+            f"SELECT {USER_COLUMNS} FROM users WHERE id = ANY(%s)", (list(user_ids),),
+            read_only=True,
         )
         users: dict[int, User | None] = dict.fromkeys(user_ids)
         for row in rows:
