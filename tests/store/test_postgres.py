@@ -78,6 +78,23 @@ async def waiting_for_the_insert_lock(admin: psycopg.AsyncConnection[Any],
     )
 
 
+@contextlib.asynccontextmanager
+async def proxied(schema: str) -> AsyncIterator[tuple[PostgresStore, Outage, Any]]:
+    """An open store whose connections go through an :class:`Outage` proxy (so the test
+    can cut them), the proxy, and a connection of the test's own, straight to PostgreSQL
+    (autocommit)."""
+    outage = await Outage.to(DSN)
+    store = PostgresStore(outage.route(DSN), schema=schema, min_size=1, max_size=2)
+    await store.open()
+    admin = await psycopg.AsyncConnection.connect(DSN, autocommit=True)
+    try:
+        yield store, outage, admin
+    finally:
+        await admin.close()
+        await store.close()
+        outage.close()
+
+
 def test_two_nodes_get_distinct_seqs_in_commit_order(schema: str) -> None:
     """Seqs from two nodes never become visible out of order to a reader."""
 
@@ -400,11 +417,7 @@ def test_a_batch_whose_connection_is_cut_goes_again_on_a_new_one(schema: str) ->
     insert waits for the insert lock, which the test holds, while the proxy cuts it."""
 
     async def body() -> None:
-        outage = await Outage.to(DSN)
-        store = PostgresStore(outage.route(DSN), schema=schema, min_size=1, max_size=2)
-        await store.open()
-        admin = await psycopg.AsyncConnection.connect(DSN, autocommit=True)
-        try:
+        async with proxied(schema) as (store, outage, admin):
             alice, bob = await two_users(store)
             await value(admin, "SELECT pg_advisory_lock(%s, hashtext(%s))", INSERT_LOCK, schema)
             sending = asyncio.create_task(store.submit([new(alice, bob, "cut")]))
@@ -421,10 +434,6 @@ def test_a_batch_whose_connection_is_cut_goes_again_on_a_new_one(schema: str) ->
                 admin, sql.SQL("SELECT count(*) FROM {}.messages").format(sql.Identifier(schema))
             )
             assert count == 1
-        finally:
-            await admin.close()
-            await store.close()
-            outage.close()
 
     run(body)
 
@@ -436,11 +445,7 @@ def test_a_read_whose_connection_is_cut_goes_again_on_a_new_one(schema: str) -> 
     messages again. Here the read waits for a lock the test holds on the table."""
 
     async def body() -> None:
-        outage = await Outage.to(DSN)
-        store = PostgresStore(outage.route(DSN), schema=schema, min_size=1, max_size=2)
-        await store.open()
-        admin = await psycopg.AsyncConnection.connect(DSN, autocommit=True)
-        try:
+        async with proxied(schema) as (store, outage, admin):
             alice, bob = await two_users(store)
             stored = await store.submit([new(alice, bob, "read")])
             await admin.execute("BEGIN")
@@ -462,10 +467,6 @@ def test_a_read_whose_connection_is_cut_goes_again_on_a_new_one(schema: str) -> 
             await apoll(reads_waiting, "the read to wait again, on a new connection")
             await admin.execute("COMMIT")
             assert await asyncio.wait_for(reading, 10) == stored
-        finally:
-            await admin.close()
-            await store.close()
-            outage.close()
 
     run(body)
 
