@@ -29,7 +29,16 @@ from chatd.observe.downtime import Downtime
 from chatd.observe.logs import EventLogger
 from chatd.store.base import StoreError, StoreUnavailable
 
-__all__ = ["OP_BOUND", "Database", "began_at", "ended_by_server", "events", "log", "unchecked"]
+__all__ = [
+    "OP_BOUND",
+    "Database",
+    "began_at",
+    "ended_by_server",
+    "events",
+    "log",
+    "unchecked",
+    "worth_again",
+]
 
 # One logger for every module of the PostgreSQL store: its log lines name the store, as
 # they did when it was one module.
@@ -83,15 +92,16 @@ _BEGAN: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 )
 
 
-class _EndedByServer(Exception):
-    """A quiet connection handed out unchecked was ended by the server: run it again."""
+class _RunAgain(Exception):
+    """A quiet connection handed out unchecked ended under the work (see worth_again):
+    run it again on a checked one."""
 
 
 @contextlib.contextmanager
 def unchecked() -> Iterator[None]:
     """Within this block, a quiet pooled connection is handed out without the check's
-    round trip. The caller must run its work again if it fails with
-    :func:`ended_by_server` (a statement that never committed)."""
+    round trip. The caller must run its work again on a checked one when it fails as
+    :func:`worth_again` says (a connection that ended under it)."""
     token = _UNCHECKED.set(True)
     try:
         yield
@@ -113,6 +123,18 @@ def began_at(moment: float) -> Iterator[None]:
 def ended_by_server(exc: BaseException) -> bool:
     """psycopg's error for a session the server ended before the statement committed."""
     return isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith(ENDED_BY_SERVER)
+
+
+def worth_again(exc: BaseException, *, idempotent: bool) -> bool:
+    """Whether work that failed with ``exc`` on a connection handed out unchecked runs
+    again on a checked one: the server ended the session (the statement never
+    committed), or, for work that may run twice (``idempotent``: it changes nothing, or
+    a second run finds what the first did), the connection was cut without a word. Not
+    a pool timeout: that work never had a connection."""
+    if ended_by_server(exc):
+        return True
+    return (idempotent and isinstance(exc, psycopg.OperationalError)
+            and not isinstance(exc, PoolTimeout))
 
 
 class Database:
@@ -207,9 +229,8 @@ class Database:
 
         psycopg's errors come out as StoreError; those of an unreachable database (and
         the bound running out) as StoreUnavailable, counted in the outage log lines.
-        Under :func:`unchecked`, a connection the server ended under the work raises
-        _EndedByServer instead (run it again); with ``read_only`` (work that changes
-        nothing) so does a connection cut without a word.
+        Under :func:`unchecked`, a connection that ended under the work raises _RunAgain
+        instead when :func:`worth_again` (``read_only``: work that changes nothing).
         """
         began = _BEGAN.get()
         if began is None:
@@ -229,11 +250,9 @@ class Database:
         except TimeoutError as exc:
             raise self.unavailable(f"no answer within {bound} s") from exc
         except psycopg.OperationalError as exc:  # PoolTimeout is one
-            if _UNCHECKED.get() and (
-                ended_by_server(exc) or (read_only and not isinstance(exc, PoolTimeout))
-            ):
+            if _UNCHECKED.get() and worth_again(exc, idempotent=read_only):
                 self._sweep_soon()
-                raise _EndedByServer() from exc
+                raise _RunAgain() from exc
             raise self.unavailable(exc) from exc
         except psycopg.Error as exc:
             raise StoreError(str(exc)) from exc
@@ -313,7 +332,7 @@ class Database:
         try:
             with unchecked():
                 return await self._statement_once(query, params, bound, fetch, live, read_only)
-        except _EndedByServer:
+        except _RunAgain:
             return await self._statement_once(query, params, bound, fetch, live, read_only)
 
     async def _statement_once(

@@ -11,12 +11,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import psycopg
-from psycopg_pool import PoolTimeout
 
 from chatd.store.base import NewMessage, StoreError, message_from_row
 from chatd.store.postgres.columns import message_select
 from chatd.store.postgres.gather import Gathered
-from chatd.store.postgres.pool import Database, events, unchecked
+from chatd.store.postgres.pool import Database, events, unchecked, worth_again
 from libchat.protocol import Message
 
 __all__ = ["INSERT_BATCH", "INSERT_LOCK", "MAX_BATCH", "BatchWriter"]
@@ -102,14 +101,14 @@ class BatchWriter:
             try:
                 with unchecked():
                     stored = await self._insert_on_pool(news)
-            except PoolTimeout:
-                raise
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as exc:
+                if not worth_again(exc, idempotent=True):
+                    raise
                 # The connection ended under the insert: its backend ended by the server
-                # (SQLSTATE 57P0x, never committed), or the connection cut without a
-                # word (committed or not). Either way again, on a checked connection: a
-                # batch that did commit comes back as repeats, and the stored messages
-                # are read back: the same answer.
+                # (never committed), or the connection cut without a word (committed or
+                # not). Either way again, on a checked connection: a batch that did
+                # commit comes back as repeats, and the stored messages are read back:
+                # the same answer.
                 stored = await self._insert_on_pool(news)
         except psycopg.OperationalError as exc:
             raise self._db.unavailable(exc) from exc
