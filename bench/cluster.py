@@ -27,13 +27,16 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from chatd.store import factory as store_factory
+
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 LISTEN_POLL = 0.5  # seconds between the listener thread's looks at its stop flag
 SHARED_BACKENDS = ("walwriter", "checkpointer", "background writer", "autovacuum launcher")
 
 
 def is_postgres(url: str | None) -> bool:
-    return url is not None and url.startswith(("postgresql://", "postgres://"))
+    """Whether ``--db`` names PostgreSQL (None: the SQLite file of the data dir)."""
+    return url is not None and store_factory.is_postgres(url)
 
 
 def with_database(url: str, name: str) -> str:

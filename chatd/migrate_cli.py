@@ -13,7 +13,7 @@ from typing import Final
 
 from chatd.datalock import DatabaseInUse, DataLock
 from chatd.store.base import StoreError
-from chatd.store.factory import schema_from_url
+from chatd.store.factory import is_postgres, schema_from_url
 
 __all__ = ["add_parser", "run"]
 
@@ -36,7 +36,7 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
 def run(args: argparse.Namespace) -> int:
     """``chatd migrate-data``: copy, verify, print one line per table; the exit status."""
     target: str = args.target
-    if not target.startswith(("postgresql://", "postgres://")):
+    if not is_postgres(target):
         print(f"chatd: --to must be a postgresql:// URL, not {target!r}", file=sys.stderr)
         return EXIT_ERROR
     if not Path(args.source).is_file():  # before anything is created in PostgreSQL
