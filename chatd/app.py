@@ -118,7 +118,7 @@ async def _serve(
     make_private_dir(config.data_dir)
     metrics = Metrics()
     health = HealthMonitor(config.data_dir, alert_pct=config.disk_alert_pct)
-    store = open_store(config.db_url, sync=config.sync,
+    store = open_store(config.db_url, sync=config.sync, serving=True,
                        on_commit=functools.partial(_commit_seen, metrics, health))
     lock = None
     if isinstance(store, SqliteStore):  # one process at a time on a SQLite file

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from chatd.store.base import Store
 from chatd.store.sqlite import SqliteStore
+from chatd.store.sqlite.stall import STALL_BOUND
 
 __all__ = ["check_db_url", "is_postgres", "open_store", "schema_from_url"]
 
@@ -28,11 +29,19 @@ def schema_from_url(url: str) -> str | None:
 
 
 def open_store(
-    url: str, *, sync: str = "full", on_commit: Callable[[int, float], None] | None = None
+    url: str,
+    *,
+    sync: str = "full",
+    on_commit: Callable[[int, float], None] | None = None,
+    serving: bool = False,
 ) -> Store:
     """The store for ``url`` (see :func:`check_db_url`), not yet opened; ``sync`` is
     SQLite's ``synchronous`` mode, ``"full"`` or ``"normal"``; ``on_commit(batch_size,
-    seconds)`` is called on the loop after each commit of messages.
+    seconds)`` is called on the loop after each commit of messages. ``serving``: the
+    server's store, whose requests must be answered within a bound: a SQLite write
+    waiting on a writer that finishes nothing fails after
+    :data:`~chatd.store.sqlite.stall.STALL_BOUND` (PostgreSQL's queries are always
+    bounded); admin commands wait for a lock instead.
 
     Raises:
         ValueError: for a URL :func:`check_db_url` refuses, or another sync mode.
@@ -44,7 +53,8 @@ def open_store(
         from chatd.store.postgres import PostgresStore  # psycopg only when asked for
 
         return PostgresStore(url, schema=schema_from_url(url), on_commit=on_commit)
-    return SqliteStore(_sqlite_path(url), sync=sync, on_commit=on_commit)
+    return SqliteStore(_sqlite_path(url), sync=sync, on_commit=on_commit,
+                       stall_bound=STALL_BOUND if serving else None)
 
 
 def check_db_url(url: str) -> None:

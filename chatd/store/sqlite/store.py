@@ -51,7 +51,9 @@ class SqliteStore:
 
     Counters for metrics: ``commits`` and ``last_batch_size`` (messages inserted by the
     last transaction, as the PostgreSQL store counts); ``on_commit(batch_size, seconds)``,
-    if given, is called on the event loop after each commit.
+    if given, is called on the event loop after each commit. ``stall_bound``: seconds
+    after which writes waiting on a writer that finishes nothing fail with
+    StoreUnavailable (the server's, :mod:`chatd.store.sqlite.stall`); ``None`` waits.
     """
 
     schema_version: int = SCHEMA_VERSION
@@ -64,6 +66,7 @@ class SqliteStore:
         readers: int = 2,
         commit_interval: float = COMMIT_INTERVAL,
         on_commit: Callable[[int, float], None] | None = None,
+        stall_bound: float | None = None,
     ) -> None:
         if sync not in ("full", "normal"):
             raise ValueError(f"sync must be 'full' or 'normal', not {sync!r}")
@@ -73,7 +76,7 @@ class SqliteStore:
         self.sync = sync
         self.readers = readers
         self.commit_interval = commit_interval
-        self._writer = Writer(self.path, sync, commit_interval, on_commit)
+        self._writer = Writer(self.path, sync, commit_interval, on_commit, stall_bound)
         self._reads = ReadPool(self.path, readers)
         pruner = Pruner()
         self._users = Users(self._writer, self._reads)

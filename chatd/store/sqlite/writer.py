@@ -28,6 +28,7 @@ from chatd.store.base import StoreError
 from chatd.store.seqlease import SeqLease
 from chatd.store.sqlite.db import as_store_error, connect_writer, last_seq, log, scalar
 from chatd.store.sqlite.jobs import Job, Merge, Outcome, call_loop, settle, take_more
+from chatd.store.sqlite.stall import StallWatch
 
 __all__ = ["COMMIT_INTERVAL", "MAX_BATCH_JOBS", "CommitPacer", "Writer"]
 
@@ -168,7 +169,9 @@ class Writer:
     loop after each commit. ``write_failure``: why the last transaction failed, while no
     later one has committed (the store's ping() then fails too, so /healthz says 503
     instead of "ok" while every write fails). ``lease``, once set (by a job), is kept
-    ahead of every seq committed.
+    ahead of every seq committed. ``stall_bound``: fail the waits of writes after that
+    many seconds in which the writer finished nothing (the server's; see
+    :mod:`chatd.store.sqlite.stall`); ``None``: wait as long as it takes.
     """
 
     def __init__(
@@ -177,6 +180,7 @@ class Writer:
         sync: str,
         commit_interval: float,
         on_commit: Callable[[int, float], None] | None,
+        stall_bound: float | None = None,
     ) -> None:
         self.path = path
         self.sync = sync
@@ -191,6 +195,8 @@ class Writer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._stall_bound = stall_bound
+        self._watch: StallWatch | None = None  # the loop's, while running with a bound
 
     @property
     def running(self) -> bool:
@@ -206,6 +212,8 @@ class Writer:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.closing = False
+        if self._stall_bound is not None:
+            self._watch = StallWatch(loop, self._stall_bound)
         ready: asyncio.Future[None] = loop.create_future()
         self._thread = threading.Thread(
             target=self._main, args=(ready,), name="chatd-sqlite-writer", daemon=True
@@ -234,6 +242,8 @@ class Writer:
             raise StoreError("the sqlite store is not open")
         future: asyncio.Future[T] = self._loop.create_future()
         self._queue.put(Job(fn, future, messages, bare=bare, merge=merge, payload=payload))
+        if self._watch is not None:
+            self._watch.waits(future)
         return await future
 
     async def run_merged(self, merge: Merge, payload: Any, *, messages: int = 0) -> Any:
@@ -259,6 +269,9 @@ class Writer:
         await stopped
         thread.join()
         self._thread = None
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
 
     async def changed_elsewhere(self) -> bool:
         """Whether another connection committed since the last look: the connection's
@@ -327,7 +340,8 @@ class Writer:
             except Exception as exc:
                 outcomes.append((job.future, None, as_store_error(exc)))
         if outcomes:
-            self._call_loop(settle, outcomes)
+            ok = all(error is None for _, _, error in outcomes)
+            self._call_loop(self._settle, outcomes, ok)
 
     def _run_batch(self, conn: apsw.Connection, jobs: list[Job]) -> None:
         started = time.perf_counter()
@@ -351,14 +365,16 @@ class Writer:
                 _release_wal(conn)
             self.write_failure = f"{type(exc).__name__}: {exc}"
             outcomes = [(job.future, None, StoreError(f"commit failed: {exc}")) for job in jobs]
+            committed = False
         else:
+            committed = True
             self.commits += 1
             if self.write_failure is not None:
                 log.warning("store.sqlite.commit_restored", after=Trusted(self.write_failure))
                 self.write_failure = None
         self.last_batch_size = sum(job.messages for job in jobs)
         seconds = time.perf_counter() - started
-        self._call_loop(self._finish_batch, outcomes, self.last_batch_size, seconds)
+        self._call_loop(self._finish_batch, outcomes, self.last_batch_size, seconds, committed)
 
     def _transaction(
         self, conn: apsw.Connection, jobs: list[Job], *, isolated: bool
@@ -383,9 +399,17 @@ class Writer:
         conn.execute("COMMIT")
         return outcomes
 
-    def _finish_batch(self, outcomes: list[Outcome], batch_size: int, seconds: float) -> None:
-        """On the loop: wake every writer of the batch, then report to metrics."""
+    def _settle(self, outcomes: list[Outcome], ok: bool) -> None:
+        """On the loop: hand the writes their outcomes, and tell the watch."""
         settle(outcomes)
+        if self._watch is not None:
+            self._watch.finished(ok=ok)
+
+    def _finish_batch(
+        self, outcomes: list[Outcome], batch_size: int, seconds: float, committed: bool
+    ) -> None:
+        """On the loop: wake every writer of the batch, then report to metrics."""
+        self._settle(outcomes, committed)
         if self.on_commit is not None:
             try:
                 self.on_commit(batch_size, seconds)
