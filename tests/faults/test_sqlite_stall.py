@@ -31,6 +31,7 @@ SLACK = 1.5  # the watch's check interval, a loaded machine's scheduling, the si
 def write_lock_held(database: Path) -> Iterator[None]:
     """Another process's write transaction on ``database``, open for the block."""
     conn = apsw.Connection(str(database))
+    conn.set_busy_timeout(10_000)  # chatd may be committing at that moment
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
