@@ -51,12 +51,14 @@ typecheck: install
 bench: install
 	$(BIN)/python -m pytest bench --benchmark-only --benchmark-columns=min,median,mean,ops -q
 	$(BIN)/python -m bench.load all --preset quick
+	$(BIN)/python -m bench.floor --sync full
 
 bench-full: install
 	$(BIN)/python -m pytest bench --benchmark-only --benchmark-columns=min,median,mean,ops -q
 	$(BIN)/python -m bench.load all --preset full --json bench/results-full.json
 	$(BIN)/python -m bench.load saturation --preset full --sync normal \
 		--json bench/results-full-normal.json
+	$(BIN)/python -m bench.floor --sync full
 
 # The man pages must render without a single warning. tests/chatd/test_man.py checks it
 # too (and that man/chatd.8 documents exactly chatd's flags), so `make test` covers it.
