@@ -6,7 +6,7 @@ bug: every write behind it waited with it. A sign-up, a login, a logout waited o
 SQLite's 5 s busy timeout and got 500 internal_error, and each transaction retried
 waited as long again; with a stalled disk they waited for as long as the disk did.
 PostgreSQL's requests are answered 503 within 2 s in an outage (test_pg_recovery); the
-SQLite store now keeps the same bound.
+SQLite store now keeps the same bound, and /healthz says 503 while it lasts.
 """
 
 from __future__ import annotations
@@ -60,17 +60,24 @@ def test_requests_behind_a_stalled_writer_get_503_within_the_bound(tmp_path: Pat
             assert answer.error_code == "server_busy"
             assert int(answer.headers.get("retry-after", "0")) >= 1
             assert took < BOUND + SLACK, f"answered after {took:.1f} s"
-            # a second request in the same outage: bounded again, and not logged again
+            # a monitor sees it: /healthz answers 503 while the writer is stalled
+            assert http(server, "GET", "/healthz").status == 503
+            # held past SQLite's busy timeout, the writer's transaction fails and it
+            # answers again, but it does not work: still one outage, no "restored"
+            poll(lambda: "store.sqlite.commit_failed" in events(server),
+                 "the writer's transaction failing on the lock")
             started = time.monotonic()
             again = http(server, "POST", "/v1/register",
                          {"username": unique_name(), "password": PASSWORD})
             assert again.status == 503, again.raw
             assert time.monotonic() - started < BOUND + SLACK
+            assert "store.restored" not in events(server)
         # the lock is gone: writes go through again, and the outage ends in the log
         poll(lambda: http(server, "POST", "/v1/register",
                           {"username": unique_name(), "password": PASSWORD}).status == 201,
              "a sign-up once the lock is released", timeout=15)
         poll(lambda: "store.restored" in events(server), "store.restored in the log")
+        assert http(server, "GET", "/healthz").status == 200
         logged = events(server)
         assert logged.count("store.unavailable") == 1, logged
         assert logged.count("store.restored") == 1, logged

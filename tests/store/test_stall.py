@@ -82,6 +82,7 @@ def test_writes_waiting_on_a_writer_that_finishes_nothing_fail_after_the_bound(
     for future in (first, second):  # every wait behind the stalled writer, at once
         assert isinstance(future.exception(), StoreUnavailable)
     assert outage_events(caplog) == ["store.unavailable"]
+    assert watch.stalled  # what /healthz reports
 
     third = loop.future()  # the writer is still stuck: a new write gets its own bound
     watch.waits(third)
@@ -93,6 +94,7 @@ def test_writes_waiting_on_a_writer_that_finishes_nothing_fail_after_the_bound(
 
     watch.finished(ok=True)  # a commit at last
     assert outage_events(caplog) == ["store.unavailable", "store.restored"]
+    assert not watch.stalled
 
 
 def test_a_writer_that_finishes_transactions_is_busy_not_stalled(loop: FakeLoop) -> None:
@@ -128,6 +130,7 @@ def test_transactions_that_fail_at_once_are_answers_but_no_end_of_the_outage(
         watch.finished(ok=False)
     assert not waiting.done()
     assert outage_events(caplog) == ["store.unavailable"]
+    assert watch.stalled
     waiting.cancel()
 
 

@@ -51,10 +51,16 @@ class StallWatch:
         if self._timer is None:
             self._timer = self._loop.call_at(now + CHECK_INTERVAL, self._check)
 
+    @property
+    def stalled(self) -> bool:
+        """Writes failed for want of an answer, and none has worked since."""
+        return self._outage.down
+
     def finished(self, *, ok: bool) -> None:
         """The writer finished a transaction or a look outside one: its writes have
-        their answers. Only one that worked (``ok``) ends an outage: a writer whose
-        transactions fail at once (a full disk) is not stalled, nor working again."""
+        their answers. Only ``ok`` (a commit, or a look while commits work) ends an
+        outage: a writer whose transactions fail (a full disk, a lock it waited out)
+        answers, so it is not stalled, but it is not working again either."""
         self._finished_at = self._loop.time()
         if ok:
             self._outage.ok()

@@ -23,6 +23,7 @@ from chatd.store.base import (
     Retirement,
     Stats,
     StoreError,
+    StoreUnavailable,
     User,
 )
 from chatd.store.seqlease import SeqLease
@@ -165,6 +166,8 @@ class SqliteStore:
         failure = self._writer.write_failure
         if failure is not None:
             raise StoreError(f"writes are failing: {failure}")
+        if self._writer.stalled:
+            raise StoreUnavailable("the writer has finished nothing within its bound")
         await self._reads.run(lambda conn: scalar(conn, "SELECT 1"))
 
     async def changed_elsewhere(self) -> bool:

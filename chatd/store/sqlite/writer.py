@@ -207,6 +207,12 @@ class Writer:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def stalled(self) -> bool:
+        """Writes failed for want of an answer within the stall bound, and none has
+        committed since (see :mod:`chatd.store.sqlite.stall`)."""
+        return self._watch is not None and self._watch.stalled
+
     async def start(self) -> None:
         """Start the thread; returns once its connection is open (or raises why not)."""
         loop = asyncio.get_running_loop()
@@ -340,7 +346,8 @@ class Writer:
             except Exception as exc:
                 outcomes.append((job.future, None, as_store_error(exc)))
         if outcomes:
-            ok = all(error is None for _, _, error in outcomes)
+            # a look says nothing of writes: only while commits work does it end an outage
+            ok = self.write_failure is None and all(error is None for _, _, error in outcomes)
             self._call_loop(self._settle, outcomes, ok)
 
     def _run_batch(self, conn: apsw.Connection, jobs: list[Job]) -> None:
