@@ -18,6 +18,7 @@ from pathlib import Path
 
 import apsw
 import orjson
+import pytest
 
 from tests.chatd.clients import PASSWORD, http, register, unique_name
 from tests.chatd.server import ChatdProcess
@@ -81,3 +82,29 @@ def test_requests_behind_a_stalled_writer_get_503_within_the_bound(tmp_path: Pat
         logged = events(server)
         assert logged.count("store.unavailable") == 1, logged
         assert logged.count("store.restored") == 1, logged
+
+
+def lines(server: ChatdProcess) -> list[dict[str, object]]:
+    path = server.log_dir / "chatd.log"
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
+
+
+@pytest.mark.long_fault  # 10 s, most of it SQLite's busy timeout: `make faults` runs it
+def test_sigterm_while_the_writer_is_stalled_exits_cleanly_without_tracebacks(
+    tmp_path: Path,
+) -> None:
+    """The shutdown's last write (the seq lease) waits on the stalled writer like any
+    other: it fails within the bound, and an outage is no place for a traceback."""
+    with ChatdProcess(tmp_path / "data", tmp_path / "logs") as server:
+        register(server)
+        with write_lock_held(tmp_path / "data" / "chatd.db"):
+            answer = http(server, "POST", "/v1/register",
+                          {"username": unique_name(), "password": PASSWORD})
+            assert answer.status == 503, answer.raw
+            started = time.monotonic()
+            assert server.stop(timeout=30) == 0
+            took = time.monotonic() - started
+    assert took < 10, f"exited after {took:.1f} s"  # SQLite's busy timeout, then the close
+    with_traceback = [line["event"] for line in lines(server) if "traceback" in line]
+    assert with_traceback == []
+    assert any(line["event"] == "store.sqlite.seq_record_failed" for line in lines(server))

@@ -149,6 +149,8 @@ class SqliteStore:
             # the exact last seq: a clean restart leaves no gap
             try:
                 await self._writer.run(lambda conn: lease.write(last_seq(conn)))
+            except StoreUnavailable as exc:  # a stalled writer: an outage, logged as one
+                log.warning("store.sqlite.seq_record_failed", error=str(exc))
             except (StoreError, OSError):
                 log.exception("store.sqlite.seq_record_failed")
         await self._writer.stop()
